@@ -1,0 +1,61 @@
+"""PyTorch latency vs GFLOPs for none / ToMe / STTM, measured in one run.
+
+    python -m models.bench [--model videomae-b] [--reduction 0.38] [--repeats 5]
+
+Runs are interleaved (none, tome, sttm, none, ...) so machine noise hits all alike;
+the median per method is reported with its ratio to the unmerged model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from models import PRESETS, MergeConfig, build_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="videomae-b", choices=list(PRESETS))
+    parser.add_argument("--reduction", type=float, default=0.38)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    cfg = PRESETS[args.model]
+    methods = {"none": MergeConfig()}
+    for method in ("tome", "sttm"):
+        methods[method] = MergeConfig(method=method, reduction=args.reduction)
+    models = {name: build_model(cfg, merge) for name, merge in methods.items()}
+    video = torch.randn(args.batch, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(video)  # warm-up
+        for _ in range(args.repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(video)
+                times[name].append(time.perf_counter() - start)
+
+    base_ms = statistics.median(times["none"]) * 1e3
+    base_gf = models["none"].gflops()
+    print(f"# {args.model} {cfg.num_frames}x{cfg.image_size}, batch {args.batch}, PyTorch {torch.__version__} "
+          f"eager (SDPA), {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"median of {args.repeats}")
+    print("| merge | GFLOPs (MACs) | latency ms | GFLOPs ratio | speedup | speedup / GFLOPs ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, model in models.items():
+        ms = statistics.median(times[name]) * 1e3
+        gf_ratio, speedup = base_gf / model.gflops(), base_ms / ms
+        print(f"| {name} | {model.gflops():.1f} | {ms:.0f} | {gf_ratio:.2f}x | {speedup:.2f}x | {speedup / gf_ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

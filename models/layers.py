@@ -1,0 +1,82 @@
+"""Transformer building blocks shared by both architectures (timm-style names)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with an optional additive key bias (proportional attention).
+
+    `qkv_bias`: "qkv" (one bias, TimeSformer), "qv" (q and v biases, k none: VideoMAE),
+    or "none". Returns the output and the keys averaged over heads, the merge metric.
+    """
+
+    def __init__(self, dim: int, heads: int, qkv_bias: str = "qkv") -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.explicit = False  # True: write attention out (FLOP counting); else fused SDPA
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias == "qkv")
+        if qkv_bias == "qv":
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "q_bias"):
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+            return F.linear(x, self.qkv.weight, bias)
+        return self.qkv(x)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x [B, N, C]`, `bias [B, 1, 1, N]` or None -> (`[B, N, C]`, keys `[B, N, C/heads]`)."""
+        B, N, C = x.shape
+        qkv = self._qkv(x).reshape(B, N, 3, self.heads, C // self.heads)  # (B, N, 3, h, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d)
+        if self.explicit:
+            attn = (q @ k.transpose(-2, -1)) * self.scale  # (B, h, N, N)
+            if bias is not None:
+                attn = attn + bias
+            out = attn.softmax(-1) @ v  # (B, h, N, d)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, N, d)
+        out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
+        return self.proj(out), k.mean(1)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Tubelet (Conv3d) or per-frame (Conv2d) patch embedding; `.proj` as in the original repos."""
+
+    def __init__(self, dim: int, patch: int, tubelet: int | None) -> None:
+        super().__init__()
+        if tubelet is None:
+            self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+        else:
+            self.proj = nn.Conv3d(3, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, 3, (T,) H, W] -> [B, tokens, C]` in (t, h, w) order."""
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, ...) -> (B, tokens, C)
+
+
+def sinusoid_table(n: int, dim: int) -> torch.Tensor:
+    """VideoMAE's fixed sin-cos position table `[1, n, dim]` (computed in float64)."""
+    pos = torch.arange(n, dtype=torch.float64)[:, None]  # (n, 1)
+    j = torch.arange(dim)
+    angle = pos / torch.pow(10000.0, (2 * (j // 2)).double() / dim)  # (n, dim)
+    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()[None]

@@ -1,0 +1,63 @@
+"""Thin nn.Modules around the merge math in `models.merge`.
+
+Mergers take tokens laid out as `[B', F, n, C]`: `F` frames share one merge decision
+(TimeSformer's spatial tubes; F = 1 for ViT groups), decided from the metric averaged
+over those frames. They return the merged tokens and their statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.config import MergeConfig
+from models.merge import NUM_STATS, merge_tokens, motion_features, sttm_assignment, tome_assignment
+from models.schedule import MergeStep
+
+
+class NoMerge(nn.Module):
+    def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, stats
+
+
+class MotionEmbedding(nn.Module):
+    """`x += W_m f(stats)` with W_m zero-initialised: an exact no-op until trained."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(NUM_STATS, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, stats: torch.Tensor) -> torch.Tensor:
+        return self.proj(motion_features(stats))
+
+
+class ToMeMerge(nn.Module):
+    def __init__(self, step: MergeStep) -> None:
+        super().__init__()
+        self.r = step.r
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assign = tome_assignment(metric.mean(1), self.r)[:, None]  # (B', 1, n', n)
+        return merge_tokens(assign, x, stats)
+
+
+class STTMMerge(nn.Module):
+    def __init__(self, step: MergeStep, dim: int, knn: int) -> None:
+        super().__init__()
+        self.meta, self.r, self.knn = step.meta, step.r, knn
+        self.motion = MotionEmbedding(dim)
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assign = sttm_assignment(metric.mean(1), self.meta, self.r, self.knn)[:, None]  # (B', 1, n', n)
+        x, stats = merge_tokens(assign, x, stats)  # (B', F, n', C), (B', F, n', 9)
+        return x + self.motion(stats), stats
+
+
+def make_merger(step: MergeStep | None, merge: MergeConfig, dim: int) -> nn.Module:
+    if step is None:
+        return NoMerge()
+    if merge.method == "sttm":
+        return STTMMerge(step, dim, merge.knn)
+    return ToMeMerge(step)

@@ -1,0 +1,118 @@
+"""Loaders: our format, the original VideoMAE .pth, built-in names, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from models import PRESETS, CheckpointError, MergeConfig, build_model, load_model, save_model
+from tests.conftest import randomize, write_hf
+
+TINY = PRESETS["vit-tiny"]
+
+
+def _video(cfg):
+    return torch.randn(2, 3, cfg.num_frames, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(3))
+
+
+def test_builtin_name_is_deterministic_and_eval():
+    a, b = load_model("vit-tiny"), load_model("vit-tiny")
+    assert not a.training
+    with torch.no_grad():
+        assert torch.equal(a(_video(TINY)), b(_video(TINY)))
+
+
+@pytest.mark.parametrize("name", ["vit-tiny", "timesformer-tiny"])
+def test_own_format_round_trip_keeps_merge_and_motion_weights(tmp_path, name):
+    cfg = PRESETS[name].replace(labels=tuple(f"act{i}" for i in range(10)))
+    model = randomize(build_model(cfg, MergeConfig(method="sttm", reduction=0.3)))  # motion weights non-zero
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.merge_config == model.merge_config and loaded.labels == cfg.labels
+    with torch.no_grad():
+        assert torch.equal(loaded(_video(cfg)), model(_video(cfg)))
+
+
+def test_own_format_can_switch_merge_method(tmp_path):
+    save_model(randomize(build_model(TINY)), tmp_path)
+    sttm = load_model(tmp_path, merge="sttm", reduction=0.3)
+    assert sttm.merge_config.method == "sttm" and sttm.gflops() < sttm.gflops(merged=False)
+    with pytest.warns(UserWarning, match="merge weights"):
+        save_model(sttm, tmp_path / "sttm")
+        load_model(tmp_path / "sttm", merge="none")
+
+
+@pytest.mark.parametrize("wrapper", ["model", "module", None])
+def test_original_videomae_pth(tmp_path, wrapper):
+    cfg = TINY.replace(dim=128, heads=2, num_classes=7, head_norm_eps=1e-6)  # heads = dim // 64
+    model = randomize(build_model(cfg))
+    state = model.model.state_dict()
+    if wrapper == "module":
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save({wrapper: state, "epoch": 3} if wrapper else state, tmp_path / "checkpoint.pth")
+    loaded = load_model(tmp_path / "checkpoint.pth", num_frames=cfg.num_frames, image_size=cfg.image_size)
+    assert loaded.config.dim == 128 and loaded.config.num_classes == 7
+    with torch.no_grad():
+        assert torch.equal(loaded(_video(cfg)), model(_video(cfg)))
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    write_hf(tmp_path, "videomae")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_model(tmp_path)
+
+
+def test_truncated_pth_is_a_clear_error(tmp_path):
+    torch.save({"model": build_model(TINY).model.state_dict()}, tmp_path / "x.pth")
+    data = (tmp_path / "x.pth").read_bytes()
+    (tmp_path / "x.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_model(tmp_path / "x.pth")
+
+
+def test_missing_keys_are_named(tmp_path):
+    write_hf(tmp_path, "videomae")
+    state = load_file(tmp_path / "model.safetensors")
+    del state["fc_norm.weight"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing keys: fc_norm.weight"):
+        load_model(tmp_path)
+
+
+def test_wrong_architecture_is_a_clear_error(tmp_path):
+    write_hf(tmp_path, "videomae")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="unsupported model_type 'bert'"):
+        load_model(tmp_path)
+
+
+def test_weights_of_another_architecture_are_rejected(tmp_path):
+    write_hf(tmp_path / "t", "timesformer")
+    write_hf(tmp_path / "v", "videomae")
+    (tmp_path / "v" / "model.safetensors").write_bytes((tmp_path / "t" / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_model(tmp_path / "v")
+
+
+def test_shape_mismatch_is_named(tmp_path):
+    write_hf(tmp_path, "videomae")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(CheckpointError, match="shape mismatch: blocks.0.mlp.fc1"):
+        load_model(tmp_path)
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "notes.pth")
+    with pytest.raises(CheckpointError, match="without config.json"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_model(tmp_path / "missing")

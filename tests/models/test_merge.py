@@ -1,0 +1,124 @@
+"""The pure merge math: assignments are valid, merging conserves what it must."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.merge import (
+    _assignment,
+    initial_stats,
+    merge_tokens,
+    motion_features,
+    sttm_assignment,
+    tome_assignment,
+)
+from models.mergers import MotionEmbedding
+
+
+def _check_assignment(assign: torch.Tensor, n: int, r: int) -> None:
+    assert assign.shape[-2:] == (n - r, n)
+    assert torch.equal(assign.sum(-2), torch.ones(assign.shape[:-2] + (n,)))  # every token goes once
+    assert bool((assign.sum(-1) >= 1).all())  # every output slot holds at least itself
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 40), frac=st.floats(0, 1), meta_frac=st.floats(0.05, 1), seed=st.integers(0, 999))
+def test_sttm_assignment_is_valid_and_keeps_meta_tokens(n, frac, meta_frac, seed):
+    meta = max(1, round(meta_frac * n))
+    r = round(frac * (n - meta))
+    metric = torch.randn(3, n, 8, generator=torch.Generator().manual_seed(seed))
+    assign = sttm_assignment(metric, meta, r)
+    _check_assignment(assign, n, r)
+    assert bool((assign.sum(-1) > 1).sum(-1).le(meta).all())  # only meta tokens absorb others
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 40), frac=st.floats(0, 1), seed=st.integers(0, 999))
+def test_tome_assignment_merges_a_into_b(n, frac, seed):
+    r = round(frac * min((n + 1) // 2, n - 1))
+    metric = torch.randn(2, n, 8, generator=torch.Generator().manual_seed(seed))
+    assign = tome_assignment(metric, r)
+    _check_assignment(assign, n, r)
+    # a slot holds at most one B (odd) token, and a slot with several members holds exactly one
+    odd = assign[..., 1::2].sum(-1)  # (b, n')
+    assert bool((odd <= 1).all())
+    assert bool((odd[assign.sum(-1) > 1] == 1).all())
+
+
+def test_output_slots_keep_original_order():
+    dest = torch.tensor([[0, 0, 2, 3, 3, 5]])  # tokens 1 -> 0 and 4 -> 3 merge away
+    is_src = torch.tensor([[0.0, 1.0, 0.0, 0.0, 1.0, 0.0]])
+    assign = _assignment(dest, is_src, 2)
+    expected = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1.0]])
+    assert torch.equal(assign[0], expected)
+
+
+def test_zero_merges_is_identity():
+    metric = torch.randn(2, 10, 4)
+    for assign in (sttm_assignment(metric, 3, 0), tome_assignment(metric, 0)):
+        assert torch.equal(assign, torch.eye(10).expand(2, 10, 10))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    grid=st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+    fracs=st.lists(st.floats(0, 0.9), min_size=1, max_size=3),
+    seed=st.integers(0, 999),
+)
+def test_repeated_merges_conserve_size_and_positions(grid, fracs, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n0 = grid[0] * grid[1] * grid[2]
+    stats = initial_stats(*grid)[None]  # (1, n0, 9)
+    x = torch.randn(1, n0, 6, generator=gen)
+    for frac in fracs:
+        n = x.shape[1]
+        r = min(round(frac * n), n - 1)
+        assign = sttm_assignment(torch.randn(1, n, 4, generator=gen), 1, r)
+        x, stats = merge_tokens(assign, x, stats)
+        # sizes always sum to the original token count
+        torch.testing.assert_close(stats[..., 0].sum(), torch.tensor(float(n0)))
+        feats = motion_features(stats)
+        mean = feats[..., :3]  # aggregated (t, h, w) stay inside the clip's grid
+        assert bool(((mean > 0) & (mean < 1)).all())
+        assert bool(torch.isfinite(feats).all())
+
+
+def test_merge_is_size_weighted_average():
+    x = torch.tensor([[[1.0], [3.0], [10.0]]])
+    stats = initial_stats(1, 1, 3)[None].clone()
+    stats[..., 0] = torch.tensor([1.0, 3.0, 1.0])  # sizes
+    assign = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    merged, merged_stats = merge_tokens(assign, x, stats)
+    torch.testing.assert_close(merged, torch.tensor([[[2.5], [10.0]]]))  # (1*1 + 3*3) / 4
+    torch.testing.assert_close(merged_stats[..., 0], torch.tensor([[4.0, 1.0]]))
+
+
+def test_motion_features_recover_linear_motion():
+    # a patch moving right by one column per slice, merged into one token: v_w = 1 column/slice
+    t, h, w = 4, 1, 4
+    stats = initial_stats(t, h, w).reshape(t, w, 9)  # (t, w, 9)
+    diagonal = torch.stack([stats[i, i] for i in range(t)]).sum(0)  # (9,)
+    feats = motion_features(diagonal)
+    v_w = feats[4] * (1 / w) / (1 / t)  # normalised units -> columns per slice
+    torch.testing.assert_close(v_w, torch.tensor(1.0), atol=0.01, rtol=0.01)
+    torch.testing.assert_close(feats[3], torch.tensor(0.0))  # no vertical motion
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 999))
+def test_motion_branch_starts_as_exact_noop(seed):
+    gen = torch.Generator().manual_seed(seed)
+    stats = initial_stats(2, 3, 3)[None].repeat(2, 1, 1) * torch.rand(2, 18, 1, generator=gen) * 5
+    x = torch.randn(2, 18, 16, generator=gen)
+    motion = MotionEmbedding(16)
+    assert torch.equal(motion(stats), torch.zeros(2, 18, 16))
+    assert torch.equal(x + motion(stats), x)
+
+
+def test_decisions_are_deterministic_with_ties():
+    metric = torch.ones(2, 12, 4)  # every token identical: only the tie-break decides
+    assert torch.equal(sttm_assignment(metric, 3, 5), sttm_assignment(metric, 3, 5))
+    assert torch.equal(sttm_assignment(metric, 3, 5)[0], sttm_assignment(metric, 3, 5)[1])
+    assert torch.equal(tome_assignment(metric, 4), tome_assignment(metric, 4))

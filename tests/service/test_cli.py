@@ -1,0 +1,32 @@
+"""The `sttm` command line: output, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+from service.cli import main
+
+
+def test_info_json(capsys):
+    assert main(["info", "videomae-b", "--merge", "sttm", "--reduction", "0.38", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arch"] == "vit" and info["frames"] == 16 and info["num_labels"] == 400
+    assert info["gflops_unmerged"] > 179 and info["gflops_saved"] >= 0.37
+    assert info["tokens_per_layer"][0] == 1568 and info["tokens_per_layer"][-1] < 1568
+
+
+def test_info_text(capsys):
+    assert main(["info", "timesformer-tiny", "--merge", "tome", "--reduction", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture     timesformer" in out and "tokens per layer" in out and "tome" in out
+
+
+def test_bad_model_is_one_line_error(capsys, tmp_path):
+    assert main(["info", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm info: error:") and err.count("\n") == 1
+
+
+def test_unreachable_reduction_is_one_line_error(capsys):
+    assert main(["info", "vit-tiny", "--merge", "sttm", "--reduction", "0.97"]) == 2
+    assert "cannot save" in capsys.readouterr().err
