@@ -46,15 +46,25 @@ def main(argv: list[str] | None = None) -> None:
 
     base_ms = statistics.median(times["none"]) * 1e3
     base_gf = models["none"].gflops()
-    print(f"# {args.model} {cfg.num_frames}x{cfg.image_size}, batch {args.batch}, PyTorch {torch.__version__} "
-          f"eager (SDPA), {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"median of {args.repeats}")
+    print(
+        f"# {args.model} {cfg.num_frames}x{cfg.image_size}, batch {args.batch}, PyTorch {torch.__version__} "
+        f"eager (SDPA), {args.threads} threads, {platform.processor() or platform.machine()}, "
+        f"median of {args.repeats}"
+    )
     print("| merge | GFLOPs (MACs) | latency ms | GFLOPs ratio | speedup | speedup / GFLOPs ratio |")
     print("|---|---|---|---|---|---|")
     for name, model in models.items():
         ms = statistics.median(times[name]) * 1e3
         gf_ratio, speedup = base_gf / model.gflops(), base_ms / ms
-        print(f"| {name} | {model.gflops():.1f} | {ms:.0f} | {gf_ratio:.2f}x | {speedup:.2f}x | {speedup / gf_ratio:.2f} |")
+        row = [
+            name,
+            f"{model.gflops():.1f}",
+            f"{ms:.0f}",
+            f"{gf_ratio:.2f}x",
+            f"{speedup:.2f}x",
+            f"{speedup / gf_ratio:.2f}",
+        ]
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
