@@ -30,3 +30,27 @@ def test_bad_model_is_one_line_error(capsys, tmp_path):
 def test_unreachable_reduction_is_one_line_error(capsys):
     assert main(["info", "vit-tiny", "--merge", "sttm", "--reduction", "0.97"]) == 2
     assert "cannot save" in capsys.readouterr().err
+
+
+def test_export_onnx_then_triton(capsys, tmp_path):
+    assert main(["export", "vit-tiny", "-o", str(tmp_path / "m.onnx"), "--merge", "sttm", "--reduction", "0.3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "m.onnx")
+    assert "result: PASS" in captured.err and "| batch | clips |" in captured.err  # the validation table
+    assert main(["export", "vit-tiny", "-o", str(tmp_path / "repo"), "--format", "triton", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and (tmp_path / "repo" / "vit-tiny" / "config.pbtxt").is_file()
+
+
+def test_export_errors_are_one_line(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for argv in (
+        ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "m.onnx")],
+        ["export", "vit-tiny", "-o", str(blocker / "m.onnx")],  # parent is a file: unwritable
+        ["export", "vit-tiny", "-o", str(tmp_path / "m.onnx"), "--precision", "fp16"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        lines = err.splitlines()  # progress lines may come first; the error is one line, last
+        assert lines[-1].startswith("sttm export: error:") and "Traceback" not in err, err

@@ -1,0 +1,52 @@
+"""What an exported model carries in its ONNX `metadata_props`: everything the server
+needs to preprocess a clip and name the answer. Plain Python (no torch, no onnx), so the
+service can read it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
+
+PREFIX = "sttm."
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    arch: str
+    labels: tuple[str, ...]
+    num_frames: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    short_side: int
+    sampling: str  # "dense" (frame_interval) or "uniform" (segments)
+    frame_interval: int
+    merge: str
+    reduction: float
+    gflops: float  # multiply-adds per clip, G
+    gflops_unmerged: float
+    precision: str = "fp32"
+    input_name: str = "video"
+    output_name: str = "logits"
+
+    def to_props(self) -> dict[str, str]:
+        """One `sttm.<field>` entry per field, each a JSON value (readable in Netron)."""
+        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
+        """Inverse of `to_props`; raises ValueError naming what is missing or malformed."""
+        values = {}
+        for f in fields(cls):
+            key = PREFIX + f.name
+            if key not in props:
+                if f.default is not MISSING:
+                    continue
+                raise ValueError(f"model metadata lacks {key!r}: was it written by `sttm export`?")
+            try:
+                value = json.loads(props[key])
+            except json.JSONDecodeError:
+                raise ValueError(f"model metadata {key!r} is not JSON: {props[key][:80]!r}") from None
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)

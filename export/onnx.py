@@ -1,0 +1,115 @@
+"""Checkpoint -> one self-contained ONNX file with the merging inside the graph.
+
+The spec is data (names, dynamic axes, opset); the exported file carries the model's
+metadata (labels, preprocessing, merge, GFLOPs) so a server needs nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from export.metadata import ModelMetadata
+from models import VideoClassifier
+
+# Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.
+FORBIDDEN_OPS = frozenset({"ScatterElements", "ScatterND", "Scatter", "NonZero", "Unique", "Loop", "If"})
+
+
+class ExportError(RuntimeError):
+    """Export failed; the message says at which step and why."""
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    input_name: str = "video"
+    output_name: str = "logits"
+    opset: int = 18  # the dynamo exporter's lowest; TensorRT 10 parses it
+    max_batch: int = 64  # upper bound of the dynamic batch axis
+
+
+def metadata_for(model: VideoClassifier, name: str, precision: str = "fp32", spec: OnnxSpec = OnnxSpec()):
+    cfg, pre, merge = model.config, model.preprocessing, model.merge_config
+    return ModelMetadata(
+        name=name, arch=cfg.arch, labels=model.labels, num_frames=cfg.num_frames, image_size=cfg.image_size,
+        mean=pre.mean, std=pre.std, short_side=pre.short_side, sampling=pre.sampling,
+        frame_interval=pre.frame_interval, merge=merge.method, reduction=merge.reduction,
+        gflops=float(f"{model.gflops():.6g}"), gflops_unmerged=float(f"{model.gflops(merged=False):.6g}"),
+        precision=precision, input_name=spec.input_name, output_name=spec.output_name,
+    )  # fmt: skip
+
+
+def example_input(model: VideoClassifier, batch: int = 2) -> torch.Tensor:
+    cfg = model.config
+    return torch.zeros(batch, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
+
+
+def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadata, spec: OnnxSpec = OnnxSpec()) -> Path:
+    """Trace `model` with the dynamo exporter (dynamic batch only) and write one `.onnx`.
+
+    Checks: `onnx.checker` (full), shape inference, and that no forbidden op slipped in.
+    """
+    path = Path(path)
+    batch = torch.export.Dim("batch", min=1, max=spec.max_batch)
+    for logger in ("torch.onnx", "onnxscript"):  # their INFO/WARNING chatter is not ours to show
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model.eval(),
+                (example_input(model),),
+                dynamo=True,
+                opset_version=spec.opset,
+                external_data=False,
+                input_names=[spec.input_name],
+                output_names=[spec.output_name],
+                dynamic_shapes={"video": {0: batch}},
+                optimize=True,  # constant folding and dead-code removal (onnxscript optimizer)
+                verbose=False,
+            )
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types
+        raise ExportError(f"torch.onnx.export failed: {str(err).splitlines()[0][:300]}") from err
+    proto = program.model_proto
+    for key, value in metadata.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = f"sttm-serve export of {metadata.name} ({metadata.arch}, merge {metadata.merge})"
+    check_graph(proto)
+    onnx.save_model(proto, path)
+    return path
+
+
+def check_graph(proto: onnx.ModelProto) -> None:
+    """Full checker, shape inference, and the no-forbidden-ops rule."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"onnx.checker rejected the graph: {str(err).splitlines()[0]}") from err
+    bad = sorted({node.op_type for node in proto.graph.node} & FORBIDDEN_OPS)
+    if bad:
+        raise ExportError(f"graph contains ops that break static shapes / TensorRT: {bad}")
+
+
+def op_types(proto: onnx.ModelProto) -> set[str]:
+    return {node.op_type for node in proto.graph.node}
+
+
+def inferred_shapes(proto: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """Every intermediate tensor's shape after (strict) ONNX shape inference; symbolic
+    dims (the batch) appear by name."""
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    return shapes
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    proto = onnx.load(str(path), load_external_data=False)
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})

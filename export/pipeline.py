@@ -1,0 +1,122 @@
+"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine -> validate) -> (Triton repo)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
+from export.validate import ValidationReport, onnxruntime_runner, validate
+
+Format = Literal["onnx", "tensorrt", "triton"]
+
+
+@dataclass
+class Progress:
+    """Stage lines with timings on stderr; silent with quiet=True."""
+
+    quiet: bool = False
+
+    @contextmanager
+    def step(self, what: str):
+        start = time.perf_counter()
+        if not self.quiet:
+            print(f"[sttm export] {what} ...", file=sys.stderr, flush=True)
+        yield
+        if not self.quiet:
+            print(f"[sttm export] {what}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+
+    def show(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ExportResult:
+    files: list[Path]
+    reports: list[ValidationReport] = field(default_factory=list)
+
+
+def model_name(ref: str) -> str:
+    stem = Path(ref.rstrip("/")).stem if ("/" in ref or Path(ref).exists()) else ref
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "model"
+
+
+def _check_writable(path: Path) -> None:
+    parent = path if path.is_dir() else path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise ExportError(f"cannot write to {parent}: {err.strerror or err}") from None
+
+
+def run_export(
+    model_ref: str,
+    out: str | Path,
+    merge: str | None = None,
+    reduction: float | None = None,
+    fmt: Format = "onnx",
+    precision: str = "fp32",
+    max_batch: int = 8,
+    name: str | None = None,
+    quiet: bool = False,
+) -> ExportResult:
+    from export import tensorrt
+    from models import load_model
+
+    progress = Progress(quiet)
+    out = Path(out)
+    name = name or model_name(model_ref)
+    if precision == "fp16" and fmt != "tensorrt":
+        raise ExportError("fp16 is built by TensorRT (--format tensorrt); the ONNX file stays fp32")
+    if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
+        raise ExportError(f"--format tensorrt: {reason}")
+    if fmt == "triton":
+        onnx_path, repo = None, out
+    else:
+        onnx_path = out / f"{name}.onnx" if out.is_dir() else out
+        if fmt == "tensorrt" and onnx_path.suffix != ".onnx":
+            onnx_path = onnx_path.with_suffix(".onnx")
+    _check_writable(out if fmt == "triton" else onnx_path)
+
+    with progress.step(f"loading {model_ref}"):
+        model = load_model(model_ref, merge=merge, reduction=reduction)
+    meta = metadata_for(model, name, precision)
+    result = ExportResult(files=[])
+    with tempfile.TemporaryDirectory() as scratch:
+        target = onnx_path or Path(scratch) / "model.onnx"
+        with progress.step(f"exporting ONNX ({meta.merge}, {meta.gflops:.2f} GMACs/clip)"):
+            export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, max_batch)))
+        with progress.step("validating with ONNX Runtime"):
+            ort_run = onnxruntime_runner(str(target))
+            result.reports.append(validate(model, ort_run, "onnxruntime-cpu"))
+        progress.show(result.reports[-1].table())
+        engine = None
+        if fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None):
+            engine = out if fmt == "tensorrt" else Path(scratch) / "model.plan"
+            if engine.suffix == ".onnx":
+                engine = engine.with_suffix(".plan")
+            with progress.step(f"building TensorRT engine ({precision}, batch 1..{max_batch})"):
+                tensorrt.build_engine(target, engine, meta, precision, max_batch,
+                                      timing_cache=engine.parent / "timing.cache")  # fmt: skip
+            with progress.step("validating TensorRT against ONNX Runtime"):
+                result.reports.append(validate(model, tensorrt.TensorRTRunner(engine), "tensorrt", precision,
+                                               reference=ort_run))  # fmt: skip
+            progress.show(result.reports[-1].table())
+        if fmt == "triton":
+            from export.triton import write_repository
+
+            result.files = write_repository(repo, name, meta, target, max_batch, engine)
+            if engine is None:
+                progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
+        else:
+            result.files = [onnx_path] + ([engine, engine.with_suffix(engine.suffix + ".json")] if engine else [])
+    return result

@@ -1,0 +1,125 @@
+"""ONNX export: merging inside the graph, static token shapes, metadata, parity with PyTorch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.onnx import FORBIDDEN_OPS, export_onnx, inferred_shapes, metadata_for, op_types, read_metadata
+from export.validate import onnxruntime_runner, validate
+from models import load_model
+from tests.conftest import write_hf
+
+CASES = [(name, merge) for name in ("vit-tiny", "timesformer-tiny") for merge in ("none", "tome", "sttm")]
+
+# TensorRT 10's ONNX parser (onnx-tensorrt docs/operators.md, 10.x): the operators that
+# parse natively, without plugins. Scatter*/NonZero/Unique/Loop/If are left out on purpose:
+# they are either data-dependent-shaped or branchy, and are forbidden in our graphs.
+# fmt: off
+TENSORRT_OPS = frozenset({
+    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
+    "BatchNormalization", "Cast", "Ceil", "Celu", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
+    "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu",
+    "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gelu",
+    "Gemm", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GridSample",
+    "GroupNormalization", "HardSigmoid", "HardSwish", "Identity", "InstanceNormalization", "IsInf", "IsNaN",
+    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "LpNormalization", "LpPool",
+    "LRN", "MatMul", "Max", "MaxPool", "Mean", "MeanVarianceNormalization", "Min", "Mod", "Mul", "Neg", "Not",
+    "OneHot", "Or", "Pad", "ParametricSoftplus", "Pow", "PRelu", "QuantizeLinear", "Range", "Reciprocal", "ReduceL1",
+    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
+    "ReduceSumSquare", "Relu", "Reshape", "Resize", "Round", "ScaledTanh", "Selu", "Shape", "Shrink", "Sigmoid",
+    "Sign", "Sin", "Sinh", "Size", "Slice", "Softmax", "Softplus", "Softsign", "SpaceToDepth", "Split", "Sqrt",
+    "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK", "Transpose", "Trilu", "Unsqueeze",
+    "Upsample", "Where", "Xor",
+})
+# fmt: on
+
+
+def _constant_names(proto: onnx.ModelProto) -> set[str]:
+    names = {init.name for init in proto.graph.initializer}
+    return names | {out for node in proto.graph.node if node.op_type == "Constant" for out in node.output}
+
+
+@pytest.mark.parametrize("name,merge", CASES)
+def test_ort_matches_pytorch_at_batch_1_and_3(exported, name, merge):
+    model, path = exported(name, merge)
+    report = validate(model, onnxruntime_runner(str(path)), "onnxruntime-cpu", batches=(1, 3))
+    assert report.ok and report.max_abs_diff <= 1e-3
+    assert [r.batch for r in report.rows] == [1, 3]
+
+
+@pytest.mark.parametrize("name,merge", CASES)
+def test_graph_is_static_tensorrt_friendly_and_shrinks_tokens(exported, name, merge):
+    model, path = exported(name, merge)
+    proto = onnx.load(path)
+    ops = op_types(proto)
+    assert not ops & FORBIDDEN_OPS
+    assert ops <= TENSORRT_OPS, f"ops TensorRT cannot parse: {sorted(ops - TENSORRT_OPS)}"
+    constants = _constant_names(proto)
+    for node in proto.graph.node:
+        if node.op_type == "TopK":
+            assert node.input[1] in constants, "TopK's K must be a constant (TensorRT)"
+    assert (proto.opset_import[0].version if proto.opset_import[0].domain == "" else 18) >= 17
+    # the token dimension visibly shrinks between layers in the inferred shapes
+    shapes = {tuple(s) for s in inferred_shapes(proto).values()}
+    cfg, dim = model.config, model.config.dim
+    tokens = sorted({n for n, _ in model.schedule.tokens(cfg)} | {model.schedule.tokens(cfg)[-1][1]})
+    for n in tokens:
+        if cfg.arch == "vit":
+            assert ("batch", n + (cfg.pool == "cls"), dim) in shapes
+        else:
+            assert ("batch", cfg.num_frames, n // cfg.num_frames, dim) in shapes
+    assert (len(tokens) > 1) == (merge != "none")
+    inputs, outputs = proto.graph.input, proto.graph.output
+    assert [i.name for i in inputs] == ["video"] and [o.name for o in outputs] == ["logits"]
+    assert inputs[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+@pytest.mark.parametrize("name,merge", CASES[:3:2])
+def test_metadata_round_trips(exported, name, merge):
+    model, path = exported(name, merge)
+    meta = read_metadata(path)
+    assert meta == metadata_for(model, name)
+    assert meta.labels == model.labels and meta.merge == merge and meta.gflops == pytest.approx(model.gflops(), 1e-3)
+    props = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(props["sttm.mean"]) == list(model.preprocessing.mean)
+    assert asdict(meta)["frame_interval"] == model.preprocessing.frame_interval
+
+
+def test_session_loads_without_warnings(exported, capfd):
+    import onnxruntime as ort
+
+    _, path = exported("vit-tiny", "sttm")
+    capfd.readouterr()
+    options = ort.SessionOptions()
+    options.log_severity_level = 1  # info and above
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    err = capfd.readouterr().err
+    assert "unsupported" not in err.lower() and " W:" not in err and "[W:" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("merge", ["tome", "sttm"])
+def test_parity_at_realistic_token_counts(exported, merge):
+    """1568 tokens and hundreds of merges: near-ties must not reorder tokens (canonical order)."""
+    model, path = exported("vit-tiny", merge, 0.38, num_frames=16, image_size=224)
+    assert model.config.num_tokens == 1568
+    report = validate(model, onnxruntime_runner(str(path)), "onnxruntime-cpu", batches=(1, 3))
+    assert report.max_abs_diff <= 1e-3
+
+
+def test_hf_videomae_export_matches_transformers(tmp_path):
+    reference = write_hf(tmp_path / "hf", "videomae", num_frames=8, image_size=64, num_hidden_layers=3)
+    model = load_model(tmp_path / "hf")
+    export_onnx(model, tmp_path / "m.onnx", metadata_for(model, "hf"))
+    video = torch.randn(3, 3, 8, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = reference(pixel_values=video.transpose(1, 2)).logits.numpy()
+    got = onnxruntime_runner(str(tmp_path / "m.onnx"))(video.numpy())
+    assert np.abs(got - expected).max() <= 1e-4
+    assert read_metadata(tmp_path / "m.onnx").labels == tuple(reference.config.id2label[i] for i in range(5))
