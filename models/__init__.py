@@ -1,22 +1,33 @@
-"""PyTorch video transformers (VideoMAE-style ViT, TimeSformer) with STTM and ToMe merging."""
+"""PyTorch video transformers (VideoMAE-style ViT, TimeSformer) with STTM and ToMe merging.
 
-from models.checkpoint import VideoClassifier, build_model, load_model, save_model
-from models.config import PRESETS, MergeConfig, ModelConfig, Preprocessing
-from models.convert import CheckpointError
-from models.schedule import MergeStep, Schedule, gmacs, make_schedule
+Names are resolved lazily (PEP 562) so that `models.video` — the torch-free decoding leaf
+shared with the service — can be imported without importing torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "CheckpointError",
-    "MergeConfig",
-    "MergeStep",
-    "ModelConfig",
-    "Preprocessing",
-    "Schedule",
-    "VideoClassifier",
-    "build_model",
-    "gmacs",
-    "load_model",
-    "make_schedule",
-    "save_model",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "VideoClassifier": "models.checkpoint",
+    "build_model": "models.checkpoint",
+    "load_model": "models.checkpoint",
+    "save_model": "models.checkpoint",
+    "PRESETS": "models.config",
+    "MergeConfig": "models.config",
+    "ModelConfig": "models.config",
+    "Preprocessing": "models.config",
+    "CheckpointError": "models.convert",
+    "MergeStep": "models.schedule",
+    "Schedule": "models.schedule",
+    "gmacs": "models.schedule",
+    "make_schedule": "models.schedule",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from models.timesformer import TimeSformer
 from models.vit import VideoViT
 
 FORMAT = "sttm-serve"
+DEMO = Path(__file__).parent / "demo"  # the bundled demo model: `load_model("demo")`
 FORMAT_VERSION = 1
 
 
@@ -143,7 +144,7 @@ def load_model(
         An eval-mode `VideoClassifier`.
     """
     name = str(path_or_name)
-    path = Path(name)
+    path = DEMO if name == "demo" and not Path(name).exists() else Path(name)
     saved_merge = MergeConfig()
     if name in PRESETS and not path.exists():
         cfg, state = PRESETS[name], None
@@ -168,7 +169,7 @@ def load_model(
     elif path.exists():
         raise CheckpointError(f"{path}: a directory without config.json")
     else:
-        raise CheckpointError(f"{name}: no such file, directory or built-in model ({', '.join(PRESETS)})")
+        raise CheckpointError(f"{name}: no such file, directory or built-in model (demo, {', '.join(PRESETS)})")
 
     fields = dict(saved_merge.__dict__, **merge_options)
     if merge is not None:

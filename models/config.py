@@ -128,7 +128,27 @@ PRESETS: dict[str, ModelConfig] = {
     "timesformer-b": ModelConfig(
         arch="timesformer", num_frames=8, qkv_bias="qkv", pool="cls", preprocessing=TIMESFORMER_PRE
     ),
-    "vit-tiny": ModelConfig(num_frames=8, image_size=64, dim=64, depth=4, heads=2, mlp_dim=128, num_classes=10),
+    # The demo model's architecture: trains on 2 CPU cores on the generated motion clips.
+    "vit-demo": ModelConfig(
+        num_frames=16,
+        image_size=96,
+        dim=128,
+        depth=6,
+        heads=4,
+        mlp_dim=512,
+        num_classes=12,
+        preprocessing=Preprocessing(short_side=96, sampling="uniform"),
+    ),
+    "vit-tiny": ModelConfig(
+        num_frames=8,
+        image_size=64,
+        dim=64,
+        depth=4,
+        heads=2,
+        mlp_dim=128,
+        num_classes=10,
+        preprocessing=Preprocessing(short_side=64, sampling="uniform"),
+    ),
     "timesformer-tiny": ModelConfig(
         arch="timesformer",
         num_frames=4,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -26,6 +27,41 @@ def _export(args: argparse.Namespace) -> None:
     )  # fmt: skip
     for path in result.files:
         print(path)
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from models.synth import SynthConfig, generate
+
+    sizes = generate(args.out, args.clips_per_class, SynthConfig(args.size, args.frames, args.seed), args.workers)
+    print(json.dumps({"out": str(args.out), **sizes}))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from models.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
+        on_error=args.on_error, max_steps=args.max_steps,
+    )  # fmt: skip
+    summary = train(args.data, args.model, args.output, args.merge, args.reduction, cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from export.evaluate import evaluate
+
+    result = evaluate(args.model, args.data, args.split, args.merge, args.reduction, args.batch_size, args.workers,
+                      args.on_error)  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['model']} on {args.data} [{args.split}], merge {result['merge']} @ {result['reduction']}")
+    print(f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  ({result['clips']} clips)")
+    print(f"GFLOPs {result['gflops']:.3f}/clip  {result['clips_per_s']:.1f} clips/s end to end, "
+          f"{result['model_clips_per_s']:.1f} clips/s model only")  # fmt: skip
+    for name, acc in result["per_class"].items():
+        print(f"  {name:<28} {acc:.2%}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +86,43 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
     exp.set_defaults(run=_export)
+
+    syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")
+    syn.add_argument("out")
+    syn.add_argument("--clips-per-class", type=int, required=True)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--size", type=int, default=128)
+    syn.add_argument("--frames", type=int, default=32)
+    syn.add_argument("--workers", type=int, default=2)
+    syn.set_defaults(run=_synth)
+
+    tr = sub.add_parser("train", help="train or fine-tune on a path,label CSV or class-per-folder tree")
+    tr.add_argument("data", help="directory with train.csv/val.csv (or train/<class>/, val/<class>/)")
+    tr.add_argument("--model", required=True, help="built-in config or checkpoint to start from")
+    tr.add_argument("-o", "--output", required=True, help="run directory: best/, last/, summary.json")
+    tr.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
+    tr.add_argument("--reduction", type=float, default=None)
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--workers", type=int, default=2)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    tr.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="a corrupt video in the list")
+    tr.set_defaults(run=_train)
+
+    ev = sub.add_parser("eval", help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split")
+    ev.add_argument("model")
+    ev.add_argument("data")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
+    ev.add_argument("--reduction", type=float, default=None)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--workers", type=int, default=2)
+    ev.add_argument("--on-error", choices=["skip", "fail"], default="skip")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(run=_eval)
     return parser
 
 

@@ -1,0 +1,90 @@
+"""`sttm eval`: accuracy and speed of a PyTorch checkpoint or an exported `.onnx` on a
+labelled split, through the same decoding and preprocessing as the server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from export.onnx import read_metadata
+from export.validate import onnxruntime_runner
+from models.config import Preprocessing
+from models.data import VideoDataset, collate, load_split
+
+
+def _scores(run, loader, labels: tuple[str, ...]) -> dict:
+    n = len(labels)
+    correct1 = correct5 = total = 0
+    per_class = np.zeros((n, 2))
+    started = time.perf_counter()
+    infer = 0.0
+    for batch in loader:
+        if batch is None:
+            continue
+        videos, targets = batch
+        t = time.perf_counter()
+        logits = run(videos)
+        infer += time.perf_counter() - t
+        top = np.argsort(-logits, -1)[:, : min(5, n)]
+        targets = targets.numpy()
+        hit1 = top[:, 0] == targets
+        correct1 += int(hit1.sum())
+        correct5 += int((top == targets[:, None]).any(-1).sum())
+        total += len(targets)
+        np.add.at(per_class, (targets, 1), 1)
+        np.add.at(per_class, (targets[hit1], 0), 1)
+    wall = time.perf_counter() - started
+    return {
+        "top1": correct1 / max(total, 1),
+        "top5": correct5 / max(total, 1),
+        "clips": total,
+        "clips_per_s": total / max(wall, 1e-9),  # end to end: decode + preprocess + model
+        "model_clips_per_s": total / max(infer, 1e-9),
+        "per_class": {labels[i]: per_class[i, 0] / per_class[i, 1] for i in range(n) if per_class[i, 1]},
+    }
+
+
+def evaluate(
+    model_ref: str,
+    data: str | Path,
+    split: str = "test",
+    merge: str | None = None,
+    reduction: float | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    on_error: str = "skip",
+) -> dict:
+    """Top-1/top-5/per-class accuracy, GFLOPs per clip and clips/s."""
+    if str(model_ref).endswith(".onnx"):
+        if merge is not None or reduction is not None:
+            raise ValueError("an exported .onnx has its merging built in: drop --merge/--reduction")
+        meta = read_metadata(model_ref)
+        pre = Preprocessing(meta.mean, meta.std, meta.short_side, meta.sampling, meta.frame_interval)
+        labels, frames, size, gflops = meta.labels, meta.num_frames, meta.image_size, meta.gflops
+        runner = onnxruntime_runner(str(model_ref))
+
+        def run(videos):
+            return runner(videos.numpy())
+
+        method, red = meta.merge, meta.reduction
+    else:
+        from models import load_model
+
+        model = load_model(model_ref, merge=merge, reduction=reduction)
+        pre, labels, gflops = model.preprocessing, model.labels, model.gflops()
+        frames, size = model.config.num_frames, model.config.image_size
+        method, red = model.merge_config.method, model.merge_config.reduction
+
+        def run(videos):
+            with torch.inference_mode():
+                return model(videos).numpy()
+
+    split_data = load_split(data, split, labels)
+    dataset = VideoDataset(split_data, pre, frames, size, train=False, on_error=on_error)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    result = _scores(run, loader, labels)
+    return {"model": str(model_ref), "split": split, "merge": method, "reduction": red, "gflops": gflops, **result}

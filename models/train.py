@@ -1,0 +1,186 @@
+"""`sttm train`: train or fine-tune any model `models/` knows on real video files.
+
+AdamW + cosine schedule with warm-up, label smoothing, best checkpoint by val top-1,
+resumable (`last/` holds weights + `trainer.pt`). Run it under `torchrun` for several
+processes (DDP: distributed sampler, rank-0 logging and checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from models.checkpoint import VideoClassifier, build_model, load_model, save_model
+from models.data import VideoDataset, collate, load_split
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    workers: int = 2
+    seed: int = 0
+    on_error: str = "skip"  # a corrupt video: "skip" (reported) or "fail"
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _log(msg: str) -> None:
+    if _rank() == 0:
+        print(msg, flush=True)
+
+
+def prepare_model(model_ref: str, labels: tuple[str, ...], merge: str | None, reduction: float | None):
+    """Load MODEL; give it a fresh head when the data set's labels differ."""
+    model = load_model(model_ref, merge=merge, reduction=reduction)
+    if model.labels != labels:
+        cfg = model.config.replace(num_classes=len(labels), labels=labels)
+        fresh = build_model(cfg, model.merge_config)
+        state = {k: v for k, v in model.model.state_dict().items() if not k.startswith("head.")}
+        fresh.model.load_state_dict(state, strict=False)
+        _log(f"new classification head for {len(labels)} labels")
+        model = fresh
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: VideoClassifier, loader: DataLoader) -> dict:
+    """Top-1 / top-5 / per-class accuracy of a PyTorch model over a loader."""
+    model.eval()
+    n = len(model.labels)
+    correct1 = correct5 = total = 0
+    per_class = torch.zeros(n, 2)  # (correct, seen)
+    for batch in loader:
+        if batch is None:
+            continue
+        videos, labels = batch
+        logits = model(videos)
+        top = logits.topk(min(5, n), -1).indices
+        hit1 = top[:, 0] == labels
+        correct1 += int(hit1.sum())
+        correct5 += int((top == labels[:, None]).any(-1).sum())
+        total += len(labels)
+        per_class[:, 1] += torch.bincount(labels, minlength=n).float()
+        per_class[:, 0] += torch.bincount(labels[hit1], minlength=n).float()
+    return {
+        "top1": correct1 / max(total, 1),
+        "top5": correct5 / max(total, 1),
+        "clips": total,
+        "per_class": {model.labels[i]: (per_class[i, 0] / per_class[i, 1]).item() for i in range(n) if per_class[i, 1]},
+    }
+
+
+def train(
+    data: str | Path,
+    model_ref: str,
+    out: str | Path,
+    merge: str | None = None,
+    reduction: float | None = None,
+    cfg: TrainConfig = TrainConfig(),
+    resume: bool = False,
+) -> dict:
+    """Train and write `out/best` (by val top-1) and `out/last` (resumable). Returns the
+    final summary (also written to `out/summary.json`)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    torch.manual_seed(cfg.seed)
+    out = Path(out)
+    train_split = load_split(data, "train")
+    val_split = load_split(data, "val", train_split.labels)
+    model = prepare_model(model_ref, train_split.labels, merge, reduction)
+    mcfg, pre = model.config, model.preprocessing
+    train_set = VideoDataset(train_split, pre, mcfg.num_frames, mcfg.image_size, True, cfg.on_error)
+    val_set = VideoDataset(val_split, pre, mcfg.num_frames, mcfg.image_size, False, cfg.on_error)
+    sampler = DistributedSampler(train_set, seed=cfg.seed) if distributed else None
+    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate,
+                       persistent_workers=cfg.workers > 0)  # fmt: skip
+    train_loader = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=True, **loader_args)
+    val_loader = DataLoader(val_set, **loader_args)
+
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "pos_embed" in n]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)  # fmt: skip
+    steps_per_epoch = max(1, len(train_loader))
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    start_epoch, best, step, history = 0, -1.0, 0, []
+    if resume and (out / "last" / "trainer.pt").is_file():
+        state = torch.load(out / "last" / "trainer.pt", map_location="cpu", weights_only=False)
+        model.model.load_state_dict(load_model(out / "last").model.state_dict())
+        optim.load_state_dict(state["optimizer"])
+        start_epoch, best, step, history = state["epoch"] + 1, state["best"], state["step"], state["history"]
+        _log(f"resumed from {out / 'last'} at epoch {start_epoch}")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=_rank() != 0, leave=False)
+        for batch in bar:
+            if batch is None:
+                continue
+            videos, labels = batch
+            for group in optim.param_groups:
+                group["lr"] = lr_at(step)
+            loss = F.cross_entropy(net(videos), labels, label_smoothing=cfg.label_smoothing)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            step += 1
+            seen += len(labels)
+            loss_sum += loss.item() * len(labels)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step):.1e}")
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        if _rank() == 0:
+            metrics = evaluate(model, val_loader)
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_top1": metrics["top1"],
+                      "val_top5": metrics["top5"], "clips_per_s": seen / (time.perf_counter() - started)}  # fmt: skip
+            history.append(record)
+            _log(json.dumps(record))
+            if metrics["top1"] > best:
+                best = metrics["top1"]
+                save_model(model, out / "best")
+            save_model(model, out / "last")
+            torch.save({"optimizer": optim.state_dict(), "epoch": epoch, "best": best, "step": step,
+                        "history": history, "config": asdict(cfg)}, out / "last" / "trainer.pt")  # fmt: skip
+        if dist.is_initialized():
+            dist.barrier()
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    summary = {"best_val_top1": best, "epochs": len(history), "history": history,
+               "merge": model.merge_config.method, "reduction": model.merge_config.reduction,
+               "gflops": model.gflops()}  # fmt: skip
+    if _rank() == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if distributed:
+        dist.destroy_process_group()
+    return summary
