@@ -20,6 +20,7 @@ def _scores(run, loader, labels: tuple[str, ...]) -> dict:
     n = len(labels)
     correct1 = correct5 = total = 0
     per_class = np.zeros((n, 2))
+    confusion = np.zeros((n, n), dtype=int)  # (true, predicted)
     started = time.perf_counter()
     infer = 0.0
     for batch in loader:
@@ -37,6 +38,7 @@ def _scores(run, loader, labels: tuple[str, ...]) -> dict:
         total += len(targets)
         np.add.at(per_class, (targets, 1), 1)
         np.add.at(per_class, (targets[hit1], 0), 1)
+        np.add.at(confusion, (targets, top[:, 0]), 1)
     wall = time.perf_counter() - started
     return {
         "top1": correct1 / max(total, 1),
@@ -45,6 +47,7 @@ def _scores(run, loader, labels: tuple[str, ...]) -> dict:
         "clips_per_s": total / max(wall, 1e-9),  # end to end: decode + preprocess + model
         "model_clips_per_s": total / max(infer, 1e-9),
         "per_class": {labels[i]: per_class[i, 0] / per_class[i, 1] for i in range(n) if per_class[i, 1]},
+        "confusion": confusion.tolist(),
     }
 
 

@@ -64,6 +64,14 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"  {name:<28} {acc:.2%}")
 
 
+def _explain(args: argparse.Namespace) -> None:
+    from models import load_model
+    from models.explain import explain
+
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction)
+    print(explain(model, args.video, args.output))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sttm", description="Video action recognition with token merging.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=_eval)
+
+    ex = sub.add_parser("explain", help="draw which patches the merger fused, over the clip's frames")
+    ex.add_argument("model")
+    ex.add_argument("video")
+    ex.add_argument("-o", "--output", required=True, help="PNG path")
+    ex.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
+    ex.add_argument("--reduction", type=float, default=None)
+    ex.set_defaults(run=_explain)
     return parser
 
 

@@ -1,0 +1,187 @@
+"""The evidence for STTM's trade-off, and the demo model — one reproducible pipeline.
+
+    python -m export.experiments demo    # data -> no-merge model -> STTM fine-tune -> models/demo/
+    python -m export.experiments table   # none vs ToMe vs STTM, training-free and fine-tuned
+
+Every step is skipped when its output exists, so an interrupted run continues. Work
+files go to `runs/` (git-ignored); what is committed goes to `models/demo/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export.evaluate import evaluate
+from export.pipeline import run_export
+from models.synth import CLASSES, PAIRS, SynthConfig, generate
+from models.train import TrainConfig, train
+
+RUNS = Path("runs")
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+RESULTS = DEMO / "results"
+SEED = 0
+MODEL = "vit-demo"
+BASE = TrainConfig(epochs=14, batch_size=16, lr=1e-3, seed=SEED)
+FINETUNE = TrainConfig(epochs=4, batch_size=16, lr=3e-4, warmup_epochs=0.5, seed=SEED)
+REDUCTIONS = (0.2, 0.38, 0.5)
+LABELS = list(CLASSES)
+
+
+def _log(msg: str) -> None:
+    print(f"[experiments {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def data() -> Path:
+    out = RUNS / "data" / "motion"
+    if not (out / "test.csv").is_file():
+        _log(f"generating {out}")
+        generate(out, 250, SynthConfig(seed=SEED))
+    return out
+
+
+def unseen_data() -> Path:
+    """Clips from a seed the model never saw (for the demo's accuracy claim)."""
+    out = RUNS / "data" / "unseen"
+    if not (out / "test.csv").is_file():
+        generate(out, 30, SynthConfig(seed=12345))
+    return out
+
+
+def run(name: str, model: str, merge: str | None, reduction: float | None, cfg: TrainConfig) -> Path:
+    out = RUNS / name
+    if not (out / "summary.json").is_file():
+        _log(f"training {name}")
+        train(data(), model, out, merge, reduction, cfg, resume=True)
+    return out / "best"
+
+
+def base_model() -> Path:
+    return run("none", MODEL, "none", 0.0, BASE)
+
+
+def finetuned(method: str, reduction: float) -> Path:
+    return run(f"{method}-{reduction}", str(base_model()), method, reduction, FINETUNE)
+
+
+def order_accuracy(result: dict, labels: list[str]) -> float:
+    """On the time-reversed pairs: of the clips predicted as either the true class or its
+    reversed twin, the share that got the direction of time right."""
+    confusion = np.asarray(result["confusion"])
+    right = wrong = 0
+    for a, b in PAIRS:
+        i, j = labels.index(a), labels.index(b)
+        right += confusion[i, i] + confusion[j, j]
+        wrong += confusion[i, j] + confusion[j, i]
+    return float(right / max(right + wrong, 1))
+
+
+def ort_clips_per_s(checkpoint: Path, merge: str, reduction: float, repeats: int = 20) -> float:
+    import onnxruntime as ort
+
+    path = RUNS / "onnx" / f"{merge}-{reduction}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        run_export(str(checkpoint), path, merge=merge, reduction=reduction, quiet=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta_frames = session.get_inputs()[0].shape[2]
+    size = session.get_inputs()[0].shape[3]
+    video = np.random.default_rng(0).standard_normal((1, 3, meta_frames, size, size), dtype=np.float32)
+    session.run(None, {"video": video})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"video": video})
+        times.append(time.perf_counter() - start)
+    return 1.0 / statistics.median(times)
+
+
+def demo() -> None:
+    best = finetuned("sttm", 0.38)
+    DEMO.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(best / name, DEMO / name)
+    run_export(str(DEMO), DEMO / "demo.onnx", name="demo")
+    result = evaluate(str(DEMO / "demo.onnx"), unseen_data(), "test")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "demo_unseen_seed.json").write_text(json.dumps(result, indent=2) + "\n")
+    _log(f"demo: top-1 {result['top1']:.2%} on {result['clips']} clips from an unseen seed")
+
+
+def _row(method: str, mode: str, reduction: float, result: dict, speed: float) -> dict:
+    return {
+        "method": method,
+        "mode": mode,
+        "reduction": reduction,
+        "top1": result["top1"],
+        "order_acc": order_accuracy(result, LABELS),
+        "gflops": result["gflops"],
+        "ort_clips_per_s": speed,
+    }
+
+
+def table() -> None:
+    rows = []
+    base = base_model()
+    none = evaluate(str(base), data(), "test", "none", 0.0)
+    speed = ort_clips_per_s(base, "none", 0.0)
+    rows.append(_row("none", "-", 0.0, none, speed))
+    for method in ("tome", "sttm"):
+        for reduction in REDUCTIONS:
+            speed = ort_clips_per_s(base, method, reduction)
+            free = evaluate(str(base), data(), "test", method, reduction)
+            tuned = evaluate(str(finetuned(method, reduction)), data(), "test")
+            for mode, result in (("training-free", free), ("fine-tuned", tuned)):
+                rows.append(_row(method, mode, reduction, result, speed))
+                _log(json.dumps(rows[-1]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| method | mode | reduction | top-1 | time-order acc. | GFLOPs (MACs) | ORT CPU clips/s |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['mode']} | {r['reduction']:.2f} | {r['top1']:.2%} | {r['order_acc']:.2%} "
+                     f"| {r['gflops']:.3f} | {r['ort_clips_per_s']:.1f} |")  # fmt: skip
+    (RESULTS / "table.md").write_text("\n".join(lines) + "\n")
+    plot(rows, RESULTS / "accuracy_vs_gflops.png")
+    print("\n".join(lines))
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    none = next(r for r in rows if r["method"] == "none")
+    ax.scatter([none["gflops"]], [100 * none["top1"]], c="k", marker="*", s=120, label="no merging", zorder=3)
+    styles = {"tome": "tab:blue", "sttm": "tab:red"}
+    for method, colour in styles.items():
+        for mode, dash in (("fine-tuned", "-"), ("training-free", ":")):
+            pts = sorted((r["gflops"], 100 * r["top1"]) for r in rows if r["method"] == method and r["mode"] == mode)
+            name = "STTM" if method == "sttm" else "ToMe"
+            ax.plot(*zip(*pts), dash, marker="o", color=colour, label=f"{name} {mode}")
+    ax.set_xlabel("GFLOPs per clip (multiply-adds)")
+    ax.set_ylabel("top-1 (%) on the generated motion test set")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["demo", "table"])
+    args = parser.parse_args(argv)
+    {"demo": demo, "table": table}[args.what]()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""`sttm eval` on a checkpoint and on its export give the same answer; explain draws."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export.evaluate import evaluate
+from export.pipeline import run_export
+from models import build_model, load_model, save_model
+from models.explain import explain, merge_groups
+from models.synth import CLASSES, SynthConfig, generate
+from service.cli import main
+from tests.conftest import randomize
+
+
+@pytest.fixture(scope="module")
+def data_and_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    generate(root / "data", clips_per_class=3, cfg=SynthConfig(size=64, frames=16, seed=9), workers=1)
+    cfg = load_model("vit-tiny").config.replace(num_classes=len(CLASSES), labels=tuple(CLASSES))
+    save_model(randomize(build_model(cfg)), root / "ckpt")
+    return root
+
+
+def test_checkpoint_and_onnx_agree(data_and_model):
+    root = data_and_model
+    torch_result = evaluate(str(root / "ckpt"), root / "data", merge="sttm", reduction=0.3, workers=0)
+    run_export(str(root / "ckpt"), root / "m.onnx", merge="sttm", reduction=0.3, quiet=True)
+    onnx_result = evaluate(str(root / "m.onnx"), root / "data", workers=0)
+    assert torch_result["clips"] == onnx_result["clips"] == 12
+    assert torch_result["top1"] == onnx_result["top1"] and torch_result["per_class"] == onnx_result["per_class"]
+    assert onnx_result["merge"] == "sttm" and onnx_result["gflops"] == pytest.approx(torch_result["gflops"], 1e-3)
+    assert 0 <= torch_result["top1"] <= torch_result["top5"] <= 1 and torch_result["clips_per_s"] > 0
+
+
+def test_eval_cli_json(data_and_model, capsys):
+    root = data_and_model
+    assert main(["eval", str(root / "ckpt"), str(root / "data"), "--split", "val", "--workers", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "val" and result["clips"] == 12 and set(result["per_class"]) <= set(CLASSES)
+
+
+def test_explain_draws_merge_groups(data_and_model, tmp_path):
+    root = data_and_model
+    model = load_model(root / "ckpt", merge="sttm", reduction=0.38)
+    video = root / "data" / "videos" / "moving_right_00000.mp4"
+    out = explain(model, video, tmp_path / "x.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import torch
+
+    groups = merge_groups(model, torch.zeros(1, 3, 8, 64, 64))
+    assert groups.shape == model.config.grid
+    assert len(set(groups.ravel().tolist())) == model.schedule.tokens(model.config)[-1][1]
