@@ -72,9 +72,58 @@ def _explain(args: argparse.Namespace) -> None:
     print(explain(model, args.video, args.output))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in (("model", args.model), ("host", args.host), ("port", args.port)) if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+    )  # fmt: skip
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from service.predict import predict
+
+    results = predict(args.model, args.videos, args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        print(result["video"])
+        if "error" in result:
+            print(f"  error: {result['error']['message']}")
+            continue
+        for p in result["predictions"]:
+            print(f"  {p['score']:6.1%}  {p['label']}")
+        lat = result["latency_ms"]
+        print(f"  decode {lat['decode']:.0f} ms, preprocess {lat['preprocess']:.0f} ms, "
+              f"inference {lat['inference']:.0f} ms")  # fmt: skip
+    if any("error" in r for r in results):
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sttm", description="Video action recognition with token merging.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    srv = sub.add_parser("serve", help="serve a model over HTTP (settings also from STTM_* variables)")
+    srv.add_argument("--model", default=None, help="exported .onnx (default: the bundled demo model)")
+    srv.add_argument("--host", default=None)
+    srv.add_argument("--port", type=int, default=None)
+    srv.add_argument("--log-level", default="info")
+    srv.set_defaults(run=_serve)
+
+    pre = sub.add_parser("predict", help="classify video files locally, without a server")
+    pre.add_argument("model", help="exported .onnx, or 'demo'")
+    pre.add_argument("videos", nargs="+")
+    pre.add_argument("--top-k", type=int, default=5)
+    pre.add_argument("--json", action="store_true")
+    pre.set_defaults(run=_predict)
 
     info = sub.add_parser("info", help="describe a model: architecture, GFLOPs, tokens per layer")
     info.add_argument("model", help="checkpoint path or built-in name (videomae-s/b/l, timesformer-b, vit-tiny, ...)")

@@ -1,0 +1,102 @@
+"""Dynamic batching: clips from one request's views and from concurrent requests are
+grouped into one model call (up to `max_batch`, waiting at most `max_wait_ms`).
+
+The queue is bounded; `submit` raises `QueueFullError` instead of piling up. A backend error
+fails only the requests of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class QueueFullError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Job:
+    clips: np.ndarray  # (n, 3, T, S, S)
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+    ) -> None:
+        self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
+        self.max_queue, self.on_batch = max_queue, on_batch
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.pending_clips = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        while not self.queue.empty() or self.pending_clips:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+
+    async def submit(self, clips: np.ndarray) -> tuple[np.ndarray, float]:
+        """Queue `[n, ...]` clips; returns their logits `[n, classes]` and the queue wait (s)."""
+        if self.pending_clips + len(clips) > self.max_queue:
+            raise QueueFullError(f"{self.pending_clips} clips are waiting (limit {self.max_queue})")
+        job = _Job(clips, asyncio.get_running_loop().create_future())
+        self.pending_clips += len(clips)
+        await self.queue.put(job)
+        return await job.future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            size = len(jobs[0].clips)
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch:
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    break
+                jobs.append(job)
+                size += len(job.clips)
+            await self._run(jobs)
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        live = [j for j in jobs if not j.future.done()]  # a disconnected client's job is cancelled
+        started = time.perf_counter()
+        try:
+            if live:
+                batch = np.concatenate([j.clips for j in live])  # (sum n, 3, T, S, S)
+                logits = await asyncio.to_thread(self._chunked, batch)
+                self.on_batch(len(batch), time.perf_counter() - started)
+                offset = 0
+                for job in live:
+                    n = len(job.clips)
+                    if not job.future.done():
+                        job.future.set_result((logits[offset : offset + n], started - job.enqueued))
+                    offset += n
+        except Exception as err:  # noqa: BLE001 - fail this batch's requests, keep serving
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(err)
+        finally:
+            self.pending_clips -= sum(len(j.clips) for j in jobs)
+
+    def _chunked(self, batch: np.ndarray) -> np.ndarray:
+        """One request may bring more views than max_batch: run them in model-sized chunks."""
+        parts = [self.run(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        return np.concatenate(parts)

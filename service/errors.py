@@ -1,0 +1,53 @@
+"""Every error is JSON `{"error": {"code", "message"}}` with a fitting status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.video import VideoError
+
+# VideoError codes -> HTTP status
+VIDEO_STATUS = {"bad_option": 422, "too_many_windows": 422}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, err: ApiError):
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+        if err.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+        return error_response(err.status, err.code, err.message, headers)
+
+    @app.exception_handler(VideoError)
+    async def _video(request: Request, err: VideoError):
+        return error_response(VIDEO_STATUS.get(err.code, 422), err.code, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, err: RequestValidationError):
+        parts = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "body"))
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(err.status_code, "http_error")
+        return error_response(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        return error_response(500, "internal", f"{type(err).__name__}: {str(err)[:200]}")

@@ -1,0 +1,79 @@
+"""KServe v2 / Triton HTTP protocol: health, model metadata, and `infer` on an
+already-decoded tensor, so Triton's clients and perf_analyzer-style tools can drive us."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service import __version__
+from service.errors import ApiError
+from service.routes import _infer
+from service.runtime import ReadyDep, RuntimeDep
+from service.schemas import InferRequest, InferResponse, TensorOut
+
+router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
+
+
+def _check_name(rt, name: str) -> None:
+    if rt.backend is None or name != rt.backend.meta.name:
+        raise ApiError(404, "not_found", f"unknown model {name!r}")
+
+
+@router.get("")
+async def server_metadata() -> dict:
+    return {"name": "sttm-serve", "version": __version__, "extensions": []}
+
+
+@router.get("/health/live")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(rt: RuntimeDep):
+    return JSONResponse({"ready": rt.ready}, status_code=200 if rt.ready else 503)
+
+
+@router.get("/models/{name}")
+async def model_metadata(name: str, rt: ReadyDep) -> dict:
+    _check_name(rt, name)
+    m = rt.backend.meta
+    return {
+        "name": m.name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [
+            {"name": m.input_name, "datatype": "FP32", "shape": [-1, 3, m.num_frames, m.image_size, m.image_size]}
+        ],
+        "outputs": [{"name": m.output_name, "datatype": "FP32", "shape": [-1, len(m.labels)]}],
+    }
+
+
+@router.get("/models/{name}/ready")
+async def model_ready(name: str, rt: RuntimeDep):
+    if rt.ready:
+        _check_name(rt, name)
+    return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)
+
+
+@router.post("/models/{name}/infer", response_model=InferResponse)
+async def infer(name: str, request: InferRequest, rt: ReadyDep) -> InferResponse:
+    _check_name(rt, name)
+    m = rt.backend.meta
+    if len(request.inputs) != 1 or request.inputs[0].name != m.input_name:
+        raise ApiError(400, "bad_input", f"expected one input named {m.input_name!r}")
+    tensor = request.inputs[0]
+    expected = [3, m.num_frames, m.image_size, m.image_size]
+    if tensor.datatype != "FP32":
+        raise ApiError(400, "bad_input", f"datatype must be FP32, got {tensor.datatype}")
+    if len(tensor.shape) != 5 or tensor.shape[1:] != expected or not 1 <= tensor.shape[0] <= rt.settings.max_views:
+        raise ApiError(400, "bad_input", f"shape must be [batch, {', '.join(map(str, expected))}], got {tensor.shape}")
+    try:
+        data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+    except ValueError:
+        raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
+    logits, _, _ = await _infer(rt, data)
+    out = TensorOut(name=m.output_name, shape=list(logits.shape), datatype="FP32", data=logits.ravel().tolist())
+    return InferResponse(model_name=m.name, id=request.id, outputs=[out])

@@ -1,0 +1,25 @@
+"""Prometheus metrics, one registry per app (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("sttm_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=self.registry)  # fmt: skip
+        self.stage = Histogram("sttm_stage_seconds", "time per request stage", ["stage"],
+                               buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.batch = Histogram("sttm_batch_size", "clips per model call", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+                               registry=self.registry)  # fmt: skip
+        self.queue = Gauge("sttm_queue_clips", "clips waiting for the model", registry=self.registry)
+        self.inflight = Gauge("sttm_inflight_requests", "requests being handled", registry=self.registry)
+        self.rejected = Counter("sttm_rejected", "requests refused because the queue was full", registry=self.registry)
+
+    def observe(self, latency: dict[str, float]) -> None:
+        for stage, seconds in latency.items():
+            self.stage.labels(stage).observe(seconds)

@@ -1,0 +1,37 @@
+"""All service settings in one place: flags or `STTM_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STTM_", env_file=None, extra="ignore")
+
+    model: Path = Field(DEMO_ONNX, description="exported .onnx (its metadata says how to preprocess)")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # ONNX Runtime providers, in order of preference; those not installed are skipped
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = 0  # 0: ONNX Runtime decides
+    # dynamic batching
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 64  # clips waiting for the model; beyond it: 503 + Retry-After
+    # decoding
+    decode_workers: int = 2
+    max_upload_mb: float = 200.0
+    max_pixels: int = 3840 * 2160
+    max_duration_s: float = 3600.0
+    decode_timeout_s: float = 30.0
+    max_views: int = 30  # num_clips x crops
+    max_windows: int = 120  # timeline windows per request
+    # behaviour
+    top_k: int = 5
+    require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
+    api_key: SecretStr | None = None  # bearer token; health endpoints stay open

@@ -1,0 +1,98 @@
+"""Request bodies: a multipart `file` part or a raw `video/*` body, spooled to memory then
+to an anonymous temporary file (never a fixed path; gone when closed). Size is enforced
+while streaming by `BodyLimit`, before the whole body has arrived."""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import asynccontextmanager
+from typing import BinaryIO
+
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import ApiError, error_response
+
+SPOOL_BYTES = 8 << 20
+RAW_TYPES = ("video/", "application/octet-stream")
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 as soon as a body exceeds `limit` bytes (by header or stream)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(scope, receive, send)
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLargeError:
+            if not started:
+                await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "too_large", f"the body is over the limit of {self.limit} bytes")
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+@asynccontextmanager
+async def video_body(request: Request):
+    """Yields `(file, form_fields)`; the file is closed (and its spool deleted) afterwards."""
+    ctype = request.headers.get("content-type", "").lower()
+    form = None
+    spool: BinaryIO | None = None
+    try:
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=32)
+            part = form.get("file")
+            if not isinstance(part, UploadFile):
+                raise ApiError(400, "missing_file", "multipart body needs a 'file' part with the video")
+            fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            file = part.file
+        elif not ctype or ctype.startswith(RAW_TYPES):
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed in finally
+            async for chunk in request.stream():
+                spool.write(chunk)
+            fields, file = {}, spool
+        else:
+            raise ApiError(415, "unsupported_media_type", f"send multipart/form-data or video/*, not {ctype}")
+        size = file.seek(0, 2)
+        if size == 0:
+            raise ApiError(400, "empty_body", "the request has no video data")
+        file.seek(0)
+        yield file, fields
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    finally:
+        if spool is not None:
+            spool.close()
+        if form is not None:
+            await form.close()

@@ -1,0 +1,232 @@
+"""The real app (TestClient runs the lifespan): schema, behaviour, errors, batching."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import av
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.synth import CLASSES, write_mp4
+from service.app import create_app
+from service.settings import DEMO_ONNX, Settings
+
+
+@pytest.fixture
+def client_for(tiny_onnx):
+    made = []
+
+    def make(**overrides):
+        settings = Settings(model=overrides.pop("model", tiny_onnx), **overrides)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.__exit__(None, None, None)
+
+
+def _clip(clips, name="moving_right"):
+    return (clips / "videos" / f"{name}_00000.mp4").read_bytes()
+
+
+def _post(client, data: bytes, path="/v1/classify", params=None, raw=False, **kw):
+    if raw:
+        return client.post(path, content=data, params=params, headers={"content-type": "video/mp4"}, **kw)
+    return client.post(path, files={"file": ("clip.mp4", data, "video/mp4")}, params=params, **kw)
+
+
+def _metric(client, name: str) -> float:
+    total = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_classify_schema_and_health(client_for, clips):
+    client = client_for()
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").status_code == 200
+    r = _post(client, _clip(clips), params={"top_k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "tiny" and len(body["predictions"]) == 3 and body["views"] == 1
+    assert body["predictions"][0]["score"] >= body["predictions"][1]["score"]
+    assert {p["label"] for p in body["predictions"]} <= set(CLASSES)
+    assert len(body["frames"]) == 8 and body["frames"] == sorted(body["frames"])
+    assert body["video"] == {"duration_s": pytest.approx(32 / 15, abs=0.01), "fps": 15.0, "width": 128,
+                             "height": 128, "codec": "h264", "frames": 32}  # fmt: skip
+    assert set(body["latency_ms"]) == {"decode", "preprocess", "queue", "inference", "total"}
+    raw = _post(client, _clip(clips), raw=True)
+    assert raw.status_code == 200 and raw.json()["predictions"] == _post(client, _clip(clips)).json()["predictions"]
+
+
+def test_demo_model_is_right_on_generated_clips(clips):
+    with TestClient(create_app(Settings(model=DEMO_ONNX))) as client:
+        right = 0
+        for name in CLASSES:
+            body = _post(client, _clip(clips, name)).json()
+            right += body["predictions"][0]["label"] == name
+        assert right >= len(CLASSES) - 1  # one miss allowed on a single clip per class
+
+
+def test_multi_view_timeline_and_models(client_for, clips):
+    client = client_for()
+    r = _post(client, _clip(clips), params={"num_clips": 2, "crops": 3, "sampling": "dense", "frame_interval": 2})
+    assert r.status_code == 200 and r.json()["views"] == 6
+    r = client.post("/v1/classify", files={"file": ("c.mp4", _clip(clips))}, data={"num_clips": "2"})
+    assert r.status_code == 200 and r.json()["views"] == 2  # options as form fields
+    t = _post(client, _clip(clips), path="/v1/timeline", params={"window_s": 1.0, "stride_s": 0.5})
+    assert t.status_code == 200, t.text
+    windows = t.json()["windows"]
+    assert [w["start_s"] for w in windows] == [0.0, 0.5, 1.0] and all(w["predictions"] for w in windows)
+    info = client.get("/v1/models").json()[0]
+    assert info["labels"] == CLASSES and info["frames"] == 8 and info["backend"].startswith("onnxruntime")
+
+
+def test_v2_protocol(client_for):
+    client = client_for()
+    meta = client.get("/v2/models/tiny").json()
+    assert meta["inputs"][0]["shape"] == [-1, 3, 8, 64, 64] and meta["outputs"][0]["name"] == "logits"
+    assert client.get("/v2/models/tiny/ready").status_code == 200
+    assert client.get("/v2/models/nope").status_code == 404
+    data = np.zeros((2, 3, 8, 64, 64), np.float32)
+    body = {"id": "r1", "inputs": [{"name": "video", "shape": list(data.shape), "datatype": "FP32",
+                                    "data": data.ravel().tolist()}]}  # fmt: skip
+    r = client.post("/v2/models/tiny/infer", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert r.json()["id"] == "r1" and out["shape"] == [2, 12] and len(out["data"]) == 24
+    body["inputs"][0]["shape"] = [2, 3, 8, 32, 32]
+    assert client.post("/v2/models/tiny/infer", json=body).json()["error"]["code"] == "bad_input"
+
+
+def _bad_inputs(clips, tmp_path):
+    good = _clip(clips)
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    with av.open(str(tmp_path / "a.m4a"), "w") as out:
+        stream = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            out.mux(packet)
+    write_mp4(tmp_path / "one.mp4", np.zeros((1, 32, 32, 3), np.uint8))
+    write_mp4(tmp_path / "big.mp4", np.zeros((2, 512, 512, 3), np.uint8))
+    return {
+        "empty": (b"", 400),
+        "text": (b"hello, I am not a video", 422),
+        "png": (png, 422),
+        "random": (os.urandom(4096), 422),
+        "truncated": (good[: len(good) // 3], 422),
+        "corrupted": (good[:48] + os.urandom(len(good) - 48), 422),
+        "audio-only": ((tmp_path / "a.m4a").read_bytes(), 422),
+        "huge-resolution": ((tmp_path / "big.mp4").read_bytes(), 422),
+    }
+
+
+def test_bad_inputs_get_json_4xx_and_the_server_still_answers(client_for, clips, tmp_path):
+    client = client_for(max_pixels=256 * 256, max_upload_mb=0.5)
+    for name, (data, status) in _bad_inputs(clips, tmp_path).items():
+        r = _post(client, data)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert set(r.json()["error"]) == {"code", "message"}, name
+    one = _post(client, (tmp_path / "one.mp4").read_bytes())
+    assert one.status_code == 200 and len(set(one.json()["frames"])) == 1  # one frame, repeated
+    r = _post(client, os.urandom(600 * 1024))  # over the upload limit, refused while streaming
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    for params in ({"top_k": 0}, {"crops": 2}, {"start": 3, "end": 1}, {"clip_len": 5}, {"sampling": "odd"}):
+        r = _post(client, _clip(clips), params=params)
+        assert r.status_code == 422 and "error" in r.json(), params
+    assert client.post("/v1/classify", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
+    assert _post(client, _clip(clips)).status_code == 200
+
+
+def test_duration_limit(client_for, clips):
+    client = client_for(max_duration_s=1.0)
+    r = _post(client, _clip(clips))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "too_long"
+
+
+def test_concurrent_requests_are_batched_and_metrics_move(client_for, clips):
+    client = client_for(max_batch=8, max_wait_ms=50)
+    data = _clip(clips)
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda _: _post(client, data), range(16)))
+    assert all(r.status_code == 200 for r in responses)
+    text = client.get("/metrics").text
+    count = _metric(client, "sttm_batch_size_count")
+    total = _metric(client, "sttm_batch_size_sum")
+    assert total >= 16 and total / count > 1, text  # some model calls held more than one clip
+    assert _metric(client, 'sttm_requests_total{route="/v1/classify",status="200"}') == 16
+    assert _metric(client, 'sttm_stage_seconds_count{stage="decode"}') == 16
+
+
+def test_queue_full_is_503_with_retry_after(client_for, clips):
+    client = client_for(max_queue=2, max_batch=1)
+    r = _post(client, _clip(clips), params={"num_clips": 3})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "overloaded"
+
+
+def test_backend_failure_fails_only_that_batch(client_for, clips):
+    client = client_for()
+    runtime = client.app.state.runtime
+    real = runtime.batcher.run
+    calls = threading.Event()
+
+    def broken(batch):
+        if not calls.is_set():
+            calls.set()
+            raise RuntimeError("device lost")
+        return real(batch)
+
+    runtime.batcher.run = broken
+    first = _post(client, _clip(clips))
+    assert first.status_code == 500 and first.json()["error"]["code"] == "internal"
+    assert _post(client, _clip(clips)).status_code == 200
+
+
+def test_auth(client_for, clips):
+    client = client_for(api_key="s3cret")
+    assert client.get("/v2/health/live").status_code == 200  # health stays open
+    r = _post(client, _clip(clips))
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert _post(client, _clip(clips), headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_missing_model_exits_or_stays_not_ready(tmp_path):
+    with pytest.raises(Exception, match="does not exist"), TestClient(create_app(Settings(model=tmp_path / "x"))):
+        pass
+    (tmp_path / "corrupt.onnx").write_bytes(b"not onnx")
+    settings = Settings(model=tmp_path / "corrupt.onnx", require_model=False)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v2/health/ready").status_code == 503
+        r = client.post("/v1/classify", content=b"x", headers={"content-type": "video/mp4"})
+        assert r.status_code == 503 and "cannot load" in r.json()["error"]["message"]
+
+
+def test_no_temp_files_left(client_for, clips):
+    client = client_for()
+    before = set(os.listdir(tempfile.gettempdir()))
+    big = _clip(clips) * 1  # spooled in memory; a large upload goes to an anonymous file
+    for _ in range(3):
+        _post(client, big)
+        _post(client, big, raw=True)
+    assert set(os.listdir(tempfile.gettempdir())) <= before
+
+
+def test_openapi_documents_the_endpoints(client_for):
+    schema = client_for().get("/openapi.json").json()
+    assert {"/v1/classify", "/v1/timeline", "/v1/models", "/v2/models/{name}/infer"} <= set(schema["paths"])
+    assert json.dumps(schema)  # serialisable
