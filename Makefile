@@ -5,9 +5,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
-MODEL ?= videomae-b
 
-.PHONY: serve test lint install bench
+.PHONY: serve test lint install bench demo paper-table
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -20,9 +19,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: $(VENV)/.installed
 
-# The service lands in a later issue; until then the main job describes a built-in model.
+# The main job: the HTTP service on 127.0.0.1:8000 with the bundled demo model.
 serve: install
-	$(BIN)/sttm info $(MODEL) --merge sttm --reduction 0.38
+	$(BIN)/sttm serve
+
+# Reproduce the demo model (data, training, export; resumable) and the paper table.
+demo: install
+	$(BIN)/python -m export.experiments demo
+
+paper-table: install
+	$(BIN)/python -m export.experiments table
 
 lint: install
 	$(BIN)/ruff check models export service tests
@@ -33,3 +39,4 @@ test: lint
 
 bench: install
 	$(BIN)/python -m models.bench
+	$(BIN)/python -m export.bench

@@ -130,7 +130,7 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # The demo model's architecture: trains on 2 CPU cores on the generated motion clips.
     "vit-demo": ModelConfig(
-        num_frames=16,
+        num_frames=8,
         image_size=96,
         dim=128,
         depth=6,

@@ -1,0 +1,104 @@
+"""End-to-end against the Hugging Face `video-classification` pipeline, same weights, same clip.
+
+Two halves, because transformers' VideoMAE image processor needs torchvision, which
+breaks beside this project's torch: run `prepare` and `ours` with the project's venv,
+`hf` with a separate venv (torch==2.14.1 torchvision==0.29.1 transformers av), e.g.
+
+    python -m export.bench_hf prepare --out /tmp/hfbench            # HF dir + our exports
+    /other/venv/bin/python export/bench_hf.py hf --out /tmp/hfbench --clip CLIP
+    python -m export.bench_hf ours --out /tmp/hfbench --clip CLIP
+
+`hf` imports nothing from this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def _median(fn, repeats: int) -> tuple[float, object]:
+    result, times = None, []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def prepare(out: Path) -> None:
+    import torch
+    import transformers
+
+    from export.pipeline import run_export
+
+    hf_dir = out / "videomae-b"
+    if not (hf_dir / "config.json").is_file():
+        torch.manual_seed(0)
+        config = transformers.VideoMAEConfig(num_labels=400)
+        transformers.VideoMAEForVideoClassification(config).eval().save_pretrained(hf_dir)
+        processor = {
+            "image_processor_type": "VideoMAEImageProcessor",
+            "size": {"shortest_edge": 224},
+            "crop_size": {"height": 224, "width": 224},
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+        }
+        (hf_dir / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    for merge in ("none", "sttm"):
+        target = out / f"videomae-b-{merge}.onnx"
+        if not target.is_file():
+            run_export(str(hf_dir), target, merge=merge, reduction=0.38 if merge == "sttm" else 0.0, quiet=True)
+
+
+def hf(out: Path, clip: str, repeats: int) -> None:
+    import torch
+    from transformers import VideoClassificationPipeline, VideoMAEForVideoClassification, VideoMAEImageProcessor
+
+    torch.set_num_threads(torch.get_num_threads())
+    model = VideoMAEForVideoClassification.from_pretrained(out / "videomae-b", attn_implementation="sdpa").eval()
+    processor = VideoMAEImageProcessor.from_pretrained(out / "videomae-b")
+    pipe = VideoClassificationPipeline(model=model, image_processor=processor)
+    pipe(clip)  # warm-up
+    seconds, result = _median(lambda: pipe(clip, top_k=5), repeats)
+    print(json.dumps({"side": "hf", "torch": torch.__version__, "seconds": seconds, "top": result[0]}))
+
+
+def ours(out: Path, clip: str, repeats: int) -> None:
+    from models.video import Limits
+    from service.backend import Backend
+    from service.pipeline import prepare_clip
+    from service.schemas import ClassifyOptions
+
+    for merge in ("none", "sttm"):
+        backend = Backend.load(out / f"videomae-b-{merge}.onnx", ["CPUExecutionProvider"])
+        backend.warm_up()
+
+        def run(backend=backend):
+            prepared = prepare_clip(clip, backend.meta, ClassifyOptions(), Limits())
+            return backend(prepared.views)
+
+        seconds, _ = _median(run, repeats)
+        print(json.dumps({"side": f"sttm-serve {merge}", "seconds": seconds}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("side", choices=["prepare", "hf", "ours"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clip", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.side == "prepare":
+        prepare(args.out)
+    elif args.side == "hf":
+        hf(args.out, args.clip, args.repeats)
+    else:
+        ours(args.out, args.clip, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
