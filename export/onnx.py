@@ -80,8 +80,31 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"sttm-serve export of {metadata.name} ({metadata.arch}, merge {metadata.merge})"
     check_graph(proto)
+    if metadata.precision == "fp16":
+        proto = to_fp16(proto)
     onnx.save_model(proto, path)
     return path
+
+
+def _in_merge(node: onnx.NodeProto) -> bool:
+    """Nodes the dynamo exporter traced inside a merger module (their scope ends in `.merge`)."""
+    return any(p.key == "pkg.torch.onnx.name_scopes" and ".merge'" in p.value for p in node.metadata_props)
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Half-precision weights and matmuls for TensorRT >= 11 (precision lives in the
+    graph) and GPU runtimes. LayerNorm, Softmax and every merge decision (similarities,
+    density peaks, TopK, the one-hot merge) stay fp32: fp16 flips near-ties. Input and
+    output stay fp32."""
+    from onnxconverter_common import float16
+
+    keep = [n.name for n in proto.graph.node if _in_merge(n)]
+    ops = float16.DEFAULT_OP_BLOCK_LIST + ["LayerNormalization", "Softmax"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "number truncated" notices for clamped constants
+        half = float16.convert_float_to_float16(proto, keep_io_types=True, op_block_list=ops, node_block_list=keep)
+    check_graph(half)
+    return half
 
 
 def check_graph(proto: onnx.ModelProto) -> None:

@@ -75,8 +75,6 @@ def run_export(
     progress = Progress(quiet)
     out = Path(out)
     name = name or model_name(model_ref)
-    if precision == "fp16" and fmt != "tensorrt":
-        raise ExportError("fp16 is built by TensorRT (--format tensorrt); the ONNX file stays fp32")
     if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
         raise ExportError(f"--format tensorrt: {reason}")
     if fmt == "triton":
@@ -97,7 +95,7 @@ def run_export(
             export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, max_batch)))
         with progress.step("validating with ONNX Runtime"):
             ort_run = onnxruntime_runner(str(target))
-            result.reports.append(validate(model, ort_run, "onnxruntime-cpu"))
+            result.reports.append(validate(model, ort_run, "onnxruntime-cpu", precision))
         progress.show(result.reports[-1].table())
         engine = None
         if fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None):

@@ -73,9 +73,7 @@ def build_engine(
         raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
-    if precision == "fp16":
-        if _major(trt) >= 11:
-            raise ExportError("TensorRT >= 11 takes precision from the ONNX graph: export with --precision fp16")
+    if precision == "fp16" and _major(trt) < 11:  # TensorRT 11 reads precision from the (fp16) graph
         config.set_flag(trt.BuilderFlag.FP16)
     shape = (3, meta.num_frames, meta.image_size, meta.image_size)
     profile = builder.create_optimization_profile()

@@ -123,3 +123,19 @@ def test_hf_videomae_export_matches_transformers(tmp_path):
     got = onnxruntime_runner(str(tmp_path / "m.onnx"))(video.numpy())
     assert np.abs(got - expected).max() <= 1e-4
     assert read_metadata(tmp_path / "m.onnx").labels == tuple(reference.config.id2label[i] for i in range(5))
+
+
+def test_fp16_export_keeps_merge_math_in_fp32(tmp_path):
+    from export.pipeline import run_export
+
+    result = run_export("vit-tiny", tmp_path / "half.onnx", merge="sttm", reduction=0.38, precision="fp16", quiet=True)
+    assert result.reports[0].ok and result.reports[0].tolerance == 5e-2
+    proto = onnx.load(tmp_path / "half.onnx")
+    assert read_metadata(tmp_path / "half.onnx").precision == "fp16"
+    types = {init.data_type for init in proto.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types  # weights are half
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    elem = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    topk_inputs = [elem.get(n.input[0]) for n in proto.graph.node if n.op_type == "TopK"]
+    assert topk_inputs and all(t == onnx.TensorProto.FLOAT for t in topk_inputs)  # decisions in fp32
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
