@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
 RESULTS = DEMO / "results"
 SEED = 0
 MODEL = "vit-demo"
-BASE = TrainConfig(epochs=40, batch_size=16, lr=1e-3, warmup_epochs=2.0, seed=SEED)
+BASE = TrainConfig(epochs=100, batch_size=16, lr=1e-3, warmup_epochs=2.0, seed=SEED)
 FINETUNE = TrainConfig(epochs=4, batch_size=16, lr=3e-4, warmup_epochs=0.5, seed=SEED)
 REDUCTIONS = (0.2, 0.38, 0.5)
 LABELS = list(CLASSES)
@@ -103,10 +102,16 @@ def ort_clips_per_s(checkpoint: Path, merge: str, reduction: float, repeats: int
 
 
 def demo() -> None:
-    best = finetuned("sttm", 0.38)
+    package(finetuned("sttm", 0.38))
+
+
+def package(best: Path, merge: str | None = None, reduction: float | None = None) -> None:
+    """Copy a checkpoint into models/demo/ (with its merge settings), export and evaluate it."""
+    from models import load_model, save_model
+
     DEMO.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(best / name, DEMO / name)
+    model = load_model(best, merge=merge, reduction=reduction)
+    save_model(model, DEMO)
     run_export(str(DEMO), DEMO / "demo.onnx", name="demo")
     result = evaluate(str(DEMO / "demo.onnx"), unseen_data(), "test")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -178,9 +183,15 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["demo", "table"])
+    parser.add_argument("what", choices=["demo", "table", "package"])
+    parser.add_argument("--checkpoint", type=Path, help="package: the checkpoint to ship as the demo")
+    parser.add_argument("--merge", default=None)
+    parser.add_argument("--reduction", type=float, default=None)
     args = parser.parse_args(argv)
-    {"demo": demo, "table": table}[args.what]()
+    if args.what == "package":
+        package(args.checkpoint, args.merge, args.reduction)
+    else:
+        {"demo": demo, "table": table}[args.what]()
 
 
 if __name__ == "__main__":
