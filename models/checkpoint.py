@@ -185,8 +185,9 @@ def load_model(
     return model.eval()
 
 
-def save_model(model: VideoClassifier, directory: str | Path) -> Path:
-    """Write our format: `config.json` (model + merge config) and `model.safetensors`."""
+def save_model(model: VideoClassifier, directory: str | Path, half: bool = False) -> Path:
+    """Write our format: `config.json` (model + merge config) and `model.safetensors`
+    (`half=True` stores fp16 weights — half the size; they load back as fp32)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -196,6 +197,8 @@ def save_model(model: VideoClassifier, directory: str | Path) -> Path:
         "merge": model.merge_config.__dict__,
     }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    state = {k: v.contiguous() for k, v in model.model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.model.state_dict().items()
+    }
     save_file(state, directory / "model.safetensors")
     return directory

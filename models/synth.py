@@ -92,7 +92,7 @@ def render_clip(motion: int, reverse: bool, cfg: SynthConfig, rng: np.random.Gen
     centre = rng.uniform(-0.25, 0.25, 2)  # (y, x)
     angle0 = rng.uniform(0, 2 * np.pi)
     axis = rng.uniform(0, np.pi)
-    jitter = np.cumsum(rng.normal(0, 0.6, (T, 2)), 0).clip(-margin, margin).round().astype(int)
+    jitter = np.cumsum(rng.normal(0, 0.6, (T, 2)), 0).clip(-int(margin), int(margin)).round().astype(int)
     frames = []
     for t in range(T):
         p = t / (T - 1)

@@ -101,3 +101,10 @@ def test_torchrun_ddp_two_processes_gloo(motion, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count('"best_val_top1"') == 1  # rank 0 alone reports
     assert load_model(tmp_path / "ddp" / "best").labels == tuple(CLASSES)
+
+
+def test_camera_jitter_stays_inside_the_canvas():
+    cfg = SynthConfig(size=32, frames=64, seed=0)
+    for seed in range(40):  # long clips: the jitter random walk reaches its bound
+        clip = render_clip(seed % len(PAIRS), False, cfg, np.random.default_rng([12345, seed]))
+        assert clip.shape == (64, 32, 32, 3)
