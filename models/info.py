@@ -49,6 +49,9 @@ def render(info: dict) -> str:
         f"tokens per layer {' '.join(map(str, info['tokens_per_layer']))}",
     ]
     for step in info["merge_steps"]:
+        if info["arch"] == "timesformer" and step["kind"] == "temporal":
+            lines.append(f"  block {step['layer']:>2}: temporal frame pairs fused -> {step['groups']} frames")
+            continue
         meta = f", {step['meta']} meta" if step["meta"] else ""
         lines.append(
             f"  block {step['layer']:>2}: {step['kind']:<8} {step['groups']} group(s) of {step['size']} "

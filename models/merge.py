@@ -161,6 +161,17 @@ def merge_tokens(assign: torch.Tensor, x: torch.Tensor, stats: torch.Tensor) -> 
     return x, merged
 
 
+def fuse_frame_pairs(x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal merge that keeps divided attention's frame structure: frame 2i+1 fuses
+    into frame 2i tube by tube (the matching clue of a tube is the same tube one frame
+    earlier). `[B, T, P, c]`, `[B, T, P, 9]` -> `[B, T/2, P, c]`, `[B, T/2, P, 9]`."""
+    B, T, P, c = x.shape
+    x = x.reshape(B, T // 2, 2, P, c)  # (B, T/2, 2, P, c)
+    stats = stats.reshape(B, T // 2, 2, P, NUM_STATS)  # (B, T/2, 2, P, 9)
+    merged = stats.sum(2)  # (B, T/2, P, 9)
+    return (x * stats[..., :1]).sum(2) / merged[..., :1], merged
+
+
 def motion_features(stats: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Motion of the patches a token absorbed, from its additive statistics.
 

@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from models.config import MergeConfig
-from models.merge import NUM_STATS, merge_tokens, motion_features, sttm_assignment, tome_assignment
+from models.merge import (
+    NUM_STATS,
+    fuse_frame_pairs,
+    merge_tokens,
+    motion_features,
+    sttm_assignment,
+    tome_assignment,
+)
 from models.schedule import MergeStep
 
 
@@ -55,9 +62,25 @@ class STTMMerge(nn.Module):
         return x + self.motion(stats), stats
 
 
-def make_merger(step: MergeStep | None, merge: MergeConfig, dim: int) -> nn.Module:
+class FramePairMerge(nn.Module):
+    """TimeSformer's temporal step: frame pairs fuse tube by tube (T -> T/2)."""
+
+    def __init__(self, dim: int, motion: bool) -> None:
+        super().__init__()
+        self.motion = MotionEmbedding(dim) if motion else None
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, stats = fuse_frame_pairs(x, stats)  # (B, T/2, P, C), (B, T/2, P, 9)
+        if self.motion is not None:
+            x = x + self.motion(stats)
+        return x, stats
+
+
+def make_merger(step: MergeStep | None, merge: MergeConfig, dim: int, arch: str = "vit") -> nn.Module:
     if step is None:
         return NoMerge()
+    if arch == "timesformer" and step.kind == "temporal":
+        return FramePairMerge(dim, motion=merge.method == "sttm")
     if merge.method == "sttm":
         return STTMMerge(step, dim, merge.knn)
     return ToMeMerge(step)

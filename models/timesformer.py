@@ -1,8 +1,8 @@
 """TimeSformer (divided space-time attention), compatible with Hugging Face weights.
 
-Patch tokens are kept as `[B, T, P, C]` and the CLS token as `[B, 1, C]`. Merging acts
-on spatial *tubes*: one decision per clip applied to every frame, so each frame keeps
-the same count and temporal attention still sees aligned tokens across frames.
+Patch tokens are kept as `[B, T, P, C]` and the CLS token as `[B, 1, C]`. Merging keeps
+that grid: a spatial step merges *tubes* (one decision per clip applied to every frame,
+so temporal attention still sees aligned tokens), a temporal step fuses frame pairs.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ class DividedBlock(nn.Module):
         h, metric = self.attn(self.norm1(frames), spatial_bias)
         cls = cls + h[:, 0].reshape(B, T, C).mean(1, keepdim=True)  # (B, 1, C): CLS averaged over frames
         x = x + h[:, 1:].reshape(B, T, P, C)
-        x, stats = self.merge(x, stats, metric[:, 1:].reshape(B, T, P, -1))  # (B, T, P', C)
-        P = x.shape[2]
-        y = torch.cat((cls, x.reshape(B, T * P, C)), 1)  # (B, 1+T*P', C)
+        x, stats = self.merge(x, stats, metric[:, 1:].reshape(B, T, P, -1))  # (B, T', P', C)
+        T, P = x.shape[1], x.shape[2]
+        y = torch.cat((cls, x.reshape(B, T * P, C)), 1)  # (B, 1+T'*P', C)
         y = y + self.mlp(self.norm2(y))
         return y[:, :1], y[:, 1:].reshape(B, T, P, C), stats
 
@@ -70,7 +70,8 @@ class TimeSformer(nn.Module):
         self.register_buffer("pos_stats", initial_stats(T, h, w).reshape(T, h * w, NUM_STATS), persistent=False)
         blocks, merged = [], False
         for step in schedule.steps:
-            blocks.append(DividedBlock(cfg, make_merger(step, merge, cfg.dim), merged and merge.proportional_attention))
+            merger = make_merger(step, merge, cfg.dim, cfg.arch)
+            blocks.append(DividedBlock(cfg, merger, merged and merge.proportional_attention))
             merged = merged or step is not None
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)

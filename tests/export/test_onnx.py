@@ -68,13 +68,16 @@ def test_graph_is_static_tensorrt_friendly_and_shrinks_tokens(exported, name, me
     # the token dimension visibly shrinks between layers in the inferred shapes
     shapes = {tuple(s) for s in inferred_shapes(proto).values()}
     cfg, dim = model.config, model.config.dim
-    tokens = sorted({n for n, _ in model.schedule.tokens(cfg)} | {model.schedule.tokens(cfg)[-1][1]})
-    for n in tokens:
-        if cfg.arch == "vit":
+    if cfg.arch == "vit":
+        tokens = sorted({n for n, _ in model.schedule.tokens(cfg)} | {model.schedule.tokens(cfg)[-1][1]})
+        for n in tokens:
             assert ("batch", n + (cfg.pool == "cls"), dim) in shapes
-        else:
-            assert ("batch", cfg.num_frames, n // cfg.num_frames, dim) in shapes
-    assert (len(tokens) > 1) == (merge != "none")
+        assert (len(tokens) > 1) == (merge != "none")
+    else:
+        grids = {(t, p) for t_in, p_in, t, p in model.schedule.frames(cfg)} | {(cfg.num_frames, cfg.grid[1] ** 2)}
+        for t, p in grids:
+            assert ("batch", t, p, dim) in shapes
+        assert (len(grids) > 1) == (merge != "none")
     inputs, outputs = proto.graph.input, proto.graph.output
     assert [i.name for i in inputs] == ["video"] and [o.name for o in outputs] == ["logits"]
     assert inputs[0].type.tensor_type.shape.dim[0].dim_param == "batch"

@@ -25,10 +25,13 @@ def test_merging_keeps_equal_tokens_per_frame(method):
     for hook in hooks:
         hook.remove()
     torch.testing.assert_close(batched, singles, atol=1e-5, rtol=1e-5)
+    layout = model.schedule.frames(TINY)  # (T, P) entering each block
+    assert [s[1:3] for s in seen[: len(layout)]] == [(t, p) for t, p, _, _ in layout]  # (B, T, P, C) grid
     tokens = [n for n, _ in model.schedule.tokens(TINY)]
-    assert [s[1] * s[2] for s in seen[:4]] == tokens  # (B, T, P, C): T frames x P tubes
-    assert all(s[1] == TINY.num_frames for s in seen)
     assert tokens[-1] < tokens[0]
+    if method == "sttm":  # spatial (tubes), temporal (frame pairs), spatial
+        assert [s.kind for s in model.schedule.steps if s] == ["spatial", "temporal", "spatial"]
+        assert layout[-1][0] == TINY.num_frames // 2
 
 
 def test_sizes_sum_to_the_original_token_count():
@@ -38,3 +41,14 @@ def test_sizes_sum_to_the_original_token_count():
     with torch.no_grad():
         model(torch.randn(2, 3, TINY.num_frames, TINY.image_size, TINY.image_size))
     torch.testing.assert_close(stats[0][..., 0].sum((1, 2)), torch.full((2,), float(TINY.num_tokens)))
+
+
+def test_frame_pair_fusion_is_size_weighted():
+    from models.merge import fuse_frame_pairs, initial_stats
+
+    x = torch.arange(4.0).reshape(1, 4, 1, 1)  # (B, T, P, C): frame t holds value t
+    stats = initial_stats(4, 1, 1).reshape(1, 4, 1, 9).clone()
+    stats[:, 1, :, 0] = 3.0  # frame 1 stands for 3 patches
+    fused, merged = fuse_frame_pairs(x, stats)
+    torch.testing.assert_close(fused.flatten(), torch.tensor([0.75, 2.5]))  # (0*1 + 1*3)/4, (2+3)/2
+    torch.testing.assert_close(merged[..., 0].flatten(), torch.tensor([4.0, 2.0]))
