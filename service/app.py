@@ -27,7 +27,7 @@ OPEN_PATHS = ("/v2/health/", "/docs", "/openapi.json", "/redoc")
 def load(runtime: Runtime) -> None:
     """Load the model and warm it up; the app is ready only after this."""
     s = runtime.settings
-    backend = Backend.load(s.model, s.providers, s.intra_op_threads)
+    backend = Backend.load(s.model, s.providers, s.intra_op_threads, s.max_batch, s.engine_cache)
     backend.warm_up((1, min(2, s.max_batch)))
     runtime.backend = backend
 

@@ -27,25 +27,53 @@ class Backend:
         return self.session.get_providers()[0]
 
     @classmethod
-    def load(cls, path: str | Path, providers: list[str], threads: int = 0) -> Backend:
+    def load(
+        cls, path: str | Path, providers: list[str], threads: int = 0, max_batch: int = 8, cache: Path | None = None
+    ) -> Backend:
+        """Open `path` with the first available of `providers`. For ONNX Runtime's TensorRT
+        provider, explicit batch profiles (1..max_batch) and an engine cache keep it from
+        rebuilding engines when the batch size changes; CUDA and CPU follow as fallbacks."""
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
+        session = cls._session(path, ["CPUExecutionProvider"], threads)
+        try:
+            meta = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        except ValueError as err:
+            raise ModelLoadError(f"{path}: {err}") from None
         available = ort.get_available_providers()
-        chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+        chosen = [p for p in providers if p in available]
+        if chosen and chosen != ["CPUExecutionProvider"]:
+            session = cls._session(path, [cls._provider(p, meta, max_batch, cache) for p in chosen], threads)
+        return cls(session, meta, path)
+
+    @staticmethod
+    def _provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):
+        if name != "TensorrtExecutionProvider":
+            return name
+        shape = f"3x{meta.num_frames}x{meta.image_size}x{meta.image_size}"
+        options = {
+            "trt_profile_min_shapes": f"{meta.input_name}:1x{shape}",
+            "trt_profile_opt_shapes": f"{meta.input_name}:{max(1, max_batch // 2)}x{shape}",
+            "trt_profile_max_shapes": f"{meta.input_name}:{max_batch}x{shape}",
+            "trt_fp16_enable": meta.precision == "fp16",
+            "trt_engine_cache_enable": cache is not None,
+            "trt_timing_cache_enable": cache is not None,
+        }
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            options["trt_engine_cache_path"] = options["trt_timing_cache_path"] = str(cache)
+        return (name, options)
+
+    @staticmethod
+    def _session(path: Path, providers: list, threads: int) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(path), options, providers=chosen)
+            return ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
-        props = session.get_modelmeta().custom_metadata_map
-        try:
-            meta = ModelMetadata.from_props(props)
-        except ValueError as err:
-            raise ModelLoadError(f"{path}: {err}") from None
-        return cls(session, meta, path)
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
         m = self.meta

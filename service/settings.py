@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     # ONNX Runtime providers, in order of preference; those not installed are skipped
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: int = 0  # 0: ONNX Runtime decides
+    engine_cache: Path | None = None  # TensorRT provider: engine + timing cache directory (a volume)
     # dynamic batching
     max_batch: int = 8
     max_wait_ms: float = 5.0

@@ -230,3 +230,17 @@ def test_openapi_documents_the_endpoints(client_for):
     schema = client_for().get("/openapi.json").json()
     assert {"/v1/classify", "/v1/timeline", "/v1/models", "/v2/models/{name}/infer"} <= set(schema["paths"])
     assert json.dumps(schema)  # serialisable
+
+
+def test_tensorrt_provider_gets_batch_profiles_and_a_cache(tiny_onnx, tmp_path):
+    from service.backend import Backend
+
+    meta = Backend.load(tiny_onnx, ["CPUExecutionProvider"]).meta
+    name, options = Backend._provider("TensorrtExecutionProvider", meta, 8, tmp_path / "engines")
+    assert options["trt_profile_min_shapes"] == "video:1x3x8x64x64"
+    assert options["trt_profile_max_shapes"] == "video:8x3x8x64x64"
+    assert options["trt_engine_cache_enable"] and options["trt_engine_cache_path"] == str(tmp_path / "engines")
+    assert Backend._provider("CUDAExecutionProvider", meta, 8, None) == "CUDAExecutionProvider"
+    # providers not installed here are skipped: the CPU session still serves
+    backend = Backend.load(tiny_onnx, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert backend.provider == "CPUExecutionProvider"
