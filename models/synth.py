@@ -55,6 +55,22 @@ def _shape_mask(kind: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray
     return u**2 + v**2 <= r**2  # disc
 
 
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Random colours on a coarse grid, bilinearly interpolated: `[size, size, 3]`."""
+    coarse = rng.uniform(0, 1, (cells + 1, cells + 1, 3))
+    grid = np.linspace(0, cells, size)
+    rows = np.stack(
+        [
+            np.stack([np.interp(grid, np.arange(cells + 1), coarse[:, j, c]) for c in range(3)], -1)
+            for j in range(cells + 1)
+        ],
+        1,
+    )  # (size, cells+1, 3)
+    return np.stack(
+        [np.stack([np.interp(grid, np.arange(cells + 1), rows[i, :, c]) for c in range(3)], -1) for i in range(size)]
+    )  # (size, size, 3)
+
+
 def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     kind = rng.integers(4)
     base = rng.uniform(0, 1, 3)
@@ -64,9 +80,8 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
         other, angle = rng.uniform(0, 1, 3), rng.uniform(0, 2 * np.pi)
         g = (np.cos(angle) * xx + np.sin(angle) * yy + 1.5) / 3  # (size, size) in ~[0, 1]
         bg = base * (1 - g[..., None]) + other * g[..., None]
-    else:  # texture: smooth noise; kind 3 adds static distractors below
-        coarse = rng.uniform(0, 1, (size // 16 + 1, size // 16 + 1, 3))
-        bg = np.kron(coarse, np.ones((16, 16, 1)))[:size, :size] * 0.35 + base * 0.65
+    else:  # texture: smooth (bilinear) noise, not blocks that look like objects; kind 3 adds distractors
+        bg = _smooth_noise(rng, size, cells=size // 16) * 0.35 + base * 0.65
     if kind == 3:
         for _ in range(rng.integers(1, 4)):
             cy, cx, r = rng.uniform(-0.8, 0.8, 2).tolist() + [rng.uniform(0.05, 0.12)]
