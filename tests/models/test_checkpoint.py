@@ -116,3 +116,14 @@ def test_not_a_checkpoint(tmp_path):
         load_model(tmp_path)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing")
+
+
+def test_hf_directory_with_pytorch_model_bin(tmp_path):
+    reference = write_hf(tmp_path, "timesformer")
+    state = load_file(tmp_path / "model.safetensors")
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = reference(pixel_values=video.transpose(1, 2)).logits
+        assert (load_model(tmp_path)(video) - expected).abs().max() <= 1e-4
