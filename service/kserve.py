@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.errors import ApiError
-from service.routes import _infer
+from service.routes import run_model
 from service.runtime import ReadyDep, RuntimeDep
 from service.schemas import InferRequest, InferResponse, TensorOut
 
@@ -74,6 +74,6 @@ async def infer(name: str, request: InferRequest, rt: ReadyDep) -> InferResponse
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except ValueError:
         raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
-    logits, _, _ = await _infer(rt, data)
+    logits, _, _ = await run_model(rt, data)
     out = TensorOut(name=m.output_name, shape=list(logits.shape), datatype="FP32", data=logits.ravel().tolist())
     return InferResponse(model_name=m.name, id=request.id, outputs=[out])

@@ -55,7 +55,7 @@ def _options(model, query: dict, fields: dict):
         raise ApiError(422, "invalid_request", msg) from None
 
 
-async def _infer(rt: Runtime, views: np.ndarray) -> tuple[np.ndarray, float, float]:
+async def run_model(rt: Runtime, views: np.ndarray) -> tuple[np.ndarray, float, float]:
     started = time.perf_counter()
     try:
         logits, queue_s = await rt.batcher.submit(views)
@@ -88,7 +88,7 @@ async def classify(request: Request, rt: ReadyDep, options: Annotated[ClassifyOp
             raise ApiError(422, "invalid_request", f"num_clips x crops is over {rt.settings.max_views} views")
         meta = rt.backend.meta
         prepared = await rt.in_pool(prepare_clip, file, meta, opts, rt.limits)
-    logits, queue_s, infer_s = await _infer(rt, prepared.views)
+    logits, queue_s, infer_s = await run_model(rt, prepared.views)
     probs = softmax(logits).mean(0)  # views averaged after softmax (MMAction2)
     return ClassifyResponse(
         model=meta.name,
@@ -108,7 +108,7 @@ async def timeline(request: Request, rt: ReadyDep, options: Annotated[TimelineOp
         opts = _options(TimelineOptions, dict(request.query_params), fields) if fields else options
         meta = rt.backend.meta
         prepared, starts = await rt.in_pool(prepare_timeline, file, meta, opts, rt.limits, rt.settings.max_windows)
-    logits, queue_s, infer_s = await _infer(rt, prepared.views)
+    logits, queue_s, infer_s = await run_model(rt, prepared.views)
     probs = softmax(logits)  # (windows, classes)
     duration = prepared.info.duration_s
     windows = [
