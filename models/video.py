@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 Source = str | Path | BinaryIO
+_REORDER_MARGIN = 24  # frames: stop skipping this far before a target (B-frame reordering is shorter)
 
 
 class VideoError(ValueError):
@@ -195,6 +196,7 @@ def read_frames(
 
 def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: int, limits: Limits) -> list:
     deadline = time.monotonic() + limits.decode_timeout_s
+    ctx = stream.codec_context
     tb = float(stream.time_base)
     t0 = stream.start_time or 0
     gop = 2 * info.fps  # keyframe interval guess (frames); refined from the stream
@@ -219,7 +221,10 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
                     last_key = index
                 if index < target:
                     last_index = max(last_index, index)
+                    # far from the target: frames nobody references need not be decoded
+                    ctx.skip_frame = "NONREF" if target - index > _REORDER_MARGIN else "DEFAULT"
                     continue
+                ctx.skip_frame = "DEFAULT"
                 if size is None:
                     size = _output_size(frame.width, frame.height, short_side)
                 array = _convert(frame, size)

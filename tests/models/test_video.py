@@ -133,3 +133,22 @@ def test_synth_writer_round_trips(tmp_path):
     write_mp4(tmp_path / "c.mp4", clip)
     info = probe(tmp_path / "c.mp4")
     assert (info.width, info.height, info.codec, info.frames) == (32, 32, "h264", 6)
+
+
+def test_exact_frames_with_b_frames_and_long_gops(tmp_path):
+    """B-frames are skipped while walking to a far target; the target itself must be exact."""
+    path = tmp_path / "b.mp4"
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.height, stream.width = 48, 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0", "preset": "medium", "bf": "3", "g": "120"}
+        for i in range(50):
+            array = np.full((48, 64, 3), 5 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    indices = np.array([[1, 27, 28, 29, 30, 31, 48, 49]])
+    frames, _, _ = read_frames(path, indices, short_side=48)
+    np.testing.assert_array_equal(_levels(frames), indices)
