@@ -75,14 +75,18 @@ def _explain(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.app import create_app
     from service.settings import Settings
 
-    overrides = {k: v for k, v in (("model", args.model), ("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)
+    # Flags become STTM_* variables so that every worker process builds the same Settings.
+    for name in ("model", "host", "port"):
+        if getattr(args, name) is not None:
+            os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
+    settings = Settings()
+    if not settings.model.is_file() and settings.require_model:
+        raise OSError(f"model file {settings.model} does not exist")
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=args.log_level,
-        timeout_graceful_shutdown=30,
+        "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
+        log_level=args.log_level, timeout_graceful_shutdown=30,
     )  # fmt: skip
 
 
@@ -92,8 +96,7 @@ def _predict(args: argparse.Namespace) -> None:
     results = predict(args.model, args.videos, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
-        return
-    for result in results:
+    for result in [] if args.json else results:
         print(result["video"])
         if "error" in result:
             print(f"  error: {result['error']['message']}")
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--model", default=None, help="exported .onnx (default: the bundled demo model)")
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=int, default=None)
+    srv.add_argument("--workers", type=int, default=1, help="processes; each holds its own copy of the model")
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(run=_serve)
 

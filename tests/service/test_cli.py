@@ -54,3 +54,21 @@ def test_export_errors_are_one_line(capsys, tmp_path):
         err = capsys.readouterr().err
         lines = err.splitlines()  # progress lines may come first; the error is one line, last
         assert lines[-1].startswith("sttm export: error:") and "Traceback" not in err, err
+
+
+def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path):
+    assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: model file") and err.count("\n") == 1
+
+
+def test_predict_json_and_bad_file(capsys, tmp_path):
+    import numpy as np
+
+    from models.synth import write_mp4
+
+    write_mp4(tmp_path / "c.mp4", np.zeros((8, 96, 96, 3), np.uint8))
+    (tmp_path / "bad.mp4").write_text("nope")
+    assert main(["predict", "demo", str(tmp_path / "c.mp4"), str(tmp_path / "bad.mp4"), "--json", "--top-k", "2"]) == 2
+    results = json.loads(capsys.readouterr().out)
+    assert len(results[0]["predictions"]) == 2 and results[1]["error"]["code"] == "not_a_video"
