@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _predict(args: argparse.Namespace) -> int:
     from service.predict import predict
 
     results = predict(args.model, args.videos, args.top_k)
@@ -106,8 +106,7 @@ def _predict(args: argparse.Namespace) -> None:
         lat = result["latency_ms"]
         print(f"  decode {lat['decode']:.0f} ms, preprocess {lat['preprocess']:.0f} ms, "
               f"inference {lat['inference']:.0f} ms")  # fmt: skip
-    if any("error" in r for r in results):
-        raise SystemExit(2)
+    return 2 if any("error" in r for r in results) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,14 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args) or 0
     except (ValueError, OSError, RuntimeError) as err:  # CheckpointError / ExportError / ValidationError
         first, *rest = str(err).splitlines() or [type(err).__name__]
         print(f"sttm {args.command}: error: {first}", file=sys.stderr)
         if rest:  # a validation report: the table follows the one-line error
             print("\n".join(rest), file=sys.stderr)
         return 2
-    return 0
+    return code
 
 
 if __name__ == "__main__":
