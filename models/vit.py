@@ -30,6 +30,13 @@ class GroupedMerge(nn.Module):
         return torch.cat((x[:, :p], patches), 1), stats.reshape(B, -1, NUM_STATS)
 
 
+class TemporalCentering(nn.Module):
+    """`[B, 3, T, H, W]` minus its mean over T: a static background becomes zero."""
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return video - video.mean(2, keepdim=True)
+
+
 class Block(nn.Module):
     """Pre-norm block; the merge runs between attention and MLP (as ToMe)."""
 
@@ -60,6 +67,7 @@ class VideoViT(nn.Module):
     def __init__(self, cfg: ModelConfig, merge: MergeConfig, schedule: Schedule) -> None:
         super().__init__()
         self.config, self.merge_config, self.schedule = cfg, merge, schedule
+        self.stem = TemporalCentering() if cfg.input_motion else nn.Identity()
         self.patch_embed = PatchEmbed(cfg.dim, cfg.patch_size, cfg.tubelet_size)
         self.register_buffer("pos_embed", sinusoid_table(cfg.num_tokens, cfg.dim), persistent=False)
         self.register_buffer("pos_stats", initial_stats(*cfg.grid), persistent=False)  # (N, 9)
@@ -78,7 +86,7 @@ class VideoViT(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
 
     def forward_features(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.patch_embed(video) + self.pos_embed  # (B, N, C)
+        x = self.patch_embed(self.stem(video)) + self.pos_embed  # (B, N, C)
         B = x.shape[0]
         if self.config.pool == "cls":
             x = torch.cat((self.cls_token.expand(B, -1, -1), x), 1)  # (B, 1+N, C)

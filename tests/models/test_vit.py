@@ -98,3 +98,13 @@ def test_any_frames_and_resolution_divisible_by_tubelet_and_patch():
     assert model(_video(cfg)).shape == (2, cfg.num_classes)
     with pytest.raises(ValueError, match="divisible"):
         TINY.replace(num_frames=5)
+
+
+def test_input_motion_ignores_a_static_background():
+    cfg = TINY.replace(input_motion=True)
+    model = randomize(build_model(cfg, MergeConfig(method="sttm", reduction=0.3)))
+    video = _video(cfg)
+    background = torch.randn(2, 3, 1, cfg.image_size, cfg.image_size).expand_as(video)
+    with torch.no_grad():
+        torch.testing.assert_close(model(video + background), model(video), atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(build_model(TINY)(video + background), build_model(TINY)(video))
