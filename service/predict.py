@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from models.video import Limits, VideoError
+from models.video import VideoError
 from service.backend import Backend, softmax
 from service.pipeline import prepare_clip
 from service.schemas import ClassifyOptions
@@ -16,7 +16,7 @@ def predict(model: str, videos: list[str], top_k: int = 5) -> list[dict]:
     path = DEMO_ONNX if model == "demo" else Path(model)
     settings = Settings(model=path)
     backend = Backend.load(path, settings.providers)
-    limits = Limits(settings.max_pixels, settings.max_duration_s, settings.decode_timeout_s)
+    limits = settings.limits
     opts = ClassifyOptions(top_k=top_k)
     results = []
     for video in videos:

@@ -30,8 +30,7 @@ class Runtime:
 
     @property
     def limits(self) -> Limits:
-        s = self.settings
-        return Limits(max_pixels=s.max_pixels, max_duration_s=s.max_duration_s, decode_timeout_s=s.decode_timeout_s)
+        return self.settings.limits
 
     async def in_pool(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.video import Limits
+
 DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
 
 
@@ -36,3 +38,8 @@ class Settings(BaseSettings):
     top_k: int = 5
     require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
     api_key: SecretStr | None = None  # bearer token; health endpoints stay open
+
+    @property
+    def limits(self) -> Limits:
+        """The decoding limits these settings impose."""
+        return Limits(self.max_pixels, self.max_duration_s, self.decode_timeout_s)
