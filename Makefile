@@ -14,7 +14,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[serve,export,dev]"
+	$(BIN)/pip install -q -e ".[serve,cpu,export,dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from models.video import VideoError
 from service.backend import Backend, softmax
 from service.pipeline import prepare_clip
 from service.schemas import ClassifyOptions
-from service.settings import DEMO_ONNX, Settings
+from service.settings import Settings
 
 
 def predict(model: str, videos: list[str], top_k: int = 5) -> list[dict]:
-    path = DEMO_ONNX if model == "demo" else Path(model)
-    settings = Settings(model=path)
-    backend = Backend.load(path, settings.providers)
+    settings = Settings(model=model)  # `demo` resolves to the bundled model
+    backend = Backend.load(settings.model, settings.providers)
     limits = settings.limits
     opts = ClassifyOptions(top_k=top_k)
     results = []

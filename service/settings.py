@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.video import Limits
@@ -15,7 +15,7 @@ DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STTM_", env_file=None, extra="ignore")
 
-    model: Path = Field(DEMO_ONNX, description="exported .onnx (its metadata says how to preprocess)")
+    model: Path = Field(DEMO_ONNX, description="exported .onnx (its metadata says how to preprocess), or 'demo'")
     host: str = "127.0.0.1"
     port: int = 8000
     # ONNX Runtime providers, in order of preference; those not installed are skipped
@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     top_k: int = 5
     require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
     api_key: SecretStr | None = None  # bearer token; health endpoints stay open
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _demo_name(cls, value: object) -> object:
+        """`demo` names the bundled model, as in every other command."""
+        return DEMO_ONNX if value == "demo" else value
 
     @property
     def limits(self) -> Limits:
