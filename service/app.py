@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__, errors, kserve, routes
 from service.backend import Backend, ModelLoadError
@@ -39,6 +40,31 @@ def load(runtime: Runtime) -> None:
     runtime.ready = True
 
 
+class OneLineStartupError:
+    """ASGI middleware: when the model cannot be loaded, the failed start is reported as that
+    one line. (Starlette puts the whole traceback into `lifespan.startup.failed`, which uvicorn
+    logs before exiting; other start-up failures keep their traceback.)"""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app, self.runtime = app, runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def one_line(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.runtime.load_error:
+                message = {**message, "message": f"model not loaded: {self.runtime.load_error}"}
+            await send(message)
+
+        await self.app(scope, receive, one_line)
+
+
+def _route_path(request: Request) -> str:
+    """The matched route's template (`/v2/models/{name}`), known once routing has run."""
+    return getattr(request.scope.get("route"), "path", "unmatched")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -49,9 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             load(runtime)
         except ModelLoadError as err:
+            runtime.load_error = str(err)
             if settings.require_model:
-                raise
-            runtime.load_error = str(err)  # stay up, not ready
+                raise  # the server exits; OneLineStartupError makes the log say why in one line
+            # otherwise: stay up, not ready
         yield
         if runtime.batcher:
             await asyncio.wait_for(runtime.batcher.stop(), timeout=30)  # drain in-flight work
@@ -90,12 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         try:
             response = await call_next(request)
+        except Exception:  # unhandled: the outermost handler answers 500 (errors.py); count it here
+            runtime.metrics.requests.labels(_route_path(request), "500").inc()
+            raise
         finally:
             runtime.metrics.inflight.dec()
-        route = request.scope.get("route")
-        runtime.metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        runtime.metrics.requests.labels(_route_path(request), str(response.status_code)).inc()
         response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
         return response
 
     app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)))
+    app.add_middleware(OneLineStartupError, runtime=app.state.runtime)
     return app

@@ -109,6 +109,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 2 if any("error" in r for r in results) else 0
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.loadtest import bench, parse_levels, render
+
+    report = asyncio.run(bench(
+        args.url, args.clip, parse_levels(args.concurrency), args.requests, endpoint=args.endpoint,
+        api_key=args.api_key, pid=args.pid, timeout_s=args.timeout,
+    ))  # fmt: skip
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 1 if any(level["errors"] for level in report["levels"]) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sttm", description="Video action recognition with token merging.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
     ex.add_argument("--reduction", type=float, default=None)
     ex.set_defaults(run=_explain)
+
+    bn = sub.add_parser("bench", help="benchmark a running server")
+    bn_sub = bn.add_subparsers(dest="target", required=True)
+    bs = bn_sub.add_parser("serve", help="load-test a running server: perf_analyzer-style table per concurrency level")
+    bs.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
+    bs.add_argument("--clip", required=True, help="video file sent with every request")
+    bs.add_argument("--concurrency", default="1,4,16", help="requests in flight, one level after another")
+    bs.add_argument("--requests", type=int, default=100, help="requests per concurrency level")
+    bs.add_argument("--endpoint", default="/v1/classify")
+    bs.add_argument("--api-key", default=None, help="bearer token (the server's STTM_API_KEY)")
+    soak = "soak: the server's process id; report its RSS at request 100 and at the end, and leftover temp files"
+    bs.add_argument("--pid", type=int, default=None, help=soak)
+    bs.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    bs.add_argument("--json", action="store_true", help="machine-readable output")
+    bs.set_defaults(run=_bench_serve)
     return parser
 
 

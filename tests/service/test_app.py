@@ -193,7 +193,9 @@ def test_backend_failure_fails_only_that_batch(client_for, clips):
     runtime.batcher.run = broken
     first = _post(client, _clip(clips))
     assert first.status_code == 500 and first.json()["error"]["code"] == "internal"
+    assert set(first.json()["error"]) == {"code", "message"} and "device lost" in first.json()["error"]["message"]
     assert _post(client, _clip(clips)).status_code == 200
+    assert _metric(client, 'sttm_requests_total{route="/v1/classify",status="500"}') == 1  # failures are counted
 
 
 def test_auth(client_for, clips):
