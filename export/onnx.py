@@ -82,6 +82,8 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
     check_graph(proto)
     if metadata.precision == "fp16":
         proto = to_fp16(proto)
+    elif metadata.precision == "int8":
+        proto = to_int8(proto)
     onnx.save_model(proto, path)
     return path
 
@@ -105,6 +107,28 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
         half = float16.convert_float_to_float16(proto, keep_io_types=True, op_block_list=ops, node_block_list=keep)
     check_graph(half)
     return half
+
+
+def to_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Dynamic int8 quantisation for CPUs (ONNX Runtime): the weight matmuls get int8
+    per-channel weights and per-call quantised activations (MatMulInteger). Matmuls of two
+    activations (attention, similarities, the one-hot merge) and every node of a merger stay
+    fp32, so merge decisions are made at full precision. Not for TensorRT (no MatMulInteger)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    keep = [n.name for n in proto.graph.node if _in_merge(n)]
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # its "consider pre-processing" notice goes to root
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "int8.onnx"
+        quantize_dynamic(proto, out, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=keep, extra_options={"MatMulConstBOnly": True})  # fmt: skip
+        quantised = onnx.load(out)
+    root.setLevel(level)
+    check_graph(quantised)
+    return quantised
 
 
 def check_graph(proto: onnx.ModelProto) -> None:

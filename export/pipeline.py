@@ -75,6 +75,8 @@ def run_export(
     progress = Progress(quiet)
     out = Path(out)
     name = name or model_name(model_ref)
+    if fmt == "tensorrt" and precision == "int8":
+        raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
     if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
         raise ExportError(f"--format tensorrt: {reason}")
     if fmt == "triton":

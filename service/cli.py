@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
     exp.add_argument("--reduction", type=float, default=None)
     exp.add_argument("--format", choices=["onnx", "tensorrt", "triton"], default="onnx")
-    exp.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                     help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs")  # fmt: skip
     exp.add_argument("--max-batch", type=int, default=8, help="largest batch of the engine / Triton config")
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -128,6 +128,22 @@ def test_hf_videomae_export_matches_transformers(tmp_path):
     assert read_metadata(tmp_path / "m.onnx").labels == tuple(reference.config.id2label[i] for i in range(5))
 
 
+def test_int8_export_quantises_weight_matmuls_only(tmp_path):
+    from export.pipeline import ExportError, run_export
+
+    result = run_export("vit-tiny", tmp_path / "q.onnx", merge="sttm", reduction=0.38, precision="int8", quiet=True)
+    assert result.reports[0].ok and result.reports[0].tolerance == 1e-1
+    proto = onnx.load(tmp_path / "q.onnx")
+    assert read_metadata(tmp_path / "q.onnx").precision == "int8"
+    ops = [n.op_type for n in proto.graph.node]
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    merge_ops = {n.op_type for n in proto.graph.node if any(".merge'" in p.value for p in n.metadata_props)}
+    assert merge_ops and not merge_ops & {"MatMulInteger", "DynamicQuantizeLinear"}  # decisions stay fp32
+    assert "MatMul" in ops  # attention and merge matmuls of two activations stay fp32
+    with pytest.raises(ExportError, match="int8"):
+        run_export("vit-tiny", tmp_path / "q.plan", fmt="tensorrt", precision="int8", quiet=True)
+
+
 def test_fp16_export_keeps_merge_math_in_fp32(tmp_path):
     from export.pipeline import run_export
 
