@@ -28,8 +28,8 @@ DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
 RESULTS = DEMO / "results"
 SEED = 0
 MODEL = "vit-demo"
-BASE = TrainConfig(epochs=12, batch_size=16, lr=1e-3, warmup_epochs=1.0, seed=SEED)
-FINETUNE = TrainConfig(epochs=2, batch_size=16, lr=3e-4, warmup_epochs=0.5, seed=SEED)
+BASE = TrainConfig(epochs=24, batch_size=16, lr=1e-3, warmup_epochs=1.0, seed=SEED)
+FINETUNE = TrainConfig(epochs=3, batch_size=16, lr=3e-4, warmup_epochs=0.5, seed=SEED)
 REDUCTIONS = (0.2, 0.38, 0.5)
 LABELS = list(CLASSES)
 

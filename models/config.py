@@ -46,9 +46,10 @@ class ModelConfig:
     norm_eps: float = 1e-6
     head_norm_eps: float = 1e-5  # VideoMAE's fc_norm is a default nn.LayerNorm in HF
     pool: Literal["mean", "cls"] = "mean"  # ViT: mean-pool + fc_norm, or CLS + final norm
-    # ViT: subtract each pixel's mean over the clip before the patch embedding, so a static
-    # background vanishes and what moves remains. Off for foreign checkpoints. In a probe it
-    # took the tiny demo ViT from chance to 49% val in 600 steps on the motion clips.
+    # ViT: the patch embedding sees each frame and its deviation from the clip's mean frame
+    # (6 channels), so a static background vanishes from one half and what moves remains.
+    # Off for foreign checkpoints. In a probe it took the tiny demo ViT from chance to 49%
+    # val in 600 steps on the motion clips; see `vit.TemporalCentering` for why raw stays.
     input_motion: bool = False
     num_classes: int = 400
     labels: tuple[str, ...] = ()
@@ -72,6 +73,11 @@ class ModelConfig:
         side = self.image_size // self.patch_size
         t = self.num_frames // self.tubelet_size if self.arch == "vit" else self.num_frames
         return t, side, side
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the patch embedding sees: RGB, and RGB minus the clip mean with input_motion."""
+        return 6 if self.input_motion else 3
 
     @property
     def num_tokens(self) -> int:

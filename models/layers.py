@@ -61,15 +61,15 @@ class Mlp(nn.Module):
 class PatchEmbed(nn.Module):
     """Tubelet (Conv3d) or per-frame (Conv2d) patch embedding; `.proj` as in the original repos."""
 
-    def __init__(self, dim: int, patch: int, tubelet: int | None) -> None:
+    def __init__(self, dim: int, patch: int, tubelet: int | None, channels: int = 3) -> None:
         super().__init__()
         if tubelet is None:
-            self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+            self.proj = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch)
         else:
-            self.proj = nn.Conv3d(3, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+            self.proj = nn.Conv3d(channels, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, 3, (T,) H, W] -> [B, tokens, C]` in (t, h, w) order."""
+        """`[B, channels, (T,) H, W] -> [B, tokens, C]` in (t, h, w) order."""
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, ...) -> (B, tokens, C)
 
 

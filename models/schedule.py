@@ -100,7 +100,7 @@ def gmacs(cfg: ModelConfig, schedule: Schedule, method: str = "none") -> float:
     C, M, p = cfg.dim, cfg.mlp_dim, cfg.patch_size
     hd = C // cfg.heads
     t, h, w = cfg.grid
-    total = t * h * w * C * 3 * p * p * (cfg.tubelet_size if cfg.arch == "vit" else 1)  # patch embed
+    total = t * h * w * C * cfg.in_channels * p * p * (cfg.tubelet_size if cfg.arch == "vit" else 1)  # patch embed
     if cfg.arch == "vit":
         for (n_in, n_out), step in zip(schedule.tokens(cfg), schedule.steps):
             a, b = n_in + (cfg.pool == "cls"), n_out + (cfg.pool == "cls")

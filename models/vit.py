@@ -31,10 +31,23 @@ class GroupedMerge(nn.Module):
 
 
 class TemporalCentering(nn.Module):
-    """`[B, 3, T, H, W]` minus its mean over T: a static background becomes zero."""
+    """`[B, 3, T, H, W] -> [B, 6, T, H, W]`: each frame's deviation from the clip mean, and
+    the frame itself scaled by `raw_scale`.
+
+    The deviation makes motion visible to a linear patch embedding (a static background is
+    zero there) and is what the tiny ViT learns from quickly. It alone loses a static image:
+    a clip of an object appearing and one of a differently coloured object disappearing
+    differ only by the object's colour left in place, so their deviations are identical.
+    The raw frame carries it; scaled down (and its weights zero-initialised, see VideoViT),
+    it starts as a no-op and is learned slowly: at full scale the textured backgrounds it
+    brings kept the model at chance (measured: 7% val after 2 epochs vs 36% without it).
+    """
+
+    raw_scale = 0.1
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return video - video.mean(2, keepdim=True)
+        deviation = video - video.mean(2, keepdim=True)  # (B, 3, T, H, W)
+        return torch.cat([self.raw_scale * video, deviation], 1)  # (B, 6, T, H, W)
 
 
 class Block(nn.Module):
@@ -68,7 +81,9 @@ class VideoViT(nn.Module):
         super().__init__()
         self.config, self.merge_config, self.schedule = cfg, merge, schedule
         self.stem = TemporalCentering() if cfg.input_motion else nn.Identity()
-        self.patch_embed = PatchEmbed(cfg.dim, cfg.patch_size, cfg.tubelet_size)
+        self.patch_embed = PatchEmbed(cfg.dim, cfg.patch_size, cfg.tubelet_size, cfg.in_channels)
+        if cfg.input_motion:  # start as a motion-only model (it trains fast); the raw half is learned in
+            nn.init.zeros_(self.patch_embed.proj.weight[:, :3])  # weight (C, 6, t, p, p): raw half
         self.register_buffer("pos_embed", sinusoid_table(cfg.num_tokens, cfg.dim), persistent=False)
         self.register_buffer("pos_stats", initial_stats(*cfg.grid), persistent=False)  # (N, 9)
         if cfg.pool == "cls":
