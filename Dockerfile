@@ -36,6 +36,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     STTM_HOST=0.0.0.0 \
     STTM_PORT=8000 \
     STTM_MODEL=demo
@@ -63,6 +64,7 @@ RUN python3 -m venv --system-site-packages /opt/venv \
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     STTM_HOST=0.0.0.0 \
     STTM_PORT=8000 \
     STTM_MODEL=demo \
