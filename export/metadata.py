@@ -50,3 +50,8 @@ class ModelMetadata:
                 raise ValueError(f"model metadata {key!r} is not JSON: {props[key][:80]!r}") from None
             values[f.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelMetadata:
+        """From `asdict(meta)` (a TensorRT engine's JSON sidecar), with the same checks."""
+        return cls.from_props({PREFIX + k: json.dumps(v) for k, v in data.items()})

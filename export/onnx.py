@@ -14,15 +14,12 @@ from pathlib import Path
 import onnx
 import torch
 
+from export.errors import ExportError
 from export.metadata import ModelMetadata
 from models import VideoClassifier
 
 # Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.
 FORBIDDEN_OPS = frozenset({"ScatterElements", "ScatterND", "Scatter", "NonZero", "Unique", "Loop", "If"})
-
-
-class ExportError(RuntimeError):
-    """Export failed; the message says at which step and why."""
 
 
 @dataclass(frozen=True)

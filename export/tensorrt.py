@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.errors import ExportError
 from export.metadata import ModelMetadata
-from export.onnx import ExportError
 
 
 def unavailable_reason() -> str | None:
@@ -94,10 +94,48 @@ def build_engine(
     return engine_path
 
 
+ENGINE_SUFFIXES = (".plan", ".engine")
+
+
+def read_sidecar(engine_path: str | Path) -> ModelMetadata:
+    """The metadata `build_engine` wrote beside an engine (`<engine>.json`)."""
+    sidecar = Path(str(engine_path) + ".json")
+    if not sidecar.is_file():
+        raise ExportError(
+            f"{engine_path}: no metadata sidecar {sidecar.name} (`sttm export --format tensorrt` writes it)"
+        )
+    try:
+        return ModelMetadata.from_dict(json.loads(sidecar.read_text())["metadata"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ExportError(f"{sidecar}: {err}") from None
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        from cuda import cudart  # older cuda-python
+    return cudart
+
+
+def _checked(result: tuple):
+    """cuda-python returns `(error, *values)`: raise on an error, else the value(s)."""
+    error, *values = result
+    if int(error) != 0:  # cudaSuccess
+        raise ExportError(f"CUDA call failed: {error}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 class TensorRTRunner:
-    """Runs a serialized engine on numpy input (device buffers via torch.cuda)."""
+    """Runs a serialized engine on numpy input `[B, 3, T, S, S]` -> logits `[B, classes]`.
+
+    Torch-free (TensorRT + cuda-python), so the server can serve an engine: device buffers
+    for the profile's largest batch are allocated once; one call at a time (a lock).
+    """
 
     def __init__(self, engine_path: str | Path) -> None:
+        import threading
+
         import tensorrt as trt
 
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -108,17 +146,37 @@ class TensorRTRunner:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.max_shape = tuple(self.engine.get_tensor_profile_shape(self.input, 0)[2])  # (min, opt, max)[2]
+        self.context.set_input_shape(self.input, self.max_shape)
+        max_out = tuple(self.context.get_tensor_shape(self.output))
+        cudart = _cudart()
+        self._in = _checked(cudart.cudaMalloc(int(np.prod(self.max_shape)) * 4))  # float32 buffers
+        self._out = _checked(cudart.cudaMalloc(int(np.prod(max_out)) * 4))
+        self._stream = _checked(cudart.cudaStreamCreate())
+        self._lock = threading.Lock()
 
     def __call__(self, video: np.ndarray) -> np.ndarray:
-        import torch
+        cudart = _cudart()
+        x = np.ascontiguousarray(video, dtype=np.float32)  # (B, 3, T, S, S)
+        if x.shape[0] > self.max_shape[0]:
+            raise ExportError(f"batch {x.shape[0]} is over the engine's profile maximum {self.max_shape[0]}")
+        with self._lock:
+            self.context.set_input_shape(self.input, x.shape)
+            out = np.empty(tuple(self.context.get_tensor_shape(self.output)), np.float32)  # (B, classes)
+            self.context.set_tensor_address(self.input, int(self._in))
+            self.context.set_tensor_address(self.output, int(self._out))
+            kind = cudart.cudaMemcpyKind
+            to_device, to_host = kind.cudaMemcpyHostToDevice, kind.cudaMemcpyDeviceToHost
+            _checked(cudart.cudaMemcpyAsync(self._in, x.ctypes.data, x.nbytes, to_device, self._stream))
+            if not self.context.execute_async_v3(int(self._stream)):
+                raise ExportError("TensorRT execution failed")
+            _checked(cudart.cudaMemcpyAsync(out.ctypes.data, self._out, out.nbytes, to_host, self._stream))
+            _checked(cudart.cudaStreamSynchronize(self._stream))
+        return out
 
-        x = torch.from_numpy(np.ascontiguousarray(video, dtype=np.float32)).cuda()
-        self.context.set_input_shape(self.input, tuple(x.shape))
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address(self.input, x.data_ptr())
-        self.context.set_tensor_address(self.output, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT execution failed")
-        stream.synchronize()
-        return out.cpu().numpy()
+    def __del__(self) -> None:
+        cudart = _cudart() if hasattr(self, "_stream") else None
+        if cudart is not None:
+            cudart.cudaFree(self._in)
+            cudart.cudaFree(self._out)
+            cudart.cudaStreamDestroy(self._stream)

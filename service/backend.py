@@ -1,15 +1,23 @@
-"""The model runner: an ONNX Runtime session (CPU, or CUDA/TensorRT providers where
-present) and the metadata written into the file by `sttm export`. No torch."""
+"""The model runner and its metadata, from what `sttm export` wrote. No torch.
+
+- `.onnx`: an ONNX Runtime session (CPU, or TensorRT/CUDA providers where present); the
+  metadata is in the file.
+- `.plan` / `.engine`: a serialized TensorRT engine run directly (TensorRT + cuda-python,
+  the gpu image); the metadata is in its `<engine>.json` sidecar.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from export.errors import ExportError
 from export.metadata import ModelMetadata
+from export.tensorrt import ENGINE_SUFFIXES, TensorRTRunner, read_sidecar
 
 
 class ModelLoadError(RuntimeError):
@@ -18,13 +26,10 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class Backend:
-    session: ort.InferenceSession
+    run: Callable[[np.ndarray], np.ndarray]  # `[B, 3, T, S, S]` float32 -> logits `[B, classes]`
     meta: ModelMetadata
     path: Path
-
-    @property
-    def provider(self) -> str:
-        return self.session.get_providers()[0]
+    provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "tensorrt"
 
     @classmethod
     def load(
@@ -36,6 +41,8 @@ class Backend:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
+        if path.suffix in ENGINE_SUFFIXES:
+            return cls._engine(path)
         session = cls._session(path, ["CPUExecutionProvider"], threads)
         try:
             meta = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
@@ -45,7 +52,24 @@ class Backend:
         chosen = [p for p in providers if p in available]
         if chosen and chosen != ["CPUExecutionProvider"]:
             session = cls._session(path, [cls._provider(p, meta, max_batch, cache) for p in chosen], threads)
-        return cls(session, meta, path)
+
+        def run(video: np.ndarray) -> np.ndarray:  # thread-safe: ORT sessions are
+            return session.run([meta.output_name], {meta.input_name: video})[0]
+
+        return cls(run, meta, path, f"onnxruntime:{session.get_providers()[0]}")
+
+    @classmethod
+    def _engine(cls, path: Path) -> Backend:
+        try:
+            meta = read_sidecar(path)
+            runner = TensorRTRunner(path)
+        except ImportError as err:
+            raise ModelLoadError(
+                f"{path}: serving an engine needs tensorrt and cuda-python (the gpu image): {err}"
+            ) from None
+        except ExportError as err:
+            raise ModelLoadError(str(err)) from None
+        return cls(runner, meta, path, "tensorrt")
 
     @staticmethod
     def _provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):
@@ -80,8 +104,8 @@ class Backend:
         return (batch, 3, m.num_frames, m.image_size, m.image_size)
 
     def __call__(self, video: np.ndarray) -> np.ndarray:
-        """`[B, 3, T, S, S]` float32 -> logits `[B, classes]` (thread-safe: ORT sessions are)."""
-        return self.session.run([self.meta.output_name], {self.meta.input_name: video})[0]
+        """`[B, 3, T, S, S]` float32 -> logits `[B, classes]`."""
+        return self.run(video)
 
     def warm_up(self, batches: tuple[int, ...] = (1,)) -> None:
         for b in batches:

@@ -11,13 +11,12 @@ from pydantic import ValidationError
 
 from service.backend import softmax
 from service.batcher import QueueFullError
-from service.errors import ApiError
+from service.errors import ApiError, documented
 from service.pipeline import prepare_clip, prepare_timeline
 from service.runtime import ReadyDep, Runtime
 from service.schemas import (
     ClassifyOptions,
     ClassifyResponse,
-    ErrorBody,
     Latency,
     ModelInfo,
     Prediction,
@@ -29,7 +28,7 @@ from service.schemas import (
 from service.upload import video_body
 
 router = APIRouter(prefix="/v1", tags=["v1"])
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 415, 422, 503)}
+ERRORS = documented(400, 401, 413, 415, 422, 503)
 VIDEO_BODY = {
     "requestBody": {
         "content": {
@@ -125,7 +124,7 @@ async def timeline(request: Request, rt: ReadyDep, options: Annotated[TimelineOp
     )  # fmt: skip
 
 
-@router.get("/models", response_model=list[ModelInfo])
+@router.get("/models", response_model=list[ModelInfo], responses=documented(401, 503))
 async def models(rt: ReadyDep) -> list[ModelInfo]:
     m = rt.backend.meta
     return [
@@ -143,7 +142,7 @@ async def models(rt: ReadyDep) -> list[ModelInfo]:
             reduction=m.reduction,
             gflops=m.gflops,
             gflops_unmerged=m.gflops_unmerged,
-            backend=f"onnxruntime:{rt.backend.provider}",
+            backend=rt.backend.provider,
             precision=m.precision,
         )  # fmt: skip
     ]

@@ -245,4 +245,54 @@ def test_tensorrt_provider_gets_batch_profiles_and_a_cache(tiny_onnx, tmp_path):
     assert Backend._provider("CUDAExecutionProvider", meta, 8, None) == "CUDAExecutionProvider"
     # providers not installed here are skipped: the CPU session still serves
     backend = Backend.load(tiny_onnx, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert backend.provider == "CPUExecutionProvider"
+    assert backend.provider == "onnxruntime:CPUExecutionProvider"
+
+
+def _engine_with_sidecar(tiny_onnx, tmp_path):
+    """A `.plan` path with the JSON sidecar `sttm export --format tensorrt` writes."""
+    from dataclasses import asdict
+
+    from service.backend import Backend
+
+    meta = Backend.load(tiny_onnx, ["CPUExecutionProvider"]).meta
+    plan = tmp_path / "tiny.plan"
+    plan.write_bytes(b"serialized engine")
+    (tmp_path / "tiny.plan.json").write_text(json.dumps({"cache_key": {}, "metadata": asdict(meta)}))
+    return plan, meta
+
+
+def test_a_tensorrt_engine_is_served_with_its_sidecar_metadata(tiny_onnx, tmp_path, clips, monkeypatch, client_for):
+    from service import backend as backend_module
+
+    plan, meta = _engine_with_sidecar(tiny_onnx, tmp_path)
+    onnx_run = backend_module.Backend.load(tiny_onnx, ["CPUExecutionProvider"]).run
+    opened = []
+
+    class FakeEngine:  # stands in for TensorRT (no GPU here): the same model through ORT
+        def __init__(self, path):
+            opened.append(path)
+
+        def __call__(self, video):
+            return onnx_run(video)
+
+    monkeypatch.setattr(backend_module, "TensorRTRunner", FakeEngine)
+    client = client_for(model=plan)
+    assert opened == [plan]
+    info = client.get("/v1/models").json()[0]
+    assert info["backend"] == "tensorrt" and info["labels"] == list(meta.labels)
+    answer = _post(client, _clip(clips))
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 5
+
+
+def test_an_engine_without_sidecar_or_tensorrt_fails_to_load_clearly(tiny_onnx, tmp_path):
+    from service.backend import Backend, ModelLoadError
+
+    plan, _ = _engine_with_sidecar(tiny_onnx, tmp_path)
+    with pytest.raises(ModelLoadError, match="needs tensorrt and cuda-python"):  # this machine has no TensorRT
+        Backend.load(plan, [])
+    (tmp_path / "tiny.plan.json").unlink()
+    with pytest.raises(ModelLoadError, match="no metadata sidecar tiny.plan.json"):
+        Backend.load(plan, [])
+    (tmp_path / "tiny.plan.json").write_text('{"metadata": {"name": "x"}}')
+    with pytest.raises(ModelLoadError, match="lacks 'sttm.arch'"):
+        Backend.load(plan, [])
