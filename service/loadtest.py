@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 STAGES = ("decode", "preprocess", "queue", "inference", "total")  # keys of the answer's latency_ms
 PERCENTILES = (50, 90, 99)
@@ -48,14 +49,8 @@ class Sample:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between the closest ranks (NumPy's default); nan if empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    """The q-th percentile (0..100), linear between the closest ranks; nan if empty."""
+    return float(np.percentile(values, q)) if len(values) else math.nan
 
 
 def parse_levels(text: str) -> list[int]:
