@@ -10,8 +10,9 @@ made only when the gap is longer than a few keyframe intervals.
 from __future__ import annotations
 
 import contextlib
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -21,6 +22,12 @@ import numpy as np
 
 Source = str | Path | BinaryIO
 _REORDER_MARGIN = 24  # frames: stop skipping this far before a target (B-frame reordering is shorter)
+# FFmpeg demuxers accepted (MP4/MOV, MKV/WebM, AVI, MPEG-TS): containers whose streams are known
+# from the header, so the pixel limit reaches FFmpeg's probe. Refused before any reading: playlists
+# and concat lists (hls, concat: they open other files and URLs), images, text (tty), raw
+# streams, FLV (its streams appear only while probing, past the pixel limit).
+CONTAINERS = "mov,matroska,avi,mpegts"
+MAX_FPS = 1000  # a higher frame rate is refused as corrupt
 
 
 class VideoError(ValueError):
@@ -87,24 +94,128 @@ def sample_indices(
     return uniform_indices(total, clip_len, num_clips)
 
 
+# ------------------------------------------------------------------- MP4 sample tables
+# FFmpeg's MP4/MOV demuxer builds one index entry (24 bytes) per declared sample while it
+# opens the file, and run-length tables (a constant `stsz` sample size, fragment runs with
+# default sizes) declare billions of samples in a few bytes: a 2 KB file can take gigabytes
+# and seconds before any header check. So the tables are read first, by the duration limit.
+
+_PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"traf"}
+_MAX_TOP_BOXES = 100_000  # far more than a real file has (fragmented: 2 per fragment)
+
+
+def _boxes(data: memoryview) -> Iterator[tuple[bytes, memoryview]]:
+    """ISO BMFF boxes in `data` as (type, payload), up to the first malformed header."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1 and pos + 16 <= len(data):
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = len(data) - pos
+        if size < header:
+            return
+        yield kind, data[pos + header : pos + size]
+        pos += size
+
+
+def _index_entries(data: memoryview, depth: int = 0, sound: bool = False) -> int:
+    """Index entries FFmpeg builds for the sample tables in `data`: one per sample (`stsz`,
+    `trun`), for constant-size audio (PCM) one per 1024 samples."""
+    total = 0
+    for kind, payload in _boxes(data):
+        if kind == b"hdlr" and len(payload) >= 12:  # comes before its siblings' tables
+            sound = bytes(payload[8:12]) == b"soun"
+        elif kind in _PARENTS and depth < 8:
+            total += _index_entries(payload, depth + 1, sound)
+        elif kind == b"stsz" and len(payload) >= 12:
+            size, count = struct.unpack_from(">II", payload, 4)
+            total += count // 1024 + 1 if sound and size else count
+        elif kind == b"trun" and len(payload) >= 8:
+            total += struct.unpack_from(">I", payload, 4)[0]
+    return total
+
+
+def declared_samples(file: BinaryIO) -> int:
+    """Index entries the MP4/MOV sample tables of a seekable file declare (0 for other formats);
+    reads the `moov`/`moof` boxes only, and leaves the file where it was."""
+    start, end = file.tell(), file.seek(0, 2)
+    pos, total = 0, 0
+    try:
+        for _ in range(_MAX_TOP_BOXES):
+            if pos + 8 > end:
+                break
+            file.seek(pos)
+            head = file.read(16)
+            size, kind = struct.unpack_from(">I4s", head)
+            header = 8
+            if size == 1 and len(head) == 16:
+                size, header = struct.unpack_from(">Q", head, 8)[0], 16
+            elif size == 0:
+                size = end - pos
+            if size < header:
+                break
+            if kind in (b"moov", b"moof"):
+                file.seek(pos + header)
+                total += _index_entries(memoryview(file.read(min(size, end - pos) - header)))
+            pos += size
+        else:
+            raise VideoError("corrupt", f"more than {_MAX_TOP_BOXES} top-level boxes")
+    finally:
+        file.seek(start)
+    return total
+
+
+def _check_sample_tables(source: Source, limits: Limits) -> None:
+    """Refuses tables that declare more samples than a video within the duration limit has."""
+    most = round(limits.max_duration_s * MAX_FPS)
+    try:
+        if isinstance(source, str | Path):
+            with open(source, "rb") as file:
+                samples = declared_samples(file)
+        else:
+            samples = declared_samples(source)
+    except VideoError:
+        raise
+    except (OSError, ValueError):  # not a seekable file: FFmpeg will say what is wrong
+        return
+    if samples > most:
+        raise VideoError("too_long", f"the sample tables declare {samples} samples, more than "
+                                     f"{limits.max_duration_s:.0f} s at {MAX_FPS} fps")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- decoding
 
 
-def _open(source: Source) -> av.container.InputContainer:
+def _decoder_options(limits: Limits) -> dict[str, str]:
+    """FFmpeg decoder options: a decoder refuses (allocates no) frames over the pixel limit."""
+    return {"max_pixels": str(limits.max_pixels)}
+
+
+def _open(source: Source, limits: Limits) -> av.container.InputContainer:
+    """Open and probe, in one of `CONTAINERS`. FFmpeg's probe may decode a first frame; the
+    decoder options keep it from allocating one over the pixel limit (`_info` then refuses it)."""
     if isinstance(source, str | Path):
         source = str(source)
+    _check_sample_tables(source, limits)
     try:
-        return av.open(source, mode="r", metadata_errors="ignore")
+        return av.open(source, mode="r", metadata_errors="ignore", options=_decoder_options(limits),
+                       container_options={"format_whitelist": CONTAINERS})  # fmt: skip
     except av.FFmpegError as err:
-        raise VideoError("not_a_video", f"not a readable video container ({err.strerror or err})") from None
+        reason = err.strerror or str(err)
+        raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None
 
 
-def _stream(container) -> av.video.stream.VideoStream:
+def _stream(container, limits: Limits) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         raise VideoError("no_video_stream", f"the file has no video stream (streams: {', '.join(kinds) or 'none'})")
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # an unknown or damaged codec id
+        raise VideoError("unsupported_codec", "no decoder for the video stream's codec")
     stream.thread_type = "SLICE"  # frame threading measured slower on 2 cores
+    stream.codec_context.options = _decoder_options(limits)  # in-band size changes too
     return stream
 
 
@@ -117,7 +228,7 @@ def _info(container, stream, limits: Limits) -> VideoInfo:
         raise VideoError("too_large", f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
-    if not fps or not np.isfinite(fps) or fps <= 0 or fps > 1000:
+    if not fps or not np.isfinite(fps) or fps <= 0 or fps > MAX_FPS:
         raise VideoError("corrupt", "the video stream has no usable frame rate")
     if stream.duration and stream.time_base:
         duration = float(stream.duration * stream.time_base)
@@ -146,8 +257,8 @@ def _count_packets(container, stream) -> int:
 
 def probe(source: Source, limits: Limits = Limits()) -> VideoInfo:
     """Header facts only; raises VideoError on anything unusable."""
-    with _open(source) as container:
-        return _info(container, _stream(container), limits)
+    with _open(source, limits) as container:
+        return _info(container, _stream(container, limits), limits)
 
 
 def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -177,13 +288,14 @@ def read_frames(
     Returns:
         frames `[*indices.shape, H, W, 3]` uint8, the indices used (absolute), and the info.
     """
-    with _open(source) as container:
-        stream = _stream(container)
+    with _open(source, limits) as container:
+        stream = _stream(container, limits)
         info = _info(container, stream, limits)
         if callable(indices):
             indices = indices(info)
         elif indices is None:
-            first = min(max(0, round(start_s * info.fps)), max(info.frames - 1, 0))
+            start_s, end_s = min(start_s, info.duration_s), None if end_s is None else min(end_s, info.duration_s)
+            first = min(max(0, round(start_s * info.fps)), max(info.frames - 1, 0))  # times past the end: the end
             last = info.frames if end_s is None else min(info.frames, max(first + 1, round(end_s * info.fps)))
             indices = first + sample_indices(last - first, clip_len, sampling, frame_interval, num_clips)
         indices = np.asarray(indices, dtype=np.int64)
@@ -267,8 +379,8 @@ def decode_all(source: Source, short_side: int, limits: Limits = Limits()) -> in
     """Convert every frame (and drop it): the naive baseline benchmarks compare with.
     Returns the number of frames converted."""
     count = 0
-    with _open(source) as container:
-        stream = _stream(container)
+    with _open(source, limits) as container:
+        stream = _stream(container, limits)
         _info(container, stream, limits)
         for frame in container.decode(stream):
             _convert(frame, _output_size(frame.width, frame.height, short_side))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+import models.video
 from models.synth import write_mp4
 from models.video import (
     Limits,
@@ -20,6 +24,21 @@ from models.video import (
     read_frames,
     uniform_indices,
 )
+from tests.service.fuzz import declare_samples, flat_h264
+
+PROBE_IN_A_FRESH_INTERPRETER = """
+import sys
+from models.video import VideoError, probe
+def peak_kib():  # VmHWM: this address space's peak (getrusage's survives exec: it would be pytest's)
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+before = peak_kib()
+try:
+    probe(sys.argv[1])
+    code = "ok"
+except VideoError as err:
+    code = err.code
+print(code, (peak_kib() - before) / 1024)
+"""
 
 
 def _numbered_clip(path, frames=40, size=(48, 64), fps=10, gop=None, rotation=None):
@@ -152,3 +171,72 @@ def test_exact_frames_with_b_frames_and_long_gops(tmp_path):
     indices = np.array([[1, 27, 28, 29, 30, 31, 48, 49]])
     frames, _, _ = read_frames(path, indices, short_side=48)
     np.testing.assert_array_equal(_levels(frames), indices)
+
+
+def _probe_memory(path) -> tuple[str, float]:
+    """`probe(path)` in a fresh interpreter: its VideoError code ("ok" if none) and the MiB
+    its peak resident memory grew by (this process's peak is long past)."""
+    out = subprocess.run([sys.executable, "-c", PROBE_IN_A_FRESH_INTERPRETER, str(path)], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[2]).stdout.split()  # fmt: skip
+    return out[0], float(out[1])
+
+
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("frames were decoded")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_huge_frames_are_refused_from_the_header_before_one_is_allocated(tmp_path, monkeypatch):
+    """8000x8000 H.264: 0.2 MB on disk, 96 MiB per decoded frame. FFmpeg's probe inside
+    `av.open` decodes a first frame unless the decoder is held to the pixel limit."""
+    path = tmp_path / "huge.mp4"
+    path.write_bytes(flat_h264(8000, 8000))
+    assert path.stat().st_size < 400_000
+    monkeypatch.setattr(models.video, "_decode", _no_decoding)
+    for call in (lambda: probe(path), lambda: read_frames(path, None, 64)):
+        with pytest.raises(VideoError) as err:
+            call()
+        assert err.value.code == "too_large"
+    code, grown_mib = _probe_memory(path)
+    assert code == "too_large" and grown_mib < 64, grown_mib  # no 96 MiB frame
+
+
+def test_a_resolution_change_inside_the_stream_is_held_to_the_pixel_limit():
+    """The header says 64x64; frames 8 and 9 are 512x512. Over the limit, the decoder refuses
+    them and the last good frame stands in (as at the end of a short video)."""
+    data = flat_h264(64, 64, 8, "mpegts", level=60) + flat_h264(512, 512, 2, "mpegts", level=200, first_pts=8)
+    frames, _, info = read_frames(io.BytesIO(data), np.arange(10), 32)  # default limits: both sizes decode
+    assert (info.width, info.height) == (64, 64) and frames[9].mean() > frames[7].mean() + 50
+    frames, _, _ = read_frames(io.BytesIO(data), np.arange(10), 32, Limits(max_pixels=128 * 128))
+    assert frames.shape == (10, 32, 32, 3)
+    np.testing.assert_array_equal(frames[8:], frames[[7, 7]])
+
+
+def test_absurd_durations_and_sample_counts_are_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(models.video, "_decode", _no_decoding)
+    buf = io.BytesIO()  # two frames 100,000 s apart
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=15)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for pts in (0, 15 * 100_000):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = pts
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with pytest.raises(VideoError) as err:
+        read_frames(io.BytesIO(buf.getvalue()), None, 32)
+    assert err.value.code == "too_long" and "100000 s" in str(err.value)
+    # A run-length sample table: 20 million samples in the bytes of one. FFmpeg would build a
+    # 450 MiB index while opening it; the tables are read first, by the duration limit.
+    path = tmp_path / "samples.mp4"
+    path.write_bytes(declare_samples(flat_h264(64, 64), 20_000_000))
+    with pytest.raises(VideoError) as err:
+        read_frames(path, None, 32)
+    assert err.value.code == "too_long" and "20000000 samples" in str(err.value)
+    code, grown_mib = _probe_memory(path)
+    assert code == "too_long" and grown_mib < 64, grown_mib
+    one_frame = flat_h264(64, 64)  # the bound: max_duration_s x 1000 fps
+    assert probe(io.BytesIO(declare_samples(one_frame, 10_000)), Limits(max_duration_s=10)).width == 64
+    with pytest.raises(VideoError, match="10001 samples"):
+        probe(io.BytesIO(declare_samples(one_frame, 10_001)), Limits(max_duration_s=10))
