@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.video import VideoError
+from service.schemas import ErrorBody
 
 # VideoError codes -> HTTP status
 VIDEO_STATUS = {"bad_option": 422, "too_many_windows": 422}
@@ -17,6 +18,12 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def documented(*statuses: int) -> dict:
+    """OpenAPI `responses` for error statuses: each is an `ErrorBody` (this replaces FastAPI's
+    default 422 schema, which is not what the handlers below send)."""
+    return {status: {"model": ErrorBody} for status in statuses}
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:

@@ -8,12 +8,13 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service import __version__
-from service.errors import ApiError
+from service.errors import ApiError, documented
 from service.routes import run_model
 from service.runtime import ReadyDep, RuntimeDep
-from service.schemas import InferRequest, InferResponse, TensorOut
+from service.schemas import InferRequest, InferResponse, ModelReadiness, Readiness, TensorOut
 
 router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
+NOT_READY = "the model is still loading, or failed to load"
 
 
 def _check_name(rt, name: str) -> None:
@@ -21,7 +22,7 @@ def _check_name(rt, name: str) -> None:
         raise ApiError(404, "not_found", f"unknown model {name!r}")
 
 
-@router.get("")
+@router.get("", responses=documented(401))
 async def server_metadata() -> dict:
     return {"name": "sttm-serve", "version": __version__, "extensions": []}
 
@@ -31,12 +32,12 @@ async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
 async def ready(rt: RuntimeDep):
     return JSONResponse({"ready": rt.ready}, status_code=200 if rt.ready else 503)
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name}", responses=documented(401, 404, 422, 503))
 async def model_metadata(name: str, rt: ReadyDep) -> dict:
     _check_name(rt, name)
     m = rt.backend.meta
@@ -51,14 +52,18 @@ async def model_metadata(name: str, rt: ReadyDep) -> dict:
     }
 
 
-@router.get("/models/{name}/ready")
+@router.get(
+    "/models/{name}/ready",
+    response_model=ModelReadiness,
+    responses={**documented(401, 404, 422), 503: {"model": ModelReadiness, "description": NOT_READY}},
+)
 async def model_ready(name: str, rt: RuntimeDep):
     if rt.ready:
         _check_name(rt, name)
     return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)
 
 
-@router.post("/models/{name}/infer", response_model=InferResponse)
+@router.post("/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503))
 async def infer(name: str, request: InferRequest, rt: ReadyDep) -> InferResponse:
     _check_name(rt, name)
     m = rt.backend.meta

@@ -106,7 +106,8 @@ async def timeline(request: Request, rt: ReadyDep, options: Annotated[TimelineOp
     async with video_body(request) as (file, fields):
         opts = _options(TimelineOptions, dict(request.query_params), fields) if fields else options
         meta = rt.backend.meta
-        prepared, starts = await rt.in_pool(prepare_timeline, file, meta, opts, rt.limits, rt.settings.max_windows)
+        most = min(rt.settings.max_windows, rt.settings.max_queue)  # more never fit in the queue: 422, not 503
+        prepared, starts = await rt.in_pool(prepare_timeline, file, meta, opts, rt.limits, most)
     logits, queue_s, infer_s = await run_model(rt, prepared.views)
     probs = softmax(logits)  # (windows, classes)
     duration = prepared.info.duration_s

@@ -31,7 +31,8 @@ class ClassifyOptions(BaseModel):
 class TimelineOptions(BaseModel):
     top_k: int = Field(3, ge=1, le=1000)
     window_s: float = Field(2.0, gt=0, le=600)
-    stride_s: float = Field(1.0, gt=0, le=600)
+    # at least 10 ms: the window starts are listed before their count is checked (5e-324 was a 500)
+    stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
 
 
 class Prediction(BaseModel):
@@ -107,6 +108,15 @@ class ErrorBody(BaseModel):
 
 
 # KServe v2 / Triton HTTP protocol
+class Readiness(BaseModel):
+    ready: bool
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    ready: bool
+
+
 class TensorIn(BaseModel):
     name: str
     shape: list[int]
