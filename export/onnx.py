@@ -11,8 +11,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from export.errors import ExportError
 from export.metadata import ModelMetadata
@@ -81,6 +83,8 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
         proto = to_fp16(proto)
     elif metadata.precision == "int8":
         proto = to_int8(proto)
+    else:
+        proto = store_exact_halves(proto)
     onnx.save_model(proto, path)
     return path
 
@@ -88,6 +92,30 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
 def _in_merge(node: onnx.NodeProto) -> bool:
     """Nodes the dynamo exporter traced inside a merger module (their scope ends in `.merge`)."""
     return any(p.key == "pkg.torch.onnx.name_scopes" and ".merge'" in p.value for p in node.metadata_props)
+
+
+def store_exact_halves(proto: onnx.ModelProto, min_size: int = 1024) -> onnx.ModelProto:
+    """Lossless size reduction: a float32 weight whose every value is exactly representable
+    in float16 (e.g. a checkpoint shipped in half precision) is stored as float16 and Cast
+    back to float32 by a node at the top of the graph, which runtimes fold at load time.
+    Computation stays float32 and the outputs are bit-identical."""
+    graph = proto.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < min_size:
+            continue
+        value = numpy_helper.to_array(init)
+        half = value.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), value):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}.f16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}.f16"], [name], to=onnx.TensorProto.FLOAT,
+                                           name=f"{name}.to_f32"))  # fmt: skip
+    nodes = casts + list(graph.node)  # topological order: the casts read initializers only
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto
 
 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:

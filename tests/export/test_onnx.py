@@ -158,3 +158,20 @@ def test_fp16_export_keeps_merge_math_in_fp32(tmp_path):
     topk_inputs = [elem.get(n.input[0]) for n in proto.graph.node if n.op_type == "TopK"]
     assert topk_inputs and all(t == onnx.TensorProto.FLOAT for t in topk_inputs)  # decisions in fp32
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_weights_exact_in_half_precision_are_stored_as_half_losslessly(tmp_path):
+    model = load_model("vit-tiny", merge="sttm", reduction=0.38)
+    export_onnx(model, tmp_path / "full.onnx", metadata_for(model, "tiny"))
+    with torch.no_grad():  # what `save_model(half=True)` ships: fp16-exact weights
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    export_onnx(model, tmp_path / "half.onnx", metadata_for(model, "tiny"))
+
+    def halves(path):
+        return sum(init.data_type == onnx.TensorProto.FLOAT16 for init in onnx.load(path).graph.initializer)
+
+    assert halves(tmp_path / "half.onnx") > 0 and halves(tmp_path / "full.onnx") == 0
+    assert (tmp_path / "half.onnx").stat().st_size < 0.8 * (tmp_path / "full.onnx").stat().st_size
+    report = validate(model, onnxruntime_runner(str(tmp_path / "half.onnx")), "onnxruntime-cpu")
+    assert report.ok and report.max_abs_diff < 1e-4  # computation stays fp32
