@@ -127,3 +127,18 @@ def test_hf_directory_with_pytorch_model_bin(tmp_path):
     with torch.no_grad():
         expected = reference(pixel_values=video.transpose(1, 2)).logits
         assert (load_model(tmp_path)(video) - expected).abs().max() <= 1e-4
+
+
+def test_the_bundled_demo_loads_by_name_fits_its_budget_and_matches_its_onnx():
+    from pathlib import Path
+
+    from export.validate import onnxruntime_runner, validate
+    from models.synth import CLASSES
+
+    demo = Path(__file__).resolve().parents[2] / "models" / "demo"
+    assert sum(f.stat().st_size for f in demo.iterdir() if f.is_file()) <= 10_000_000  # checkpoint + ONNX
+    model = load_model("demo")
+    assert model.labels == tuple(CLASSES) and model.config.input_motion
+    assert (model.merge_config.method, model.merge_config.reduction) == ("sttm", 0.38)
+    report = validate(model, onnxruntime_runner(str(demo / "demo.onnx")), "onnxruntime-cpu")
+    assert report.ok  # the served file is the shipped checkpoint
