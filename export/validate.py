@@ -32,10 +32,11 @@ class Row:
     clips: int
     max_abs_diff: float
     top1_match: int
+    near_ties: int = 0  # top-1 differs, but the reference's top-2 margin is within 2 x tolerance
 
     @property
     def ok(self) -> bool:
-        return self.top1_match == self.clips
+        return self.top1_match + self.near_ties == self.clips
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ class ValidationReport:
             "| batch | clips | max abs diff | top-1 match |",
             "|---|---|---|---|",
         ]
-        lines += [f"| {r.batch} | {r.clips} | {r.max_abs_diff:.2e} | {r.top1_match}/{r.clips} |" for r in self.rows]
+        for r in self.rows:
+            ties = f" (+{r.near_ties} near-tie)" if r.near_ties else ""
+            lines.append(f"| {r.batch} | {r.clips} | {r.max_abs_diff:.2e} | {r.top1_match}/{r.clips}{ties} |")
         lines.append(f"result: {'PASS' if self.ok else 'FAIL'}")
         return "\n".join(lines)
 
@@ -110,8 +113,11 @@ def validate(
     for batch in batches:
         got = np.concatenate([run(videos[i : i + batch].numpy()) for i in range(0, clips, batch)])
         diff = float(np.abs(got - expected).max()) if np.isfinite(got).all() else math.inf
-        top1 = int((got.argmax(-1) == expected.argmax(-1)).sum())
-        rows.append(Row(batch, clips, diff, top1))
+        same = got.argmax(-1) == expected.argmax(-1)  # (clips,)
+        top2 = np.sort(expected, -1)[:, -2:]  # (clips, 2)
+        # a flip within tolerance can only happen where the reference nearly ties: allowed there
+        tie = (top2[:, 1] - top2[:, 0]) <= 2 * tolerance
+        rows.append(Row(batch, clips, diff, int(same.sum()), int((~same & tie).sum())))
     report = ValidationReport(backend, tolerance, tuple(rows), "pytorch" if reference is None else "onnxruntime")
     if not report.ok:
         raise ValidationError(f"{backend} output does not match {report.reference}", report)

@@ -175,3 +175,17 @@ def test_weights_exact_in_half_precision_are_stored_as_half_losslessly(tmp_path)
     assert (tmp_path / "half.onnx").stat().st_size < 0.8 * (tmp_path / "full.onnx").stat().st_size
     report = validate(model, onnxruntime_runner(str(tmp_path / "half.onnx")), "onnxruntime-cpu")
     assert report.ok and report.max_abs_diff < 1e-4  # computation stays fp32
+
+
+def test_validation_allows_top1_flips_only_at_near_ties():
+    from export.validate import ValidationError
+
+    model = load_model("vit-tiny")
+    reference = np.array([[1.0, 0.99, 0.0], [2.0, 0.0, 1.0]], np.float32)  # clip 0: margin 0.01
+    nudged = reference + np.array([[-0.01, 0.01, 0.0], [0.0, 0.0, 0.0]], np.float32)  # flips clip 0 only
+    report = validate(model, lambda v: nudged, "fake", "fp16", batches=(2,), clips=2, reference=lambda v: reference)
+    assert report.ok and (report.rows[0].top1_match, report.rows[0].near_ties) == (1, 1)
+    assert "(+1 near-tie)" in report.table()
+    swapped = reference[:, [2, 1, 0]]  # clip 1 flips where the reference is sure (and diffs are large)
+    with pytest.raises(ValidationError, match="FAIL"):
+        validate(model, lambda v: swapped, "fake", "fp16", batches=(2,), clips=2, reference=lambda v: reference)
