@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
-from export.validate import ValidationReport, onnxruntime_runner, validate
+from export.validate import ValidationError, ValidationReport, onnxruntime_runner, validate
 
 Format = Literal["onnx", "tensorrt", "triton"]
 
@@ -92,13 +93,15 @@ def run_export(
     meta = metadata_for(model, name, precision)
     result = ExportResult(files=[])
     with tempfile.TemporaryDirectory() as scratch:
-        target = onnx_path or Path(scratch) / "model.onnx"
+        target = Path(scratch) / "model.onnx"  # moved into place only once validated
         with progress.step(f"exporting ONNX ({meta.merge}, {meta.gflops:.2f} GMACs/clip)"):
             export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, max_batch)))
         with progress.step("validating with ONNX Runtime"):
             ort_run = onnxruntime_runner(str(target))
             result.reports.append(validate(model, ort_run, "onnxruntime-cpu", precision))
         progress.show(result.reports[-1].table())
+        if onnx_path:
+            target = Path(shutil.move(target, onnx_path))
         engine = None
         if fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None):
             engine = out if fmt == "tensorrt" else Path(scratch) / "model.plan"
@@ -108,8 +111,13 @@ def run_export(
                 tensorrt.build_engine(target, engine, meta, precision, max_batch,
                                       timing_cache=engine.parent / "timing.cache")  # fmt: skip
             with progress.step("validating TensorRT against ONNX Runtime"):
-                result.reports.append(validate(model, tensorrt.TensorRTRunner(engine), "tensorrt", precision,
-                                               reference=ort_run))  # fmt: skip
+                try:
+                    result.reports.append(validate(model, tensorrt.TensorRTRunner(engine), "tensorrt", precision,
+                                                   reference=ort_run))  # fmt: skip
+                except ValidationError:
+                    for path in (engine, engine.with_suffix(engine.suffix + ".json")):
+                        path.unlink(missing_ok=True)  # never leave an engine that failed validation
+                    raise
             progress.show(result.reports[-1].table())
         if fmt == "triton":
             from export.triton import write_repository

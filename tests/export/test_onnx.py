@@ -189,3 +189,14 @@ def test_validation_allows_top1_flips_only_at_near_ties():
     swapped = reference[:, [2, 1, 0]]  # clip 1 flips where the reference is sure (and diffs are large)
     with pytest.raises(ValidationError, match="FAIL"):
         validate(model, lambda v: swapped, "fake", "fp16", batches=(2,), clips=2, reference=lambda v: reference)
+
+
+def test_a_failed_validation_leaves_no_output_file(tmp_path, monkeypatch):
+    from export import validate as validate_module
+    from export.pipeline import run_export
+    from export.validate import ValidationError
+
+    monkeypatch.setitem(validate_module.TOLERANCE, "fp32", -1.0)  # nothing can pass
+    with pytest.raises(ValidationError):
+        run_export("vit-tiny", tmp_path / "m.onnx", quiet=True)
+    assert list(tmp_path.iterdir()) == []
