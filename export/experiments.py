@@ -125,6 +125,7 @@ def demo() -> None:
 def package(best: Path, merge: str | None = None, reduction: float | None = None) -> None:
     """Copy a checkpoint into models/demo/ (with its merge settings), export and evaluate it."""
     from models import load_model, save_model
+    from models.explain import explain
 
     DEMO.mkdir(parents=True, exist_ok=True)
     model = load_model(best, merge=merge, reduction=reduction)
@@ -137,6 +138,7 @@ def package(best: Path, merge: str | None = None, reduction: float | None = None
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "demo_unseen_seed.json").write_text(json.dumps(result, indent=2) + "\n")
     _log(f"demo: top-1 {result['top1']:.2%} on {result['clips']} clips from an unseen seed")
+    explain(load_model(DEMO), unseen_data() / "videos" / "approaching_00000.mp4", RESULTS / "explain.png")
 
 
 def _row(method: str, mode: str, reduction: float, result: dict, speed: float) -> dict:
