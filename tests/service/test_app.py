@@ -70,13 +70,16 @@ def test_classify_schema_and_health(client_for, clips):
     assert raw.status_code == 200 and raw.json()["predictions"] == _post(client, _clip(clips)).json()["predictions"]
 
 
-def test_default_model_is_the_bundled_demo(clips):
+def test_default_model_is_the_bundled_demo_and_names_the_action(clips):
     assert Settings().model == DEMO_ONNX and DEMO_ONNX.is_file()
     with TestClient(create_app()) as client:
         info = client.get("/v1/models").json()[0]
         assert info["name"] == "demo" and info["labels"] == CLASSES and info["merge"] == "sttm"
-        body = _post(client, _clip(clips, "growing")).json()
-        assert body["model"] == "demo" and body["predictions"][0]["label"] in CLASSES
+        top = {name: _post(client, _clip(clips, name)).json()["predictions"][0]["label"] for name in CLASSES}
+    # one clip per class from a seed the demo never saw (its unseen-seed top-1 is in README);
+    # translations it gets right without fail, and 10 of the 12 in all
+    assert all(top[name] == name for name in CLASSES[:4]), top
+    assert sum(top[name] == name for name in CLASSES) >= 10, top
 
 
 def test_multi_view_timeline_and_models(client_for, clips):
