@@ -49,10 +49,10 @@ def prepare_clip(source: Source, meta: ModelMetadata, opts: ClassifyOptions, lim
 
 def window_starts(duration: float, opts: TimelineOptions, max_windows: int) -> np.ndarray:
     last = max(duration - opts.window_s, 0.0)
-    starts = np.arange(0.0, last + 1e-6, opts.stride_s)
-    if len(starts) > max_windows:
-        raise VideoError("too_many_windows", f"{len(starts)} windows; at most {max_windows} (raise stride_s)")
-    return starts
+    count = (last + 1e-6) // opts.stride_s + 1  # a float (may be inf), counted before anything is listed
+    if count > max_windows:
+        raise VideoError("too_many_windows", f"{count:.4g} windows; at most {max_windows} (raise stride_s)")
+    return np.arange(int(count)) * opts.stride_s  # (windows,) seconds
 
 
 def prepare_timeline(

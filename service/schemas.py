@@ -31,7 +31,7 @@ class ClassifyOptions(BaseModel):
 class TimelineOptions(BaseModel):
     top_k: int = Field(3, ge=1, le=1000)
     window_s: float = Field(2.0, gt=0, le=600)
-    # at least 10 ms: the window starts are listed before their count is checked (5e-324 was a 500)
+    # at least 10 ms: a finer stride is below any video's frame interval
     stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
 
 

@@ -299,3 +299,16 @@ def test_an_engine_without_sidecar_or_tensorrt_fails_to_load_clearly(tiny_onnx, 
     (tmp_path / "tiny.plan.json").write_text('{"metadata": {"name": "x"}}')
     with pytest.raises(ModelLoadError, match="lacks 'sttm.arch'"):
         Backend.load(plan, [])
+
+
+def test_timeline_windows_are_counted_before_they_are_listed():
+    from models.video import VideoError
+    from service.pipeline import window_starts
+    from service.schemas import TimelineOptions
+
+    assert window_starts(10.0, TimelineOptions(window_s=2, stride_s=0.3), 120).tolist() == pytest.approx(
+        np.arange(0.0, 8 + 1e-6, 0.3).tolist()
+    )
+    tiny = TimelineOptions.model_construct(top_k=3, window_s=2.0, stride_s=5e-324)  # past the schema's bound
+    with pytest.raises(VideoError, match="inf windows"):
+        window_starts(10.0, tiny, 120)
