@@ -145,13 +145,17 @@ def to_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     keep = [n.name for n in proto.graph.node if _in_merge(n)]
     root = logging.getLogger()
-    level, root.level = root.level, logging.ERROR  # its "consider pre-processing" notice goes to root
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "int8.onnx"
-        quantize_dynamic(proto, out, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=keep, extra_options={"MatMulConstBOnly": True})  # fmt: skip
-        quantised = onnx.load(out)
-    root.setLevel(level)
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" notice goes to the root logger
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            out = Path(scratch) / "int8.onnx"
+            quantize_dynamic(proto, out, op_types_to_quantize=["MatMul"], per_channel=True,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+                             extra_options={"MatMulConstBOnly": True})  # fmt: skip
+            quantised = onnx.load(out)
+    finally:
+        root.setLevel(level)
     check_graph(quantised)
     return quantised
 

@@ -115,7 +115,7 @@ def run_export(
                     result.reports.append(validate(model, tensorrt.TensorRTRunner(engine), "tensorrt", precision,
                                                    reference=ort_run))  # fmt: skip
                 except ValidationError:
-                    for path in (engine, engine.with_suffix(engine.suffix + ".json")):
+                    for path in (engine, tensorrt.sidecar_path(engine)):
                         path.unlink(missing_ok=True)  # never leave an engine that failed validation
                     raise
             progress.show(result.reports[-1].table())
@@ -126,5 +126,5 @@ def run_export(
             if engine is None:
                 progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
         else:
-            result.files = [onnx_path] + ([engine, engine.with_suffix(engine.suffix + ".json")] if engine else [])
+            result.files = [onnx_path] + ([engine, tensorrt.sidecar_path(engine)] if engine else [])
     return result

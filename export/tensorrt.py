@@ -48,6 +48,11 @@ def cache_key(meta: ModelMetadata, max_batch: int, precision: str) -> dict:
     }
 
 
+def sidecar_path(engine_path: str | Path) -> Path:
+    """`model.plan` -> `model.plan.json`: the cache key and metadata of an engine."""
+    return Path(f"{engine_path}.json")
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -90,7 +95,7 @@ def build_engine(
     if cache_path:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = {"cache_key": cache_key(meta, max_batch, precision), "metadata": asdict(meta)}
-    engine_path.with_suffix(engine_path.suffix + ".json").write_text(json.dumps(sidecar, indent=2))
+    sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2))
     return engine_path
 
 
@@ -98,8 +103,8 @@ ENGINE_SUFFIXES = (".plan", ".engine")
 
 
 def read_sidecar(engine_path: str | Path) -> ModelMetadata:
-    """The metadata `build_engine` wrote beside an engine (`<engine>.json`)."""
-    sidecar = Path(str(engine_path) + ".json")
+    """The metadata `build_engine` wrote beside an engine."""
+    sidecar = sidecar_path(engine_path)
     if not sidecar.is_file():
         raise ExportError(
             f"{engine_path}: no metadata sidecar {sidecar.name} (`sttm export --format tensorrt` writes it)"
