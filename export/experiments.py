@@ -140,7 +140,7 @@ def package(best: Path, merge: str | None = None, reduction: float | None = None
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "demo_unseen_seed.json").write_text(json.dumps(result, indent=2) + "\n")
     _log(f"demo: top-1 {result['top1']:.2%} on {result['clips']} clips from an unseen seed")
-    explain(load_model(DEMO), unseen_data() / "videos" / "approaching_00000.mp4", RESULTS / "explain.png")
+    explain(model, unseen_data() / "videos" / "approaching_00000.mp4", RESULTS / "explain.png")  # what ships
 
 
 def _row(method: str, mode: str, reduction: float, result: dict, speed: float) -> dict:

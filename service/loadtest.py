@@ -18,6 +18,7 @@ import asyncio
 import math
 import mimetypes
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -83,7 +84,7 @@ def summarize(samples: Sequence[Sample], concurrency: int, wall_s: float) -> dic
 
 
 def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
+    return statistics.fmean(values) if values else math.nan
 
 
 def render(report: dict) -> str:
