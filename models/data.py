@@ -18,11 +18,25 @@ from models.video import VideoError, crop, normalize, read_frames
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"}
 
 
+# Label-aware symmetries a data set may declare in `dataset.json`: the transform, and the
+# key naming the label pairs it swaps. A flip leaves unlisted classes as they are; a time
+# reversal is applied only to the classes it pairs (an unlisted action may not be
+# reversible).
+SYMMETRIES = {"hflip": "hflip_swaps", "vflip": "vflip_swaps", "reverse": "time_reversed_pairs"}
+AXIS = {"hflip": 2, "vflip": 1, "reverse": 0}  # of a clip (T, H, W, 3)
+DEFAULT_AUGMENT = ("hflip",)
+
+
 @dataclass(frozen=True)
 class Split:
     items: tuple[tuple[Path, int], ...]
     labels: tuple[str, ...]
     hflip_swaps: tuple[tuple[str, str], ...] | None = None  # None: flip not allowed
+    vflip_swaps: tuple[tuple[str, str], ...] | None = None  # None: not declared, not allowed
+    time_reversed_pairs: tuple[tuple[str, str], ...] | None = None  # None: never reversed
+
+    def swaps(self, symmetry: str) -> tuple[tuple[str, str], ...] | None:
+        return getattr(self, SYMMETRIES[symmetry])
 
 
 def _read_csv(path: Path, labels: list[str] | None) -> list[tuple[Path, str]]:
@@ -72,29 +86,46 @@ def load_split(data: str | Path, split: str, labels: tuple[str, ...] | None = No
     unknown = sorted({label for _, label in rows if label not in index})
     if unknown:
         raise ValueError(f"{data}: labels not in the label list: {unknown[:5]}")
-    swaps = meta.get("hflip_swaps")
-    return Split(
-        tuple((p, index[label]) for p, label in rows),
-        labels,
-        tuple(map(tuple, swaps)) if swaps is not None else (() if meta.get("hflip", True) else None),
-    )
+    hflip = meta.get("hflip_swaps", [] if meta.get("hflip", True) else None)
+    declared = {key: tuple(map(tuple, meta[key])) if meta.get(key) is not None else None for key in SYMMETRIES.values()}
+    declared["hflip_swaps"] = tuple(map(tuple, hflip)) if hflip is not None else None
+    return Split(tuple((p, index[label]) for p, label in rows), labels, **declared)
+
+
+def label_map(split: Split, symmetry: str) -> list[int | None]:
+    """For each label, the label of its transformed clip (None: leave such clips alone)."""
+    names = {n: i for i, n in enumerate(split.labels)}
+    pairs = [(names[a], names[b]) for a, b in split.swaps(symmetry) or () if a in names and b in names]
+    target: list[int | None] = [None if symmetry == "reverse" else i for i in range(len(names))]
+    for a, b in pairs:
+        target[a], target[b] = b, a
+    return target
 
 
 class VideoDataset(torch.utils.data.Dataset):
     """Decodes one clip per item: `[3, T, S, S]` float32, label. Train mode adds temporal
-    jitter, scale jitter + random crop, and a horizontal flip that swaps the labels the
-    data set names (or no flip at all when the data set forbids it)."""
+    jitter, scale jitter + random crop, and the label-aware symmetries in `augment`, each
+    with probability 1/2: a horizontal flip (by default, unless the data set forbids it), a
+    vertical flip, a time reversal, each swapping the labels the data set names.
+
+    `augment=None` means the default (`hflip` where allowed); a symmetry named explicitly
+    that the data set does not declare is an error, not a silent no-op."""
 
     def __init__(
-        self, split: Split, pre: Preprocessing, frames: int, size: int, train: bool, on_error: str = "skip"
-    ) -> None:
+        self, split: Split, pre: Preprocessing, frames: int, size: int, train: bool, on_error: str = "skip",
+        augment: tuple[str, ...] | None = None,
+    ) -> None:  # fmt: skip
         self.split, self.pre, self.frames, self.size, self.train = split, pre, frames, size, train
         self.on_error = on_error
-        names = {n: i for i, n in enumerate(split.labels)}
-        self.flip_to = list(range(len(split.labels)))
-        for a, b in split.hflip_swaps or ():
-            if a in names and b in names:
-                self.flip_to[names[a]], self.flip_to[names[b]] = names[b], names[a]
+        unknown = sorted(set(augment or ()) - set(SYMMETRIES))
+        if unknown:
+            raise ValueError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(SYMMETRIES)}")
+        missing = [s for s in augment or () if split.swaps(s) is None]
+        if missing:
+            raise ValueError(f"the data set does not allow {missing[0]!r}: declare {SYMMETRIES[missing[0]]} "
+                             "in its dataset.json")  # fmt: skip
+        chosen = [s for s in augment or DEFAULT_AUGMENT if split.swaps(s) is not None]
+        self.maps = {s: label_map(split, s) for s in SYMMETRIES if s in chosen}  # fixed order: hflip, vflip, reverse
 
     def __len__(self) -> int:
         return len(self.split.items)
@@ -132,8 +163,9 @@ class VideoDataset(torch.utils.data.Dataset):
             H, W = frames.shape[1:3]
             y, x = rng.randint(0, H - self.size), rng.randint(0, W - self.size)
             frames = frames[:, y : y + self.size, x : x + self.size]
-            if self.split.hflip_swaps is not None and rng.random() < 0.5:
-                frames, label = frames[:, :, ::-1], self.flip_to[label]
+            for symmetry, target in self.maps.items():
+                if rng.random() < 0.5 and target[label] is not None:
+                    frames, label = np.flip(frames, AXIS[symmetry]), target[label]
         else:
             frames = crop(frames, self.size)[0]
         return torch.from_numpy(normalize(frames, self.pre.mean, self.pre.std)), label

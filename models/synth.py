@@ -28,8 +28,10 @@ PAIRS = [
     ("appearing", "disappearing"),
 ]
 CLASSES = [name for pair in PAIRS for name in pair]
-# A horizontal flip turns these into each other; the rest are flip-invariant.
+# A horizontal / vertical flip turns these into each other; the rest are flip-invariant
+# (the generator's random axes, angles and backgrounds are symmetric under both flips).
 HFLIP_SWAPS = [("moving_right", "moving_left"), ("rotating_counterclockwise", "rotating_clockwise")]
+VFLIP_SWAPS = [("moving_down", "moving_up"), ("rotating_counterclockwise", "rotating_clockwise")]
 SHAPES = ("square", "triangle", "ell", "ellipse", "disc")
 SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 FPS = 15
@@ -187,6 +189,6 @@ def generate(out: str | Path, clips_per_class: int, cfg: SynthConfig = SynthConf
             writer.writerows(items)
     (out / "labels.txt").write_text("\n".join(CLASSES) + "\n")
     meta = {"name": "sttm-synth-motion", "seed": cfg.seed, "size": cfg.size, "frames": cfg.frames, "fps": FPS,
-            "hflip_swaps": HFLIP_SWAPS, "time_reversed_pairs": PAIRS}  # fmt: skip
+            "hflip_swaps": HFLIP_SWAPS, "vflip_swaps": VFLIP_SWAPS, "time_reversed_pairs": PAIRS}  # fmt: skip
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return {split: len(items) for split, items in rows.items()}

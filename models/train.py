@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     on_error: str = "skip"  # a corrupt video: "skip" (reported) or "fail"
     max_steps: int | None = None  # stop early (tests, smoke runs)
+    augment: tuple[str, ...] | None = None  # label-aware symmetries (models.data.SYMMETRIES); None: hflip
 
 
 def _rank() -> int:
@@ -107,7 +108,7 @@ def train(
     val_split = load_split(data, "val", train_split.labels)
     model = prepare_model(model_ref, train_split.labels, merge, reduction)
     mcfg, pre = model.config, model.preprocessing
-    train_set = VideoDataset(train_split, pre, mcfg.num_frames, mcfg.image_size, True, cfg.on_error)
+    train_set = VideoDataset(train_split, pre, mcfg.num_frames, mcfg.image_size, True, cfg.on_error, cfg.augment)
     val_set = VideoDataset(val_split, pre, mcfg.num_frames, mcfg.image_size, False, cfg.on_error)
     sampler = DistributedSampler(train_set, seed=cfg.seed) if distributed else None
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate,

@@ -42,6 +42,7 @@ def _train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
         on_error=args.on_error, max_steps=args.max_steps,
+        augment=tuple(s.strip() for s in args.augment.split(",")) if args.augment else None,
     )  # fmt: skip
     summary = train(args.data, args.model, args.output, args.merge, args.reduction, cfg, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    tr.add_argument("--augment", default=None, metavar="LIST",
+                    help="label-aware symmetries, e.g. hflip,vflip,reverse (default: hflip where the data set "
+                         "allows it); each must be declared in the data set's dataset.json")  # fmt: skip
     tr.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="a corrupt video in the list")
     tr.set_defaults(run=_train)
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from models import load_model
-from models.data import VideoDataset, load_split
-from models.synth import CLASSES, HFLIP_SWAPS, PAIRS, SynthConfig, generate, render_clip
+from models.data import VideoDataset, label_map, load_split
+from models.synth import CLASSES, HFLIP_SWAPS, PAIRS, VFLIP_SWAPS, SynthConfig, generate, render_clip, write_mp4
 from models.train import TrainConfig, train
 from models.video import read_frames
 
@@ -34,6 +34,9 @@ def test_synth_writes_splits_labels_and_real_h264(motion):
     assert (out / "labels.txt").read_text().split() == CLASSES and len(CLASSES) >= 12
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["hflip_swaps"] == [list(p) for p in HFLIP_SWAPS]
+    assert meta["vflip_swaps"] == [list(p) for p in VFLIP_SWAPS] and meta["time_reversed_pairs"] == [
+        list(p) for p in PAIRS
+    ]
     first = (out / "train.csv").read_text().splitlines()[:2]
     assert first[0] == "path,label" and first[1].startswith("videos/") and first[1].endswith(",moving_right")
     frames, _, info = read_frames(out / "videos" / "growing_00000.mp4", None, 64, clip_len=16, sampling="uniform")
@@ -56,7 +59,8 @@ def test_data_lists_and_flip_swaps(motion, tmp_path):
     assert split.labels == tuple(CLASSES) and len(split.items) == 24
     ds = VideoDataset(split, load_model("vit-tiny").preprocessing, 8, 64, train=True)
     right, left = CLASSES.index("moving_right"), CLASSES.index("moving_left")
-    assert ds.flip_to[right] == left and ds.flip_to[CLASSES.index("growing")] == CLASSES.index("growing")
+    assert list(ds.maps) == ["hflip"]  # the default
+    assert ds.maps["hflip"][right] == left and ds.maps["hflip"][CLASSES.index("growing")] == CLASSES.index("growing")
     video, label = ds[0]
     assert video.shape == (3, 8, 64, 64) and video.dtype == torch.float32
     # class-per-folder tree
@@ -65,6 +69,67 @@ def test_data_lists_and_flip_swaps(motion, tmp_path):
         (tmp_path / "train" / name / "x.mp4").write_bytes((out / "videos" / "growing_00000.mp4").read_bytes())
     tree = load_split(tmp_path, "train")
     assert tree.labels == ("a", "b") and len(tree.items) == 2
+
+
+def test_label_maps_of_the_symmetries(motion, tmp_path):
+    split = load_split(motion[0], "train")
+    name = {i: n for i, n in enumerate(CLASSES)}
+    vflip = {name[i]: name[j] for i, j in enumerate(label_map(split, "vflip")) if i != j}
+    assert vflip == {
+        "moving_down": "moving_up",
+        "moving_up": "moving_down",
+        "rotating_counterclockwise": "rotating_clockwise",
+        "rotating_clockwise": "rotating_counterclockwise",
+    }
+    reverse = label_map(split, "reverse")
+    assert all(name[reverse[CLASSES.index(a)]] == b and name[reverse[CLASSES.index(b)]] == a for a, b in PAIRS)
+    (tmp_path / "train.csv").write_text("path,label\nx.mp4,open\ny.mp4,close\nz.mp4,wave\n")
+    (tmp_path / "dataset.json").write_text(json.dumps({"time_reversed_pairs": [["open", "close"]]}))
+    assert label_map(load_split(tmp_path, "train"), "reverse") == [1, 0, None]  # labels sorted: close, open, wave
+    pre = load_model("vit-tiny").preprocessing
+    with pytest.raises(ValueError, match="vflip_swaps"):  # asked for, but not declared by the data set
+        VideoDataset(load_split(tmp_path, "train"), pre, 8, 64, train=True, augment=("vflip",))
+    with pytest.raises(ValueError, match="unknown augmentation 'spin'"):
+        VideoDataset(split, pre, 8, 64, train=True, augment=("spin",))
+
+
+def _object_shift(video: torch.Tensor) -> np.ndarray:
+    """(dy, dx) of the bright object's centroid from the first frame to the last."""
+    bright = video.mean(0).numpy() > 0  # (T, H, W): the white square on black
+    ys, xs = np.indices(bright.shape[1:])
+    first, last = bright[0], bright[-1]
+    return np.array([(ys * last).sum() / last.sum() - (ys * first).sum() / first.sum(),
+                     (xs * last).sum() / last.sum() - (xs * first).sum() / first.sum()])  # fmt: skip
+
+
+def test_symmetries_move_the_clip_and_the_label_together(motion, tmp_path):
+    """A white square moving right / down, through flips and time reversal: whatever the
+    dataset returns, the label names the motion the frames show."""
+    T, S = 16, 64
+    for name, axis in (("moving_right", 1), ("moving_down", 0)):
+        clip = np.zeros((T, S, S, 3), np.uint8)  # (T, H, W, 3)
+        for t in range(T):
+            pos = 8 + 2 * t
+            square = (slice(24, 40), slice(pos, pos + 16)) if axis else (slice(pos, pos + 16), slice(24, 40))
+            clip[t][square] = 255
+        write_mp4(tmp_path / f"{name}.mp4", clip)
+    (tmp_path / "train.csv").write_text("path,label\nmoving_right.mp4,moving_right\nmoving_down.mp4,moving_down\n")
+    (tmp_path / "dataset.json").write_text((motion[0] / "dataset.json").read_text())
+    (tmp_path / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    split = load_split(tmp_path, "train")
+    ds = VideoDataset(
+        split, load_model("vit-tiny").preprocessing, 8, 48, train=True, augment=("hflip", "vflip", "reverse")
+    )
+    direction = {"moving_right": (0, 1), "moving_left": (0, -1), "moving_down": (1, 0), "moving_up": (-1, 0)}
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        for i in range(2):
+            video, label = ds[i]
+            shift = _object_shift(video)
+            assert np.array_equal(np.sign(shift.round()), direction[CLASSES[label]]), (seed, i, CLASSES[label], shift)
+            seen.add(CLASSES[label])
+    assert seen == set(direction)
 
 
 def test_corrupt_video_is_reported_and_skipped_or_fails(motion, tmp_path, capsys):
