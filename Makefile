@@ -27,8 +27,9 @@ serve: install
 demo: install
 	$(BIN)/python -m export.experiments demo
 
+# make paper-table ARGS=--symmetric: every model trained with flips + time reversal.
 paper-table: install
-	$(BIN)/python -m export.experiments table
+	$(BIN)/python -m export.experiments table $(ARGS)
 
 lint: install
 	$(BIN)/ruff check models export service tests
