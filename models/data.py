@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +31,8 @@ DEFAULT_AUGMENT = ("hflip",)
 class Split:
     items: tuple[tuple[Path, int], ...]
     labels: tuple[str, ...]
-    hflip_swaps: tuple[tuple[str, str], ...] | None = None  # None: flip not allowed
-    vflip_swaps: tuple[tuple[str, str], ...] | None = None  # None: not declared, not allowed
-    time_reversed_pairs: tuple[tuple[str, str], ...] | None = None  # None: never reversed
-
-    def swaps(self, symmetry: str) -> tuple[tuple[str, str], ...] | None:
-        return getattr(self, SYMMETRIES[symmetry])
+    # symmetry (a key of SYMMETRIES) -> the label pairs it swaps; absent: not allowed
+    swaps: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 def _read_csv(path: Path, labels: list[str] | None) -> list[tuple[Path, str]]:
@@ -86,16 +82,15 @@ def load_split(data: str | Path, split: str, labels: tuple[str, ...] | None = No
     unknown = sorted({label for _, label in rows if label not in index})
     if unknown:
         raise ValueError(f"{data}: labels not in the label list: {unknown[:5]}")
-    hflip = meta.get("hflip_swaps", [] if meta.get("hflip", True) else None)
-    declared = {key: tuple(map(tuple, meta[key])) if meta.get(key) is not None else None for key in SYMMETRIES.values()}
-    declared["hflip_swaps"] = tuple(map(tuple, hflip)) if hflip is not None else None
-    return Split(tuple((p, index[label]) for p, label in rows), labels, **declared)
+    meta = {"hflip_swaps": [] if meta.get("hflip", True) else None, **meta}  # flipping is allowed unless forbidden
+    swaps = {name: tuple(map(tuple, meta[key])) for name, key in SYMMETRIES.items() if meta.get(key) is not None}
+    return Split(tuple((p, index[label]) for p, label in rows), labels, swaps)
 
 
 def label_map(split: Split, symmetry: str) -> list[int | None]:
     """For each label, the label of its transformed clip (None: leave such clips alone)."""
     names = {n: i for i, n in enumerate(split.labels)}
-    pairs = [(names[a], names[b]) for a, b in split.swaps(symmetry) or () if a in names and b in names]
+    pairs = [(names[a], names[b]) for a, b in split.swaps.get(symmetry, ()) if a in names and b in names]
     target: list[int | None] = [None if symmetry == "reverse" else i for i in range(len(names))]
     for a, b in pairs:
         target[a], target[b] = b, a
@@ -120,11 +115,11 @@ class VideoDataset(torch.utils.data.Dataset):
         unknown = sorted(set(augment or ()) - set(SYMMETRIES))
         if unknown:
             raise ValueError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(SYMMETRIES)}")
-        missing = [s for s in augment or () if split.swaps(s) is None]
+        missing = [s for s in augment or () if s not in split.swaps]
         if missing:
             raise ValueError(f"the data set does not allow {missing[0]!r}: declare {SYMMETRIES[missing[0]]} "
                              "in its dataset.json")  # fmt: skip
-        chosen = [s for s in augment or DEFAULT_AUGMENT if split.swaps(s) is not None]
+        chosen = set(augment or DEFAULT_AUGMENT) & set(split.swaps)
         self.maps = {s: label_map(split, s) for s in SYMMETRIES if s in chosen}  # fixed order: hflip, vflip, reverse
 
     def __len__(self) -> int:
