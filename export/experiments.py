@@ -62,27 +62,24 @@ def data(name: str = "motion", clips_per_class: int = 250, seed: int = SEED) -> 
 UNSEEN = {12345: 30, 777: 50}  # seeds the demo never saw -> clips per class
 
 
-def unseen_data(seed: int = 12345) -> Path:
-    """Clips from a seed the model never saw (for the demo's accuracy claim)."""
-    out = RUNS / "data" / ("unseen" if seed == 12345 else f"unseen{seed}")
-    if not (out / "all.csv").is_file():
-        generate(out, UNSEEN[seed], SynthConfig(seed=seed))
-        rows = [
-            line for split in ("train", "val", "test") for line in (out / f"{split}.csv").read_text().splitlines()[1:]
-        ]
-        (out / "all.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+def joined_split(out: Path, name: str, splits: tuple[str, ...]) -> Path:
+    """Writes `out/<name>.csv`: the rows of several splits of a data set, as one split."""
+    if not (out / f"{name}.csv").is_file():
+        rows = [line for split in splits for line in (out / f"{split}.csv").read_text().splitlines()[1:]]
+        (out / f"{name}.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     return out
+
+
+def unseen_data(seed: int = 12345) -> Path:
+    """Clips from a seed the model never saw (for the demo's accuracy claim), as split `all`."""
+    return joined_split(data(f"unseen{seed}", UNSEEN[seed], seed), "all", ("train", "val", "test"))
 
 
 def heldout_data() -> Path:
-    """A large test set for the table: the seed-1 set's val + test clips (3,600), which no
-    table model saw (they train on seed 0). The seed-0 test split alone (456 clips) cannot
-    resolve the 1-point differences between methods."""
-    out = data("motion-demo", DEMO_CLIPS, DEMO_SEED)
-    if not (out / "heldout.csv").is_file():
-        rows = [line for split in ("val", "test") for line in (out / f"{split}.csv").read_text().splitlines()[1:]]
-        (out / "heldout.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    return out
+    """A large test set for the table, as split `heldout`: the seed-1 set's val + test clips
+    (3,600), which no table model saw (they train on seed 0). The seed-0 test split alone
+    (456 clips) cannot resolve the 1-point differences between methods."""
+    return joined_split(data("motion-demo", DEMO_CLIPS, DEMO_SEED), "heldout", ("val", "test"))
 
 
 def run(name: str, model: str, merge: str | None, reduction: float | None, cfg: TrainConfig,
@@ -166,8 +163,7 @@ def package(best: Path, merge: str | None = None, reduction: float | None = None
     RESULTS.mkdir(parents=True, exist_ok=True)
     for seed in UNSEEN:
         result = evaluate(str(DEMO / "demo.onnx"), unseen_data(seed), "all")
-        name = "demo_unseen_seed.json" if seed == 12345 else f"demo_unseen_seed_{seed}.json"
-        (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"demo_unseen_seed_{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
         _log(f"demo: top-1 {result['top1']:.2%} on {result['clips']} clips of the unseen seed {seed}")
     explain(model, unseen_data() / "videos" / "approaching_00000.mp4", RESULTS / "explain.png")  # what ships
 
