@@ -104,18 +104,26 @@ _PARENTS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"tra
 _MAX_TOP_BOXES = 100_000  # far more than a real file has (fragmented: 2 per fragment)
 
 
+def _box_header(head: bytes | memoryview, room: int) -> tuple[bytes, int, int] | None:
+    """(type, box size, header size) from the first 8-16 bytes of a box with `room` bytes
+    left in its parent (size 0: to the end); None when the header is malformed."""
+    size, kind = struct.unpack_from(">I4s", head)
+    header = 8
+    if size == 1 and len(head) >= 16:
+        size, header = struct.unpack_from(">Q", head, 8)[0], 16
+    elif size == 0:
+        size = room
+    return (kind, size, header) if size >= header else None
+
+
 def _boxes(data: memoryview) -> Iterator[tuple[bytes, memoryview]]:
     """ISO BMFF boxes in `data` as (type, payload), up to the first malformed header."""
     pos = 0
     while pos + 8 <= len(data):
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1 and pos + 16 <= len(data):
-            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = len(data) - pos
-        if size < header:
+        box = _box_header(data[pos : pos + 16], len(data) - pos)
+        if box is None:
             return
+        kind, size, header = box
         yield kind, data[pos + header : pos + size]
         pos += size
 
@@ -147,15 +155,10 @@ def declared_samples(file: BinaryIO) -> int:
             if pos + 8 > end:
                 break
             file.seek(pos)
-            head = file.read(16)
-            size, kind = struct.unpack_from(">I4s", head)
-            header = 8
-            if size == 1 and len(head) == 16:
-                size, header = struct.unpack_from(">Q", head, 8)[0], 16
-            elif size == 0:
-                size = end - pos
-            if size < header:
+            box = _box_header(file.read(16), end - pos)
+            if box is None:
                 break
+            kind, size, header = box
             if kind in (b"moov", b"moof"):
                 file.seek(pos + header)
                 total += _index_entries(memoryview(file.read(min(size, end - pos) - header)))
