@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader
 
 from export.onnx import read_metadata
 from export.validate import onnxruntime_runner
-from models.config import Preprocessing
 from models.data import VideoDataset, collate, load_split
 
 
@@ -66,8 +65,7 @@ def evaluate(
         if merge is not None or reduction is not None:
             raise ValueError("an exported .onnx has its merging built in: drop --merge/--reduction")
         meta = read_metadata(model_ref)
-        pre = Preprocessing(meta.mean, meta.std, meta.short_side, meta.sampling, meta.frame_interval)
-        labels, frames, size, gflops = meta.labels, meta.num_frames, meta.image_size, meta.gflops
+        spec, labels, gflops = meta.input_spec, meta.labels, meta.gflops
         runner = onnxruntime_runner(str(model_ref))
 
         def run(videos):
@@ -78,8 +76,7 @@ def evaluate(
         from models import load_model
 
         model = load_model(model_ref, merge=merge, reduction=reduction)
-        pre, labels, gflops = model.preprocessing, model.labels, model.gflops()
-        frames, size = model.config.num_frames, model.config.image_size
+        spec, labels, gflops = model.input_spec, model.labels, model.gflops()
         method, red = model.merge_config.method, model.merge_config.reduction
 
         def run(videos):
@@ -87,7 +84,7 @@ def evaluate(
                 return model(videos).numpy()
 
     split_data = load_split(data, split, labels)
-    dataset = VideoDataset(split_data, pre, frames, size, train=False, on_error=on_error)
+    dataset = VideoDataset(split_data, spec, train=False, on_error=on_error)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
     result = _scores(run, loader, labels)
     return {"model": str(model_ref), "split": split, "merge": method, "reduction": red, "gflops": gflops, **result}

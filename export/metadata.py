@@ -1,13 +1,17 @@
-"""What an exported model carries in its ONNX `metadata_props`: everything the server
-needs to preprocess a clip and name the answer. Plain Python (no torch, no onnx), so the
-service can read it."""
+"""What an exported model carries: everything the server needs to preprocess a clip and
+name the answer — in an ONNX file's `metadata_props`, or in the JSON sidecar beside a
+TensorRT engine. Plain Python (no torch, no onnx), so the service can read it."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+from media import InputSpec
 
 PREFIX = "sttm."
+ENGINE_SUFFIXES = (".plan", ".engine")  # a serialized TensorRT engine
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,12 @@ class ModelMetadata:
     precision: str = "fp32"
     input_name: str = "video"
     output_name: str = "logits"
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """What a clip must look like for this model (`media.load_clip` makes it)."""
+        return InputSpec(self.num_frames, self.image_size, self.mean, self.std, self.short_side, self.sampling,
+                         self.frame_interval)  # fmt: skip
 
     def to_props(self) -> dict[str, str]:
         """One `sttm.<field>` entry per field, each a JSON value (readable in Netron)."""
@@ -55,3 +65,21 @@ class ModelMetadata:
     def from_dict(cls, data: dict) -> ModelMetadata:
         """From `asdict(meta)` (a TensorRT engine's JSON sidecar), with the same checks."""
         return cls.from_props({PREFIX + k: json.dumps(v) for k, v in data.items()})
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    """`model.plan` -> `model.plan.json`: the cache key and metadata of an engine."""
+    return Path(f"{engine_path}.json")
+
+
+def read_sidecar(engine_path: str | Path) -> ModelMetadata:
+    """The metadata `sttm export --format tensorrt` wrote beside an engine; ValueError
+    naming the file when it is missing or malformed."""
+    sidecar = sidecar_path(engine_path)
+    if not sidecar.is_file():
+        writer = "`sttm export --format tensorrt` writes it"
+        raise ValueError(f"{engine_path}: no metadata sidecar {sidecar.name} ({writer})")
+    try:
+        return ModelMetadata.from_dict(json.loads(sidecar.read_text())["metadata"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{sidecar}: {err}") from None

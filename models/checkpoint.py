@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from media import InputSpec
 from models.config import PRESETS, MergeConfig, ModelConfig
 from models.convert import (
     CheckpointError,
@@ -46,6 +47,13 @@ class VideoClassifier(nn.Module):
     @property
     def preprocessing(self):
         return self.config.preprocessing
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """What a clip must look like for this model (`media.load_clip` makes it)."""
+        cfg, pre = self.config, self.config.preprocessing
+        return InputSpec(cfg.num_frames, cfg.image_size, pre.mean, pre.std, pre.short_side, pre.sampling,
+                         pre.frame_interval)  # fmt: skip
 
     def gflops(self, merged: bool = True) -> float:
         """Multiply-adds per clip, in G (fvcore's convention for "GFLOPs")."""

@@ -1,5 +1,5 @@
 """Video classification data: `path,label` CSV lists or class-per-folder trees of real
-video files, decoded with `models.video` (the same code path the server uses)."""
+video files, decoded with `media.load_clip` (the same code path the server uses)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.config import Preprocessing
-from models.video import VideoError, crop, normalize, read_frames
+from media import InputSpec, Jitter, VideoError, Views, load_clip
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"}
 
@@ -23,7 +22,7 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"}
 # reversal is applied only to the classes it pairs (an unlisted action may not be
 # reversible).
 SYMMETRIES = {"hflip": "hflip_swaps", "vflip": "vflip_swaps", "reverse": "time_reversed_pairs"}
-AXIS = {"hflip": 2, "vflip": 1, "reverse": 0}  # of a clip (T, H, W, 3)
+AXIS = {"hflip": 3, "vflip": 2, "reverse": 1}  # of a clip (3, T, S, S)
 DEFAULT_AUGMENT = ("hflip",)
 
 
@@ -98,20 +97,20 @@ def label_map(split: Split, symmetry: str) -> list[int | None]:
 
 
 class VideoDataset(torch.utils.data.Dataset):
-    """Decodes one clip per item: `[3, T, S, S]` float32, label. Train mode adds temporal
-    jitter, scale jitter + random crop, and the label-aware symmetries in `augment`, each
-    with probability 1/2: a horizontal flip (by default, unless the data set forbids it), a
-    vertical flip, a time reversal, each swapping the labels the data set names.
+    """Decodes one clip per item with `media.load_clip`: `[3, T, S, S]` float32, label.
+    Test mode takes the server's own view (`Views()`); train mode a random one (`Jitter`:
+    temporal jitter, scale jitter, a random crop) and the label-aware symmetries in
+    `augment`, each with probability 1/2: a horizontal flip (by default, unless the data set
+    forbids it), a vertical flip, a time reversal, each swapping the labels the data set names.
 
     `augment=None` means the default (`hflip` where allowed); a symmetry named explicitly
     that the data set does not declare is an error, not a silent no-op."""
 
     def __init__(
-        self, split: Split, pre: Preprocessing, frames: int, size: int, train: bool, on_error: str = "skip",
+        self, split: Split, spec: InputSpec, train: bool, on_error: str = "skip",
         augment: tuple[str, ...] | None = None,
     ) -> None:  # fmt: skip
-        self.split, self.pre, self.frames, self.size, self.train = split, pre, frames, size, train
-        self.on_error = on_error
+        self.split, self.spec, self.train, self.on_error = split, spec, train, on_error
         unknown = sorted(set(augment or ()) - set(SYMMETRIES))
         if unknown:
             raise ValueError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(SYMMETRIES)}")
@@ -125,45 +124,20 @@ class VideoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.split.items)
 
-    def _indices(self, rng: random.Random):
-        if not self.train:
-            return None  # the server's own test-mode sampling
-        return lambda info: self._train_indices(info.frames, rng)[None]  # (1 clip, T)
-
-    def _train_indices(self, total: int, rng: random.Random) -> np.ndarray:
-        if self.pre.sampling == "uniform":  # a random frame inside each segment
-            seg = total / self.frames
-            idx = np.floor((np.arange(self.frames) + [rng.random() for _ in range(self.frames)]) * seg)
-            return np.clip(idx.astype(int), 0, total - 1)
-        span = self.frames * self.pre.frame_interval
-        start = rng.randint(0, max(0, total - span))
-        return np.minimum(start + np.arange(self.frames) * self.pre.frame_interval, total - 1)
-
     def __getitem__(self, i: int):
         path, label = self.split.items[i]
         rng = random.Random(torch.initial_seed() * 1_000_003 + i)  # reproducible for a seed
         try:
-            short = self.pre.short_side if not self.train else int(self.pre.short_side * rng.uniform(1.0, 1.25))
-            frames, _, _ = read_frames(
-                path, self._indices(rng), short, clip_len=self.frames, sampling=self.pre.sampling,
-                frame_interval=self.pre.frame_interval,
-            )  # fmt: skip
+            video = load_clip(path, self.spec, Jitter(rng) if self.train else Views()).tensor[0]  # (3, T, S, S)
         except (VideoError, OSError) as err:
             if self.on_error == "fail":
                 raise ValueError(f"{path}: {err}") from err
             print(f"warning: skipping {path}: {err}", flush=True)
             return None
-        frames = frames[0]  # (T, H, W, 3): one clip
-        if self.train:
-            H, W = frames.shape[1:3]
-            y, x = rng.randint(0, H - self.size), rng.randint(0, W - self.size)
-            frames = frames[:, y : y + self.size, x : x + self.size]
-            for symmetry, target in self.maps.items():
-                if rng.random() < 0.5 and target[label] is not None:
-                    frames, label = np.flip(frames, AXIS[symmetry]), target[label]
-        else:
-            frames = crop(frames, self.size)[0]
-        return torch.from_numpy(normalize(frames, self.pre.mean, self.pre.std)), label
+        for symmetry, target in self.maps.items() if self.train else ():
+            if rng.random() < 0.5 and target[label] is not None:
+                video, label = np.flip(video, AXIS[symmetry]), target[label]
+        return torch.from_numpy(np.ascontiguousarray(video)), label
 
 
 def collate(batch):

@@ -10,9 +10,9 @@ from unittest import mock
 import numpy as np
 import torch
 
+from media import load_clip
 from models import mergers
 from models.checkpoint import VideoClassifier
-from models.video import crop, normalize, read_frames
 
 
 @contextmanager
@@ -53,11 +53,10 @@ def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg, pre = model.config, model.preprocessing
-    frames, _, _ = read_frames(video_path, None, pre.short_side, clip_len=cfg.num_frames, sampling=pre.sampling,
-                               frame_interval=pre.frame_interval)  # fmt: skip
-    frames = crop(frames[0], cfg.image_size)[0]  # (T, S, S, 3)
-    video = torch.from_numpy(normalize(frames, pre.mean, pre.std))[None]  # (1, 3, T, S, S)
+    cfg = model.config
+    clip = load_clip(video_path, model.input_spec)
+    frames = clip.pixels[0]  # (T, S, S, 3)
+    video = torch.from_numpy(clip.tensor)  # (1, 3, T, S, S)
     with torch.no_grad():
         probs = model(video).softmax(-1)[0]
     groups = merge_groups(model, video)  # (T', H', W')

@@ -107,9 +107,9 @@ def train(
     train_split = load_split(data, "train")
     val_split = load_split(data, "val", train_split.labels)
     model = prepare_model(model_ref, train_split.labels, merge, reduction)
-    mcfg, pre = model.config, model.preprocessing
-    train_set = VideoDataset(train_split, pre, mcfg.num_frames, mcfg.image_size, True, cfg.on_error, cfg.augment)
-    val_set = VideoDataset(val_split, pre, mcfg.num_frames, mcfg.image_size, False, cfg.on_error)
+    spec = model.input_spec
+    train_set = VideoDataset(train_split, spec, True, cfg.on_error, cfg.augment)
+    val_set = VideoDataset(val_split, spec, False, cfg.on_error)
     sampler = DistributedSampler(train_set, seed=cfg.seed) if distributed else None
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate,
                        persistent_workers=cfg.workers > 0)  # fmt: skip

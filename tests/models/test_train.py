@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,13 +13,19 @@ import numpy as np
 import pytest
 import torch
 
+from media import read_frames
+from media.sampling import clip_plan
 from models import load_model
 from models.data import VideoDataset, label_map, load_split
 from models.synth import CLASSES, HFLIP_SWAPS, PAIRS, VFLIP_SWAPS, SynthConfig, generate, render_clip, write_mp4
 from models.train import TrainConfig, train
-from models.video import read_frames
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spec(frames: int, size: int):
+    """vit-tiny's preprocessing for `frames` x `size` clips."""
+    return dataclasses.replace(load_model("vit-tiny").input_spec, frames=frames, size=size)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def test_synth_writes_splits_labels_and_real_h264(motion):
     ]
     first = (out / "train.csv").read_text().splitlines()[:2]
     assert first[0] == "path,label" and first[1].startswith("videos/") and first[1].endswith(",moving_right")
-    frames, _, info = read_frames(out / "videos" / "growing_00000.mp4", None, 64, clip_len=16, sampling="uniform")
+    frames, _, info = read_frames(out / "videos" / "growing_00000.mp4", clip_plan(16, "uniform", 4), 64)
     assert info.codec == "h264" and info.frames == 16 and frames.shape == (1, 16, 64, 64, 3)
 
 
@@ -57,7 +64,7 @@ def test_data_lists_and_flip_swaps(motion, tmp_path):
     out, _ = motion
     split = load_split(out, "train")
     assert split.labels == tuple(CLASSES) and len(split.items) == 24
-    ds = VideoDataset(split, load_model("vit-tiny").preprocessing, 8, 64, train=True)
+    ds = VideoDataset(split, _spec(8, 64), train=True)
     right, left = CLASSES.index("moving_right"), CLASSES.index("moving_left")
     assert list(ds.maps) == ["hflip"]  # the default
     assert ds.maps["hflip"][right] == left and ds.maps["hflip"][CLASSES.index("growing")] == CLASSES.index("growing")
@@ -86,11 +93,10 @@ def test_label_maps_of_the_symmetries(motion, tmp_path):
     (tmp_path / "train.csv").write_text("path,label\nx.mp4,open\ny.mp4,close\nz.mp4,wave\n")
     (tmp_path / "dataset.json").write_text(json.dumps({"time_reversed_pairs": [["open", "close"]]}))
     assert label_map(load_split(tmp_path, "train"), "reverse") == [1, 0, None]  # labels sorted: close, open, wave
-    pre = load_model("vit-tiny").preprocessing
     with pytest.raises(ValueError, match="vflip_swaps"):  # asked for, but not declared by the data set
-        VideoDataset(load_split(tmp_path, "train"), pre, 8, 64, train=True, augment=("vflip",))
+        VideoDataset(load_split(tmp_path, "train"), _spec(8, 64), train=True, augment=("vflip",))
     with pytest.raises(ValueError, match="unknown augmentation 'spin'"):
-        VideoDataset(split, pre, 8, 64, train=True, augment=("spin",))
+        VideoDataset(split, _spec(8, 64), train=True, augment=("spin",))
 
 
 def _object_shift(video: torch.Tensor) -> np.ndarray:
@@ -117,9 +123,7 @@ def test_symmetries_move_the_clip_and_the_label_together(motion, tmp_path):
     (tmp_path / "dataset.json").write_text((motion[0] / "dataset.json").read_text())
     (tmp_path / "labels.txt").write_text("\n".join(CLASSES) + "\n")
     split = load_split(tmp_path, "train")
-    ds = VideoDataset(
-        split, load_model("vit-tiny").preprocessing, 8, 48, train=True, augment=("hflip", "vflip", "reverse")
-    )
+    ds = VideoDataset(split, _spec(8, 48), train=True, augment=("hflip", "vflip", "reverse"))
     direction = {"moving_right": (0, 1), "moving_left": (0, -1), "moving_down": (1, 0), "moving_up": (-1, 0)}
     seen = set()
     for seed in range(12):
@@ -137,11 +141,10 @@ def test_corrupt_video_is_reported_and_skipped_or_fails(motion, tmp_path, capsys
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
     (tmp_path / "train.csv").write_text(f"path,label\nbad.mp4,growing\n{out}/videos/growing_00000.mp4,growing\n")
     split = load_split(tmp_path / "train.csv", "train", tuple(CLASSES))
-    pre = load_model("vit-tiny").preprocessing
-    assert VideoDataset(split, pre, 8, 64, train=False)[0] is None
+    assert VideoDataset(split, _spec(8, 64), train=False)[0] is None
     assert "bad.mp4" in capsys.readouterr().out
     with pytest.raises(ValueError, match="bad.mp4"):
-        VideoDataset(split, pre, 8, 64, train=False, on_error="fail")[0]
+        VideoDataset(split, _spec(8, 64), train=False, on_error="fail")[0]
 
 
 def test_train_resume_and_eval(motion, tmp_path):

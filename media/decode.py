@@ -1,0 +1,214 @@
+"""PyAV decoding of only the frames a sampling plan needs.
+
+Frame counts come from the container's duration and rate (never `stream.frames` alone,
+often 0); the stream is walked once, and a forward seek (to the keyframe before the next
+target) is made only when the gap is longer than a few keyframe intervals. Frames are
+resized (short side) by FFmpeg's scaler and rotated upright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+from media.container import CONTAINERS, MAX_FPS, check_sample_tables
+from media.errors import VideoError
+
+Source = str | Path | BinaryIO
+_REORDER_MARGIN = 24  # frames: stop skipping this far before a target (B-frame reordering is shorter)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 3840 * 2160  # refused from the header, before any frame is decoded
+    max_duration_s: float = 3600.0
+    decode_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration_s: float
+    fps: float
+    width: int  # as stored (before rotation)
+    height: int
+    codec: str
+    frames: int  # estimated from duration x rate (or counted from packets)
+
+
+def _decoder_options(limits: Limits) -> dict[str, str]:
+    """FFmpeg decoder options: a decoder refuses (allocates no) frames over the pixel limit."""
+    return {"max_pixels": str(limits.max_pixels)}
+
+
+def _open(source: Source, limits: Limits) -> av.container.InputContainer:
+    """Open and probe, in one of `CONTAINERS`. FFmpeg's probe may decode a first frame; the
+    decoder options keep it from allocating one over the pixel limit (`_info` then refuses it)."""
+    if isinstance(source, str | Path):
+        source = str(source)
+    check_sample_tables(source, limits.max_duration_s)
+    try:
+        return av.open(source, mode="r", metadata_errors="ignore", options=_decoder_options(limits),
+                       container_options={"format_whitelist": CONTAINERS})  # fmt: skip
+    except av.FFmpegError as err:
+        reason = err.strerror or str(err)
+        raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None
+
+
+def _stream(container, limits: Limits) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        raise VideoError("no_video_stream", f"the file has no video stream (streams: {', '.join(kinds) or 'none'})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # an unknown or damaged codec id
+        raise VideoError("unsupported_codec", "no decoder for the video stream's codec")
+    stream.thread_type = "SLICE"  # frame threading measured slower on 2 cores
+    stream.codec_context.options = _decoder_options(limits)  # in-band size changes too
+    return stream
+
+
+def _info(container, stream, limits: Limits) -> VideoInfo:
+    ctx = stream.codec_context
+    width, height = ctx.width, ctx.height
+    if width <= 0 or height <= 0:
+        raise VideoError("corrupt", "the video stream has no frame size")
+    if width * height > limits.max_pixels:
+        raise VideoError("too_large", f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if not fps or not np.isfinite(fps) or fps <= 0 or fps > MAX_FPS:
+        raise VideoError("corrupt", "the video stream has no usable frame rate")
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    if duration > limits.max_duration_s:
+        raise VideoError("too_long", f"{duration:.0f} s is over the limit of {limits.max_duration_s:.0f} s")
+    frames = round(duration * fps) if duration > 0 else 0
+    if frames <= 0:
+        frames = stream.frames or _count_packets(container, stream)
+        duration = frames / fps
+    return VideoInfo(duration, fps, width, height, ctx.name, int(frames))
+
+
+def _count_packets(container, stream) -> int:
+    """Last resort when neither duration nor frame count is known: demux, don't decode."""
+    try:
+        count = sum(1 for packet in container.demux(stream) if packet.size)
+        container.seek(0, stream=stream)
+    except av.FFmpegError as err:
+        raise VideoError("corrupt", f"cannot read the video stream ({err.strerror or err})") from None
+    return count
+
+
+def probe(source: Source, limits: Limits = Limits()) -> VideoInfo:
+    """Header facts only; raises VideoError on anything unusable."""
+    with _open(source, limits) as container:
+        return _info(container, _stream(container, limits), limits)
+
+
+def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    scale = short_side / min(width, height)
+    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+
+
+def read_frames(
+    source: Source,
+    plan: np.ndarray | Callable[[VideoInfo], np.ndarray],
+    short_side: int,
+    limits: Limits = Limits(),
+) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
+    """Decode the planned frames, resized (short side) by FFmpeg's scaler, rotated upright.
+
+    Args:
+        plan: frame indices to return (any shape), or a function of the header facts that
+            returns them (a sampling plan, `media.sampling`).
+    Returns:
+        frames `[*indices.shape, H, W, 3]` uint8, the indices used (absolute), and the info.
+    """
+    with _open(source, limits) as container:
+        stream = _stream(container, limits)
+        info = _info(container, stream, limits)
+        indices = np.asarray(plan(info) if callable(plan) else plan, dtype=np.int64)
+        wanted = np.unique(indices)
+        frames = _decode(container, stream, info, wanted, short_side, limits)
+    lookup = {int(i): k for k, i in enumerate(wanted)}
+    stacked = np.stack(frames)  # (len(wanted), H, W, 3)
+    return stacked[np.vectorize(lookup.__getitem__, otypes=[int])(indices)], indices, info
+
+
+def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: int, limits: Limits) -> list:
+    deadline = time.monotonic() + limits.decode_timeout_s
+    ctx = stream.codec_context
+    tb = float(stream.time_base)
+    t0 = stream.start_time or 0
+    gop = 2 * info.fps  # keyframe interval guess (frames); refined from the stream
+    out: dict[int, np.ndarray] = {}
+    size = None  # (w, h) to convert to, fixed by the first frame (its rotation)
+    last, last_index, last_key = None, -1, None
+    k = 0
+    while k < len(wanted):
+        target = int(wanted[k])
+        progressed = False
+        if target - last_index > 3 * gop:  # far ahead: jump to the keyframe before it
+            with contextlib.suppress(av.FFmpegError):  # not seekable: decode forward
+                container.seek(int(t0 + target / info.fps / tb), stream=stream, backward=True, any_frame=False)
+        try:
+            for frame in container.decode(stream):
+                if time.monotonic() > deadline:
+                    raise VideoError("timeout", f"decoding took longer than {limits.decode_timeout_s:.0f} s")
+                index = round((frame.pts - t0) * tb * info.fps) if frame.pts is not None else last_index + 1
+                if frame.key_frame:
+                    if last_key is not None and index > last_key:
+                        gop = max(gop, index - last_key)
+                    last_key = index
+                if index < target:
+                    last_index = max(last_index, index)
+                    # far from the target: frames nobody references need not be decoded
+                    ctx.skip_frame = "NONREF" if target - index > _REORDER_MARGIN else "DEFAULT"
+                    continue
+                ctx.skip_frame = "DEFAULT"
+                if size is None:
+                    size = _output_size(frame.width, frame.height, short_side)
+                array = _convert(frame, size)
+                while k < len(wanted) and wanted[k] <= index:  # VFR gaps: the next frame stands in
+                    out[int(wanted[k])] = array
+                    k += 1
+                last, last_index, progressed = array, index, True
+                if k == len(wanted):
+                    break
+                target = int(wanted[k])
+                if target - index > 3 * gop:
+                    break  # seek in the outer loop
+            else:
+                break  # end of stream
+        except av.FFmpegError as err:
+            if last is None:
+                raise VideoError("corrupt", f"cannot decode the video ({err.strerror or err})") from None
+            break  # a damaged tail: keep what decoded
+        if not progressed and k < len(wanted):
+            break
+    if last is None:
+        raise VideoError("empty", "no frame could be decoded")
+    for i in wanted[k:]:  # short video: repeat the last frame (MMAction2's convention)
+        out[int(i)] = last
+    return [out[int(i)] for i in wanted]
+
+
+def _convert(frame, size: tuple[int, int]) -> np.ndarray:
+    """RGB scaled to `size` (w, h, as stored) by FFmpeg's scaler, then rotated upright
+    (the display matrix rotates counter-clockwise by `frame.rotation` degrees)."""
+    w, h = size
+    rotation = frame.rotation or 0
+    array = frame.to_ndarray(format="rgb24", width=w, height=h)  # (h, w, 3)
+    if rotation:
+        array = np.rot90(array, k=round(rotation / 90) % 4)
+    return np.ascontiguousarray(array)

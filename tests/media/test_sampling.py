@@ -1,0 +1,44 @@
+"""Sampling plans: which frames make a clip, in test mode, per window, and in training."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from media import VideoError, VideoInfo
+from media.sampling import clip_plan, dense_indices, jitter_plan, uniform_indices, window_plan, window_starts
+
+INFO = VideoInfo(duration_s=10.0, fps=10.0, width=64, height=48, codec="h264", frames=100)
+
+
+def test_dense_and_uniform_sampling():
+    np.testing.assert_array_equal(dense_indices(100, 4, 2), [[46, 48, 50, 52]])  # one clip, centred
+    clips = dense_indices(100, 4, 2, num_clips=3)
+    assert clips[0, 0] == 0 and clips[-1, -1] == 98 and clips.shape == (3, 4)  # last clip ends the video
+    np.testing.assert_array_equal(dense_indices(5, 4, 2), [[0, 2, 4, 4]])  # short: repeat the last
+    np.testing.assert_array_equal(uniform_indices(32, 4), [[4, 12, 20, 28]])  # segment centres
+    assert uniform_indices(3, 8).max() == 2
+
+
+def test_a_plan_keeps_inside_its_time_window():
+    idx = clip_plan(4, "uniform", 4, start_s=1.0, end_s=2.0)(INFO)
+    assert idx.shape == (1, 4) and idx.min() >= 10 and idx.max() < 20
+    assert clip_plan(4, "dense", 2, start_s=50.0)(INFO).max() == 99  # past the end: the end
+
+
+def test_timeline_windows_are_counted_before_they_are_listed():
+    assert window_starts(10.0, 2, 0.3, 120).tolist() == pytest.approx(np.arange(0.0, 8 + 1e-6, 0.3).tolist())
+    with pytest.raises(VideoError, match="inf windows"):
+        window_starts(10.0, 2.0, 5e-324, 120)  # past the HTTP schema's bound
+    rows = window_plan(4, "uniform", 4, 2.0, 2.0, 120)(INFO)  # (windows, T)
+    assert rows.shape == (5, 4) and (rows[:, 0] // 20).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_training_jitter_is_random_but_reproducible():
+    draw = lambda seed, sampling: jitter_plan(8, sampling, 4, random.Random(seed))(INFO)  # noqa: E731
+    for sampling in ("dense", "uniform"):
+        assert draw(1, sampling).shape == (1, 8) and (np.diff(draw(1, sampling)) > 0).all()
+        np.testing.assert_array_equal(draw(1, sampling), draw(1, sampling))
+        assert any((draw(1, sampling) != draw(s, sampling)).any() for s in range(2, 6))
