@@ -7,15 +7,22 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from export.metadata import sidecar_path
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
 from export.validate import ValidationError, ValidationReport, onnxruntime_runner, validate
 
 Format = Literal["onnx", "tensorrt", "triton"]
+# Opens a built engine as a function `[B, 3, T, S, S]` -> logits: the server's own runner
+# (`service.backends.trt.TensorRTRunner`), passed in by the caller since export sits below the service.
+EngineRunner = Callable[[Path], Callable[[np.ndarray], np.ndarray]]
 
 
 @dataclass
@@ -69,7 +76,10 @@ def run_export(
     max_batch: int = 8,
     name: str | None = None,
     quiet: bool = False,
+    engine_runner: EngineRunner | None = None,
 ) -> ExportResult:
+    """Export `model_ref`, validate every file written, and return the files. A TensorRT
+    engine is validated by running it with `engine_runner` (required when one is built)."""
     from export import tensorrt
     from models import load_model
 
@@ -80,6 +90,9 @@ def run_export(
         raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
     if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
         raise ExportError(f"--format tensorrt: {reason}")
+    builds_engine = fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None)
+    if builds_engine and engine_runner is None:
+        raise ExportError("building a TensorRT engine needs an engine_runner to validate it with")
     if fmt == "triton":
         onnx_path, repo = None, out
     else:
@@ -103,7 +116,7 @@ def run_export(
         if onnx_path:
             target = Path(shutil.move(target, onnx_path))
         engine = None
-        if fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None):
+        if builds_engine:
             engine = out if fmt == "tensorrt" else Path(scratch) / "model.plan"
             if engine.suffix == ".onnx":
                 engine = engine.with_suffix(".plan")
@@ -112,10 +125,10 @@ def run_export(
                                       timing_cache=engine.parent / "timing.cache")  # fmt: skip
             with progress.step("validating TensorRT against ONNX Runtime"):
                 try:
-                    result.reports.append(validate(model, tensorrt.TensorRTRunner(engine), "tensorrt", precision,
+                    result.reports.append(validate(model, engine_runner(engine), "tensorrt", precision,
                                                    reference=ort_run))  # fmt: skip
                 except ValidationError:
-                    for path in (engine, tensorrt.sidecar_path(engine)):
+                    for path in (engine, sidecar_path(engine)):
                         path.unlink(missing_ok=True)  # never leave an engine that failed validation
                     raise
             progress.show(result.reports[-1].table())
@@ -126,5 +139,5 @@ def run_export(
             if engine is None:
                 progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
         else:
-            result.files = [onnx_path] + ([engine, tensorrt.sidecar_path(engine)] if engine else [])
+            result.files = [onnx_path] + ([engine, sidecar_path(engine)] if engine else [])
     return result

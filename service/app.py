@@ -1,12 +1,9 @@
-"""`create_app(settings)` builds the FastAPI app; heavy resources live in the lifespan."""
+"""`create_app(settings)` builds the FastAPI app; the model and its batcher live in the lifespan."""
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -14,30 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__, errors, kserve, routes
-from service.backend import Backend, ModelLoadError
-from service.batcher import Batcher
-from service.errors import error_response
+from service.auth import Protected
+from service.backends import ModelLoadError
+from service.classify import open_classifier
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
 from service.upload import BodyLimit
-
-OPEN_PATHS = ("/v2/health/", "/docs", "/openapi.json", "/redoc")
-
-
-def load(runtime: Runtime) -> None:
-    """Load the model and warm it up; the app is ready only after this."""
-    s = runtime.settings
-    backend = Backend.load(s.model, s.providers, s.intra_op_threads, s.max_batch, s.engine_cache)
-    backend.warm_up((1, min(2, s.max_batch)))
-    runtime.backend = backend
-
-    def on_batch(size: int, seconds: float) -> None:
-        runtime.metrics.batch.observe(size)
-
-    runtime.batcher = Batcher(backend, s.max_batch, s.max_wait_ms, s.max_queue, on_batch)
-    runtime.batcher.start()
-    runtime.ready = True
 
 
 class OneLineStartupError:
@@ -71,18 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         runtime: Runtime = app.state.runtime
-        runtime.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
-        try:
-            load(runtime)
-        except ModelLoadError as err:
-            runtime.load_error = str(err)
-            if settings.require_model:
-                raise  # the server exits; OneLineStartupError makes the log say why in one line
-            # otherwise: stay up, not ready
-        yield
-        if runtime.batcher:
-            await asyncio.wait_for(runtime.batcher.stop(), timeout=30)  # drain in-flight work
-        runtime.pool.shutdown(wait=True, cancel_futures=False)
+        async with AsyncExitStack() as stack:
+            try:
+                on_batch = lambda size, seconds: runtime.metrics.batch.observe(size)  # noqa: E731
+                runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))
+            except ModelLoadError as err:
+                runtime.load_error = str(err)
+                if settings.require_model:
+                    raise  # the server exits; OneLineStartupError makes the log say why in one line
+                # otherwise: stay up, not ready
+            yield  # on exit: the batcher drains in-flight work, then stops
 
     app = FastAPI(
         title="sttm-serve",
@@ -93,26 +71,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings=settings, metrics=Metrics())
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(kserve.health)
     app.include_router(kserve.router)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=Protected)
     async def metrics(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
-        runtime.metrics.queue.set(runtime.batcher.pending_clips if runtime.batcher else 0)
+        runtime.metrics.queue.set(runtime.classifier.batcher.pending_clips if runtime.classifier else 0)
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
+        """Requests by route and status, in flight, and the time each took."""
         runtime: Runtime = request.app.state.runtime
-        key = settings.api_key.get_secret_value().encode() if settings.api_key else None
-        if key and not request.url.path.startswith(OPEN_PATHS):
-            given = request.headers.get("authorization", "")
-            token = given[7:].encode() if given.lower().startswith("bearer ") else b""
-            if not hmac.compare_digest(token, key):  # constant time
-                response = error_response(401, "unauthorized", "a valid bearer token is required",
-                                          {"WWW-Authenticate": "Bearer"})  # fmt: skip
-                runtime.metrics.requests.labels(request.url.path, "401").inc()
-                return response
         runtime.metrics.inflight.inc()
         started = time.perf_counter()
         try:

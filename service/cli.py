@@ -20,10 +20,12 @@ def _info(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from export.pipeline import run_export
+    from service.backends.trt import TensorRTRunner  # validates an engine as the server will run it
 
     result = run_export(
         args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
         precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
+        engine_runner=TensorRTRunner,
     )  # fmt: skip
     for path in result.files:
         print(path)
@@ -98,7 +100,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     for result in [] if args.json else results:
-        print(result["video"])
+        print(result["path"])
         if "error" in result:
             print(f"  error: {result['error']['message']}")
             continue
@@ -106,14 +108,14 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"  {p['score']:6.1%}  {p['label']}")
         lat = result["latency_ms"]
         print(f"  decode {lat['decode']:.0f} ms, preprocess {lat['preprocess']:.0f} ms, "
-              f"inference {lat['inference']:.0f} ms")  # fmt: skip
+              f"inference {lat['inference']:.0f} ms, total {lat['total']:.0f} ms")  # fmt: skip
     return 2 if any("error" in r for r in results) else 0
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from service.loadtest import bench, parse_levels, render
+    from service.client.loadtest import bench, parse_levels, render
 
     report = asyncio.run(bench(
         args.url, args.clip, parse_levels(args.concurrency), args.requests, endpoint=args.endpoint,
@@ -123,7 +125,24 @@ def _bench_serve(args: argparse.Namespace) -> int:
     return 1 if any(level["errors"] for level in report["levels"]) else 0
 
 
+def _flags() -> dict[str, argparse.ArgumentParser]:
+    """Flags several commands share, defined once (argparse parents)."""
+    checkpoint = argparse.ArgumentParser(add_help=False)
+    checkpoint.add_argument("model", help="checkpoint path or built-in name (videomae-s/b/l, timesformer-b, "
+                                          "vit-tiny, ..., or 'demo')")  # fmt: skip
+    merge = argparse.ArgumentParser(add_help=False)
+    merge.add_argument("--merge", choices=["none", "tome", "sttm"], default=None, help="token merging (default: "
+                                                                                       "the checkpoint's)")  # fmt: skip
+    merge.add_argument("--reduction", type=float, default=None, help="fraction of GFLOPs to save, e.g. 0.38")
+    exported = argparse.ArgumentParser(add_help=False)
+    exported.add_argument("model", help="exported .onnx (or TensorRT .plan), or 'demo'")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
+    return {"checkpoint": checkpoint, "merge": merge, "exported": exported, "json": as_json}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    f = _flags()
     parser = argparse.ArgumentParser(prog="sttm", description="Video action recognition with token merging.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -135,25 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(run=_serve)
 
-    pre = sub.add_parser("predict", help="classify video files locally, without a server")
-    pre.add_argument("model", help="exported .onnx, or 'demo'")
+    pre = sub.add_parser("predict", parents=[f["exported"], f["json"]],
+                         help="classify video files locally, without a server")  # fmt: skip
     pre.add_argument("videos", nargs="+")
     pre.add_argument("--top-k", type=int, default=5)
-    pre.add_argument("--json", action="store_true")
     pre.set_defaults(run=_predict)
 
-    info = sub.add_parser("info", help="describe a model: architecture, GFLOPs, tokens per layer")
-    info.add_argument("model", help="checkpoint path or built-in name (videomae-s/b/l, timesformer-b, vit-tiny, ...)")
-    info.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
-    info.add_argument("--reduction", type=float, default=None, help="fraction of GFLOPs to save, e.g. 0.38")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info = sub.add_parser("info", parents=[f["checkpoint"], f["merge"], f["json"]],
+                          help="describe a model: architecture, GFLOPs, tokens per layer")  # fmt: skip
     info.set_defaults(run=_info)
 
-    exp = sub.add_parser("export", help="export to ONNX (merging inside the graph), TensorRT or a Triton repository")
-    exp.add_argument("model", help="checkpoint path or built-in name")
+    exp = sub.add_parser("export", parents=[f["checkpoint"], f["merge"]],
+                         help="export to ONNX (merging inside the graph), TensorRT or a Triton repository")  # fmt: skip
     exp.add_argument("-o", "--output", required=True, help="file (.onnx / .plan) or directory (Triton repository)")
-    exp.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
-    exp.add_argument("--reduction", type=float, default=None)
     exp.add_argument("--format", choices=["onnx", "tensorrt", "triton"], default="onnx")
     exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                      help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs")  # fmt: skip
@@ -171,12 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--workers", type=int, default=2)
     syn.set_defaults(run=_synth)
 
-    tr = sub.add_parser("train", help="train or fine-tune on a path,label CSV or class-per-folder tree")
+    tr = sub.add_parser("train", parents=[f["merge"]],
+                        help="train or fine-tune on a path,label CSV or class-per-folder tree")  # fmt: skip
     tr.add_argument("data", help="directory with train.csv/val.csv (or train/<class>/, val/<class>/)")
     tr.add_argument("--model", required=True, help="built-in config or checkpoint to start from")
     tr.add_argument("-o", "--output", required=True, help="run directory: best/, last/, summary.json")
-    tr.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
-    tr.add_argument("--reduction", type=float, default=None)
     tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--batch-size", type=int, default=16)
     tr.add_argument("--lr", type=float, default=1e-3)
@@ -190,29 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="a corrupt video in the list")
     tr.set_defaults(run=_train)
 
-    ev = sub.add_parser("eval", help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split")
-    ev.add_argument("model")
+    ev = sub.add_parser("eval", parents=[f["checkpoint"], f["merge"], f["json"]],
+                        help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split")  # fmt: skip
     ev.add_argument("data")
     ev.add_argument("--split", default="test")
-    ev.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
-    ev.add_argument("--reduction", type=float, default=None)
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--on-error", choices=["skip", "fail"], default="skip")
-    ev.add_argument("--json", action="store_true")
     ev.set_defaults(run=_eval)
 
-    ex = sub.add_parser("explain", help="draw which patches the merger fused, over the clip's frames")
-    ex.add_argument("model")
+    ex = sub.add_parser("explain", parents=[f["checkpoint"], f["merge"]],
+                        help="draw which patches the merger fused, over the clip's frames")  # fmt: skip
     ex.add_argument("video")
     ex.add_argument("-o", "--output", required=True, help="PNG path")
-    ex.add_argument("--merge", choices=["none", "tome", "sttm"], default=None)
-    ex.add_argument("--reduction", type=float, default=None)
     ex.set_defaults(run=_explain)
 
     bn = sub.add_parser("bench", help="benchmark a running server")
     bn_sub = bn.add_subparsers(dest="target", required=True)
-    bs = bn_sub.add_parser("serve", help="load-test a running server: perf_analyzer-style table per concurrency level")
+    what = "load-test a running server: perf_analyzer-style table per concurrency level"
+    bs = bn_sub.add_parser("serve", parents=[f["json"]], help=what)
     bs.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
     bs.add_argument("--clip", required=True, help="video file sent with every request")
     bs.add_argument("--concurrency", default="1,4,16", help="requests in flight, one level after another")
@@ -222,7 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     soak = "soak: the server's process id; report its RSS at request 100 and at the end, and leftover temp files"
     bs.add_argument("--pid", type=int, default=None, help=soak)
     bs.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    bs.add_argument("--json", action="store_true", help="machine-readable output")
     bs.set_defaults(run=_bench_serve)
     return parser
 
@@ -231,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.run(args) or 0
+    except ModuleNotFoundError as err:  # a serving-only install (no torch) running a torch command
+        print(f"sttm {args.command}: error: needs the '{err.name}' package, which this environment lacks "
+              "(pip install torch==2.13.0, then pip install -e '.[export]')", file=sys.stderr)  # fmt: skip
+        return 2
     except (ValueError, OSError, RuntimeError) as err:  # CheckpointError / ExportError / ValidationError
         first, *rest = str(err).splitlines() or [type(err).__name__]
         print(f"sttm {args.command}: error: {first}", file=sys.stderr)

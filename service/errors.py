@@ -7,7 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.video import VideoError
+from media import VideoError
+from service.batcher import QueueFullError
 from service.schemas import ErrorBody
 
 # VideoError codes -> HTTP status
@@ -37,6 +38,11 @@ def install(app: FastAPI) -> None:
         if err.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return error_response(err.status, err.code, err.message, headers)
+
+    @app.exception_handler(QueueFullError)
+    async def _overloaded(request: Request, err: QueueFullError):
+        request.app.state.runtime.metrics.rejected.inc()
+        return error_response(503, "overloaded", str(err), {"Retry-After": "1"})
 
     @app.exception_handler(VideoError)
     async def _video(request: Request, err: VideoError):

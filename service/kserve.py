@@ -8,17 +8,19 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service import __version__
+from service.auth import Protected
 from service.errors import ApiError, documented
-from service.routes import run_model
-from service.runtime import ReadyDep, RuntimeDep
+from service.runtime import ClassifierDep, RuntimeDep
 from service.schemas import InferRequest, InferResponse, ModelReadiness, Readiness, TensorOut
 
-router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
+TAGS = ["v2 (KServe / Triton)"]
+health = APIRouter(prefix="/v2/health", tags=TAGS)  # open: orchestrators probe it without a token
+router = APIRouter(prefix="/v2", tags=TAGS, dependencies=Protected)
 NOT_READY = "the model is still loading, or failed to load"
 
 
-def _check_name(rt, name: str) -> None:
-    if rt.backend is None or name != rt.backend.meta.name:
+def _check_name(classifier, name: str) -> None:
+    if classifier is None or name != classifier.backend.meta.name:
         raise ApiError(404, "not_found", f"unknown model {name!r}")
 
 
@@ -27,20 +29,20 @@ async def server_metadata() -> dict:
     return {"name": "sttm-serve", "version": __version__, "extensions": []}
 
 
-@router.get("/health/live")
+@health.get("/live")
 async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
+@health.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
 async def ready(rt: RuntimeDep):
     return JSONResponse({"ready": rt.ready}, status_code=200 if rt.ready else 503)
 
 
 @router.get("/models/{name}", responses=documented(401, 404, 422, 503))
-async def model_metadata(name: str, rt: ReadyDep) -> dict:
-    _check_name(rt, name)
-    m = rt.backend.meta
+async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
+    _check_name(classifier, name)
+    m = classifier.backend.meta
     return {
         "name": m.name,
         "versions": ["1"],
@@ -59,26 +61,26 @@ async def model_metadata(name: str, rt: ReadyDep) -> dict:
 )
 async def model_ready(name: str, rt: RuntimeDep):
     if rt.ready:
-        _check_name(rt, name)
+        _check_name(rt.classifier, name)
     return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503))
-async def infer(name: str, request: InferRequest, rt: ReadyDep) -> InferResponse:
-    _check_name(rt, name)
-    m = rt.backend.meta
+async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> InferResponse:
+    _check_name(classifier, name)
+    m = classifier.backend.meta
     if len(request.inputs) != 1 or request.inputs[0].name != m.input_name:
         raise ApiError(400, "bad_input", f"expected one input named {m.input_name!r}")
     tensor = request.inputs[0]
     expected = [3, m.num_frames, m.image_size, m.image_size]
     if tensor.datatype != "FP32":
         raise ApiError(400, "bad_input", f"datatype must be FP32, got {tensor.datatype}")
-    if len(tensor.shape) != 5 or tensor.shape[1:] != expected or not 1 <= tensor.shape[0] <= rt.settings.max_views:
+    if len(tensor.shape) != 5 or tensor.shape[1:] != expected or not 1 <= tensor.shape[0] <= classifier.max_views:
         raise ApiError(400, "bad_input", f"shape must be [batch, {', '.join(map(str, expected))}], got {tensor.shape}")
     try:
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except ValueError:
         raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
-    logits, _, _ = await run_model(rt, data)
+    logits, _, _ = await classifier.infer(data)
     out = TensorOut(name=m.output_name, shape=list(logits.shape), datatype="FP32", data=logits.ravel().tolist())
     return InferResponse(model_name=m.name, id=request.id, outputs=[out])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -20,6 +22,7 @@ class Metrics:
         self.inflight = Gauge("sttm_inflight_requests", "requests being handled", registry=self.registry)
         self.rejected = Counter("sttm_rejected", "requests refused because the queue was full", registry=self.registry)
 
-    def observe(self, latency: dict[str, float]) -> None:
-        for stage, seconds in latency.items():
+    def observe(self, latency) -> None:
+        """One request's stage latencies (a dataclass of seconds per stage)."""
+        for stage, seconds in asdict(latency).items():
             self.stage.labels(stage).observe(seconds)

@@ -1,17 +1,13 @@
-"""What the app holds for its lifetime: the model, the batcher, the decode pool, metrics."""
+"""What the app holds for its lifetime: settings, metrics, and the classifier once loaded."""
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from models.video import Limits
-from service.backend import Backend
-from service.batcher import Batcher
+from service.classify import Classifier
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
@@ -21,31 +17,24 @@ from service.settings import Settings
 class Runtime:
     settings: Settings
     metrics: Metrics
-    backend: Backend | None = None
-    batcher: Batcher | None = None
-    pool: ThreadPoolExecutor | None = None
-    ready: bool = False
+    classifier: Classifier | None = None  # set once the model is loaded and warmed up
     load_error: str | None = None
-    tasks: set = field(default_factory=set)
 
     @property
-    def limits(self) -> Limits:
-        return self.settings.limits
-
-    async def in_pool(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+    def ready(self) -> bool:
+        return self.classifier is not None
 
 
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_ready_runtime(request: Request) -> Runtime:
+def get_classifier(request: Request) -> Classifier:
     runtime = get_runtime(request)
-    if not runtime.ready:
+    if runtime.classifier is None:
         raise ApiError(503, "not_ready", runtime.load_error or "the model is still loading", retry_after=1)
-    return runtime
+    return runtime.classifier
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-ReadyDep = Annotated[Runtime, Depends(get_ready_runtime)]
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]

@@ -1,13 +1,19 @@
-"""Typed request options and responses (they are the OpenAPI schema at /docs)."""
+"""Typed request options and responses (they are the OpenAPI schema at /docs): they
+validate HTTP input into the use case's plain options and render its plain results."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from media import VideoInfo, Views
+from service import classify
+from service.classify import Classification, Timeline
 
-class ClassifyOptions(BaseModel):
+
+class ClassifyQuery(BaseModel):
     """Sampling vocabulary of MMAction2/VideoMAE. `model` uses what the model was trained with."""
 
     top_k: int = Field(5, ge=1, le=1000)
@@ -20,25 +26,37 @@ class ClassifyOptions(BaseModel):
     end: float | None = Field(None, gt=0, description="seconds")
 
     @model_validator(mode="after")
-    def _window(self) -> ClassifyOptions:
+    def _window(self) -> ClassifyQuery:
         if self.end is not None and self.end <= self.start:
             raise ValueError("end must be after start")
         if self.crops not in (1, 3):
             raise ValueError("crops must be 1 or 3")
         return self
 
+    def options(self) -> classify.ClassifyOptions:
+        views = Views(None if self.sampling == "model" else self.sampling, self.frame_interval, self.num_clips,
+                      self.crops, self.start, self.end)  # fmt: skip
+        return classify.ClassifyOptions(self.top_k, views, self.clip_len)
 
-class TimelineOptions(BaseModel):
+
+class TimelineQuery(BaseModel):
     top_k: int = Field(3, ge=1, le=1000)
     window_s: float = Field(2.0, gt=0, le=600)
     # at least 10 ms: a finer stride is below any video's frame interval
     stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
+
+    def options(self) -> classify.TimelineOptions:
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s)
 
 
 class Prediction(BaseModel):
     label: str
     score: float
     index: int
+
+    @classmethod
+    def of(cls, p) -> Prediction:
+        return cls(label=p.label, score=p.score, index=p.index)
 
 
 class VideoMeta(BaseModel):
@@ -49,13 +67,24 @@ class VideoMeta(BaseModel):
     codec: str
     frames: int
 
+    @classmethod
+    def of(cls, info: VideoInfo) -> VideoMeta:
+        return cls(duration_s=round(info.duration_s, 3), fps=round(info.fps, 3), width=info.width,
+                   height=info.height, codec=info.codec, frames=info.frames)  # fmt: skip
+
 
 class Latency(BaseModel):
+    """Milliseconds per stage."""
+
     decode: float
     preprocess: float
     queue: float
     inference: float
     total: float
+
+    @classmethod
+    def of(cls, latency: classify.Latency) -> Latency:
+        return cls(**{stage: round(seconds * 1000, 2) for stage, seconds in asdict(latency).items()})
 
 
 class ClassifyResponse(BaseModel):
@@ -65,6 +94,12 @@ class ClassifyResponse(BaseModel):
     views: int
     video: VideoMeta
     latency_ms: Latency
+
+    @classmethod
+    def of(cls, result: Classification) -> ClassifyResponse:
+        return cls(model=result.model, predictions=[Prediction.of(p) for p in result.predictions],
+                   frames=result.frames, views=result.views, video=VideoMeta.of(result.video),
+                   latency_ms=Latency.of(result.latency))  # fmt: skip
 
 
 class Window(BaseModel):
@@ -78,6 +113,13 @@ class TimelineResponse(BaseModel):
     windows: list[Window]
     video: VideoMeta
     latency_ms: Latency
+
+    @classmethod
+    def of(cls, result: Timeline) -> TimelineResponse:
+        windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
+                          predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
+        return cls(model=result.model, windows=windows, video=VideoMeta.of(result.video),
+                   latency_ms=Latency.of(result.latency))  # fmt: skip
 
 
 class ModelInfo(BaseModel):

@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.video import Limits
+from media import Limits
+from service.backends import BackendOptions
 
 DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
 
@@ -35,7 +36,6 @@ class Settings(BaseSettings):
     max_views: int = 30  # num_clips x crops
     max_windows: int = 120  # timeline windows per request
     # behaviour
-    top_k: int = 5
     require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
     api_key: SecretStr | None = None  # bearer token; health endpoints stay open
 
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     def _demo_name(cls, value: object) -> object:
         """`demo` names the bundled model, as in every other command."""
         return DEMO_ONNX if value == "demo" else value
+
+    @property
+    def backend_options(self) -> BackendOptions:
+        """How the model runner is opened."""
+        return BackendOptions(self.providers, self.intra_op_threads, self.max_batch, self.engine_cache)
 
     @property
     def limits(self) -> Limits:

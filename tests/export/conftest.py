@@ -4,7 +4,7 @@ import pytest
 
 from export.onnx import export_onnx, metadata_for
 from models import load_model
-from tests.conftest import randomize
+from tests.torch_helpers import randomize
 
 
 @pytest.fixture(scope="session")

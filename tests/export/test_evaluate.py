@@ -12,7 +12,7 @@ from models import build_model, load_model, save_model
 from models.explain import explain, merge_groups
 from models.synth import CLASSES, SynthConfig, generate
 from service.cli import main
-from tests.conftest import randomize
+from tests.torch_helpers import randomize
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from export.onnx import FORBIDDEN_OPS, export_onnx, inferred_shapes, metadata_for, op_types, read_metadata
 from export.validate import onnxruntime_runner, validate
 from models import load_model
-from tests.conftest import write_hf
+from tests.torch_helpers import write_hf
 
 CASES = [(name, merge) for name in ("vit-tiny", "timesformer-tiny") for merge in ("none", "tome", "sttm")]
 

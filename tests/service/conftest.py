@@ -1,21 +1,49 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from export.metadata import ModelMetadata
 from models.synth import CLASSES, SynthConfig, generate
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory):
-    """A small exported model with the motion labels (random weights: fast, not accurate)."""
-    from export.onnx import export_onnx, metadata_for
-    from models import build_model, load_model
-    from tests.conftest import randomize
+    """A small model with the motion labels and the metadata `sttm export` writes (random
+    weights: fast, not accurate). Built with `onnx.helper`, not exported with torch, so the
+    service tests run where torch is not installed: per channel and frame, the mean pixel
+    (so frame order matters), then one linear layer. `[B, 3, 8, 64, 64]` -> `[B, 12]`."""
+    from onnx import TensorProto, helper, numpy_helper, save_model
 
-    cfg = load_model("vit-tiny").config.replace(num_classes=len(CLASSES), labels=tuple(CLASSES))
-    model = randomize(build_model(cfg))
+    frames, size = 8, 64
+    meta = ModelMetadata(
+        name="tiny", arch="vit", labels=tuple(CLASSES), num_frames=frames, image_size=size,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), short_side=size, sampling="uniform",
+        frame_interval=4, merge="none", reduction=0.0, gflops=0.0, gflops_unmerged=0.0,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    weights = {
+        "axes": np.array([3, 4], np.int64),
+        "flat": np.array([0, 3 * frames], np.int64),
+        "w": rng.normal(0, 1, (3 * frames, len(CLASSES))).astype(np.float32),
+        "b": rng.normal(0, 0.1, len(CLASSES)).astype(np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", [meta.input_name, "axes"], ["pooled"], keepdims=0),
+            helper.make_node("Reshape", ["pooled", "flat"], ["features"]),
+            helper.make_node("MatMul", ["features", "w"], ["scores"]),
+            helper.make_node("Add", ["scores", "b"], [meta.output_name]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info(meta.input_name, TensorProto.FLOAT, ["batch", 3, frames, size, size])],
+        [helper.make_tensor_value_info(meta.output_name, TensorProto.FLOAT, ["batch", len(CLASSES)])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    helper.set_model_props(model, meta.to_props())
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_onnx(model, path, metadata_for(model, "tiny"))
+    save_model(model, path)
     return path
 
 

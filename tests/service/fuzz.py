@@ -3,7 +3,7 @@
 Real clips (H.264 `.mp4` from `models.synth`, one remuxed to `.mkv`, fragmented and faststart `.mp4`,
 one re-encoded to VP9 `.webm`) are mutated — flipped bits, overwritten runs, interesting
 integers (box sizes, dimensions), truncations, spliced headers, duplicated or removed
-chunks, random bytes — and each case goes through `probe` and `service.pipeline.prepare_clip`
+chunks, random bytes — and each case goes through `probe` and `media.load_clip`
 with the server's `Limits`, in a worker process the parent kills when it runs past the
 decode time limit (+ margin). Per case the only acceptable outcomes are views of the right
 shape or a `VideoError` (what the server answers 4xx); anything else is a crash, a worker
@@ -35,7 +35,7 @@ import av
 import numpy as np
 
 from export.metadata import ModelMetadata
-from models.video import Limits, VideoError, probe
+from media import Limits, VideoError, load_clip, probe
 
 Mutation = Callable[[bytes, np.random.Generator, list[bytes]], bytes]
 EDGE = 4096  # bytes at either end of a file, where the headers are (mp4 moov is at the end, mkv's at the start)
@@ -247,14 +247,13 @@ class Outcome:
 
 def check_case(data: bytes, options: dict, meta: ModelMetadata, limits: Limits) -> Outcome:
     """Header, then the server's preprocessing: views of the right shape or a VideoError."""
-    from service.pipeline import prepare_clip
-    from service.schemas import ClassifyOptions
+    from service.schemas import ClassifyQuery
 
-    opts = ClassifyOptions(**options)
+    views = ClassifyQuery(**options).options().views
     started = time.perf_counter()
     try:
         info = probe(io.BytesIO(data), limits)
-        prepared = prepare_clip(io.BytesIO(data), meta, opts, limits)
+        clip = load_clip(io.BytesIO(data), meta.input_spec, views, limits)
     except VideoError as err:
         return Outcome("rejected", err.code, time.perf_counter() - started)
     except Exception as err:  # noqa: BLE001 - anything but a VideoError is what we are looking for
@@ -262,12 +261,12 @@ def check_case(data: bytes, options: dict, meta: ModelMetadata, limits: Limits) 
         detail = f"{type(err).__name__}: {str(err)[:200]} ({Path(where.filename).name}:{where.lineno})"
         return Outcome("crash", detail, time.perf_counter() - started)
     seconds = time.perf_counter() - started
-    expected = (opts.num_clips * opts.crops, 3, meta.num_frames, meta.image_size, meta.image_size)
-    views = prepared.views
-    if views.shape != expected or views.dtype != np.float32 or not np.isfinite(views).all():
-        return Outcome("crash", f"views {views.shape} {views.dtype}, expected {expected} float32", seconds)
-    if prepared.info != info:
-        return Outcome("crash", f"probe says {info}, decoding says {prepared.info}", seconds)
+    expected = (views.num_clips * views.crops, 3, meta.num_frames, meta.image_size, meta.image_size)
+    tensor = clip.tensor
+    if tensor.shape != expected or tensor.dtype != np.float32 or not np.isfinite(tensor).all():
+        return Outcome("crash", f"views {tensor.shape} {tensor.dtype}, expected {expected} float32", seconds)
+    if clip.info != info:
+        return Outcome("crash", f"probe says {info}, decoding says {clip.info}", seconds)
     return Outcome("ok", "", seconds)
 
 
@@ -404,7 +403,7 @@ def fuzz(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.backend import Backend
+    from service.backends import load_backend
     from service.settings import Settings
 
     settings = Settings()
@@ -419,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="write crashing and hanging inputs here")
     args = parser.parse_args(argv)
 
-    meta = Backend.load(args.model, ["CPUExecutionProvider"]).meta
+    meta = load_backend(args.model).meta
     limits = Limits(settings.max_pixels, settings.max_duration_s, args.decode_timeout)
     with tempfile.TemporaryDirectory() as tmp:
         seeds = corpus(synth_clips(Path(tmp)))

@@ -44,9 +44,10 @@ def _post(client, data: bytes, path="/v1/classify", params=None, raw=False, **kw
     return client.post(path, files={"file": ("clip.mp4", data, "video/mp4")}, params=params, **kw)
 
 
-def _metric(client, name: str) -> float:
+def _metric(client, name: str, auth: str | None = None) -> float:
     total = 0.0
-    for line in client.get("/metrics").text.splitlines():
+    headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+    for line in client.get("/metrics", headers=headers).text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -184,7 +185,7 @@ def test_queue_full_is_503_with_retry_after(client_for, clips):
 def test_backend_failure_fails_only_that_batch(client_for, clips):
     client = client_for()
     runtime = client.app.state.runtime
-    real = runtime.batcher.run
+    real = runtime.classifier.batcher.run
     calls = threading.Event()
 
     def broken(batch):
@@ -193,7 +194,7 @@ def test_backend_failure_fails_only_that_batch(client_for, clips):
             raise RuntimeError("device lost")
         return real(batch)
 
-    runtime.batcher.run = broken
+    runtime.classifier.batcher.run = broken
     first = _post(client, _clip(clips))
     assert first.status_code == 500 and first.json()["error"]["code"] == "internal"
     assert set(first.json()["error"]) == {"code", "message"} and "device lost" in first.json()["error"]["message"]
@@ -203,11 +204,22 @@ def test_backend_failure_fails_only_that_batch(client_for, clips):
 
 def test_auth(client_for, clips):
     client = client_for(api_key="s3cret")
-    assert client.get("/v2/health/live").status_code == 200  # health stays open
+    for path in ("/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json"):
+        assert client.get(path).status_code == 200, path  # health and docs stay open
     r = _post(client, _clip(clips))
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-    assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    for path in ("/v1/models", "/v2", "/v2/models/tiny", "/v2/models/tiny/ready", "/metrics"):
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
+        assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
+    assert client.get("/v1/models", headers={"Authorization": "Basic s3cret"}).status_code == 401
     assert _post(client, _clip(clips), headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert _metric(client, 'sttm_requests_total{route="/v1/classify",status="401"}', auth="s3cret") == 1
+    # the scheme is in the OpenAPI schema, on the protected operations only
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/classify"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/v2/health/live"]["get"]
 
 
 def test_missing_model_exits_or_stays_not_ready(tmp_path):
@@ -238,16 +250,18 @@ def test_openapi_documents_the_endpoints(client_for):
 
 
 def test_tensorrt_provider_gets_batch_profiles_and_a_cache(tiny_onnx, tmp_path):
-    from service.backend import Backend
+    from service.backends import BackendOptions, load_backend
+    from service.backends.ort import provider
 
-    meta = Backend.load(tiny_onnx, ["CPUExecutionProvider"]).meta
-    name, options = Backend._provider("TensorrtExecutionProvider", meta, 8, tmp_path / "engines")
+    meta = load_backend(tiny_onnx).meta
+    name, options = provider("TensorrtExecutionProvider", meta, 8, tmp_path / "engines")
     assert options["trt_profile_min_shapes"] == "video:1x3x8x64x64"
     assert options["trt_profile_max_shapes"] == "video:8x3x8x64x64"
     assert options["trt_engine_cache_enable"] and options["trt_engine_cache_path"] == str(tmp_path / "engines")
-    assert Backend._provider("CUDAExecutionProvider", meta, 8, None) == "CUDAExecutionProvider"
+    assert provider("CUDAExecutionProvider", meta, 8, None) == "CUDAExecutionProvider"
     # providers not installed here are skipped: the CPU session still serves
-    backend = Backend.load(tiny_onnx, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    backend = load_backend(tiny_onnx, BackendOptions(providers))
     assert backend.provider == "onnxruntime:CPUExecutionProvider"
 
 
@@ -255,9 +269,9 @@ def _engine_with_sidecar(tiny_onnx, tmp_path):
     """A `.plan` path with the JSON sidecar `sttm export --format tensorrt` writes."""
     from dataclasses import asdict
 
-    from service.backend import Backend
+    from service.backends import load_backend
 
-    meta = Backend.load(tiny_onnx, ["CPUExecutionProvider"]).meta
+    meta = load_backend(tiny_onnx).meta
     plan = tmp_path / "tiny.plan"
     plan.write_bytes(b"serialized engine")
     (tmp_path / "tiny.plan.json").write_text(json.dumps({"cache_key": {}, "metadata": asdict(meta)}))
@@ -265,10 +279,10 @@ def _engine_with_sidecar(tiny_onnx, tmp_path):
 
 
 def test_a_tensorrt_engine_is_served_with_its_sidecar_metadata(tiny_onnx, tmp_path, clips, monkeypatch, client_for):
-    from service import backend as backend_module
+    from service.backends import load_backend, trt
 
     plan, meta = _engine_with_sidecar(tiny_onnx, tmp_path)
-    onnx_run = backend_module.Backend.load(tiny_onnx, ["CPUExecutionProvider"]).run
+    onnx_run = load_backend(tiny_onnx).run
     opened = []
 
     class FakeEngine:  # stands in for TensorRT (no GPU here): the same model through ORT
@@ -278,7 +292,7 @@ def test_a_tensorrt_engine_is_served_with_its_sidecar_metadata(tiny_onnx, tmp_pa
         def __call__(self, video):
             return onnx_run(video)
 
-    monkeypatch.setattr(backend_module, "TensorRTRunner", FakeEngine)
+    monkeypatch.setattr(trt, "TensorRTRunner", FakeEngine)
     client = client_for(model=plan)
     assert opened == [plan]
     info = client.get("/v1/models").json()[0]
@@ -288,27 +302,14 @@ def test_a_tensorrt_engine_is_served_with_its_sidecar_metadata(tiny_onnx, tmp_pa
 
 
 def test_an_engine_without_sidecar_or_tensorrt_fails_to_load_clearly(tiny_onnx, tmp_path):
-    from service.backend import Backend, ModelLoadError
+    from service.backends import ModelLoadError, load_backend
 
     plan, _ = _engine_with_sidecar(tiny_onnx, tmp_path)
     with pytest.raises(ModelLoadError, match="needs tensorrt and cuda-python"):  # this machine has no TensorRT
-        Backend.load(plan, [])
+        load_backend(plan)
     (tmp_path / "tiny.plan.json").unlink()
     with pytest.raises(ModelLoadError, match="no metadata sidecar tiny.plan.json"):
-        Backend.load(plan, [])
+        load_backend(plan)
     (tmp_path / "tiny.plan.json").write_text('{"metadata": {"name": "x"}}')
     with pytest.raises(ModelLoadError, match="lacks 'sttm.arch'"):
-        Backend.load(plan, [])
-
-
-def test_timeline_windows_are_counted_before_they_are_listed():
-    from models.video import VideoError
-    from service.pipeline import window_starts
-    from service.schemas import TimelineOptions
-
-    assert window_starts(10.0, TimelineOptions(window_s=2, stride_s=0.3), 120).tolist() == pytest.approx(
-        np.arange(0.0, 8 + 1e-6, 0.3).tolist()
-    )
-    tiny = TimelineOptions.model_construct(top_k=3, window_s=2.0, stride_s=5e-324)  # past the schema's bound
-    with pytest.raises(VideoError, match="inf windows"):
-        window_starts(10.0, tiny, 120)
+        load_backend(plan)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models.video import Limits
+from media import Limits
 from service.app import create_app
-from service.backend import Backend
+from service.backends import load_backend
 from service.settings import Settings
 from tests.service.fuzz import corpus, declare_samples, flat_h264, fuzz, make_case
 
@@ -22,7 +22,7 @@ def seeds(clips):
 def test_mutated_clips_decode_or_are_refused(tiny_onnx, seeds):
     """300 cases, each in a worker killed past the decode limit + 5 s: views of the right
     shape or a VideoError, nothing else."""
-    meta = Backend.load(tiny_onnx, ["CPUExecutionProvider"]).meta
+    meta = load_backend(tiny_onnx).meta
     report = fuzz(seeds, 300, meta, Limits(decode_timeout_s=5.0), seed=1, margin_s=5.0)
     assert report.cases == 300 and not report.crashes and not report.hangs, report.summary()
     assert report.ok > 0 and len(report.rejected) >= 3, report.summary()  # both sides of the decoder are reached

@@ -26,7 +26,16 @@ import numpy as np
 import pytest
 
 from service.cli import main
-from service.loadtest import Sample, ServerWatch, bench, parse_levels, percentile, render, server_tmpdir, summarize
+from service.client.loadtest import (
+    Sample,
+    ServerWatch,
+    bench,
+    parse_levels,
+    percentile,
+    render,
+    server_tmpdir,
+    summarize,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = """
 import os, sys, time
 from pathlib import Path
-from service.backend import Backend
+from service.backends import Backend
 
 flag, real = Path(os.environ["SLOW_FLAG"]), Backend.__call__
 

@@ -1,0 +1,1 @@
+"""Client code that talks to a running server over HTTP (no server modules imported)."""
