@@ -19,6 +19,7 @@ ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:25.06-py3
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY media ./media
 COPY models ./models
 COPY export ./export
 COPY service ./service
@@ -52,6 +53,7 @@ CMD ["sttm", "serve"]
 FROM ${TENSORRT_IMAGE} AS gpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY media ./media
 COPY models ./models
 COPY export ./export
 COPY service ./service

@@ -1,10 +1,10 @@
-"""Serving benchmarks (numbers for the notes, not tests).
+"""Sampled decoding (`media.read_frames`) vs decoding every frame, on generated clips.
 
-    python -m service.bench decode               # sampled decoding vs decoding every frame
-    python -m service.bench pipeline MODEL.onnx  # per-stage latency through the serving pipeline
+    python -m benchmarks.decode [--seconds 10 300] [--repeats 5] [--workdir DIR]
 
-Clips are generated here (H.264, 640x360, 30 fps): 10 s and 5 min, GOP 250 (x264's
-default), a moving pattern so the encoder has real work.
+Clips are generated here (H.264, 640x360, 30 fps; by default 10 s and 5 min), GOP 250
+(x264's default), a moving pattern so the encoder has real work. The baseline is what a
+naive user writes with PyAV: decode every frame and scale it to the short side.
 """
 
 from __future__ import annotations
@@ -18,12 +18,22 @@ from pathlib import Path
 import av
 import numpy as np
 
-from models.video import decode_all, read_frames
+from media import read_frames
+from media.sampling import clip_plan
+
+SHORT_SIDE = 224
+WORKDIR = Path(tempfile.gettempdir()) / "sttm-bench"
+PLANS = {  # label -> the plan read_frames gets: one test-mode clip of 16 frames
+    "16 uniform": clip_plan(16, "uniform", 4),
+    "16 dense x4": clip_plan(16, "dense", 4),
+}
 
 
 def make_clip(path: Path, seconds: float, fps: int = 30, size: tuple[int, int] = (640, 360)) -> Path:
+    """An H.264 clip of `seconds` at `path` (kept: an existing file is reused)."""
     if path.is_file():
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     with av.open(str(path), "w") as out:
@@ -41,7 +51,31 @@ def make_clip(path: Path, seconds: float, fps: int = 30, size: tuple[int, int] =
     return path
 
 
-def _median_ms(fn, repeats: int) -> float:
+def clip_label(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
+
+
+def make_clips(workdir: Path, seconds: list[float]) -> dict[str, Path]:
+    """label ("10 s", "5 min") -> the generated clip."""
+    return {clip_label(s): make_clip(workdir / f"{s:g}s.mp4", s) for s in seconds}
+
+
+def decode_every_frame(path: Path, short_side: int) -> int:
+    """The naive baseline: decode every frame and convert it to RGB scaled to `short_side`
+    (then drop it). Returns the number of frames."""
+    count = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"  # as media.decode: only which frames are decoded differs
+        for frame in container.decode(stream):
+            scale = short_side / min(frame.width, frame.height)
+            w, h = max(short_side, round(frame.width * scale)), max(short_side, round(frame.height * scale))
+            frame.to_ndarray(format="rgb24", width=w, height=h)
+            count += 1
+    return count
+
+
+def median_ms(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -50,47 +84,25 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def decode(args) -> None:
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    clips = {"10 s": make_clip(workdir / "10s.mp4", 10), "5 min": make_clip(workdir / "5min.mp4", 300)}
-    print("| clip | frames sampled | sampled decode ms | decode every frame ms | ratio |")
-    print("|---|---|---|---|---|")
-    for name, path in clips.items():
-        for label, kw in (("16 uniform", dict(clip_len=16, sampling="uniform")),
-                          ("16 dense x4", dict(clip_len=16, sampling="dense", frame_interval=4))):  # fmt: skip
-            ours = _median_ms(lambda kw=kw, path=path: read_frames(path, None, 224, **kw), args.repeats)
-            every = _median_ms(lambda path=path: decode_all(path, 224), 1 if name == "5 min" else args.repeats)
-            print(f"| {name} | {label} | {ours:.0f} | {every:.0f} | {every / ours:.1f}x |")
-
-
-def pipeline(args) -> None:
-    from service.predict import predict
-
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    clips = {"10 s": make_clip(workdir / "10s.mp4", 10), "5 min": make_clip(workdir / "5min.mp4", 300)}
-    print(f"# {args.model}")
-    print("| clip | decode ms | preprocess ms | inference ms |")
-    print("|---|---|---|---|")
-    for name, path in clips.items():
-        runs = [predict(args.model, [str(path)])[0]["latency_ms"] for _ in range(args.repeats)]
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        print(f"| {name} | {med['decode']:.0f} | {med['preprocess']:.0f} | {med['inference']:.0f} |")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    for name in ("decode", "pipeline"):
-        p = sub.add_parser(name)
-        p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "sttm-bench"))
-        p.add_argument("--repeats", type=int, default=5)
-        if name == "pipeline":
-            p.add_argument("model")
-        p.set_defaults(run=decode if name == "decode" else pipeline)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[10, 300], help="clip lengths to generate")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where the clips are generated (and kept)")
     args = parser.parse_args(argv)
-    args.run(args)
+
+    clips = make_clips(args.workdir, args.seconds)  # first: generating is not timed
+    print(f"# PyAV {av.__version__}, short side {SHORT_SIDE}, median of {args.repeats} (every frame: once from 1 min)")
+    print("| clip | frames sampled | sampled decode ms | decode every frame ms | ratio |")
+    print("|---|---|---|---|---|")
+    for seconds in dict.fromkeys(args.seconds):
+        name = clip_label(seconds)
+        path = clips[name]
+        every_repeats = 1 if seconds >= 60 else args.repeats
+        every = median_ms(lambda path=path: decode_every_frame(path, SHORT_SIDE), every_repeats)
+        for label, plan in PLANS.items():
+            ours = median_ms(lambda path=path, plan=plan: read_frames(path, plan, SHORT_SIDE), args.repeats)
+            print(f"| {name} | {label} | {ours:.0f} | {every:.0f} | {every / ours:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The evidence for STTM's trade-off, and the demo model — one reproducible pipeline.
 
-    python -m export.experiments demo    # data -> no-merge model -> STTM fine-tune -> models/demo/
-    python -m export.experiments table   # none vs ToMe vs STTM, training-free and fine-tuned
+    python -m benchmarks.experiments demo                       # data -> base model -> STTM fine-tune -> models/demo/
+    python -m benchmarks.experiments table [--symmetric]        # none vs ToMe vs STTM, training-free and fine-tuned
+    python -m benchmarks.experiments package --checkpoint DIR   # ship a checkpoint as the demo
 
-Every step is skipped when its output exists, so an interrupted run continues. Work
-files go to `runs/` (git-ignored); what is committed goes to `models/demo/`.
+Run from the repository root (`make demo`, `make paper-table`). Every step is skipped when
+its output exists, so an interrupted run continues. Work files go to `runs/` (git-ignored);
+what is committed goes to `models/demo/`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from models.synth import CLASSES, PAIRS, SynthConfig, generate
 from models.train import TrainConfig, train
 
 RUNS = Path("runs")
-DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "models" / "demo"  # benchmarks/ sits beside models/
 RESULTS = DEMO / "results"
 SEED = 0
 MODEL = "vit-demo"

@@ -1,8 +1,8 @@
 """ONNX Runtime (CPU) vs PyTorch eager, unmerged vs ToMe vs STTM, in one run.
 
-    python -m export.bench [--model videomae-b] [--reduction 0.38] [--repeats 5]
+    python -m benchmarks.export_speed [--model videomae-b] [--reduction 0.38] [--repeats 5]
 
-Each model is exported (and validated) first; then all eight runners are timed
+Each model is exported (and validated) first; then all six runners are timed
 interleaved so machine noise hits all alike. Median latency per runner, batch 1.
 """
 

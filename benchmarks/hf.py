@@ -4,11 +4,13 @@ Two halves, because transformers' VideoMAE image processor needs torchvision, wh
 breaks beside this project's torch: run `prepare` and `ours` with the project's venv,
 `hf` with a separate venv (torch==2.14.1 torchvision==0.29.1 transformers av), e.g.
 
-    python -m export.bench_hf prepare --out /tmp/hfbench            # HF dir + our exports
-    /other/venv/bin/python export/bench_hf.py hf --out /tmp/hfbench --clip CLIP
-    python -m export.bench_hf ours --out /tmp/hfbench --clip CLIP
+    python -m benchmarks.hf prepare --out /tmp/hfbench            # HF dir + our exports
+    /other/venv/bin/python benchmarks/hf.py hf --out /tmp/hfbench --clip CLIP
+    python -m benchmarks.hf ours --out /tmp/hfbench --clip CLIP
 
-`hf` imports nothing from this project.
+`hf` imports nothing from this project (run it as a file, so the other venv never needs
+this project installed); `prepare` needs the export extra (torch) and transformers, `ours`
+only the serving path (media, service.backends).
 """
 
 from __future__ import annotations
@@ -72,18 +74,16 @@ def hf(out: Path, clip: str, repeats: int) -> None:
 
 
 def ours(out: Path, clip: str, repeats: int) -> None:
-    from models.video import Limits
-    from service.backend import Backend
-    from service.pipeline import prepare_clip
-    from service.schemas import ClassifyOptions
+    from media import Limits, Views, load_clip
+    from service.backends import BackendOptions, load_backend
 
     for variant in VARIANTS:
-        backend = Backend.load(out / f"videomae-b-{variant}.onnx", ["CPUExecutionProvider"])
+        backend = load_backend(out / f"videomae-b-{variant}.onnx", BackendOptions(providers=["CPUExecutionProvider"]))
         backend.warm_up()
 
         def run(backend=backend):
-            prepared = prepare_clip(clip, backend.meta, ClassifyOptions(), Limits())
-            return backend(prepared.views)
+            clip_input = load_clip(clip, backend.meta.input_spec, Views(), Limits())
+            return backend(clip_input.tensor)
 
         seconds, _ = _median(run, repeats)
         print(json.dumps({"side": f"sttm-serve {variant}", "seconds": seconds}))

@@ -1,6 +1,6 @@
 """PyTorch latency vs GFLOPs for none / ToMe / STTM, measured in one run.
 
-    python -m models.bench [--model videomae-b] [--reduction 0.38] [--repeats 5]
+    python -m benchmarks.merge_speed [--model videomae-b] [--reduction 0.38] [--repeats 5]
 
 Runs are interleaved (none, tome, sttm, none, ...) so machine noise hits all alike;
 the median per method is reported with its ratio to the unmerged model.

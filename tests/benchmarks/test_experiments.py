@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from export.experiments import LABELS, order_accuracy, plot
+from benchmarks.experiments import LABELS, order_accuracy, plot
 
 
 def test_order_accuracy_counts_only_twin_confusions():

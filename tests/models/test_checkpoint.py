@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import PRESETS, CheckpointError, MergeConfig, build_model, load_model, save_model
-from tests.conftest import randomize, write_hf
+from tests.torch_helpers import randomize, write_hf
 
 TINY = PRESETS["vit-tiny"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import load_model
-from tests.conftest import write_hf
+from tests.torch_helpers import write_hf
 
 SIZES = [
     dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import PRESETS, MergeConfig, build_model
-from tests.conftest import randomize
+from tests.torch_helpers import randomize
 
 TINY = PRESETS["timesformer-tiny"]
 

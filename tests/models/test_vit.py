@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import PRESETS, MergeConfig, build_model
-from tests.conftest import randomize
+from tests.torch_helpers import randomize
 
 TINY = PRESETS["vit-tiny"]
 
