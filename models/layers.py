@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,7 +61,13 @@ class Mlp(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Tubelet (Conv3d) or per-frame (Conv2d) patch embedding; `.proj` as in the original repos."""
+    """Tubelet (Conv3d) or per-frame (Conv2d) patch embedding; `.proj` as in the original repos.
+
+    The convolution's kernel equals its stride, so it is computed as what it is — patches cut
+    out by a reshape, then one matmul with the flattened kernel (the same numbers): exporters
+    write MatMul, which every runtime runs in low precision correctly. (OpenVINO 2026.4's CPU
+    plugin computes a strided 3-D Convolution wrongly in bf16 when it has other than 3 input
+    channels: relative error ~1 for 6 or 8, which put the 6-channel demo at chance.)"""
 
     def __init__(self, dim: int, patch: int, tubelet: int | None, channels: int = 3) -> None:
         super().__init__()
@@ -70,7 +78,14 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, channels, (T,) H, W] -> [B, tokens, C]` in (t, h, w) order."""
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, ...) -> (B, tokens, C)
+        weight = self.proj.weight  # (C, channels, *kernel)
+        kernel, n = weight.shape[2:], weight.dim() - 2
+        B, channels, *size = x.shape
+        grid = [s // k for s, k in zip(size, kernel)]
+        x = x.reshape(B, channels, *[v for g, k in zip(grid, kernel) for v in (g, k)])  # (B, ch, g0, k0, g1, k1, ..)
+        x = x.permute(0, *range(2, 2 + 2 * n, 2), 1, *range(3, 3 + 2 * n, 2))  # (B, g0, g1, .., ch, k0, k1, ..)
+        x = x.reshape(B, math.prod(grid), -1)  # (B, tokens, ch * prod(kernel))
+        return F.linear(x, weight.flatten(1), self.proj.bias)  # (B, tokens, C)
 
 
 def sinusoid_table(n: int, dim: int) -> torch.Tensor:

@@ -58,9 +58,11 @@ def _assignment(dest: torch.Tensor, is_src: torch.Tensor, r: int) -> torch.Tenso
         `[b, n - r, n]` float; output slots are the kept tokens in original order.
     """
     n = dest.shape[-1]
-    positions = torch.arange(n, device=dest.device, dtype=torch.float32)
-    # Kept tokens sorted back to original order with a constant-K TopK (no argsort).
-    key = positions + is_src * n  # merged-away tokens sort last
+    positions = torch.arange(n, device=dest.device, dtype=torch.int32)
+    # Kept tokens sorted back to original order with a constant-K TopK (no argsort), on
+    # integer keys: a runtime that lowers float math to bf16 (exact for integers up to 256
+    # only) would tie a late kept token with a merged-away one and leave a slot empty.
+    key = positions + (is_src > 0).to(torch.int32) * n  # merged-away tokens sort last
     kept = torch.topk(-key, n - r, dim=-1).indices  # (b, n-r), ascending original index
     return (dest[..., None, :] == kept[..., :, None]).float()  # (b, n-r, n)
 
