@@ -21,8 +21,14 @@ import statistics
 import time
 from pathlib import Path
 
-# our exports: name -> (merge, precision); STTM at reduction 0.38
-VARIANTS = {"none": ("none", "fp32"), "sttm": ("sttm", "fp32"), "sttm-int8": ("sttm", "int8")}
+# our exports: name -> (merge, stored precision); ToMe and STTM at reduction 0.38
+VARIANTS = {"none": ("none", "fp32"), "tome": ("tome", "fp32"), "sttm": ("sttm", "fp32"), "sttm-int8": ("sttm", "int8")}
+# what `ours` times: (export, runtime, run-time precision)
+RUNS = (
+    ("none", "onnxruntime", "fp32"), ("sttm", "onnxruntime", "fp32"), ("sttm-int8", "onnxruntime", "auto"),
+    ("none", "openvino", "fp32"), ("sttm", "openvino", "fp32"),
+    ("none", "openvino", "bf16"), ("tome", "openvino", "bf16"), ("sttm", "openvino", "bf16"),
+)  # fmt: skip
 
 
 def _median(fn, repeats: int) -> tuple[float, object]:
@@ -56,7 +62,7 @@ def prepare(out: Path) -> None:
     for variant, (merge, precision) in VARIANTS.items():
         target = out / f"videomae-b-{variant}.onnx"
         if not target.is_file():
-            run_export(str(hf_dir), target, merge=merge, reduction=0.38 if merge == "sttm" else 0.0,
+            run_export(str(hf_dir), target, merge=merge, reduction=0.38 if merge != "none" else 0.0,
                        precision=precision, quiet=True)  # fmt: skip
 
 
@@ -77,8 +83,8 @@ def ours(out: Path, clip: str, repeats: int) -> None:
     from media import Limits, Views, load_clip
     from service.backends import BackendOptions, load_backend
 
-    for variant in VARIANTS:
-        backend = load_backend(out / f"videomae-b-{variant}.onnx", BackendOptions(providers=["CPUExecutionProvider"]))
+    for variant, kind, precision in RUNS:
+        backend = load_backend(out / f"videomae-b-{variant}.onnx", BackendOptions(kind, precision))
         backend.warm_up()
 
         def run(backend=backend):
@@ -86,7 +92,8 @@ def ours(out: Path, clip: str, repeats: int) -> None:
             return backend(clip_input.tensor)
 
         seconds, _ = _median(run, repeats)
-        print(json.dumps({"side": f"sttm-serve {variant}", "seconds": seconds}))
+        side = f"sttm-serve {variant}, {backend.provider} {backend.precision}"
+        print(json.dumps({"side": side, "seconds": seconds}), flush=True)
 
 
 def main() -> None:

@@ -15,9 +15,10 @@ from typing import Literal
 
 import numpy as np
 
+from export.agreement import ValidationError, ValidationReport
 from export.metadata import sidecar_path
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
-from export.validate import ValidationError, ValidationReport, onnxruntime_runner, validate
+from export.validate import onnxruntime_runner, validate
 
 Format = Literal["onnx", "tensorrt", "triton"]
 # Opens a built engine as a function `[B, 3, T, S, S]` -> logits: the server's own runner

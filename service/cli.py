@@ -31,6 +31,28 @@ def _export(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _validate(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from export.pipeline import run_export
+    from export.validate import validate
+    from models import load_model
+    from service.backends import BackendOptions, load_backend
+
+    precision = args.precision or "auto"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        run_export(args.model, path, merge=args.merge, reduction=args.reduction, quiet=True)
+        options = BackendOptions(args.backend or "auto", precision, check=False)  # this is the check
+        backend = load_backend(path, options)
+        model = load_model(args.model, merge=args.merge, reduction=args.reduction)
+        name = f"{backend.provider} {backend.precision}"
+        report = validate(model, backend.run, name, backend.precision)  # raises ValidationError (exit 2) on a FAIL
+    print(report.table())
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> None:
     from models.synth import SynthConfig, generate
 
@@ -54,8 +76,17 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from export.evaluate import evaluate
 
+    exported = None
+    if args.model.endswith((".onnx", ".plan", ".engine")):  # an exported model: as the server runs it
+        from service.backends import BackendOptions, load_backend
+
+        exported = load_backend(args.model, BackendOptions(args.backend or "auto", args.precision or "auto"))
+    elif args.backend or args.precision:
+        raise ValueError("--backend/--precision choose how an exported model runs: export MODEL first")
     result = evaluate(args.model, args.data, args.split, args.merge, args.reduction, args.batch_size, args.workers,
-                      args.on_error)  # fmt: skip
+                      args.on_error, exported)  # fmt: skip
+    if exported is not None:
+        result = {**result, "backend": exported.provider, "precision": exported.precision}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -81,7 +112,7 @@ def _serve(args: argparse.Namespace) -> None:
     from service.settings import Settings
 
     # Flags become STTM_* variables so that every worker process builds the same Settings.
-    for name in ("model", "host", "port"):
+    for name in ("model", "host", "port", "backend", "precision"):
         if getattr(args, name) is not None:
             os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
     settings = Settings()
@@ -96,7 +127,8 @@ def _serve(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from service.predict import predict
 
-    results = predict(args.model, args.videos, args.top_k)
+    runtime = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
+    results = predict(args.model, args.videos, args.top_k, **runtime)
     if args.json:
         print(json.dumps(results, indent=2))
     for result in [] if args.json else results:
@@ -138,7 +170,14 @@ def _flags() -> dict[str, argparse.ArgumentParser]:
     exported.add_argument("model", help="exported .onnx (or TensorRT .plan), or 'demo'")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
-    return {"checkpoint": checkpoint, "merge": merge, "exported": exported, "json": as_json}
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--backend", choices=["auto", "onnxruntime", "openvino", "tensorrt"], default=None,
+                         help="runtime of an exported model (STTM_BACKEND; auto: OpenVINO on the CPU when installed, "
+                              "else ONNX Runtime; engines: TensorRT)")  # fmt: skip
+    runtime.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default=None,
+                         help="what the runtime computes in (STTM_PRECISION; auto: bf16 on CPUs with bf16 units "
+                              "where it passes the check, else fp32)")  # fmt: skip
+    return {"checkpoint": checkpoint, "merge": merge, "exported": exported, "json": as_json, "runtime": runtime}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sttm", description="Video action recognition with token merging.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    srv = sub.add_parser("serve", help="serve a model over HTTP (settings also from STTM_* variables)")
+    srv = sub.add_parser("serve", parents=[f["runtime"]],
+                         help="serve a model over HTTP (settings also from STTM_* variables)")  # fmt: skip
     srv.add_argument("--model", default=None, help="exported .onnx (default: the bundled demo model)")
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=int, default=None)
@@ -154,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(run=_serve)
 
-    pre = sub.add_parser("predict", parents=[f["exported"], f["json"]],
+    pre = sub.add_parser("predict", parents=[f["exported"], f["runtime"], f["json"]],
                          help="classify video files locally, without a server")  # fmt: skip
     pre.add_argument("videos", nargs="+")
     pre.add_argument("--top-k", type=int, default=5)
@@ -174,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
     exp.set_defaults(run=_export)
+
+    what = "hold a runtime x precision to PyTorch: the export's table; exit 2 on a FAIL"
+    val = sub.add_parser("validate", parents=[f["checkpoint"], f["merge"], f["runtime"]], help=what)
+    val.set_defaults(run=_validate)
 
     syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")
     syn.add_argument("out")
@@ -202,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="a corrupt video in the list")
     tr.set_defaults(run=_train)
 
-    ev = sub.add_parser("eval", parents=[f["checkpoint"], f["merge"], f["json"]],
+    ev = sub.add_parser("eval", parents=[f["checkpoint"], f["merge"], f["runtime"], f["json"]],
                         help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split")  # fmt: skip
     ev.add_argument("data")
     ev.add_argument("--split", default="test")

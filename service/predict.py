@@ -23,6 +23,8 @@ async def _predict(settings: Settings, videos: list[str], opts: ClassifyOptions)
     return results
 
 
-def predict(model: str, videos: list[str], top_k: int = 5) -> list[dict]:
-    """One result per video: `/v1/classify`'s answer, or `{"error": {"code", "message"}}`."""
-    return asyncio.run(_predict(Settings(model=model), videos, ClassifyOptions(top_k=top_k)))
+def predict(model: str, videos: list[str], top_k: int = 5, **settings) -> list[dict]:
+    """One result per video: `/v1/classify`'s answer, or `{"error": {"code", "message"}}`.
+    `settings`: any other `Settings` field (e.g. `backend`, `precision`); the rest come from
+    `STTM_*` variables, as for the server."""
+    return asyncio.run(_predict(Settings(model=model, **settings), videos, ClassifyOptions(top_k=top_k)))

@@ -84,6 +84,6 @@ async def models(classifier: ClassifierDep) -> list[ModelInfo]:
             gflops=m.gflops,
             gflops_unmerged=m.gflops_unmerged,
             backend=classifier.backend.provider,
-            precision=m.precision,
+            precision=classifier.backend.precision,
         )  # fmt: skip
     ]

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from media import Limits
-from service.backends import BackendOptions
+from service.backends import BackendOptions, Kind, Precision
 
 DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
 
@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     model: Path = Field(DEMO_ONNX, description="exported .onnx (its metadata says how to preprocess), or 'demo'")
     host: str = "127.0.0.1"
     port: int = 8000
+    backend: Kind = "auto"  # auto: OpenVINO on the CPU when installed, else ONNX Runtime; engines: TensorRT
+    precision: Precision = "auto"  # what the runtime computes in; auto: bf16 on CPUs with bf16 units (OpenVINO)
     # ONNX Runtime providers, in order of preference; those not installed are skipped
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: int = 0  # 0: ONNX Runtime decides
@@ -48,7 +50,8 @@ class Settings(BaseSettings):
     @property
     def backend_options(self) -> BackendOptions:
         """How the model runner is opened."""
-        return BackendOptions(self.providers, self.intra_op_threads, self.max_batch, self.engine_cache)
+        return BackendOptions(self.backend, self.precision, self.providers, self.intra_op_threads, self.max_batch,
+                              self.engine_cache)  # fmt: skip
 
     @property
     def limits(self) -> Limits:

@@ -1,23 +1,37 @@
 """Model runners behind one small interface: `load_backend(path, options) -> Backend`.
 
 A backend is a function `[B, 3, T, S, S]` float32 -> logits `[B, classes]` plus the model's
-metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime opens a file:
-- `.onnx`: ONNX Runtime (`backends.ort`: CPU, or TensorRT/CUDA providers where present);
+metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime opens a file
+(`BackendOptions.kind`, `auto` by default):
+- `.onnx`: OpenVINO on the CPU (`backends.ov`: AMX bf16 where the CPU has it) when it is
+  installed and no GPU provider is asked for, else ONNX Runtime (`backends.ort`: CPU, or
+  TensorRT/CUDA providers where present);
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
   metadata in the `<engine>.json` sidecar.
 Each runtime module is imported only when a file needs it (TensorRT exists only on NVIDIA
 machines).
+
+Precision (`BackendOptions.precision`): what the runtime computes in. ONNX Runtime and
+TensorRT run what the file stores (`sttm export --precision`); OpenVINO can run a plain
+fp32 file in bf16/fp16, and a low precision is held at load to the same rule as an export
+(`export.agreement`) against the runtime's own fp32: a failing combination is refused,
+and `auto` falls back to fp32.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from export.metadata import ENGINE_SUFFIXES, ModelMetadata
+
+Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 class ModelLoadError(RuntimeError):
@@ -26,10 +40,13 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackendOptions:
+    kind: Kind = "auto"
+    precision: Precision = "auto"
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])  # ORT, in order of preference
     threads: int = 0  # intra-op threads; 0: the runtime decides
     max_batch: int = 8  # largest batch the batcher sends (engine profiles)
     cache: Path | None = None  # compiled-engine cache directory
+    check: bool = True  # hold a low run-time precision to the runtime's own fp32 at load (`sttm validate`: to PyTorch)
 
 
 @dataclass(frozen=True)
@@ -37,7 +54,8 @@ class Backend:
     run: Callable[[np.ndarray], np.ndarray]  # `[B, 3, T, S, S]` float32 -> logits `[B, classes]`; thread-safe
     meta: ModelMetadata
     path: Path
-    provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "tensorrt"
+    provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "openvino:CPU", "tensorrt"
+    precision: str = "fp32"  # what it computes in (ONNX Runtime, TensorRT: what the file stores)
 
     def __call__(self, video: np.ndarray) -> np.ndarray:
         """`[B, 3, T, S, S]` float32 -> logits `[B, classes]`."""
@@ -53,14 +71,43 @@ class Backend:
 
 
 def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -> Backend:
-    """Open an exported model with the runtime its file needs."""
+    """Open an exported model with the runtime `options.kind` names (or the best one here)."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
-    if path.suffix in ENGINE_SUFFIXES:
+    kind = resolve_kind(path, options)
+    if kind == "tensorrt":
         from service.backends import trt
 
         return trt.load(path)
+    if kind == "openvino":
+        from service.backends import ov
+
+        return ov.load(path, options)
     from service.backends import ort
 
     return ort.load(path, options)
+
+
+def resolve_kind(path: Path, options: BackendOptions) -> str:
+    """`auto`: a TensorRT engine runs on TensorRT; an ONNX file on OpenVINO when it is installed
+    and only the CPU provider is asked for, else on ONNX Runtime. A runtime that cannot open
+    the file, or is not installed, is a `ModelLoadError`."""
+    engine = path.suffix in ENGINE_SUFFIXES
+    kind = options.kind
+    if kind == "auto":
+        cpu_only = list(options.providers) == ["CPUExecutionProvider"]
+        kind = "tensorrt" if engine else "openvino" if cpu_only and _installed("openvino") else "onnxruntime"
+    if engine != (kind == "tensorrt"):
+        what = "a TensorRT engine (.plan)" if engine else "an ONNX file"
+        raise ModelLoadError(f"{path}: {what} cannot run on {kind} (TensorRT runs engines, the others ONNX files)")
+    if kind == "openvino" and not _installed("openvino"):
+        raise ModelLoadError("--backend openvino: OpenVINO is not installed (pip install openvino, in the cpu extra)")
+    if kind != "openvino" and options.precision not in ("auto", "fp32"):
+        raise ModelLoadError(f"{kind} runs the precision the file stores (sttm export --precision); "
+                             f"--precision {options.precision} needs --backend openvino")  # fmt: skip
+    return kind
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

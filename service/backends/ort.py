@@ -27,7 +27,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
     def run(video):  # thread-safe: ORT sessions are
         return session.run([meta.output_name], {meta.input_name: video})[0]
 
-    return Backend(run, meta, path, f"onnxruntime:{session.get_providers()[0]}")
+    return Backend(run, meta, path, f"onnxruntime:{session.get_providers()[0]}", meta.precision)
 
 
 def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):

@@ -28,7 +28,7 @@ def load(path: Path) -> Backend:
         ) from None
     except (ValueError, RuntimeError) as err:
         raise ModelLoadError(str(err)) from None
-    return Backend(runner, meta, path, "tensorrt")
+    return Backend(runner, meta, path, "tensorrt", meta.precision)
 
 
 def _cudart():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -42,6 +43,9 @@ def _post(client, data: bytes, path="/v1/classify", params=None, raw=False, **kw
     if raw:
         return client.post(path, content=data, params=params, headers={"content-type": "video/mp4"}, **kw)
     return client.post(path, files={"file": ("clip.mp4", data, "video/mp4")}, params=params, **kw)
+
+
+DEFAULT_RUNTIME = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"  # `auto` for an ONNX
 
 
 def _metric(client, name: str, auth: str | None = None) -> float:
@@ -94,7 +98,7 @@ def test_multi_view_timeline_and_models(client_for, clips):
     windows = t.json()["windows"]
     assert [w["start_s"] for w in windows] == [0.0, 0.5, 1.0] and all(w["predictions"] for w in windows)
     info = client.get("/v1/models").json()[0]
-    assert info["labels"] == CLASSES and info["frames"] == 8 and info["backend"].startswith("onnxruntime")
+    assert info["labels"] == CLASSES and info["frames"] == 8 and info["backend"].startswith(DEFAULT_RUNTIME)
 
 
 def test_v2_protocol(client_for):

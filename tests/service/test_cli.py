@@ -90,3 +90,30 @@ def test_a_torch_command_without_torch_is_one_line(capsys):
     assert main(["info", "vit-tiny"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sttm info: error: needs the 'torch' package") and err.count("\n") == 1
+
+
+def test_validate_holds_a_runtime_to_pytorch(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    from export import agreement
+
+    argv = ["validate", "vit-tiny", "--merge", "sttm", "--reduction", "0.3", "--backend", "onnxruntime"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime:CPUExecutionProvider fp32 vs pytorch (tolerance 0.001)" in out and "result: PASS" in out
+    monkeypatch.setitem(agreement.TOLERANCE, "fp32", -1.0)  # nothing passes
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm validate: error:") and "result: FAIL" in err and "Traceback" not in err
+
+
+def test_runtime_flags_refuse_what_cannot_run_in_one_line(capsys, tmp_path):
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"unused")
+    predict = ["predict", "demo", str(clip), "--backend", "onnxruntime", "--precision", "bf16"]
+    cases = [(predict, "needs --backend openvino")]
+    if importlib.util.find_spec("torch"):  # `sttm eval` reads data sets with torch
+        cases.append((["eval", "vit-tiny", str(tmp_path), "--backend", "openvino"], "export MODEL first"))
+    for argv, needle in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err

@@ -1,0 +1,81 @@
+"""Model-only latency per backend x precision: PyTorch eager (SDPA), ONNX Runtime fp32,
+OpenVINO fp32 and bf16 — unmerged vs ToMe vs STTM, in one run.
+
+    python -m benchmarks.backends [--model videomae-b] [--reduction 0.38] [--repeats 5]
+
+Each model is exported (and validated against PyTorch); each backend x precision is opened
+as the server opens it (`service.backends.load_backend`, the load-time precision check
+included: a refused combination is listed with its reason). Input: one clip of a generated
+10 s 640x272 H.264 video, decoded and sampled by `media.load_clip`. Runners are timed
+interleaved so machine noise hits all alike; median of `--repeats`, batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.decode import make_clip
+from export.pipeline import run_export
+from media import load_clip
+from models import PRESETS, load_model
+from service.backends import BackendOptions, ModelLoadError, load_backend
+
+RUNTIMES = {"onnxruntime fp32": ("onnxruntime", "fp32"), "openvino fp32": ("openvino", "fp32"),
+            "openvino bf16": ("openvino", "bf16")}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="videomae-b", choices=list(PRESETS))
+    parser.add_argument("--reduction", type=float, default=0.38)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    runners, refused, gflops = {}, {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        clip_path = make_clip(Path(scratch) / "clip.mp4", 10, size=(640, 272))
+        for merge in ("none", "tome", "sttm"):
+            reduction = 0.0 if merge == "none" else args.reduction
+            model = load_model(args.model, merge=merge, reduction=reduction).eval()
+            gflops[merge] = model.gflops()
+            path = Path(scratch) / f"{merge}.onnx"
+            run_export(args.model, path, merge=merge, reduction=reduction, quiet=True)
+            runners[(merge, "pytorch eager")] = lambda v, m=model: m(torch.from_numpy(v)).numpy()
+            for name, (kind, precision) in RUNTIMES.items():
+                try:
+                    runners[(merge, name)] = load_backend(path, BackendOptions(kind, precision)).run
+                except ModelLoadError as err:
+                    refused[(merge, name)] = str(err).split(": ", 1)[-1]
+        video = load_clip(clip_path, model.input_spec).tensor  # (1, 3, T, S, S)
+        times = {key: [] for key in runners}
+        with torch.inference_mode():
+            for run in runners.values():
+                run(video)  # warm-up
+            for _ in range(args.repeats):
+                for key, run in runners.items():
+                    start = time.perf_counter()
+                    run(video)
+                    times[key].append(time.perf_counter() - start)
+    base = statistics.median(times[("none", "onnxruntime fp32")])
+    print(f"# {args.model}, batch 1, model only, torch {torch.__version__}, {platform.machine()}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}, reduction {args.reduction}")  # fmt: skip
+    print("| merge | runtime | GFLOPs (MACs) | latency ms | vs ORT fp32 none | vs same runtime none |")
+    print("|---|---|---|---|---|---|")
+    for (merge, name), samples in times.items():
+        ms = statistics.median(samples)
+        own = times.get(("none", name))
+        vs_own = f"{statistics.median(own) / ms:.2f}x" if own else "-"
+        print(f"| {merge} | {name} | {gflops[merge]:.1f} | {ms * 1000:.0f} | {base / ms:.2f}x | {vs_own} |")
+    for (merge, name), reason in refused.items():
+        print(f"| {merge} | {name} | {gflops[merge]:.1f} | refused: {reason} | - | - |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""OpenVINO on the CPU: the exported ONNX file compiled for this CPU, in fp32 or — on its
+matrix units (AMX / AVX512-BF16) — bf16, fp16 where the CPU has no bf16.
+
+A low precision is checked at load, with the rule every export is held to
+(`export.agreement`), against the same file compiled in fp32 on generated clips: a
+combination that fails is refused (`auto` falls back to fp32). Compiled models are cached
+in `options.cache` (OpenVINO's `CACHE_DIR`), so a restart does not recompile.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import openvino
+
+from export.agreement import ValidationError, compare, moving_squares
+from export.metadata import PREFIX, ModelMetadata
+from service.backends import Backend, BackendOptions, ModelLoadError
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # INFERENCE_PRECISION_HINT values
+CHECK_CLIPS = 4
+
+
+def load(path: Path, options: BackendOptions) -> Backend:
+    core = openvino.Core()
+    if options.cache is not None:
+        options.cache.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(options.cache)})
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as err:
+        raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+    meta = _metadata(model, path)
+    precision = _precision(options.precision, core)
+    run = _compiled(core, model, precision, options.threads)
+    provider = "openvino:CPU"
+    if precision != "fp32" and options.check:
+        try:
+            _check(run, _compiled(core, model, "fp32", options.threads), meta, precision)
+        except ValidationError as err:
+            reason = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
+                     f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs)"  # fmt: skip
+            if options.precision != "auto":
+                raise ModelLoadError(f"{path}: {reason}: serve it with --precision fp32") from None
+            run, precision = _compiled(core, model, "fp32", options.threads), "fp32"
+            provider += f" ({reason}: fp32)"
+    return Backend(run, meta, path, provider, precision)
+
+
+def _metadata(model, path: Path) -> ModelMetadata:
+    """What `sttm export` wrote into the file's metadata_props (OpenVINO: rt_info "framework")."""
+    info = model.get_rt_info()  # an RTMap: `in` and [] but no .get
+    framework = info["framework"] if "framework" in info else {}  # noqa: SIM401
+    props = {k: v.astype(str) for k, v in framework.items() if k.startswith(PREFIX)}
+    try:
+        return ModelMetadata.from_props(props)
+    except ValueError as err:
+        raise ModelLoadError(f"{path}: {err}") from None
+
+
+def _precision(requested: str, core: openvino.Core) -> str:
+    """`auto`: bf16 where the CPU has bf16 units, else fp32. bf16 asked for on a CPU without
+    them: fp16 if it has fp16 units. int8 needs a quantised model, not a run-time hint."""
+    units = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if requested == "int8":
+        raise ModelLoadError("--precision int8 on OpenVINO needs a statically quantised model, which sttm export "
+                             "does not write yet: use bf16 or fp32")  # fmt: skip
+    if requested == "auto":
+        return "bf16" if "BF16" in units else "fp32"
+    if requested == "bf16" and "BF16" not in units:
+        requested = "fp16"
+    if requested == "fp16" and "FP16" not in units:
+        raise ModelLoadError("this CPU has neither bf16 nor fp16 units: use --precision fp32")
+    return requested
+
+
+def _compiled(core: openvino.Core, model, precision: str, threads: int):
+    """The model compiled at `precision`, as a thread-safe function (one infer request per thread)."""
+    config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(model, "CPU", config)
+    local = threading.local()
+
+    def run(video: np.ndarray) -> np.ndarray:
+        if not hasattr(local, "request"):
+            local.request = compiled.create_infer_request()
+        return local.request.infer({0: np.ascontiguousarray(video, np.float32)})[0].copy()
+
+    return run
+
+
+def _check(run, reference, meta: ModelMetadata, precision: str) -> None:
+    """`run` (a low precision) against `reference` (fp32) on generated clips: raises
+    `ValidationError` unless they agree by the export's rule for `precision`."""
+    videos = moving_squares(meta.input_spec, CHECK_CLIPS)
+    compare(run, videos, reference(videos), f"openvino-{precision}", precision, "openvino-fp32", batches=(1, 2))

@@ -1,0 +1,75 @@
+"""The model runners: which runtime opens a file, OpenVINO next to ONNX Runtime, and the
+load-time precision check that refuses (or, under `auto`, avoids) a combination that fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export import agreement
+from export.agreement import moving_squares
+from service.backends import BackendOptions, ModelLoadError, load_backend, resolve_kind
+
+openvino = pytest.importorskip("openvino")
+HAS_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_auto_picks_openvino_on_the_cpu_and_onnx_runtime_for_gpu_providers(tiny_onnx, tmp_path):
+    assert resolve_kind(tiny_onnx, BackendOptions()) == "openvino"
+    gpu = BackendOptions(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert resolve_kind(tiny_onnx, gpu) == "onnxruntime"
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"x")
+    assert resolve_kind(engine, BackendOptions()) == "tensorrt"
+    with pytest.raises(ModelLoadError, match="cannot run on tensorrt"):
+        resolve_kind(tiny_onnx, BackendOptions(kind="tensorrt"))
+    with pytest.raises(ModelLoadError, match="cannot run on openvino"):
+        resolve_kind(engine, BackendOptions(kind="openvino"))
+    with pytest.raises(ModelLoadError, match="needs --backend openvino"):
+        resolve_kind(tiny_onnx, BackendOptions(kind="onnxruntime", precision="bf16"))
+
+
+def test_openvino_without_openvino_is_one_clear_error(tiny_onnx, monkeypatch):
+    from service import backends
+
+    monkeypatch.setattr(backends, "_installed", lambda module: False)
+    assert resolve_kind(tiny_onnx, BackendOptions()) == "onnxruntime"  # auto: what is there
+    with pytest.raises(ModelLoadError, match="OpenVINO is not installed"):
+        load_backend(tiny_onnx, BackendOptions(kind="openvino"))
+
+
+def test_openvino_fp32_matches_onnx_runtime_and_reads_the_metadata(tiny_onnx):
+    ov = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32"))
+    ort = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
+    assert ov.meta == ort.meta and ov.provider == "openvino:CPU" and ov.precision == "fp32"
+    clips = moving_squares(ov.meta.input_spec, 3)
+    np.testing.assert_allclose(ov(clips), ort(clips), atol=1e-4)
+    assert ov(clips[:1]).shape == (1, len(ov.meta.labels))
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
+def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_onnx, monkeypatch):
+    low = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
+    assert low.precision == "bf16"  # the tiny model passes the check
+    assert load_backend(tiny_onnx, BackendOptions()).precision == "bf16"  # auto: bf16 where it passes
+    monkeypatch.setitem(agreement.TOLERANCE, "bf16", -1.0)  # now nothing passes
+    with pytest.raises(ModelLoadError, match="bf16 does not match its fp32 .* --precision fp32"):
+        load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
+    fallback = load_backend(tiny_onnx, BackendOptions())
+    assert fallback.precision == "fp32" and "does not match" in fallback.provider
+    unchecked = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16", check=False))
+    assert unchecked.precision == "bf16"  # `sttm validate` checks against PyTorch instead
+
+
+def test_int8_needs_a_quantised_model(tiny_onnx):
+    with pytest.raises(ModelLoadError, match="int8"):
+        load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="int8"))
+
+
+def test_compiled_models_are_cached(tiny_onnx, tmp_path):
+    cache = tmp_path / "cache"
+    first = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", cache=cache))
+    assert any(cache.iterdir())  # OpenVINO's compiled blob
+    again = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", cache=cache))
+    clips = moving_squares(first.meta.input_spec, 2)
+    np.testing.assert_array_equal(first(clips), again(clips))
