@@ -115,7 +115,7 @@ def load_clip(
     """Decode the frames `views` plans (and no others), crop, normalise.
 
     Args:
-        source: a path, or a seekable binary file object (an upload).
+        source: a path, the encoded bytes, or a seekable binary file object (an upload).
     Raises:
         media.VideoError: the source is not a usable video, or the views ask for too much.
     """

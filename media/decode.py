@@ -9,6 +9,7 @@ resized (short side) by FFmpeg's scaler and rotated upright.
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from media.container import CONTAINERS, MAX_FPS, check_sample_tables
 from media.errors import VideoError
 
-Source = str | Path | BinaryIO
+Source = str | Path | bytes | BinaryIO  # a path, the encoded bytes, or a seekable binary file
 _REORDER_MARGIN = 24  # frames: stop skipping this far before a target (B-frame reordering is shorter)
 
 
@@ -52,6 +53,8 @@ def _open(source: Source, limits: Limits) -> av.container.InputContainer:
     decoder options keep it from allocating one over the pixel limit (`_info` then refuses it)."""
     if isinstance(source, str | Path):
         source = str(source)
+    elif isinstance(source, bytes | bytearray | memoryview):
+        source = io.BytesIO(source)
     check_sample_tables(source, limits.max_duration_s)
     try:
         return av.open(source, mode="r", metadata_errors="ignore", options=_decoder_options(limits),

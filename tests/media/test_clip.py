@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
@@ -60,3 +61,12 @@ def test_training_data_in_test_mode_is_exactly_what_the_server_computes(tmp_path
     item, label = VideoDataset(Split(((path, 0),), ("a",)), SPEC, train=False)[0]
     assert label == 0
     np.testing.assert_array_equal(item.numpy(), load_clip(path, SPEC).tensor[0])
+
+
+def test_a_path_bytes_and_a_file_object_give_the_same_clip(tmp_path):
+    path = numbered_clip(tmp_path / "n.mp4")
+    data = path.read_bytes()
+    clips = [load_clip(source, SPEC) for source in (path, str(path), data, io.BytesIO(data))]
+    for clip in clips[1:]:
+        np.testing.assert_array_equal(clip.tensor, clips[0].tensor)
+        assert clip.info == clips[0].info
