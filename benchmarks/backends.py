@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.decode import make_clip
+from benchmarks.timing import interleaved_medians
 from export.pipeline import run_export
 from media import load_clip
 from models import PRESETS, load_model
@@ -41,38 +40,30 @@ def main(argv: list[str] | None = None) -> None:
     runners, refused, gflops = {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         clip_path = make_clip(Path(scratch) / "clip.mp4", 10, size=(640, 272))
+        video = load_clip(clip_path, load_model(args.model).input_spec).tensor  # (1, 3, T, S, S)
         for merge in ("none", "tome", "sttm"):
             reduction = 0.0 if merge == "none" else args.reduction
             model = load_model(args.model, merge=merge, reduction=reduction).eval()
             gflops[merge] = model.gflops()
             path = Path(scratch) / f"{merge}.onnx"
             run_export(args.model, path, merge=merge, reduction=reduction, quiet=True)
-            runners[(merge, "pytorch eager")] = lambda v, m=model: m(torch.from_numpy(v)).numpy()
+            runners[(merge, "pytorch eager")] = lambda m=model: m(torch.from_numpy(video)).numpy()
             for name, (kind, precision) in RUNTIMES.items():
                 try:
-                    runners[(merge, name)] = load_backend(path, BackendOptions(kind, precision)).run
+                    run = load_backend(path, BackendOptions(kind, precision)).run
+                    runners[(merge, name)] = lambda r=run: r(video)
                 except ModelLoadError as err:
                     refused[(merge, name)] = str(err).split(": ", 1)[-1]
-        video = load_clip(clip_path, model.input_spec).tensor  # (1, 3, T, S, S)
-        times = {key: [] for key in runners}
-        with torch.inference_mode():
-            for run in runners.values():
-                run(video)  # warm-up
-            for _ in range(args.repeats):
-                for key, run in runners.items():
-                    start = time.perf_counter()
-                    run(video)
-                    times[key].append(time.perf_counter() - start)
-    base = statistics.median(times[("none", "onnxruntime fp32")])
+        seconds = interleaved_medians(runners, args.repeats)
+    base = seconds[("none", "onnxruntime fp32")]
     print(f"# {args.model}, batch 1, model only, torch {torch.__version__}, {platform.machine()}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}, reduction {args.reduction}")  # fmt: skip
     print("| merge | runtime | GFLOPs (MACs) | latency ms | vs ORT fp32 none | vs same runtime none |")
     print("|---|---|---|---|---|---|")
-    for (merge, name), samples in times.items():
-        ms = statistics.median(samples)
-        own = times.get(("none", name))
-        vs_own = f"{statistics.median(own) / ms:.2f}x" if own else "-"
-        print(f"| {merge} | {name} | {gflops[merge]:.1f} | {ms * 1000:.0f} | {base / ms:.2f}x | {vs_own} |")
+    for (merge, name), sec in seconds.items():
+        own = seconds.get(("none", name))
+        vs_own = f"{own / sec:.2f}x" if own else "-"
+        print(f"| {merge} | {name} | {gflops[merge]:.1f} | {sec * 1000:.0f} | {base / sec:.2f}x | {vs_own} |")
     for (merge, name), reason in refused.items():
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | refused: {reason} | - | - |")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
+from benchmarks.timing import interleaved_medians
 from export.onnx import export_onnx, metadata_for
 from export.validate import onnxruntime_runner, validate
 from models import PRESETS, MergeConfig, build_model
@@ -48,16 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             runners[f"pytorch {name}"] = lambda m=model: m(video)
             runners[f"ort {name}"] = lambda r=run: r(video.numpy())
             gflops[name] = model.gflops()
-        times = {k: [] for k in runners}
-        with torch.inference_mode():
-            for run in runners.values():
-                run()  # warm-up
-            for _ in range(args.repeats):
-                for key, run in runners.items():
-                    start = time.perf_counter()
-                    run()
-                    times[key].append(time.perf_counter() - start)
-    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        ms = {k: v * 1e3 for k, v in interleaved_medians(runners, args.repeats).items()}
     print(f"# {args.model} {cfg.num_frames}x{cfg.image_size}, batch 1, torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "
           f"median of {args.repeats}, reduction {args.reduction}")  # fmt: skip

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 
+from benchmarks.timing import interleaved_medians
 from models import PRESETS, MergeConfig, build_model
 
 
@@ -34,17 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         methods[method] = MergeConfig(method=method, reduction=args.reduction)
     models = {name: build_model(cfg, merge) for name, merge in methods.items()}
     video = torch.randn(args.batch, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for model in models.values():
-            model(video)  # warm-up
-        for _ in range(args.repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(video)
-                times[name].append(time.perf_counter() - start)
-
-    base_ms = statistics.median(times["none"]) * 1e3
+    seconds = interleaved_medians({name: lambda m=model: m(video) for name, model in models.items()}, args.repeats)
+    base_ms = seconds["none"] * 1e3
     base_gf = models["none"].gflops()
     print(
         f"# {args.model} {cfg.num_frames}x{cfg.image_size}, batch {args.batch}, PyTorch {torch.__version__} "
@@ -54,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| merge | GFLOPs (MACs) | latency ms | GFLOPs ratio | speedup | speedup / GFLOPs ratio |")
     print("|---|---|---|---|---|---|")
     for name, model in models.items():
-        ms = statistics.median(times[name]) * 1e3
+        ms = seconds[name] * 1e3
         gf_ratio, speedup = base_gf / model.gflops(), base_ms / ms
         row = [
             name,

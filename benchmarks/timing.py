@@ -1,0 +1,23 @@
+"""Interleaved timing: every runner once per round, so machine noise hits all alike."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Hashable
+
+import torch
+
+
+def interleaved_medians(runners: dict[Hashable, Callable[[], object]], repeats: int) -> dict[Hashable, float]:
+    """Median seconds per runner over `repeats` rounds, after one warm-up call each (no autograd)."""
+    times: dict[Hashable, list[float]] = {key: [] for key in runners}
+    with torch.inference_mode():
+        for run in runners.values():
+            run()  # warm-up
+        for _ in range(repeats):
+            for key, run in runners.items():
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(samples) for key, samples in times.items()}
