@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.decode import make_clip
-from benchmarks.timing import interleaved_medians
+from benchmarks.timing import interleaved_medians, speed_flags
 from export.pipeline import run_export
 from media import load_clip
-from models import PRESETS, load_model
+from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
 
 RUNTIMES = {"onnxruntime fp32": ("onnxruntime", "fp32"), "openvino fp32": ("openvino", "fp32"),
@@ -31,12 +31,8 @@ RUNTIMES = {"onnxruntime fp32": ("onnxruntime", "fp32"), "openvino fp32": ("open
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="videomae-b", choices=list(PRESETS))
-    parser.add_argument("--reduction", type=float, default=0.38)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[speed_flags()])
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     runners, refused, gflops = {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         clip_path = make_clip(Path(scratch) / "clip.mp4", 10, size=(640, 272))

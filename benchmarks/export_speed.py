@@ -17,17 +17,14 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from benchmarks.timing import interleaved_medians
+from benchmarks.timing import interleaved_medians, speed_flags
 from export.onnx import export_onnx, metadata_for
 from export.validate import onnxruntime_runner, validate
 from models import PRESETS, MergeConfig, build_model
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="videomae-b", choices=list(PRESETS))
-    parser.add_argument("--reduction", type=float, default=0.38)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[speed_flags()])
     args = parser.parse_args(argv)
 
     cfg = PRESETS[args.model]

@@ -13,16 +13,13 @@ import platform
 
 import torch
 
-from benchmarks.timing import interleaved_medians
+from benchmarks.timing import interleaved_medians, speed_flags
 from models import PRESETS, MergeConfig, build_model
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="videomae-b", choices=list(PRESETS))
-    parser.add_argument("--reduction", type=float, default=0.38)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[speed_flags()])
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

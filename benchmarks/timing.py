@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Hashable
 
 import torch
+
+from models import PRESETS
+
+
+def speed_flags() -> argparse.ArgumentParser:
+    """The flags every speed script takes (argparse parent): model, reduction, repeats."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--model", default="videomae-b", choices=list(PRESETS))
+    flags.add_argument("--reduction", type=float, default=0.38)
+    flags.add_argument("--repeats", type=int, default=5)
+    return flags
 
 
 def interleaved_medians(runners: dict[Hashable, Callable[[], object]], repeats: int) -> dict[Hashable, float]:

@@ -35,18 +35,17 @@ def _validate(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from export.pipeline import run_export
+    from export.onnx import export_onnx, metadata_for
+    from export.pipeline import model_name
     from export.validate import validate
     from models import load_model
     from service.backends import BackendOptions, load_backend
 
-    precision = args.precision or "auto"
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        run_export(args.model, path, merge=args.merge, reduction=args.reduction, quiet=True)
-        options = BackendOptions(args.backend or "auto", precision, check=False)  # this is the check
+        path = export_onnx(model, Path(tmp) / "model.onnx", metadata_for(model, model_name(args.model)))
+        options = BackendOptions(args.backend or "auto", args.precision or "auto", check=False)  # this is the check
         backend = load_backend(path, options)
-        model = load_model(args.model, merge=args.merge, reduction=args.reduction)
         name = f"{backend.provider} {backend.precision}"
         report = validate(model, backend.run, name, backend.precision)  # raises ValidationError (exit 2) on a FAIL
     print(report.table())
@@ -75,9 +74,10 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from export.evaluate import evaluate
+    from export.metadata import ENGINE_SUFFIXES
 
     exported = None
-    if args.model.endswith((".onnx", ".plan", ".engine")):  # an exported model: as the server runs it
+    if args.model.endswith((".onnx", *ENGINE_SUFFIXES)):  # an exported model: as the server runs it
         from service.backends import BackendOptions, load_backend
 
         exported = load_backend(args.model, BackendOptions(args.backend or "auto", args.precision or "auto"))

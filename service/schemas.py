@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from media import VideoInfo, Views
 from service import classify
-from service.classify import Classification, Timeline
 
 
 class ClassifyQuery(BaseModel):
@@ -96,7 +95,7 @@ class ClassifyResponse(BaseModel):
     latency_ms: Latency
 
     @classmethod
-    def of(cls, result: Classification) -> ClassifyResponse:
+    def of(cls, result: classify.Classification) -> ClassifyResponse:
         return cls(model=result.model, predictions=[Prediction.of(p) for p in result.predictions],
                    frames=result.frames, views=result.views, video=VideoMeta.of(result.video),
                    latency_ms=Latency.of(result.latency))  # fmt: skip
@@ -115,7 +114,7 @@ class TimelineResponse(BaseModel):
     latency_ms: Latency
 
     @classmethod
-    def of(cls, result: Timeline) -> TimelineResponse:
+    def of(cls, result: classify.Timeline) -> TimelineResponse:
         windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
                           predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
         return cls(model=result.model, windows=windows, video=VideoMeta.of(result.video),

@@ -37,14 +37,15 @@ def load(path: Path, options: BackendOptions) -> Backend:
     run = _compiled(core, model, precision, options.threads)
     provider = "openvino:CPU"
     if precision != "fp32" and options.check:
+        reference = _compiled(core, model, "fp32", options.threads)  # compiled once: the check and the fallback
         try:
-            _check(run, _compiled(core, model, "fp32", options.threads), meta, precision)
+            _check(run, reference, meta, precision)
         except ValidationError as err:
             reason = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
                      f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs)"  # fmt: skip
             if options.precision != "auto":
                 raise ModelLoadError(f"{path}: {reason}: serve it with --precision fp32") from None
-            run, precision = _compiled(core, model, "fp32", options.threads), "fp32"
+            run, precision = reference, "fp32"
             provider += f" ({reason}: fp32)"
     return Backend(run, meta, path, provider, precision)
 
