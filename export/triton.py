@@ -47,16 +47,16 @@ def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False, labe
 
 
 def _io(inputs: list[str], outputs: list[str]) -> str:
-    return f"input [\n  {(',' + chr(10) + '  ').join(inputs)}\n]\noutput [\n  {(',' + chr(10) + '  ').join(outputs)}\n]\n"
+    return "".join(
+        f"{kind} [\n  " + ",\n  ".join(items) + "\n]\n" for kind, items in (("input", inputs), ("output", outputs))
+    )
 
 
 def _instances(count: int, gpu: bool) -> str:
     return f"instance_group [ {{ count: {count} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]\n"
 
 
-def model_config(
-    meta: ModelMetadata, platform: str, max_batch: int, gpu: bool, name: str, instances: int = 1
-) -> str:
+def model_config(meta: ModelMetadata, platform: str, max_batch: int, gpu: bool, name: str, instances: int = 1) -> str:
     """config.pbtxt of the model itself (protobuf text format of Triton's ModelConfig):
     `platform` is `onnxruntime_onnx`, `tensorrt_plan`, or `python` (our CPU backend inside a
     Python-backend model). Dynamic batching, `instances` instances, a warm-up request."""
@@ -65,10 +65,12 @@ def model_config(
     engine = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
     return (
         f'name: "{name}"\n{engine}\nmax_batch_size: {max_batch}\n'
-        + _io([_tensor(meta.input_name, "TYPE_FP32", dims)],
-              [_tensor(meta.output_name, "TYPE_FP32", [len(meta.labels)], label_file=True)])  # fmt: skip
+        + _io(
+            [_tensor(meta.input_name, "TYPE_FP32", dims)],
+            [_tensor(meta.output_name, "TYPE_FP32", [len(meta.labels)], label_file=True)],
+        )
         + f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
-        "  max_queue_delay_microseconds: 2000\n}\n"
+        "  max_queue_delay_microseconds: 5000\n}\n"
         + _instances(instances, gpu)
         + f'model_warmup [ {{ name: "zeros" batch_size: 1 inputs {{ key: "{meta.input_name}" value {{ '
         f"data_type: TYPE_FP32 dims: [ {', '.join(map(str, dims))} ] zero_data: true }} }} }} ]\n"
@@ -77,7 +79,9 @@ def model_config(
 
 
 def preprocess_config(meta: ModelMetadata, name: str, instances: int) -> str:
-    """Video bytes (one clip per request) -> `[views, 3, T, S, S]`; views = num_clips x crops."""
+    """Video bytes (one clip per request) -> `[views, 3, T, S, S]`; views = num_clips x crops.
+    `instances` clips are decoded at once (as `sttm serve`'s decoding threads): with one, the
+    model would only ever see one clip at a time and its dynamic batcher would have nothing to do."""
     dims = [-1, 3, meta.num_frames, meta.image_size, meta.image_size]
     inputs = [_tensor("video", "TYPE_STRING", [1])]
     inputs += [_tensor(o, "TYPE_INT32", [1], optional=True) for o in ("num_clips", "crops", "frame_interval")]
@@ -102,7 +106,9 @@ def ensemble_config(meta: ModelMetadata, name: str, pre: str, model: str, post: 
     def step(model_name: str, ins: dict[str, str], outs: dict[str, str]) -> str:
         maps = [f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in ins.items()]
         maps += [f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outs.items()]
-        return f'{{\n      model_name: "{model_name}"\n      model_version: -1\n      ' + "\n      ".join(maps) + "\n    }"
+        return (
+            f'{{\n      model_name: "{model_name}"\n      model_version: -1\n      ' + "\n      ".join(maps) + "\n    }"
+        )
 
     options = {o: o for o in ("video", "num_clips", "crops", "frame_interval")}
     steps = [
@@ -136,6 +142,7 @@ def write_repository(
     engine: Path | None = None,
     runtime: Runtime = "python",
     instances: int = 1,
+    decoders: int = 2,
 ) -> list[Path]:
     """Write the repository (see the module docstring); returns the model directories, the
     model first. `runtime`: who runs the ONNX model, our CPU backend in a Python-backend
@@ -144,8 +151,8 @@ def write_repository(
     engine, the ensemble runs the TensorRT model."""
     if runtime not in ("python", "platform"):
         raise ValueError(f"--triton-runtime must be python or platform, not {runtime!r}")
-    if instances < 1:
-        raise ValueError("--instances must be >= 1")
+    if instances < 1 or decoders < 1:
+        raise ValueError("--instances and --triton-decoders must be >= 1")
     repo = Path(repo)
     platform = "python" if runtime == "python" else "onnxruntime_onnx"
     model = _model_dir(repo, name, model_config(meta, platform, max_batch, False, name, instances), meta.labels)
@@ -155,12 +162,12 @@ def write_repository(
     written = [model]
     served = name
     if engine is not None:
-        trt = _model_dir(repo, f"{name}_trt", model_config(meta, "tensorrt_plan", max_batch, True, f"{name}_trt",
-                                                           instances), meta.labels)  # fmt: skip
+        trt_config = model_config(meta, "tensorrt_plan", max_batch, True, f"{name}_trt", instances)
+        trt = _model_dir(repo, f"{name}_trt", trt_config, meta.labels)
         shutil.copyfile(engine, trt / "1" / "model.plan")
         written.append(trt)
         served = trt.name if runtime == "platform" else name
-    pre = _model_dir(repo, f"{name}_preprocess", preprocess_config(meta, f"{name}_preprocess", instances))
+    pre = _model_dir(repo, f"{name}_preprocess", preprocess_config(meta, f"{name}_preprocess", decoders))
     (pre / "1" / "metadata.json").write_text(json.dumps({"metadata": asdict(meta)}, indent=2))
     _python_model(pre, "Preprocess", "video bytes -> the model's input, by sttm-serve's media path")
     post = _model_dir(repo, f"{name}_postprocess", postprocess_config(meta, f"{name}_postprocess"), meta.labels)

@@ -26,6 +26,7 @@ def _export(args: argparse.Namespace) -> None:
         args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
         precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
         engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime, instances=args.instances,
+        decoders=args.triton_decoders,
     )  # fmt: skip
     for path in result.files:
         print(path)
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "model (Triton builds without ONNX Runtime, e.g. `sttm triton`); platform: Triton's "
                           "onnxruntime_onnx (and tensorrt_plan when an engine was built)")  # fmt: skip
     exp.add_argument("--instances", type=int, default=1, help="Triton repository: instances of the model")
+    exp.add_argument("--triton-decoders", type=int, default=2,
+                     help="Triton repository: instances of the preprocess model (clips decoded at once)")  # fmt: skip
     exp.set_defaults(run=_export)
 
     what = "hold a runtime x precision to PyTorch: the export's table; exit 2 on a FAIL"

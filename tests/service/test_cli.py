@@ -120,8 +120,8 @@ def test_runtime_flags_refuse_what_cannot_run_in_one_line(capsys, tmp_path):
 
 
 def test_triton_without_its_wheel_or_repository_is_one_line(capsys, monkeypatch, tmp_path):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else find_spec(name, *a))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
     assert main(["triton", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
         "sttm triton: error: the 'nvidia-pytriton' package is not installed (pip install nvidia-pytriton; "

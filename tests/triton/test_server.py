@@ -87,8 +87,12 @@ def triton(tmp_path_factory):
     log.close()
 
 
-def _http(ports) -> httpclient.InferenceServerClient:
-    return httpclient.InferenceServerClient(f"127.0.0.1:{ports['http']}", concurrency=16, network_timeout=120)
+@pytest.fixture
+def http(triton):
+    """A KServe v2 HTTP client, closed after the test: Triton's shutdown waits for open connections."""
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{triton[1]['http']}", concurrency=16, network_timeout=120)
+    yield client
+    client.close()
 
 
 def _inputs(module, data: bytes, **options):
@@ -115,17 +119,16 @@ def _in_process(paths: list[Path], opts: ClassifyOptions):
     return asyncio.run(run())
 
 
-def test_ensemble_labels_clips_as_sttm_serve_does(triton, clips):
-    _, ports, _ = triton
+def test_ensemble_labels_clips_as_sttm_serve_does(triton, http, clips):
     paths = list(clips.values())
     expected = _in_process(paths, ClassifyOptions(top_k=5))
-    http = _http(ports)
-    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{triton[1]['grpc']}")
     for path, want in zip(paths, expected):
         for client, module in ((http, httpclient), (grpc, grpcclient)):
             labels, scores = _labels_scores(client.infer("sttm_video", _inputs(module, path.read_bytes())))
             assert labels == [p.label for p in want.predictions]  # same top-5, best first
             np.testing.assert_allclose(scores, [p.score for p in want.predictions], atol=1e-4)
+    grpc.close()
     assert sum(e.predictions[0].label == name for name, e in zip(clips, expected)) >= 3  # the demo knows them
     # options: 2 clips x ThreeCrop, top 2
     (want,) = _in_process(paths[:1], ClassifyOptions(top_k=2, views=Views(num_clips=2, crops=3)))
@@ -140,15 +143,14 @@ def _counts(ports, model: str) -> tuple[float, float]:
         text = response.read().decode()
     found = {}
     for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in ("nv_inference_count", "nv_inference_exec_count") and sample.labels["model"] == model:
-                found[sample.name] = sample.value
+        for sample in family.samples:  # counters: the parser names the samples <family>_total
+            if family.name in ("nv_inference_count", "nv_inference_exec_count") and sample.labels["model"] == model:
+                found[family.name] = sample.value
     return found["nv_inference_count"], found["nv_inference_exec_count"]
 
 
-def test_concurrent_requests_are_batched(triton, clips):
-    _, ports, _ = triton
-    client = _http(ports)
+def test_concurrent_requests_are_batched(triton, http, clips):
+    ports, client = triton[1], http
     data = next(iter(clips.values())).read_bytes()
     count0, exec0 = _counts(ports, "sttm")
     pending = [client.async_infer("sttm_video", _inputs(httpclient, data)) for _ in range(16)]
@@ -165,9 +167,8 @@ def _refusal(data: bytes) -> VideoError:
     return caught.value
 
 
-def test_bad_clips_are_per_request_errors_and_the_server_stays_ready(triton, clips, tmp_path):
-    _, ports, _ = triton
-    client = _http(ports)
+def test_bad_clips_are_per_request_errors_and_the_server_stays_ready(http, clips, tmp_path):
+    client = http
     good = next(iter(clips.values())).read_bytes()
     large = numbered_clip(tmp_path / "large.mp4", frames=4, size=(240, 320)).read_bytes()
     for data, code in ((b"just some text\n" * 50, "not_a_video"), (good[: len(good) // 2], None), (large, "too_large")):
@@ -185,8 +186,8 @@ def test_bad_clips_are_per_request_errors_and_the_server_stays_ready(triton, cli
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
-def test_a_broken_model_file_is_not_ready_with_a_reason(triton, damage):
-    _, ports, repo = triton
+def test_a_broken_model_file_is_not_ready_with_a_reason(triton, http, damage):
+    repo, client = triton[2], http
     name = f"broken_{damage}"
     shutil.copytree(repo / "sttm", repo / name)
     config = repo / name / "config.pbtxt"
@@ -196,7 +197,6 @@ def test_a_broken_model_file_is_not_ready_with_a_reason(triton, damage):
         model_file.unlink()
     else:
         model_file.write_bytes(model_file.read_bytes()[:1000])
-    client = _http(ports)
     with pytest.raises(InferenceServerException) as caught:
         client.load_model(name)
     reason = {"missing": "does not exist", "corrupt": "cannot load"}[damage]
@@ -212,4 +212,3 @@ def test_sigterm_stops_triton_cleanly(triton):
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
     assert _get(f"http://127.0.0.1:{ports['http']}/v2/health/live") == 0  # the port is closed
-
