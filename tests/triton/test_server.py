@@ -30,6 +30,7 @@ from export.triton import write_repository
 from media import Limits, VideoError, Views, load_clip
 from models.synth import CLASSES, SynthConfig, generate
 from service.classify import ClassifyOptions, open_classifier
+from service.client.loadtest import bench
 from service.settings import DEMO_ONNX, Settings
 from tests.media.clips import numbered_clip
 
@@ -205,6 +206,14 @@ def test_a_broken_model_file_is_not_ready_with_a_reason(triton, http, damage):
     (entry,) = [m for m in client.get_model_repository_index() if m["name"] == name]
     assert entry["state"] == "UNAVAILABLE" and reason in entry["reason"]
     assert client.is_model_ready("sttm_video")
+
+
+def test_bench_serve_speaks_v2_to_the_ensemble(triton, clips):
+    clip = next(iter(clips.values()))
+    report = asyncio.run(bench(f"http://127.0.0.1:{triton[1]['http']}", clip, [1, 4], 4, protocol="v2", warmup=1))
+    assert report["url"].endswith("/v2/models/sttm_video/infer")
+    assert [(lv["requests"], lv["errors"]) for lv in report["levels"]] == [(4, 0), (4, 0)]
+    assert all(lv["throughput_rps"] > 0 and lv["latency_ms"]["p50"] > 0 for lv in report["levels"])
 
 
 def test_sigterm_stops_triton_cleanly(triton):
