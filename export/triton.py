@@ -168,7 +168,8 @@ def write_repository(
         written.append(trt)
         served = trt.name if runtime == "platform" else name
     pre = _model_dir(repo, f"{name}_preprocess", preprocess_config(meta, f"{name}_preprocess", decoders))
-    (pre / "1" / "metadata.json").write_text(json.dumps({"metadata": asdict(meta)}, indent=2))
+    sidecar = {"metadata": asdict(meta), "max_batch": max_batch}  # a clip's views go to the model as one batch
+    (pre / "1" / "metadata.json").write_text(json.dumps(sidecar, indent=2))
     _python_model(pre, "Preprocess", "video bytes -> the model's input, by sttm-serve's media path")
     post = _model_dir(repo, f"{name}_postprocess", postprocess_config(meta, f"{name}_postprocess"), meta.labels)
     _python_model(post, "Postprocess", "logits -> top-k labels and scores")

@@ -87,6 +87,8 @@ class Preprocess:
         sidecar = json.loads((_version_dir(args) / "metadata.json").read_text())
         self.meta = ModelMetadata.from_dict(sidecar["metadata"])
         self.settings = Settings()
+        # a clip's views reach the model as one batch: no more than its max_batch_size
+        self.max_views = min(self.settings.max_views, int(sidecar["max_batch"]))
 
     def execute(self, requests: list) -> list:
         pb = _pb()
@@ -94,7 +96,7 @@ class Preprocess:
         for request in requests:
             try:
                 data = pb.get_input_tensor_by_name(request, "video").as_numpy().reshape(-1)[0]
-                views = views_of({k: _optional_int(request, k) for k in VIEW_OPTIONS}, self.settings.max_views)
+                views = views_of({k: _optional_int(request, k) for k in VIEW_OPTIONS}, self.max_views)
                 tensor = clip_tensor(bytes(data), self.meta, views, self.settings)
             except (VideoError, OSError) as err:
                 responses.append(_error(err))

@@ -180,8 +180,10 @@ def test_bad_clips_are_per_request_errors_and_the_server_stays_ready(http, clips
         assert f"{expected.code}: {expected}" in caught.value.message()
         assert caught.value.status() == "400"
         assert client.is_server_ready()
-    with pytest.raises(InferenceServerException, match="crops must be 1 or 3"):
+    with pytest.raises(InferenceServerException, match="bad_option: crops must be 1 or 3"):
         client.infer("sttm_video", _inputs(httpclient, good, crops=2))
+    with pytest.raises(InferenceServerException, match="bad_option: num_clips x crops is over 8 views"):
+        client.infer("sttm_video", _inputs(httpclient, good, num_clips=3, crops=3))  # the model's max batch
     labels, _ = _labels_scores(client.infer("sttm_video", _inputs(httpclient, good)))  # no instance was lost
     assert len(labels) == 5
 
