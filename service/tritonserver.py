@@ -45,22 +45,26 @@ def wheel_dir() -> Path:
     return root
 
 
-def backend_dir(wheel: Path, cache: Path) -> Path:
-    """A backend directory with the Python backend and this Python's stub (built once)."""
+def backend_dir(wheel: Path, cache: Path, wheel_version: str) -> Path:
+    """A backend directory with the Python backend and this Python's stub (built once per
+    wheel version x Python, under `cache`)."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
+    target = cache / f"{wheel_version}-py{version}" / "backends"
+    if (target / "python" / stub.name).is_file():
+        return target
     if not stub.is_file():
         raise OSError(f"{PACKAGE} has no Python backend stub for Python {version}")
-    target = cache / f"{importlib.metadata.version(PACKAGE)}-py{version}" / "backends"
-    if not (target / "python" / stub.name).is_file():
-        staging = target.with_name(f"backends.{os.getpid()}")
+    staging = target.with_name(f"backends.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(wheel / "backends", staging, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(stub, staging / "python" / stub.name)
+    try:
+        staging.rename(target)  # atomic: a concurrent first start keeps the other's copy
+    except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(wheel / "backends", staging, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(stub, staging / "python" / stub.name)
-        try:
-            staging.rename(target)  # atomic: a concurrent first start keeps the other's copy
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "python" / stub.name).is_file():
+            raise OSError(f"cannot prepare Triton's backend directory {target}") from None
     return target
 
 
@@ -103,7 +107,8 @@ def prepare(
     if not repo.is_dir():
         raise OSError(f"model repository {repo} is not a directory (sttm export MODEL --format triton -o REPO)")
     wheel = wheel_dir()
-    argv = command(wheel, backend_dir(wheel, cache_root()), repo, ports, host, list(extra))
+    backends = backend_dir(wheel, cache_root(), importlib.metadata.version(PACKAGE))
+    argv = command(wheel, backends, repo, ports, host, list(extra))
     return argv, environment(wheel, os.environ)
 
 
