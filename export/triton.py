@@ -52,11 +52,14 @@ def _io(inputs: list[str], outputs: list[str]) -> str:
     )
 
 
-def _instances(count: int, gpu: bool) -> str:
-    return f"instance_group [ {{ count: {count} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]\n"
+KINDS = {"python": "KIND_CPU", "onnxruntime_onnx": "KIND_AUTO", "tensorrt_plan": "KIND_GPU"}  # AUTO: the GPU if any
 
 
-def model_config(meta: ModelMetadata, platform: str, max_batch: int, gpu: bool, name: str, instances: int = 1) -> str:
+def _instances(count: int, kind: str = "KIND_CPU") -> str:
+    return f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
+
+
+def model_config(meta: ModelMetadata, platform: str, max_batch: int, name: str, instances: int = 1) -> str:
     """config.pbtxt of the model itself (protobuf text format of Triton's ModelConfig):
     `platform` is `onnxruntime_onnx`, `tensorrt_plan`, or `python` (our CPU backend inside a
     Python-backend model). Dynamic batching, `instances` instances, a warm-up request."""
@@ -71,7 +74,7 @@ def model_config(meta: ModelMetadata, platform: str, max_batch: int, gpu: bool, 
         )
         + f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n"
         "  max_queue_delay_microseconds: 5000\n}\n"
-        + _instances(instances, gpu)
+        + _instances(instances, KINDS[platform])
         + f'model_warmup [ {{ name: "zeros" batch_size: 1 inputs {{ key: "{meta.input_name}" value {{ '
         f"data_type: TYPE_FP32 dims: [ {', '.join(map(str, dims))} ] zero_data: true }} }} }} ]\n"
         f'parameters {{ key: "sttm_merge" value: {{ string_value: "{meta.merge}@{meta.reduction}" }} }}\n'
@@ -86,14 +89,15 @@ def preprocess_config(meta: ModelMetadata, name: str, instances: int) -> str:
     inputs = [_tensor("video", "TYPE_STRING", [1])]
     inputs += [_tensor(o, "TYPE_INT32", [1], optional=True) for o in ("num_clips", "crops", "frame_interval")]
     return (f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
-            + _io(inputs, [_tensor("clip", "TYPE_FP32", dims)]) + _instances(instances, False))  # fmt: skip
+            + _io(inputs, [_tensor("clip", "TYPE_FP32", dims)]) + _instances(instances))  # fmt: skip
 
 
 def postprocess_config(meta: ModelMetadata, name: str) -> str:
     """Logits of one clip's views -> its top-k labels and scores, best first."""
-    inputs = [_tensor("logits", "TYPE_FP32", [-1, len(meta.labels)]), _tensor("top_k", "TYPE_INT32", [1], True)]
+    logits = _tensor("logits", "TYPE_FP32", [-1, len(meta.labels)])
+    inputs = [logits, _tensor("top_k", "TYPE_INT32", [1], optional=True)]
     outputs = [_tensor("labels", "TYPE_STRING", [-1]), _tensor("scores", "TYPE_FP32", [-1])]
-    return f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n' + _io(inputs, outputs) + _instances(1, False)
+    return f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n' + _io(inputs, outputs) + _instances(1)
 
 
 def ensemble_config(meta: ModelMetadata, name: str, pre: str, model: str, post: str) -> str:
@@ -155,14 +159,14 @@ def write_repository(
         raise ValueError("--instances and --triton-decoders must be >= 1")
     repo = Path(repo)
     platform = "python" if runtime == "python" else "onnxruntime_onnx"
-    model = _model_dir(repo, name, model_config(meta, platform, max_batch, False, name, instances), meta.labels)
+    model = _model_dir(repo, name, model_config(meta, platform, max_batch, name, instances), meta.labels)
     shutil.copyfile(onnx_path, model / "1" / "model.onnx")
     if runtime == "python":
         _python_model(model, "ModelRunner", "the ONNX model on sttm-serve's CPU backend (ONNX Runtime or OpenVINO)")
     written = [model]
     served = name
     if engine is not None:
-        trt_config = model_config(meta, "tensorrt_plan", max_batch, True, f"{name}_trt", instances)
+        trt_config = model_config(meta, "tensorrt_plan", max_batch, f"{name}_trt", instances)
         trt = _model_dir(repo, f"{name}_trt", trt_config, meta.labels)
         shutil.copyfile(engine, trt / "1" / "model.plan")
         written.append(trt)

@@ -61,7 +61,9 @@ def test_platform_runtime_and_engine(exported, tmp_path):
     dirs = write_repository(tmp_path / "repo", "m", metadata_for(model, "m"), onnx_path, 4, engine=fake_plan,
                             runtime="platform")  # fmt: skip
     assert [d.name for d in dirs][:2] == ["m", "m_trt"]
-    assert _config(dirs[0]).platform == "onnxruntime_onnx" and not (dirs[0] / "1" / "model.py").exists()
+    onnx_config = _config(dirs[0])
+    assert onnx_config.platform == "onnxruntime_onnx" and not (dirs[0] / "1" / "model.py").exists()
+    assert onnx_config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_AUTO  # the GPU where there is one
     config = _config(dirs[1])
     assert config.platform == "tensorrt_plan" and (dirs[1] / "1" / "model.plan").is_file()
     assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
