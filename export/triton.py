@@ -9,7 +9,7 @@
     <repo>/<name>_video/        the ensemble: `video` (BYTES) -> `labels` (BYTES), `scores` (FP32)
 
 The Python-backend models run inside Triton's stub process, not inside this package: each
-`model.py` written here is three lines that import its class from `service.triton_models`
+`model.py` written here only imports its class from `service.triton_models`
 (the serving layer, which sits above export and may not be imported from here). So the code
 Triton runs is the package's own, linted and tested, and the repository only names it.
 """
@@ -25,7 +25,7 @@ from typing import Literal
 from export.metadata import ModelMetadata
 
 Runtime = Literal["python", "platform"]
-TOP_K = 5  # default `top_k` of the ensemble, as `/v1/classify`'s
+KINDS = {"python": "KIND_CPU", "onnxruntime_onnx": "KIND_AUTO", "tensorrt_plan": "KIND_GPU"}  # AUTO: the GPU if any
 
 # What the stub runs: the class from the installed package (or from PYTHONPATH, which
 # `sttm triton` sets; Triton's embedded interpreter does not read PYTHONPATH by itself).
@@ -50,9 +50,6 @@ def _io(inputs: list[str], outputs: list[str]) -> str:
     return "".join(
         f"{kind} [\n  " + ",\n  ".join(items) + "\n]\n" for kind, items in (("input", inputs), ("output", outputs))
     )
-
-
-KINDS = {"python": "KIND_CPU", "onnxruntime_onnx": "KIND_AUTO", "tensorrt_plan": "KIND_GPU"}  # AUTO: the GPU if any
 
 
 def _instances(count: int, kind: str = "KIND_CPU") -> str:
