@@ -14,6 +14,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 # CUDA 12.9 / TensorRT 10.11 / Python 3.12: what the onnxruntime-gpu wheels on PyPI are built for.
 ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:25.06-py3
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.06-py3
 
 # ---- build: a virtual environment with the package and its serving dependencies ----
 FROM ${PYTHON_IMAGE} AS build
@@ -88,3 +89,23 @@ USER 10001
 HEALTHCHECK NONE
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 CMD ["sttm", "export", "--help"]
+
+# ---- triton: Triton Inference Server serving a repository from `sttm export --format triton` ----
+# Its Python-backend models (sttm_preprocess, sttm_postprocess, and the model itself with
+# --triton-runtime python) import this package: installed in /opt/sttm, which the repository's
+# model.py files put on sys.path from PYTHONPATH (Triton's embedded interpreter ignores it
+# otherwise). numpy < 2: what Triton's Python-backend stub reads tensors with.
+FROM ${TRITON_IMAGE} AS triton
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY media ./media
+COPY models ./models
+COPY export ./export
+COPY service ./service
+RUN python3 -m pip install --no-cache-dir --target /opt/sttm ".[serve,cpu]" "numpy<2"
+ENV PYTHONPATH=/opt/sttm \
+    PYTHONUNBUFFERED=1
+EXPOSE 8000 8001 8002
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["curl", "-fsS", "http://127.0.0.1:8000/v2/health/ready"]
+CMD ["tritonserver", "--model-repository=/models/triton", "--strict-readiness=true"]

@@ -9,9 +9,13 @@ TORCH := torch==2.13.0
 # service tests there too, so an import of torch on the serving path fails CI.
 SERVE_VENV := .venv-serve
 SERVE_BIN := $(SERVE_VENV)/bin
+# Triton's Python-backend stub (nvidia-pytriton) needs numpy < 2, so `sttm triton` runs from its
+# own environment: the serving extras + nvidia-pytriton. tests/triton start Triton from there.
+TRITON_VENV := .venv-triton
+TRITON_BIN := $(TRITON_VENV)/bin
 SOURCES := models export service media benchmarks tests
 
-.PHONY: serve test lint install install-serve bench demo paper-table
+.PHONY: serve test lint install install-serve install-triton bench demo paper-table
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -34,6 +38,16 @@ $(SERVE_VENV)/.installed: pyproject.toml | $(SERVE_BIN)/activate
 
 install-serve: $(SERVE_VENV)/.installed
 
+$(TRITON_BIN)/activate:
+	$(PY) -m venv $(TRITON_VENV)
+	$(TRITON_BIN)/pip install -q --upgrade pip
+
+$(TRITON_VENV)/.installed: pyproject.toml | $(TRITON_BIN)/activate
+	$(TRITON_BIN)/pip install -q -e ".[serve,cpu,triton]"
+	touch $@
+
+install-triton: $(TRITON_VENV)/.installed
+
 # The main job: the HTTP service on 127.0.0.1:8000 with the bundled demo model.
 serve: install
 	$(BIN)/sttm serve
@@ -51,7 +65,7 @@ lint: install
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/lint-imports --no-logo
 
-test: lint install-serve
+test: lint install-serve install-triton
 	$(BIN)/pytest
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
 	$(SERVE_BIN)/pytest tests/service tests/media

@@ -78,6 +78,9 @@ def run_export(
     name: str | None = None,
     quiet: bool = False,
     engine_runner: EngineRunner | None = None,
+    triton_runtime: str = "python",
+    instances: int = 1,
+    decoders: int = 2,
 ) -> ExportResult:
     """Export `model_ref`, validate every file written, and return the files. A TensorRT
     engine is validated by running it with `engine_runner` (required when one is built)."""
@@ -92,6 +95,8 @@ def run_export(
     if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
         raise ExportError(f"--format tensorrt: {reason}")
     builds_engine = fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None)
+    if fmt == "triton" and (triton_runtime not in ("python", "platform") or min(instances, decoders) < 1):
+        raise ExportError("--triton-runtime must be python or platform, --instances and --triton-decoders >= 1")
     if builds_engine and engine_runner is None:
         raise ExportError("building a TensorRT engine needs an engine_runner to validate it with")
     if fmt == "triton":
@@ -136,7 +141,9 @@ def run_export(
         if fmt == "triton":
             from export.triton import write_repository
 
-            result.files = write_repository(repo, name, meta, target, max_batch, engine)
+            result.files = write_repository(
+                repo, name, meta, target, max_batch, engine, triton_runtime, instances, decoders
+            )
             if engine is None:
                 progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
         else:

@@ -25,7 +25,8 @@ def _export(args: argparse.Namespace) -> None:
     result = run_export(
         args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
         precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
-        engine_runner=TensorRTRunner,
+        engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime, instances=args.instances,
+        decoders=args.triton_decoders,
     )  # fmt: skip
     for path in result.files:
         print(path)
@@ -124,6 +125,12 @@ def _serve(args: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+def _triton(args: argparse.Namespace) -> None:
+    from service.tritonserver import Ports, run
+
+    run(args.repo, Ports(args.http_port, args.grpc_port, args.metrics_port), args.host, args.tritonserver_arg)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from service.predict import predict
 
@@ -151,7 +158,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
     report = asyncio.run(bench(
         args.url, args.clip, parse_levels(args.concurrency), args.requests, endpoint=args.endpoint,
-        api_key=args.api_key, pid=args.pid, timeout_s=args.timeout,
+        api_key=args.api_key, pid=args.pid, timeout_s=args.timeout, protocol=args.protocol,
     ))  # fmt: skip
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 1 if any(level["errors"] for level in report["levels"]) else 0
@@ -194,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(run=_serve)
 
+    tri = sub.add_parser("triton", help="serve a Triton repository (sttm export --format triton) with the Triton "
+                                        "server of the nvidia-pytriton package, in the foreground")  # fmt: skip
+    tri.add_argument("repo", help="the model repository directory")
+    tri.add_argument("--http-port", type=int, default=8100)
+    tri.add_argument("--grpc-port", type=int, default=8101)
+    tri.add_argument("--metrics-port", type=int, default=8102)
+    tri.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    tri.add_argument("--tritonserver-arg", action="append", default=[], metavar="FLAG",
+                     help="another tritonserver flag, repeatable, e.g. --tritonserver-arg=--log-verbose=1")  # fmt: skip
+    tri.set_defaults(run=_triton)
+
     pre = sub.add_parser("predict", parents=[f["exported"], f["runtime"], f["json"]],
                          help="classify video files locally, without a server")  # fmt: skip
     pre.add_argument("videos", nargs="+")
@@ -213,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--max-batch", type=int, default=8, help="largest batch of the engine / Triton config")
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    exp.add_argument("--triton-runtime", choices=["python", "platform"], default="python",
+                     help="Triton repository: who runs the ONNX model; python: our CPU backend in a Python-backend "
+                          "model (Triton builds without ONNX Runtime, e.g. `sttm triton`); platform: Triton's "
+                          "onnxruntime_onnx (and tensorrt_plan when an engine was built)")  # fmt: skip
+    exp.add_argument("--instances", type=int, default=1, help="Triton repository: instances of the model")
+    exp.add_argument("--triton-decoders", type=int, default=2,
+                     help="Triton repository: instances of the preprocess model (clips decoded at once)")  # fmt: skip
     exp.set_defaults(run=_export)
 
     what = "hold a runtime x precision to PyTorch: the export's table; exit 2 on a FAIL"
@@ -269,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--clip", required=True, help="video file sent with every request")
     bs.add_argument("--concurrency", default="1,4,16", help="requests in flight, one level after another")
     bs.add_argument("--requests", type=int, default=100, help="requests per concurrency level")
-    bs.add_argument("--endpoint", default="/v1/classify")
+    bs.add_argument("--protocol", choices=["rest", "v2"], default="rest",
+                    help="rest: multipart upload (sttm serve); v2: KServe v2 infer with the clip as BYTES "
+                         "(a Triton ensemble from sttm export --format triton)")  # fmt: skip
+    bs.add_argument("--endpoint", default=None,
+                    help="default /v1/classify (rest), /v2/models/sttm_video/infer (v2)")  # fmt: skip
     bs.add_argument("--api-key", default=None, help="bearer token (the server's STTM_API_KEY)")
     soak = "soak: the server's process id; report its RSS at request 100 and at the end, and leftover temp files"
     bs.add_argument("--pid", type=int, default=None, help=soak)

@@ -10,24 +10,33 @@ files and open handles left in the server's temporary directory. It starts nothi
     sttm serve &                                   # TMPDIR=$(mktemp -d) for a clean temp dir
     sttm bench serve http://127.0.0.1:8000 --clip clip.mp4 --concurrency 1,4,16 --requests 200
     sttm bench serve http://127.0.0.1:8000 --clip clip.mp4 --concurrency 8 --requests 1000 --pid $!
+
+`--protocol v2` sends the clip as the `video` BYTES input of a KServe v2 `infer` call (binary
+tensor extension) instead of a multipart upload: how a Triton client calls the ensemble of
+`sttm export --format triton` (`sttm triton REPO`, endpoint `/v2/models/sttm_video/infer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import mimetypes
 import os
 import statistics
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import numpy as np
 
+Protocol = Literal["rest", "v2"]
+V2_ENDPOINT = "/v2/models/sttm_video/infer"
 STAGES = ("decode", "preprocess", "queue", "inference", "total")  # keys of the answer's latency_ms
 PERCENTILES = (50, 90, 99)
 MB = 1 << 20
@@ -63,6 +72,18 @@ def parse_levels(text: str) -> list[int]:
     if not levels or min(levels) < 1:
         raise ValueError(f"--concurrency needs levels >= 1, got {text!r}")
     return levels
+
+
+def v2_infer_request(data: bytes, outputs: Sequence[str] = ("labels", "scores")) -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 `infer` body with `data` as the one element of the BYTES input `video`, in the
+    binary tensor extension (a JSON header, then the tensor: 4-byte little-endian length + bytes),
+    and its headers; the outputs come back as JSON."""
+    tensor = struct.pack("<I", len(data)) + data
+    video = {"name": "video", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(tensor)}}
+    wanted = [{"name": name, "parameters": {"binary_data": False}} for name in outputs]
+    header = json.dumps({"inputs": [video], "outputs": wanted}).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return header + tensor, headers
 
 
 def summarize(samples: Sequence[Sample], concurrency: int, wall_s: float) -> dict:
@@ -167,10 +188,11 @@ class ServerWatch:
 # --- the driver ---------------------------------------------------------------------------
 
 
-async def _one(client: httpx.AsyncClient, url: str, files: dict) -> Sample:
+async def _one(client: httpx.AsyncClient, url: str, body: Mapping) -> Sample:
+    """One POST; `body`: httpx's `files=` (a multipart upload) or `content=` + `headers=`."""
     started = time.perf_counter()
     try:
-        response = await client.post(url, files=files)
+        response = await client.post(url, **body)
     except httpx.TransportError as err:  # connect/read errors and timeouts
         return Sample(type(err).__name__, time.perf_counter() - started, {})
     seconds = time.perf_counter() - started
@@ -186,7 +208,7 @@ async def _one(client: httpx.AsyncClient, url: str, files: dict) -> Sample:
 async def run_level(
     client: httpx.AsyncClient,
     url: str,
-    files: dict,
+    body: Mapping,
     concurrency: int,
     requests: int,
     on_done: Callable[[int], None] = lambda done: None,
@@ -198,7 +220,7 @@ async def run_level(
 
     async def worker() -> None:
         for _ in todo:
-            samples.append(await _one(client, url, files))
+            samples.append(await _one(client, url, body))
             on_done(len(samples))
 
     started = time.perf_counter()
@@ -220,12 +242,13 @@ async def bench(
     clip: str | Path,
     levels: Sequence[int],
     requests: int,
-    endpoint: str = "/v1/classify",
+    endpoint: str | None = None,
     api_key: str | None = None,
     pid: int | None = None,
     rss_mark: int = 100,
     timeout_s: float = 60.0,
     warmup: int = 2,
+    protocol: Protocol = "rest",
 ) -> dict:
     """Drive `URL + endpoint` with the clip at each concurrency level; a report for `render`.
 
@@ -238,8 +261,13 @@ async def bench(
     if requests < 1:
         raise ValueError("--requests must be >= 1")
     data = clip.read_bytes()
-    files = {"file": (clip.name, data, mimetypes.guess_type(clip.name)[0] or "video/mp4")}
+    if protocol == "v2":
+        content, v2_headers = v2_infer_request(data)
+        body: dict = {"content": content, "headers": v2_headers}
+    else:
+        body = {"files": {"file": (clip.name, data, mimetypes.guess_type(clip.name)[0] or "video/mp4")}}
     base = url.rstrip("/")
+    endpoint = endpoint or (V2_ENDPOINT if protocol == "v2" else "/v1/classify")
     target = base + "/" + endpoint.lstrip("/")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
@@ -247,7 +275,7 @@ async def bench(
         await _check_reachable(client, base)
         watch = ServerWatch(pid) if pid is not None else None
         for _ in range(warmup):
-            await _one(client, target, files)
+            await _one(client, target, body)
         done_before, mark = 0, {}
 
         def on_done(n: int) -> None:
@@ -256,7 +284,7 @@ async def bench(
 
         summaries = []
         for level in levels:
-            samples, wall = await run_level(client, target, files, level, requests, on_done)
+            samples, wall = await run_level(client, target, body, level, requests, on_done)
             summaries.append(summarize(samples, level, wall))
             done_before += len(samples)
     report = {"url": target, "clip": str(clip), "clip_bytes": len(data), "requests": requests, "levels": summaries}

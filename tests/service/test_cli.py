@@ -117,3 +117,15 @@ def test_runtime_flags_refuse_what_cannot_run_in_one_line(capsys, tmp_path):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err, err
+
+
+def test_triton_without_its_wheel_or_repository_is_one_line(capsys, monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
+    assert main(["triton", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "sttm triton: error: the 'nvidia-pytriton' package is not installed (pip install nvidia-pytriton; "
+        "Linux x86_64/arm64 only)\n"
+    )
+    assert main(["triton", str(tmp_path / "nowhere")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
