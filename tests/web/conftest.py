@@ -57,7 +57,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     files = {"right": out / "moving_right.mp4", "long": out / "right_then_left.mp4", "text": out / "notes.txt",
              "large": out / "large.mp4", "camera": out / "camera.y4m"}  # fmt: skip
     write_mp4(files["right"], render("moving_right", 11))
-    long = np.concatenate([render("moving_right", 21 + i) for i in range(3)] + [render("moving_left", 31 + i) for i in range(3)])
+    long = np.concatenate(
+        [render("moving_right", 21 + i) for i in range(3)] + [render("moving_left", 31 + i) for i in range(3)]
+    )
     write_mp4(files["long"], long)  # 6 x 32 frames at 15 fps: ~6.4 s right, ~6.4 s left
     write_y4m(files["camera"], np.concatenate([render("moving_down", 41 + i) for i in range(4)]))
     files["text"].write_text("this is not a video\n" * 50)

@@ -57,7 +57,9 @@ def _error_text(driver) -> str:
 def _axe(driver) -> list[dict]:
     """Serious or critical axe-core violations of the page as it is now."""
     driver.execute_script(AXE.read_text())
-    result = driver.execute_async_script("const done = arguments[0]; axe.run(document).then(done, e => done(String(e)))")
+    result = driver.execute_async_script(
+        "const done = arguments[0]; axe.run(document).then(done, e => done(String(e)))"
+    )
     assert isinstance(result, dict), result
     return [{"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
             for v in result["violations"] if v["impact"] in ("serious", "critical")]  # fmt: skip
@@ -87,7 +89,9 @@ def test_key_then_clip_predictions_latency_frames_and_merges(browser, server, me
     scores = [float(s.text.rstrip("%")) for s in browser.find_elements(By.CSS_SELECTOR, "#predictions .score")]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     stages = browser.find_elements(By.CSS_SELECTOR, "#latency li[class^=stage-]")
-    assert [s.get_attribute("class") for s in stages] == [f"stage-{k}" for k in ("decode", "preprocess", "queue", "inference")]
+    assert [s.get_attribute("class") for s in stages] == [
+        f"stage-{k}" for k in ("decode", "preprocess", "queue", "inference")
+    ]
     assert all(" ms" in s.text for s in stages)
 
     expected = _api(server, "/v1/classify", media["right"], explain="true").json()
@@ -101,7 +105,9 @@ def test_key_then_clip_predictions_latency_frames_and_merges(browser, server, me
           let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
           return hi - lo; });""")
     assert all(spread > 50 for spread in spreads), spreads
-    assert browser.execute_script("return document.getElementById('player').paused && document.getElementById('player').muted")
+    assert browser.execute_script(
+        "return document.getElementById('player').paused && document.getElementById('player').muted"
+    )
     browser.save_screenshot(str(artifacts / "page-clip.png"))
     assert _console_errors(browser, ("status of 401",)) == []
 
@@ -139,7 +145,9 @@ def test_keyboard_phone_width_dark_mode_and_axe(browser, server, media, artifact
 
     try:
         browser.set_window_size(390, 1400)
-        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        browser.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+        )
         assert browser.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches")
         background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(18, 20, 23)", background
@@ -165,11 +173,14 @@ def test_long_video_segments_in_order_seek_and_captions(browser, server, media, 
     last = browser.find_elements(*buttons)[-1]
     start = float(last.get_attribute("data-start"))
     last.click()
-    _wait(browser, lambda d: abs(d.execute_script("return document.getElementById('player').currentTime") - start) < 0.1)
+    _wait(
+        browser, lambda d: abs(d.execute_script("return document.getElementById('player').currentTime") - start) < 0.1
+    )
     kind = browser.execute_script("const t = document.querySelector('#player track'); return t && t.kind")
     assert kind == "captions"
     vtt = browser.execute_async_script(
-        "fetch(document.getElementById('download-vtt').href).then(r => r.text()).then(arguments[0])")
+        "fetch(document.getElementById('download-vtt').href).then(r => r.text()).then(arguments[0])"
+    )
     assert vtt.startswith("WEBVTT") and "moving_left" in vtt
     legend = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#legend li")]
     assert "moving_right" in legend and "moving_left" in legend
