@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.synth import CLASSES, PAIRS, SynthConfig, render_clip, write_mp4
+from models.synth import PAIRS, SynthConfig, render_clip, write_mp4
 from tests.service.test_load import _start
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,12 +3,14 @@ errors, the keyboard, phone width, dark mode and an accessibility check (axe-cor
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -20,7 +22,7 @@ from tests.web.conftest import API_KEY
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 ROUTES = {getattr(route, "path", None) for route in create_app(Settings()).routes}
-needs_13 = pytest.mark.xfail("/v1/streams/ws" not in ROUTES, reason="needs issue 13 (segments / streams ws)",
+needs_13 = pytest.mark.xfail("/v1/streams/ws" not in ROUTES, reason="needs issue 13 (segments / streams ws)", run=False,
                              strict=False)  # fmt: skip
 # what chromium logs for an API answer that is an error on purpose (the page shows its message)
 EXPECTED_FAILURES = ("status of 401", "status of 413", "status of 415", "status of 422")
@@ -36,13 +38,15 @@ def _console_errors(driver, allowed: tuple[str, ...] = ()) -> list[str]:
 
 
 def _open(driver, server, key: str | None = API_KEY) -> None:
-    driver.get(server.url + "/")
-    driver.execute_script("sessionStorage.clear()")
+    """The page, fresh, with `key` in its session storage (as typed in an earlier visit)."""
+    driver.get(server.url + "/favicon.ico")  # the origin, without the page's API calls
+    driver.execute_script(
+        "sessionStorage.clear(); if (arguments[0]) sessionStorage.setItem('sttm-api-key', arguments[0])", key
+    )
     driver.get(server.url + "/")
     if key is not None:
-        field = driver.find_element(By.ID, "key")
-        field.send_keys(key, Keys.ENTER)
         _wait(driver, lambda d: "frames" in d.find_element(By.ID, "model-info").text, what="the model description")
+    driver.get_log("browser")  # what happened before is not this test's
 
 
 def _upload(driver, path: Path) -> None:
@@ -63,6 +67,14 @@ def _axe(driver) -> list[dict]:
     assert isinstance(result, dict), result
     return [{"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
             for v in result["violations"] if v["impact"] in ("serious", "critical")]  # fmt: skip
+
+
+def _screenshot(driver, path: Path) -> None:
+    """The whole page (not only the window), as PNG."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "clip": clip})
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def _api(server, path: str, file: Path, **params) -> httpx.Response:
@@ -102,13 +114,14 @@ def test_key_then_clip_predictions_latency_frames_and_merges(browser, server, me
     spreads = browser.execute_script("""
         return [...document.querySelectorAll('#merges canvas')].map(c => {
           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-          let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
+          let lo = 255, hi = 0;
+          for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
           return hi - lo; });""")
     assert all(spread > 50 for spread in spreads), spreads
     assert browser.execute_script(
         "return document.getElementById('player').paused && document.getElementById('player').muted"
     )
-    browser.save_screenshot(str(artifacts / "page-clip.png"))
+    _screenshot(browser, artifacts / "page-clip.png")
     assert _console_errors(browser, ("status of 401",)) == []
 
 
@@ -119,7 +132,7 @@ def test_errors_are_readable_and_the_page_still_works(browser, server, media, ar
         message = _api(server, "/v1/classify", media[name]).json()["error"]["message"]
         _upload(browser, media[name])
         _wait(browser, lambda d, m=message: m in _error_text(d), 10, f"the {name} error")
-        browser.save_screenshot(str(artifacts / f"page-error-{name}.png"))
+        _screenshot(browser, artifacts / f"page-error-{name}.png")
     assert "too large" in _error_text(browser)
     _upload(browser, media["right"])
     first = (By.CSS_SELECTOR, "#predictions li:first-child .label")
@@ -132,15 +145,14 @@ def test_keyboard_phone_width_dark_mode_and_axe(browser, server, media, artifact
     """Tab reaches the key, the file input and the camera button in order; no serious or
     critical axe violation in light and dark; nothing wider than a phone."""
     _open(browser, server)
-    _upload(browser, media["right"])
-    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#merges canvas"), 10, "a result")
     reached = []
-    browser.find_element(By.TAG_NAME, "body").click()
     for _ in range(40):
-        browser.switch_to.active_element.send_keys(Keys.TAB)
+        ActionChains(browser).send_keys(Keys.TAB).perform()  # to the page (a file input takes keys as paths)
         reached.append(browser.switch_to.active_element.get_attribute("id"))
     order = [i for i in reached if i in ("key", "file", "live-start")]
     assert order[:3] == ["key", "file", "live-start"], reached
+    _upload(browser, media["right"])
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#merges canvas"), 10, "a result")
     assert _axe(browser) == []
 
     try:
@@ -153,7 +165,7 @@ def test_keyboard_phone_width_dark_mode_and_axe(browser, server, media, artifact
         assert background == "rgb(18, 20, 23)", background
         assert browser.execute_script("return document.documentElement.scrollWidth <= innerWidth + 1")
         assert _axe(browser) == []
-        browser.save_screenshot(str(artifacts / "page-phone-dark.png"))
+        _screenshot(browser, artifacts / "page-phone-dark.png")
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         browser.set_window_size(1100, 1400)
@@ -184,7 +196,7 @@ def test_long_video_segments_in_order_seek_and_captions(browser, server, media, 
     assert vtt.startswith("WEBVTT") and "moving_left" in vtt
     legend = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#legend li")]
     assert "moving_right" in legend and "moving_left" in legend
-    browser.save_screenshot(str(artifacts / "page-timeline.png"))
+    _screenshot(browser, artifacts / "page-timeline.png")
     assert _console_errors(browser) == []
 
 
@@ -196,7 +208,7 @@ def test_live_camera_label_becomes_the_class(browser, server, artifacts):
     label = browser.find_element(By.ID, "live-label")
     _wait(browser, lambda d: label.get_attribute("data-label") == "moving_down", 40, "the live label")
     assert "lag" in browser.find_element(By.ID, "live-lag").text
-    browser.save_screenshot(str(artifacts / "page-live.png"))
+    _screenshot(browser, artifacts / "page-live.png")
     browser.find_element(By.ID, "live-stop").click()
     _wait(browser, lambda d: d.find_element(By.ID, "live-start").is_enabled(), 10, "stop")
     assert _console_errors(browser) == []
