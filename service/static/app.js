@@ -275,14 +275,16 @@ async function renderMerges(merges, fps, size, stamp) {
 
 async function loadTimeline(file) {
   try {
+    const vtt = api("/v1/timeline?format=vtt", { method: "POST", body: videoForm(file), headers: { Accept: "text/vtt" } })
+      .then((r) => r.blob());
+    vtt.catch(() => {}); // reported below, once
     const body = await (await api("/v1/timeline?format=json", { method: "POST", body: videoForm(file) })).json();
     if (state.file !== file) return;
     state.timeline = body;
     renderSegments(body.segments || [], body.video.duration_s);
-    const vtt = await (await api("/v1/timeline?format=vtt", { method: "POST", body: videoForm(file),
-      headers: { Accept: "text/vtt" } })).blob();
+    const captions = await vtt;
     if (state.file !== file) return;
-    attachCaptions(vtt, body);
+    attachCaptions(captions, body);
   } catch (err) {
     showError(err);
   }
