@@ -140,6 +140,7 @@ async function handleFile(file) {
     return;
   }
   if (state.file !== file) return; // a newer file was chosen meanwhile
+  $("clip-results").hidden = false;
   renderPredictions($("predictions"), result.predictions);
   renderLatency(result.latency_ms);
   setStatus(`${file.name}: ${result.predictions[0].label} (${fmt(result.predictions[0].score * 100)}%), ` +
