@@ -28,6 +28,7 @@ async function api(path, options = {}) {
   try {
     response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
   } catch (err) {
+    if (err.name === "AbortError") throw err; // we stopped it
     throw new ApiError(`Could not reach the server (${err.message}).`);
   }
   if (response.ok) return response;
@@ -348,8 +349,7 @@ async function startLive() {
   video.srcObject = stream;
   video.classList.add("on");
   video.play().catch(() => { /* the browser refused to play: the preview stays still, streaming goes on */ });
-  $("live-segments").replaceChildren();
-  $("live-label").textContent = "waiting for the first window…";
+  resetLiveView();
   const key = sessionStorage.getItem(KEY);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/ws${key ? `?key=${encodeURIComponent(key)}` : ""}`);
@@ -367,6 +367,61 @@ async function startLive() {
   ws.onclose = () => stopLive(false);
   $("live-start").disabled = true;
   $("live-stop").disabled = false;
+}
+
+function resetLiveView() {
+  $("live-segments").replaceChildren();
+  $("live-lag").textContent = "";
+  $("live-label").textContent = "waiting for the first window…";
+  $("live-label").dataset.label = "";
+}
+
+/** A URL stream the server reads itself (`POST /v1/streams`), its Server-Sent Events read with
+ * fetch (EventSource cannot send the key's header). */
+async function watchUrl(url) {
+  clearError();
+  stopLive(true);
+  let info;
+  try {
+    info = await (await api("/v1/streams", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ url, window_s: 2, stride_s: 1, top_k: 3 }) })).json();
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  const controller = new AbortController();
+  state.live = { id: info.id, controller, ended: false };
+  resetLiveView();
+  $("live-start").disabled = true;
+  $("live-stop").disabled = false;
+  try {
+    const response = await api(`/v1/streams/${info.id}/events`, { signal: controller.signal });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
+        const event = parseEvent(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + 2);
+        if (event) onLiveEvent(event);
+      }
+    }
+  } catch (err) {
+    if (err.name !== "AbortError") showError(err);
+  }
+  stopLive(false);
+}
+
+/** One Server-Sent Events block (`event:` + `data:` lines; comments are keep-alives). */
+function parseEvent(block) {
+  let event = "message", data = "";
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data += line.slice(5).trim();
+  }
+  return data ? { event, data: JSON.parse(data) } : null;
 }
 
 function onLiveEvent({ event, data }) {
@@ -391,10 +446,15 @@ function stopLive(graceful = true) {
   const live = state.live;
   if (!live || live.ended) return;
   live.ended = true;
-  if (live.recorder.state !== "inactive") live.recorder.stop(); // its onstop sends {"type": "end"}
-  live.stream.getTracks().forEach((t) => t.stop());
-  if (!graceful && live.ws.readyState === WebSocket.OPEN) live.ws.close();
-  $("live-video").classList.remove("on");
+  if (live.controller) { // a URL stream: stop reading, and stop it on the server when asked to
+    live.controller.abort();
+    if (graceful) api(`/v1/streams/${live.id}`, { method: "DELETE" }).catch(() => {});
+  } else {
+    if (live.recorder.state !== "inactive") live.recorder.stop(); // its onstop sends {"type": "end"}
+    live.stream.getTracks().forEach((t) => t.stop());
+    if (!graceful && live.ws.readyState === WebSocket.OPEN) live.ws.close();
+    $("live-video").classList.remove("on");
+  }
   $("live-start").disabled = false;
   $("live-stop").disabled = true;
 }
@@ -421,6 +481,10 @@ function init() {
   });
   $("live-start").addEventListener("click", startLive);
   $("live-stop").addEventListener("click", () => stopLive(true));
+  $("url-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    watchUrl($("stream-url").value);
+  });
   loadModel();
 }
 

@@ -5,10 +5,14 @@ plays a generated `.y4m` of a known class. Screenshots go to `$STTM_TEST_ARTIFAC
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
+import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -49,6 +53,33 @@ def write_y4m(path: Path, frames: np.ndarray, fps: int = 15) -> Path:
     return path
 
 
+def faststart(src: Path, dst: Path) -> Path:
+    """The same H.264 stream with its index first, so FFmpeg reads it over plain HTTP."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def media_url(media):
+    """The media directory over plain HTTP on 127.0.0.1 (a URL stream's source)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(media["long"].parent))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, Path]:
     """A clip of a known class, a long clip (moving right, then moving left), the camera's
@@ -60,7 +91,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
     long = np.concatenate(
         [render("moving_right", 21 + i) for i in range(3)] + [render("moving_left", 31 + i) for i in range(3)]
     )
-    write_mp4(files["long"], long)  # 6 x 32 frames at 15 fps: ~6.4 s right, ~6.4 s left
+    write_mp4(out / "long.mp4", long)  # 6 x 32 frames at 15 fps: ~6.4 s right, ~6.4 s left
+    faststart(out / "long.mp4", files["long"])
     write_y4m(files["camera"], np.concatenate([render("moving_down", 41 + i) for i in range(4)]))
     files["text"].write_text("this is not a video\n" * 50)
     files["large"].write_bytes(files["right"].read_bytes() + os.urandom(int(UPLOAD_MB * (1 << 20)) + 1))
@@ -69,8 +101,10 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """`sttm serve` on the demo model with an API key and a 1 MB upload limit."""
-    env = {"STTM_MAX_UPLOAD_MB": str(UPLOAD_MB), "STTM_API_KEY": API_KEY, "STTM_BACKEND": "onnxruntime"}
+    """`sttm serve` on the demo model with an API key and a 1 MB upload limit; URL streams
+    may read from 127.0.0.1."""
+    env = {"STTM_MAX_UPLOAD_MB": str(UPLOAD_MB), "STTM_API_KEY": API_KEY, "STTM_BACKEND": "onnxruntime",
+           "STTM_STREAM_ALLOW": "127.0.0.1"}  # fmt: skip
     srv = _start(tmp_path_factory.mktemp("web-server"), DEMO, env=env)
     yield srv
     srv.stop()

@@ -228,3 +228,17 @@ def test_live_camera_label_becomes_the_class(browser, server, artifacts):
     _wait(browser, lambda d: d.find_element(By.ID, "live-start").is_enabled(), 10, "stop")
     assert _console_errors(browser) == []
     assert json.loads(browser.execute_script("return JSON.stringify(!!window.WebSocket)"))
+
+
+@needs_streams
+def test_url_stream_events_reach_the_live_view(browser, server, media_url, artifacts):
+    """A URL the server may read (the right-then-left clip over HTTP): its Server-Sent Events,
+    read with the key's header, fill the live label and the recent segments until it ends."""
+    _open(browser, server)
+    browser.find_element(By.ID, "stream-url").send_keys(f"{media_url}/right_then_left.mp4", Keys.ENTER)
+    _wait(browser, lambda d: "ended" in d.find_element(By.ID, "live-lag").text, 30, "the stream's end")
+    segments = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#live-segments li")]
+    assert segments and segments[0].startswith("moving_left") and segments[-1].startswith("moving_right"), segments
+    assert browser.find_element(By.ID, "live-start").is_enabled() and not _error_text(browser)
+    _screenshot(browser, artifacts / "page-url-stream.png")
+    assert _console_errors(browser) == []
