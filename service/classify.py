@@ -116,8 +116,6 @@ class Classifier:
         if opts.explain and self.backend.explain is None:
             raise VideoError("bad_option", "this model file has no merge output (explain): export it again with "
                                            "`sttm export` (merged models), or leave explain off")  # fmt: skip
-        if opts.explain and self.explaining.locked():
-            raise QueueFullError("explain requests are running at the limit; try again")
         clip = await self._load(source, opts.views)
         merges = None
         if opts.explain:
@@ -136,6 +134,8 @@ class Classifier:
 
     async def _explain(self, clip) -> tuple[np.ndarray, Merges, float, float]:
         """Logits and the first view's merges from one model call, beside the batcher."""
+        if self.explaining.locked():  # no await between this check and the acquire: nobody waits
+            raise QueueFullError("explain requests are running at the limit; try again")
         async with self.explaining:
             started = time.perf_counter()
             logits, index = await asyncio.to_thread(self.backend.explain, clip.tensor)

@@ -105,6 +105,15 @@ def test_explain_returns_the_merges_compactly_only_when_asked(client_for, clips)
     assert m["tokens"] == np.unique(ids).size < ids.size  # the demo merges: fewer tokens than patches
     r = _post(client_for(), _clip(clips), params={"explain": "true"})
     assert r.status_code == 422 and "merge output" in r.json()["error"]["message"]
+    slots = demo.app.state.runtime.classifier.explaining
+    for _ in range(2):  # both explain slots busy: the next one is refused at once, not queued
+        demo.portal.call(slots.acquire)
+    r = _post(demo, _clip(clips), params={"explain": "true"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+    assert _post(demo, _clip(clips)).status_code == 200  # plain requests go on through the batcher
+    for _ in range(2):
+        demo.portal.call(slots.release)
+    assert _post(demo, _clip(clips), params={"explain": "true"}).status_code == 200
 
 
 def test_multi_view_timeline_and_models(client_for, clips):
