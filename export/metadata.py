@@ -33,6 +33,10 @@ class ModelMetadata:
     precision: str = "fp32"
     input_name: str = "video"
     output_name: str = "logits"
+    # `merge_index` output: int32 `[B, t*h*w]`, for every patch of the grid `merge_grid` (t, h, w)
+    # the final token it was merged into (`models.explain`); "" in files exported without it
+    merge_output: str = ""
+    merge_grid: tuple[int, ...] = ()
 
     @property
     def input_spec(self) -> InputSpec:

@@ -28,6 +28,7 @@ FORBIDDEN_OPS = frozenset({"ScatterElements", "ScatterND", "Scatter", "NonZero",
 class OnnxSpec:
     input_name: str = "video"
     output_name: str = "logits"
+    merge_output: str = "merge_index"  # merged models only: what the merges did (models.explain)
     opset: int = 18  # the dynamo exporter's lowest; TensorRT 10 parses it
     max_batch: int = 64  # upper bound of the dynamic batch axis
 
@@ -40,6 +41,7 @@ def metadata_for(model: VideoClassifier, name: str, precision: str = "fp32", spe
         frame_interval=pre.frame_interval, merge=merge.method, reduction=merge.reduction,
         gflops=float(f"{model.gflops():.6g}"), gflops_unmerged=float(f"{model.gflops(merged=False):.6g}"),
         precision=precision, input_name=spec.input_name, output_name=spec.output_name,
+        merge_output=spec.merge_output if merge.method != "none" else "", merge_grid=cfg.grid,
     )  # fmt: skip
 
 
@@ -50,10 +52,16 @@ def example_input(model: VideoClassifier, batch: int = 2) -> torch.Tensor:
 
 def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadata, spec: OnnxSpec = OnnxSpec()) -> Path:
     """Trace `model` with the dynamo exporter (dynamic batch only) and write one `.onnx`.
+    When `metadata.merge_output` names one, the graph has a second output: every patch's
+    final token (`models.explain.WithMergeIndex`), which clients that do not ask ignore.
 
     Checks: `onnx.checker` (full), shape inference, and that no forbidden op slipped in.
     """
+    from models.explain import WithMergeIndex
+
     path = Path(path)
+    traced = WithMergeIndex(model) if metadata.merge_output else model
+    outputs = [spec.output_name] + ([metadata.merge_output] if metadata.merge_output else [])
     batch = torch.export.Dim("batch", min=1, max=spec.max_batch)
     for logger in ("torch.onnx", "onnxscript"):  # their INFO/WARNING chatter is not ours to show
         logging.getLogger(logger).setLevel(logging.ERROR)
@@ -61,13 +69,13 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model.eval(),
+                traced.eval(),
                 (example_input(model),),
                 dynamo=True,
                 opset_version=spec.opset,
                 external_data=False,
                 input_names=[spec.input_name],
-                output_names=[spec.output_name],
+                output_names=outputs,
                 dynamic_shapes={"video": {0: batch}},
                 optimize=True,  # constant folding and dead-code removal (onnxscript optimizer)
                 verbose=False,

@@ -18,7 +18,7 @@ import numpy as np
 from export.agreement import ValidationError, ValidationReport
 from export.metadata import sidecar_path
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
-from export.validate import onnxruntime_runner, validate
+from export.validate import check_merge_index, onnxruntime_runner, validate
 
 Format = Literal["onnx", "tensorrt", "triton"]
 # Opens a built engine as a function `[B, 3, T, S, S]` -> logits: the server's own runner
@@ -118,7 +118,11 @@ def run_export(
         with progress.step("validating with ONNX Runtime"):
             ort_run = onnxruntime_runner(str(target))
             result.reports.append(validate(model, ort_run, "onnxruntime-cpu", precision))
+            if meta.merge_output and precision == "fp32":  # low precisions may flip near-tied decisions
+                patches = check_merge_index(model, str(target))
         progress.show(result.reports[-1].table())
+        if meta.merge_output and precision == "fp32":
+            progress.show(f"{meta.merge_output}: equal to PyTorch on all {patches} patches")
         if onnx_path:
             target = Path(shutil.move(target, onnx_path))
         engine = None

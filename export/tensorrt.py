@@ -9,7 +9,7 @@ and the TensorRT version, so a JSON sidecar (`<engine>.json`) records the cache 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from export.errors import ExportError
@@ -57,7 +57,8 @@ def build_engine(
     timing_cache: str | Path | None = None,
 ) -> Path:
     """Parse the ONNX, build with a batch profile 1..max_batch (opt = max_batch // 2 or 1),
-    reuse/update a timing cache, write the engine and its JSON sidecar."""
+    reuse/update a timing cache, write the engine and its JSON sidecar. The engine has the
+    logits only: a graph's `merge_index` output is unmarked (explaining runs on ONNX files)."""
     import tensorrt as trt
 
     reason = unavailable_reason()
@@ -70,6 +71,10 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
+    for i in reversed(range(network.num_outputs)):
+        if network.get_output(i).name != meta.output_name:
+            network.unmark_output(network.get_output(i))
+    meta = replace(meta, merge_output="")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
     if precision == "fp16" and _major(trt) < 11:  # TensorRT 11 reads precision from the (fp16) graph

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from export.agreement import ValidationReport, compare, moving_squares
+from export.errors import ExportError
+from export.onnx import read_metadata
 from models import VideoClassifier
 
 
@@ -39,6 +41,28 @@ def validate(
         expected = reference(videos.numpy())
     name = "pytorch" if reference is None else "onnxruntime"
     return compare(run, videos.numpy(), expected, backend, precision, name, batches)
+
+
+def check_merge_index(model: VideoClassifier, path: str, clips: int = 6) -> int:
+    """The exported `merge_index` equals PyTorch's on the validation clips, patch for patch
+    (merge decisions are discrete: fp32 graphs must make the same ones). Returns the number
+    of patches compared; raises `ExportError` naming how many differ."""
+    import onnxruntime as ort
+
+    from models.explain import WithMergeIndex
+
+    videos = validation_clips(model, clips)
+    with torch.no_grad():
+        _, expected = WithMergeIndex(model)(videos)  # (clips, N) int32
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    meta = read_metadata(path)
+    got = session.run([meta.merge_output], {meta.input_name: videos.numpy()})[0]
+    if got.dtype != np.int32 or got.shape != tuple(expected.shape):
+        raise ExportError(f"{meta.merge_output}: {got.dtype} {got.shape}, expected int32 {tuple(expected.shape)}")
+    wrong = int((got != expected.numpy()).sum())
+    if wrong:
+        raise ExportError(f"{meta.merge_output} differs from PyTorch on {wrong} of {got.size} patches")
+    return got.size
 
 
 def onnxruntime_runner(path: str, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:

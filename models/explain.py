@@ -5,45 +5,72 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
+from torch import nn
 
 from media import load_clip
-from models import mergers
 from models.checkpoint import VideoClassifier
+from models.merge import follow_merge
+from models.mergers import Recorder
 
 
 @contextmanager
-def _recording():
-    """Record every assignment the mergers apply (analysis only; the model is unchanged)."""
-    seen: list[torch.Tensor] = []
-    real = mergers.merge_tokens
-
-    def record(assign, x, stats):
-        seen.append(assign.detach())
-        return real(assign, x, stats)
-
-    with mock.patch.object(mergers, "merge_tokens", record):
+def recording(model: nn.Module):
+    """Every assignment the model's mergers apply during the block, in order (`[B', 1, n', n]`,
+    `None` for a frame-pair fusion). The model's computation is unchanged."""
+    seen: list[torch.Tensor | None] = []
+    mergers = [m for m in model.modules() if isinstance(m, Recorder)]
+    for m in mergers:
+        m.record = seen
+    try:
         yield seen
+    finally:
+        for m in mergers:
+            m.record = None
+
+
+def merge_index(model: VideoClassifier, assigns: list[torch.Tensor | None], batch: int) -> torch.Tensor:
+    """For every input patch, the final token it was merged into: `[B, t*h*w]` int64 over the
+    patch grid `model.config.grid` (t-major). Ids number the final tokens (ViT: in the order
+    the head sees them; TimeSformer: frame slice x tube), so equal ids = one merged token."""
+    t, h, w = model.config.grid
+    if model.config.arch == "vit":
+        index = torch.arange(t * h * w).expand(batch, -1)  # (B, N): every patch is its own token
+        for assign in assigns:  # (B*g, 1, n', n): the groups of each clip, in order
+            index = follow_merge(index, assign.reshape(batch, -1, *assign.shape[-2:]))  # (B, g, n', n)
+        return index
+    tubes, slices = torch.arange(h * w).expand(batch, -1), t  # TimeSformer: one decision per tube
+    for assign in assigns:
+        if assign is None:  # frame pairs fused: half the time slices
+            slices //= 2
+        else:
+            tubes = follow_merge(tubes, assign.reshape(batch, 1, *assign.shape[-2:]))  # (B, 1, P', P)
+    final_tubes = next((a.shape[-2] for a in reversed(assigns) if a is not None), h * w)
+    frame_slice = torch.arange(t) // (t // slices)  # (t,): the fused slice each frame ended in
+    return (frame_slice[:, None] * final_tubes + tubes[:, None, :]).flatten(1)  # (B, t*P)
+
+
+class WithMergeIndex(nn.Module):
+    """`video [B, 3, T, H, W] -> (logits [B, classes], merge_index [B, t*h*w] int32)`: the
+    module `sttm export` traces, so the exported graph carries what the merges did."""
+
+    def __init__(self, model: VideoClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with recording(self.model) as assigns:
+            logits = self.model(video)
+        return logits, merge_index(self.model, assigns, video.shape[0]).to(torch.int32)
 
 
 def merge_groups(model: VideoClassifier, video: torch.Tensor) -> np.ndarray:
-    """Final token of every original patch: `[1, 3, T, H, W] -> [T', H', W']` int ids."""
-    cfg = model.config
-    t, h, w = cfg.grid
-    with _recording() as assigns, torch.no_grad():
-        model(video)
-    if cfg.arch == "vit":
-        members = torch.eye(t * h * w)  # (tokens now, original patches)
-        for assign in assigns:  # (groups, 1, n', n): one clip, block-diagonal over groups
-            members = torch.block_diag(*assign[:, 0]) @ members
-        return members.argmax(0).reshape(t, h, w).numpy()
-    members = torch.eye(h * w)  # TimeSformer: tubes, the same in every frame
-    for assign in assigns:  # (1, 1, P', P)
-        members = assign[0, 0] @ members
-    return np.broadcast_to(members.argmax(0).reshape(1, h, w).numpy(), (t, h, w)).copy()
+    """Final token of every original patch: `[1, 3, T, H, W] -> [t, h, w]` int ids."""
+    with torch.no_grad():
+        _, index = WithMergeIndex(model)(video)
+    return index[0].reshape(model.config.grid).numpy()
 
 
 def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> Path:

@@ -193,3 +193,19 @@ def motion_features(stats: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     velocity = torch.cat([cov_th, cov_tw], -1) / (var_t + eps)  # (..., 2)
     spread = torch.cat([var_t, var_h, var_w], -1).add(eps).sqrt()  # (..., 3)
     return torch.cat([mean, velocity, spread, s.log()], -1)
+
+
+def follow_merge(index: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+    """Where every original patch is after one more merge (ToMe's `trace_source`, as ids).
+
+    Args:
+        index: `[B, N]` int64, for each of the N original patches the token it is in,
+            among the `g * n` tokens that enter the merge (group-major).
+        assign: `[B, g, n', n]` one-hot assignment of each of the `g` groups.
+    Returns:
+        `[B, N]` int64, the token each patch is in among the `g * n'` merged tokens.
+    """
+    g, m = assign.shape[1], assign.shape[2]
+    slot = assign.argmax(-2)  # (B, g, n): the output slot of each token in its group
+    merged = slot + torch.arange(g, device=assign.device)[:, None] * m  # (B, g, n): ids among g*n' tokens
+    return merged.flatten(1).gather(1, index)  # (B, N)

@@ -3,6 +3,10 @@
 Mergers take tokens laid out as `[B', F, n, C]`: `F` frames share one merge decision
 (TimeSformer's spatial tubes; F = 1 for ViT groups), decided from the metric averaged
 over those frames. They return the merged tokens and their statistics.
+
+Recording (`models.explain.recording`): while a merger's `record` is a list, it appends
+the assignment it applied (`[B', 1, n', n]`; `None` for a frame-pair fusion), so a caller
+can follow every patch to its final token — in eager PyTorch and inside an exported graph.
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ from models.merge import (
     tome_assignment,
 )
 from models.schedule import MergeStep
+
+
+class Recorder(nn.Module):
+    """A merger that can record its assignments (off unless `record` is a list)."""
+
+    record: list | None = None
+
+    def _recorded(self, assign: torch.Tensor | None) -> None:
+        if self.record is not None:  # a Python-level switch: no branch in the traced graph
+            self.record.append(assign)
 
 
 class NoMerge(nn.Module):
@@ -40,17 +54,18 @@ class MotionEmbedding(nn.Module):
         return self.proj(motion_features(stats))
 
 
-class ToMeMerge(nn.Module):
+class ToMeMerge(Recorder):
     def __init__(self, step: MergeStep) -> None:
         super().__init__()
         self.r = step.r
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assign = tome_assignment(metric.mean(1), self.r)[:, None]  # (B', 1, n', n)
+        self._recorded(assign)
         return merge_tokens(assign, x, stats)
 
 
-class STTMMerge(nn.Module):
+class STTMMerge(Recorder):
     def __init__(self, step: MergeStep, dim: int, knn: int) -> None:
         super().__init__()
         self.meta, self.r, self.knn = step.meta, step.r, knn
@@ -58,11 +73,12 @@ class STTMMerge(nn.Module):
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assign = sttm_assignment(metric.mean(1), self.meta, self.r, self.knn)[:, None]  # (B', 1, n', n)
+        self._recorded(assign)
         x, stats = merge_tokens(assign, x, stats)  # (B', F, n', C), (B', F, n', 9)
         return x + self.motion(stats), stats
 
 
-class FramePairMerge(nn.Module):
+class FramePairMerge(Recorder):
     """TimeSformer's temporal step: frame pairs fuse tube by tube (T -> T/2)."""
 
     def __init__(self, dim: int, motion: bool) -> None:
@@ -70,6 +86,7 @@ class FramePairMerge(nn.Module):
         self.motion = MotionEmbedding(dim) if motion else None
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._recorded(None)  # frame 2i+1 into 2i, every tube
         x, stats = fuse_frame_pairs(x, stats)  # (B, T/2, P, C), (B, T/2, P, 9)
         if self.motion is not None:
             x = x + self.motion(stats)

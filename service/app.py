@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, errors, kserve, routes
+from service import __version__, errors, kserve, routes, web
 from service.auth import Protected
 from service.backends import ModelLoadError
 from service.classify import open_classifier
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(kserve.health)
     app.include_router(kserve.router)
+    web.install(app)
 
     @app.get("/metrics", include_in_schema=False, dependencies=Protected)
     async def metrics(request: Request) -> Response:

@@ -20,7 +20,7 @@ import numpy as np
 from media import Limits, Source, VideoError, VideoInfo, Views, Windows, load_clip
 from media.sampling import window_starts
 from service.backends import Backend, load_backend
-from service.batcher import Batcher
+from service.batcher import Batcher, QueueFullError
 from service.postprocess import Prediction, average_views, softmax, top_k
 from service.settings import Settings
 
@@ -30,6 +30,7 @@ class ClassifyOptions:
     top_k: int = 5
     views: Views = field(default_factory=Views)
     clip_len: int | None = None  # when given, must equal the model's frames
+    explain: bool = False  # also what the merges did (the model file must have the output)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,15 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Merges:
+    """What the model's merges did to the first view: the final token of every patch."""
+
+    grid: tuple[int, int, int]  # (t, h, w) patch grid; a time slice spans num_frames / t frames
+    frames: list[int]  # the first frame index of each time slice
+    index: np.ndarray  # (t*h*w,) int, t-major: equal ids = one merged token
+
+
+@dataclass(frozen=True)
 class Classification:
     model: str
     predictions: list[Prediction]  # best first
@@ -58,6 +68,7 @@ class Classification:
     views: int
     video: VideoInfo
     latency: Latency
+    merges: Merges | None = None  # when asked (`explain`)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,9 @@ class Classifier:
     limits: Limits = Limits()
     max_views: int = 30  # num_clips x crops per request
     max_windows: int = 120  # timeline windows per request
+    # explain requests run outside the batcher (one call gives logits and merges); at most this
+    # many at once, beyond it 503 like a full queue
+    explaining: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     async def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, float, float]:
         """`[n, 3, T, S, S]` through the batcher: logits `[n, classes]`, queue and inference
@@ -99,8 +113,15 @@ class Classifier:
             raise VideoError("bad_option", f"clip_len must be {meta.num_frames} for this model")
         if opts.views.num_clips * opts.views.crops > self.max_views:
             raise VideoError("bad_option", f"num_clips x crops is over {self.max_views} views")
+        if opts.explain and self.backend.explain is None:
+            raise VideoError("bad_option", "this model file has no merge output (explain): export it again with "
+                                           "`sttm export` (merged models), or leave explain off")  # fmt: skip
         clip = await self._load(source, opts.views)
-        logits, queue_s, infer_s = await self.infer(clip.tensor)
+        merges = None
+        if opts.explain:
+            logits, merges, queue_s, infer_s = await self._explain(clip)
+        else:
+            logits, queue_s, infer_s = await self.infer(clip.tensor)
         return Classification(
             model=meta.name,
             predictions=top_k(average_views(logits), meta.labels, opts.top_k),
@@ -108,7 +129,21 @@ class Classifier:
             views=len(clip.tensor),
             video=clip.info,
             latency=Latency(clip.decode_s, clip.preprocess_s, queue_s, infer_s, time.perf_counter() - started),
+            merges=merges,
         )
+
+    async def _explain(self, clip) -> tuple[np.ndarray, Merges, float, float]:
+        """Logits and the first view's merges from one model call, beside the batcher."""
+        if self.explaining.locked():  # no await between this check and the acquire: nobody waits
+            raise QueueFullError("explain requests are running at the limit; try again")
+        async with self.explaining:
+            started = time.perf_counter()
+            logits, index = await asyncio.to_thread(self.backend.explain, clip.tensor)
+            infer_s = time.perf_counter() - started
+        grid = tuple(self.backend.meta.merge_grid)  # (t, h, w)
+        step = self.backend.meta.num_frames // grid[0]  # frames per time slice
+        frames = [int(i) for i in clip.indices[0][::step]]
+        return logits, Merges(grid, frames, index[0]), 0.0, infer_s
 
     async def timeline(self, source: Source, opts: TimelineOptions, started: float | None = None) -> Timeline:
         """One clip per window, all decoded in one pass and sent as one batch."""

@@ -38,12 +38,13 @@ def _options(model, query: dict, fields: dict):
         raise ApiError(422, "invalid_request", msg) from None
 
 
-@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, openapi_extra=VIDEO_BODY)
+@router.post("/classify", response_model=ClassifyResponse, response_model_exclude_none=True, responses=ERRORS,
+             openapi_extra=VIDEO_BODY)  # fmt: skip
 async def classify(
     request: Request, rt: RuntimeDep, classifier: ClassifierDep, query: Annotated[ClassifyQuery, Query()]
 ) -> ClassifyResponse:
     """Classify one clip (multipart `file` or a raw `video/*` body). Options may also be
-    sent as multipart form fields."""
+    sent as multipart form fields. `explain=true` adds `merges`: which patches were merged."""
     started = time.perf_counter()
     async with video_body(request) as (file, fields):
         query = _options(ClassifyQuery, dict(request.query_params), fields) if fields else query

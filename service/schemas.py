@@ -3,9 +3,11 @@ validate HTTP input into the use case's plain options and render its plain resul
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from media import VideoInfo, Views
@@ -23,6 +25,7 @@ class ClassifyQuery(BaseModel):
     crops: int = Field(1, ge=1, le=3, description="1 = centre crop, 3 = ThreeCrop")
     start: float = Field(0.0, ge=0, description="seconds")
     end: float | None = Field(None, gt=0, description="seconds")
+    explain: bool = Field(False, description="also return `merges`: the merged token of every patch")
 
     @model_validator(mode="after")
     def _window(self) -> ClassifyQuery:
@@ -35,7 +38,7 @@ class ClassifyQuery(BaseModel):
     def options(self) -> classify.ClassifyOptions:
         views = Views(None if self.sampling == "model" else self.sampling, self.frame_interval, self.num_clips,
                       self.crops, self.start, self.end)  # fmt: skip
-        return classify.ClassifyOptions(self.top_k, views, self.clip_len)
+        return classify.ClassifyOptions(self.top_k, views, self.clip_len, self.explain)
 
 
 class TimelineQuery(BaseModel):
@@ -86,6 +89,23 @@ class Latency(BaseModel):
         return cls(**{stage: round(seconds * 1000, 2) for stage, seconds in asdict(latency).items()})
 
 
+class MergeMap(BaseModel):
+    """What STTM/ToMe merged in the first view: for every patch of the `grid` (t, h, w) the
+    final token it ended in. `ids`: base64 of little-endian uint16, t-major (`t*h*w` values);
+    equal ids = one merged token. Time slice `i` starts at frame `frames[i]`."""
+
+    grid: list[int]
+    frames: list[int]
+    tokens: int = Field(description="merged tokens the model kept")
+    ids: str
+
+    @classmethod
+    def of(cls, merges: classify.Merges) -> MergeMap:
+        ids = np.asarray(merges.index, dtype="<u2")
+        return cls(grid=list(merges.grid), frames=merges.frames, tokens=int(np.unique(ids).size),
+                   ids=base64.b64encode(ids.tobytes()).decode())  # fmt: skip
+
+
 class ClassifyResponse(BaseModel):
     model: str
     predictions: list[Prediction]
@@ -93,12 +113,14 @@ class ClassifyResponse(BaseModel):
     views: int
     video: VideoMeta
     latency_ms: Latency
+    merges: MergeMap | None = Field(None, description="with `explain=true` only")
 
     @classmethod
     def of(cls, result: classify.Classification) -> ClassifyResponse:
+        merges = MergeMap.of(result.merges) if result.merges is not None else None
         return cls(model=result.model, predictions=[Prediction.of(p) for p in result.predictions],
                    frames=result.frames, views=result.views, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency))  # fmt: skip
+                   latency_ms=Latency.of(result.latency), merges=merges)  # fmt: skip
 
 
 class Window(BaseModel):

@@ -56,6 +56,9 @@ class Backend:
     path: Path
     provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "openvino:CPU", "tensorrt"
     precision: str = "fp32"  # what it computes in (ONNX Runtime, TensorRT: what the file stores)
+    # `[B, 3, T, S, S]` -> (logits, merge_index `[B, t*h*w]` int32) in one call, where the file
+    # has the output (`sttm export` of a merged model); None for older files and engines
+    explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     def __call__(self, video: np.ndarray) -> np.ndarray:
         """`[B, 3, T, S, S]` float32 -> logits `[B, classes]`."""

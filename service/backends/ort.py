@@ -27,7 +27,13 @@ def load(path: Path, options: BackendOptions) -> Backend:
     def run(video):  # thread-safe: ORT sessions are
         return session.run([meta.output_name], {meta.input_name: video})[0]
 
-    return Backend(run, meta, path, f"onnxruntime:{session.get_providers()[0]}", meta.precision)
+    def explain(video):  # one call: the logits and every patch's final token
+        logits, index = session.run([meta.output_name, meta.merge_output], {meta.input_name: video})
+        return logits, index
+
+    has_merges = bool(meta.merge_output) and meta.merge_output in {o.name for o in session.get_outputs()}
+    provider = f"onnxruntime:{session.get_providers()[0]}"
+    return Backend(run, meta, path, provider, meta.precision, explain if has_merges else None)
 
 
 def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):

@@ -34,20 +34,37 @@ def load(path: Path, options: BackendOptions) -> Backend:
         raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
     meta = _metadata(model, path)
     precision = _precision(options.precision, core)
-    run = _compiled(core, model, precision, options.threads)
+    infer = _compiled(core, model, precision, options.threads)
     provider = "openvino:CPU"
     if precision != "fp32" and options.check:
         reference = _compiled(core, model, "fp32", options.threads)  # compiled once: the check and the fallback
         try:
-            _check(run, reference, meta, precision)
+            _check(_logits(infer), _logits(reference), meta, precision)
         except ValidationError as err:
             reason = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
                      f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs)"  # fmt: skip
             if options.precision != "auto":
                 raise ModelLoadError(f"{path}: {reason}: serve it with --precision fp32") from None
-            run, precision = reference, "fp32"
+            infer, precision = reference, "fp32"
             provider += f" ({reason}: fp32)"
-    return Backend(run, meta, path, provider, precision)
+    names = [output.get_names() for output in model.outputs]
+    merges = next((i for i, n in enumerate(names) if meta.merge_output and meta.merge_output in n), None)
+    explain = None if merges is None else _explainer(infer, merges)
+    return Backend(_logits(infer), meta, path, provider, precision, explain)
+
+
+def _logits(infer):
+    return lambda video: infer(video)[0]
+
+
+def _explainer(infer, merges: int):
+    """`video -> (logits, merge_index)` from one model call."""
+
+    def explain(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = infer(video)
+        return outputs[0], outputs[merges]
+
+    return explain
 
 
 def _metadata(model, path: Path) -> ModelMetadata:
@@ -78,19 +95,21 @@ def _precision(requested: str, core: openvino.Core) -> str:
 
 
 def _compiled(core: openvino.Core, model, precision: str, threads: int):
-    """The model compiled at `precision`, as a thread-safe function (one infer request per thread)."""
+    """The model compiled at `precision`, as a thread-safe function `video -> [outputs]`
+    (one infer request per thread; output 0 is the logits)."""
     config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(model, "CPU", config)
     local = threading.local()
 
-    def run(video: np.ndarray) -> np.ndarray:
+    def infer(video: np.ndarray) -> list[np.ndarray]:
         if not hasattr(local, "request"):
             local.request = compiled.create_infer_request()
-        return local.request.infer({0: np.ascontiguousarray(video, np.float32)})[0].copy()
+        result = local.request.infer({0: np.ascontiguousarray(video, np.float32)})
+        return [result[i].copy() for i in range(len(compiled.outputs))]
 
-    return run
+    return infer
 
 
 def _check(run, reference, meta: ModelMetadata, precision: str) -> None:

@@ -69,7 +69,10 @@ class TensorRTRunner:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(outputs) != 1:  # `sttm export` builds engines with the logits only
+            raise RuntimeError(f"{engine_path}: the engine has outputs {outputs}; expected one (the logits)")
+        self.output = outputs[0]
         self.max_shape = tuple(self.engine.get_tensor_profile_shape(self.input, 0)[2])  # (min, opt, max)[2]
         self.context.set_input_shape(self.input, self.max_shape)
         max_out = tuple(self.context.get_tensor_shape(self.output))  # (max batch, classes)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from export.onnx import FORBIDDEN_OPS, export_onnx, inferred_shapes, metadata_for, op_types, read_metadata
-from export.validate import onnxruntime_runner, validate
+from export.validate import check_merge_index, onnxruntime_runner, validate
 from models import load_model
 from tests.torch_helpers import write_hf
 
@@ -51,6 +51,8 @@ def test_ort_matches_pytorch_at_batch_1_and_3(exported, name, merge):
     report = validate(model, onnxruntime_runner(str(path)), "onnxruntime-cpu", batches=(1, 3))
     assert report.ok and report.max_abs_diff <= 1e-3
     assert [r.batch for r in report.rows] == [1, 3]
+    if merge != "none":  # the merge decisions in the graph are PyTorch's, patch for patch
+        assert check_merge_index(model, str(path)) == 6 * np.prod(model.config.grid)
 
 
 @pytest.mark.parametrize("name,merge", CASES)
@@ -79,7 +81,8 @@ def test_graph_is_static_tensorrt_friendly_and_shrinks_tokens(exported, name, me
             assert ("batch", t, p, dim) in shapes
         assert (len(grids) > 1) == (merge != "none")
     inputs, outputs = proto.graph.input, proto.graph.output
-    assert [i.name for i in inputs] == ["video"] and [o.name for o in outputs] == ["logits"]
+    merges = ["merge_index"] if merge != "none" else []  # merged models: every patch's final token
+    assert [i.name for i in inputs] == ["video"] and [o.name for o in outputs] == ["logits", *merges]
     assert inputs[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 

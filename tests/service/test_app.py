@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -85,6 +86,34 @@ def test_default_model_is_the_bundled_demo_and_names_the_action(clips):
     # translations it gets right without fail, and 10 of the 12 in all
     assert all(top[name] == name for name in CLASSES[:4]), top
     assert sum(top[name] == name for name in CLASSES) >= 10, top
+
+
+def test_explain_returns_the_merges_compactly_only_when_asked(client_for, clips):
+    """`explain=true` on the demo (an export with `merge_index`): per patch of the token grid the
+    merged token it ended in, as base64 uint16; the same labels as without; absent unless asked;
+    a model file without the output is a 422 that says why."""
+    demo = client_for(model=DEMO_ONNX)
+    plain = _post(demo, _clip(clips)).json()
+    assert "merges" not in plain
+    body = _post(demo, _clip(clips), params={"explain": "true"}).json()
+    assert [p["label"] for p in body["predictions"]] == [p["label"] for p in plain["predictions"]]
+    m = body["merges"]
+    t, h, w = m["grid"]
+    ids = np.frombuffer(base64.b64decode(m["ids"]), "<u2")
+    assert ids.size == t * h * w and len(m["frames"]) == t
+    assert m["frames"] == body["frames"][:: len(body["frames"]) // t]  # the first frame of each time slice
+    assert m["tokens"] == np.unique(ids).size < ids.size  # the demo merges: fewer tokens than patches
+    r = _post(client_for(), _clip(clips), params={"explain": "true"})
+    assert r.status_code == 422 and "merge output" in r.json()["error"]["message"]
+    slots = demo.app.state.runtime.classifier.explaining
+    for _ in range(2):  # both explain slots busy: the next one is refused at once, not queued
+        demo.portal.call(slots.acquire)
+    r = _post(demo, _clip(clips), params={"explain": "true"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+    assert _post(demo, _clip(clips)).status_code == 200  # plain requests go on through the batcher
+    for _ in range(2):
+        demo.portal.call(slots.release)
+    assert _post(demo, _clip(clips), params={"explain": "true"}).status_code == 200
 
 
 def test_multi_view_timeline_and_models(client_for, clips):

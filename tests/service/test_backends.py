@@ -9,6 +9,7 @@ import pytest
 from export import agreement
 from export.agreement import moving_squares
 from service.backends import BackendOptions, ModelLoadError, load_backend, resolve_kind
+from service.settings import DEMO_ONNX
 
 openvino = pytest.importorskip("openvino")
 HAS_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -73,3 +74,18 @@ def test_compiled_models_are_cached(tiny_onnx, tmp_path):
     again = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", cache=cache))
     clips = moving_squares(first.meta.input_spec, 2)
     np.testing.assert_array_equal(first(clips), again(clips))
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_merge_output_is_served_where_the_file_has_it(tiny_onnx, kind):
+    """The demo export carries `merge_index`: both CPU runtimes return it beside the same logits
+    (exact ids: the decisions are fp32); a file without the output has no explain."""
+    demo = load_backend(DEMO_ONNX, BackendOptions(kind=kind, precision="fp32"))
+    reference = load_backend(DEMO_ONNX, BackendOptions(kind="onnxruntime"))
+    clips = moving_squares(demo.meta.input_spec, 2)
+    logits, index = demo.explain(clips)
+    np.testing.assert_allclose(logits, demo(clips), atol=1e-4)
+    t, h, w = demo.meta.merge_grid
+    assert index.dtype == np.int32 and index.shape == (2, t * h * w)
+    np.testing.assert_array_equal(index, reference.explain(clips)[1])
+    assert load_backend(tiny_onnx, BackendOptions(kind=kind, precision="fp32")).explain is None
