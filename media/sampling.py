@@ -88,9 +88,10 @@ def clip_plan(
 
 
 def window_starts(duration_s: float, window_s: float, stride_s: float, max_windows: int) -> np.ndarray:
-    """Start (s) of each window of a timeline; too many is a `too_many_windows` error."""
+    """Start (s) of each window of a timeline, every `stride_s` until one reaches the end (the
+    last may be partial: its clip is padded); too many is a `too_many_windows` error."""
     last = max(duration_s - window_s, 0.0)
-    count = (last + 1e-6) // stride_s + 1  # a float (may be inf), counted before anything is listed
+    count = np.ceil(last / stride_s - 1e-6) + 1  # a float (may be inf), counted before anything is listed
     if count > max_windows:
         raise VideoError("too_many_windows", f"{count:.4g} windows; at most {max_windows} (raise stride_s)")
     return np.arange(int(count)) * stride_s  # (windows,) seconds

@@ -9,6 +9,8 @@ inference through the dynamic batcher; every stage is timed.
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from media import Limits, Source, VideoError, VideoInfo, Views, Windows, load_clip
+from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
 from media.sampling import window_starts
+from media.stream import Pipe, Progress, WindowClip, read_windows
 from service.backends import Backend, load_backend
 from service.batcher import Batcher
 from service.postprocess import Prediction, average_views, softmax, top_k
+from service.segments import Segment, segments
 from service.settings import Settings
 
 
@@ -37,6 +41,8 @@ class TimelineOptions:
     top_k: int = 3
     window_s: float = 2.0
     stride_s: float = 1.0
+    min_score: float = 0.0  # a window under it is "no action"
+    min_windows: int = 2  # hysteresis of the segments (service.segments)
 
 
 @dataclass(frozen=True)
@@ -65,14 +71,78 @@ class Window:
     start_s: float
     end_s: float
     predictions: list[Prediction]
+    probs: np.ndarray  # (classes,)
+    latency_s: float = 0.0  # queue + inference
+    lag_s: float = 0.0  # from the window's last frame to its answer
 
 
 @dataclass(frozen=True)
 class Timeline:
     model: str
     windows: list[Window]
+    segments: list[Segment]
     video: VideoInfo
     latency: Latency
+
+
+class Handoff:
+    """Windows from a decoding thread to the event loop, at most `capacity` waiting.
+
+    When full, `put` either waits for room (a file: never drop, decoding waits for
+    inference) or drops the oldest waiting window and counts it (a live source: never
+    behind). Either way the queue never grows past `capacity`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int, drop: bool) -> None:
+        self.loop, self.capacity, self.drop = loop, capacity, drop
+        self.items: collections.deque = collections.deque()
+        self.dropped = 0
+        self.closed = False  # the consumer is gone
+        self.done = False  # the producer is finished
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._ready = asyncio.Event()
+
+    def _wake(self) -> None:
+        self.loop.call_soon_threadsafe(self._ready.set)
+
+    def put(self, item: WindowClip) -> bool:
+        """From the producer thread; False when the consumer is gone."""
+        with self._cond:
+            if self.drop and len(self.items) >= self.capacity:
+                self.items.popleft()
+                self.dropped += 1
+            self._cond.wait_for(lambda: self.closed or len(self.items) < self.capacity)
+            if self.closed:
+                return False
+            self.items.append(item)
+        self._wake()
+        return True
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.done, self.error = True, error
+        self._wake()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self.items.clear()
+            self._cond.notify_all()
+
+    async def get(self) -> WindowClip | None:
+        """The next window; None at the end (raises what the producer raised)."""
+        while True:
+            self._ready.clear()
+            with self._cond:
+                if self.items:
+                    item = self.items.popleft()
+                    self._cond.notify_all()
+                    return item
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return None
+            await self._ready.wait()
 
 
 @dataclass(frozen=True)
@@ -82,7 +152,9 @@ class Classifier:
     pool: ThreadPoolExecutor  # decoding threads
     limits: Limits = Limits()
     max_views: int = 30  # num_clips x crops per request
-    max_windows: int = 120  # timeline windows per request
+    max_windows: int = 3600  # timeline windows per request
+    window_slots: asyncio.Semaphore | None = None  # batcher slots live streams and timelines share
+    stall_timeout_s: float = 10.0  # the longest wait for a source's next frame
 
     async def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, float, float]:
         """`[n, 3, T, S, S]` through the batcher: logits `[n, classes]`, queue and inference
@@ -111,22 +183,87 @@ class Classifier:
         )
 
     async def timeline(self, source: Source, opts: TimelineOptions, started: float | None = None) -> Timeline:
-        """One clip per window, all decoded in one pass and sent as one batch."""
+        """The whole video window by window (the last, partial window too), decoded in one
+        pass; each window goes to the batcher as soon as its frames are decoded."""
         started = time.perf_counter() if started is None else started
         meta = self.backend.meta
-        most = min(self.max_windows, self.batcher.max_queue)  # more never fit in the queue: 422, not 503
-        clip = await self._load(source, Windows(opts.window_s, opts.stride_s, most))
-        logits, queue_s, infer_s = await self.infer(clip.tensor)
-        duration = clip.info.duration_s
-        starts = window_starts(duration, opts.window_s, opts.stride_s, most)  # (windows,)
-        windows = [
-            Window(float(s), min(float(s) + opts.window_s, duration), top_k(p, meta.labels, opts.top_k))
-            for s, p in zip(starts, softmax(logits))
-        ]
-        latency = Latency(clip.decode_s, clip.preprocess_s, queue_s, infer_s, time.perf_counter() - started)
-        return Timeline(meta.name, windows, clip.info, latency)
+        info = await asyncio.get_running_loop().run_in_executor(self.pool, probe, source, self.limits)
+        window_starts(info.duration_s, opts.window_s, opts.stride_s, self.max_windows)  # too many: 422 first
+        if hasattr(source, "seek"):
+            source.seek(0)
+        progress = Progress()
+        windows = [w async for w in self.windows(source, opts, progress, live=False)]
+        if len(windows) > self.max_windows:
+            raise VideoError("too_many_windows", f"{len(windows)} windows; at most {self.max_windows}")
+        segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score,
+                        opts.min_windows)  # fmt: skip
+        spent = time.perf_counter() - started
+        queue_s = sum(w.latency_s for w in windows)
+        latency = Latency(spent - queue_s, 0.0, 0.0, queue_s, spent)  # decode overlaps inference here
+        return Timeline(meta.name, windows, segs, info, latency)
 
-    async def _load(self, source: Source, views: Views | Windows):
+    async def windows(
+        self, source: Source | Pipe, opts: TimelineOptions, progress: Progress, *, live: bool | None = None,
+        stop: threading.Event | None = None, capacity: int = 2, on_handoff: Callable[[Handoff], None] | None = None,
+    ) -> AsyncIterator[Window]:  # fmt: skip
+        """Windows of `source` classified as they arrive, in order: a decoding thread, a
+        bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
+
+        `live`: drop the oldest waiting windows when inference falls behind (None: decide
+        from the source — live when it has no known duration)."""
+        loop = asyncio.get_running_loop()
+        meta = self.backend.meta
+        stop = stop or threading.Event()
+        handoff = Handoff(loop, capacity, drop=bool(live))
+        if on_handoff:
+            on_handoff(handoff)
+        timeout = self.stall_timeout_s if live is not False else self.limits.decode_timeout_s
+
+        def produce() -> None:
+            try:
+                reader = read_windows(source, meta.input_spec, opts.window_s, opts.stride_s, self.limits,
+                                      timeout_s=timeout, stop=stop, progress=progress)  # fmt: skip
+                started = False
+                for clip in reader:
+                    if not started and live is None:
+                        handoff.drop, started = progress.live, True
+                    if not handoff.put(clip):
+                        break
+                handoff.finish()
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer
+                handoff.finish(err)
+
+        thread = threading.Thread(target=produce, name="windows", daemon=True)
+        thread.start()
+        inflight: collections.deque[tuple[WindowClip, asyncio.Task]] = collections.deque()
+        try:
+            while True:
+                clip = await handoff.get()
+                if clip is not None:
+                    inflight.append((clip, loop.create_task(self._infer_window(clip))))
+                while inflight and (clip is None or len(inflight) >= capacity or inflight[0][1].done()):
+                    done, task = inflight.popleft()
+                    logits, seconds = await task
+                    probs = softmax(logits[0])
+                    yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
+                                 time.monotonic() - done.ready_at)  # fmt: skip
+                if clip is None:
+                    return
+        finally:
+            stop.set()
+            handoff.close()
+            for _, task in inflight:
+                task.cancel()
+            await asyncio.to_thread(thread.join, 5)
+
+    async def _infer_window(self, clip: WindowClip) -> tuple[np.ndarray, float]:
+        slots = self.window_slots or asyncio.Semaphore(1 << 30)
+        started = time.perf_counter()
+        async with slots:
+            logits, _, _ = await self.infer(clip.tensor)
+        return logits, time.perf_counter() - started
+
+    async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, load_clip, source, self.backend.meta.input_spec, views,
                                           self.limits)  # fmt: skip
@@ -146,7 +283,8 @@ async def open_classifier(
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
-        yield Classifier(backend, batcher, pool, s.limits, s.max_views, s.max_windows)
+        slots = asyncio.Semaphore(max(1, min(s.stream_slots, s.max_queue // 2)))  # uploads keep the rest
+        yield Classifier(backend, batcher, pool, s.limits, s.max_views, s.max_windows, slots, s.stream_stall_s)
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

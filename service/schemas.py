@@ -43,9 +43,12 @@ class TimelineQuery(BaseModel):
     window_s: float = Field(2.0, gt=0, le=600)
     # at least 10 ms: a finer stride is below any video's frame interval
     stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
+    min_score: float = Field(0.0, ge=0, le=1, description="a window whose top score is under it is 'no action'")
+    min_windows: int = Field(2, ge=1, le=100, description="segment hysteresis: windows a new label must hold")
+    format: Literal["json", "vtt", "csv"] | None = Field(None, description="default: from Accept, else json")
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s)
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows)
 
 
 class Prediction(BaseModel):
@@ -107,9 +110,21 @@ class Window(BaseModel):
     predictions: list[Prediction]
 
 
+class Segment(BaseModel):
+    label: str
+    start_s: float
+    end_s: float
+    score: float = Field(description="mean probability of the label over the segment's windows")
+
+    @classmethod
+    def of(cls, s) -> Segment:
+        return cls(label=s.label, start_s=round(s.start_s, 3), end_s=round(s.end_s, 3), score=round(s.score, 4))
+
+
 class TimelineResponse(BaseModel):
     model: str
     windows: list[Window]
+    segments: list[Segment]
     video: VideoMeta
     latency_ms: Latency
 
@@ -117,8 +132,8 @@ class TimelineResponse(BaseModel):
     def of(cls, result: classify.Timeline) -> TimelineResponse:
         windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
                           predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
-        return cls(model=result.model, windows=windows, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency))  # fmt: skip
+        return cls(model=result.model, windows=windows, segments=[Segment.of(s) for s in result.segments],
+                   video=VideoMeta.of(result.video), latency_ms=Latency.of(result.latency))  # fmt: skip
 
 
 class ModelInfo(BaseModel):

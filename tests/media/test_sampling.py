@@ -29,7 +29,9 @@ def test_a_plan_keeps_inside_its_time_window():
 
 
 def test_timeline_windows_are_counted_before_they_are_listed():
-    assert window_starts(10.0, 2, 0.3, 120).tolist() == pytest.approx(np.arange(0.0, 8 + 1e-6, 0.3).tolist())
+    assert window_starts(10.0, 2, 0.3, 120).tolist() == pytest.approx(np.arange(0.0, 8.1 + 1e-6, 0.3).tolist())
+    assert window_starts(5.28, 2, 2, 120).tolist() == [0, 2, 4]  # the last, partial window covers 4-5.28
+    assert window_starts(6.0, 2, 2, 120).tolist() == [0, 2, 4]
     with pytest.raises(VideoError, match="inf windows"):
         window_starts(10.0, 2.0, 5e-324, 120)  # past the HTTP schema's bound
     rows = window_plan(4, "uniform", 4, 2.0, 2.0, 120)(INFO)  # (windows, T)
