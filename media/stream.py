@@ -214,7 +214,8 @@ def read_windows(
         ctx = stream.codec_context
         if ctx.width * ctx.height > limits.max_pixels:
             raise VideoError("too_large", f"{ctx.width}x{ctx.height} is over the limit of {limits.max_pixels} pixels")
-        progress.live = container.duration is None or isinstance(source, Pipe)
+        progress.live = (container.duration is None or isinstance(source, Pipe)
+                         or (isinstance(source, str) and source.lower().startswith("rtsp")))  # fmt: skip
         progress.started_at = time.monotonic()
         ring = FrameRing(spec, window_s, stride_s, max_fps)
         tb = float(stream.time_base or 0) or 1 / 90000
@@ -245,7 +246,9 @@ def read_windows(
                 raise VideoError("corrupt", f"cannot decode the media ({err.strerror or err})") from None
             if isinstance(err, av.ExitError | av.error.TimeoutError) or "timed out" in str(err).lower():
                 raise VideoError("timeout", f"no frame for {timeout_s:.0f} s") from None
-            # a damaged tail: classify what decoded
+            if progress.live:
+                raise VideoError("unreachable", f"the source dropped ({err.strerror or err})") from None
+            # a file's damaged tail: classify what decoded
         except TimeoutError:
             raise VideoError("timeout", f"no frame for {timeout_s:.0f} s") from None
         if progress.frames == 0:

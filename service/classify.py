@@ -15,12 +15,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
-from media.sampling import window_starts
+from media.sampling import Sampling, window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
 from service.backends import Backend, load_backend
 from service.batcher import Batcher
@@ -43,6 +43,7 @@ class TimelineOptions:
     stride_s: float = 1.0
     min_score: float = 0.0  # a window under it is "no action"
     min_windows: int = 2  # hysteresis of the segments (service.segments)
+    sampling: Sampling | None = None  # frames of a window: None = the model's
 
 
 @dataclass(frozen=True)
@@ -205,14 +206,16 @@ class Classifier:
     async def windows(
         self, source: Source | Pipe, opts: TimelineOptions, progress: Progress, *, live: bool | None = None,
         stop: threading.Event | None = None, capacity: int = 2, on_handoff: Callable[[Handoff], None] | None = None,
+        limits: Limits | None = None, max_fps: float = 120.0,
     ) -> AsyncIterator[Window]:  # fmt: skip
         """Windows of `source` classified as they arrive, in order: a decoding thread, a
         bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
 
         `live`: drop the oldest waiting windows when inference falls behind (None: decide
-        from the source — live when it has no known duration)."""
+        from the source — live when it has no known duration). `limits`: default the uploads'."""
         loop = asyncio.get_running_loop()
         meta = self.backend.meta
+        spec = replace(meta.input_spec, sampling=opts.sampling or meta.input_spec.sampling)
         stop = stop or threading.Event()
         handoff = Handoff(loop, capacity, drop=bool(live))
         if on_handoff:
@@ -221,8 +224,8 @@ class Classifier:
 
         def produce() -> None:
             try:
-                reader = read_windows(source, meta.input_spec, opts.window_s, opts.stride_s, self.limits,
-                                      timeout_s=timeout, stop=stop, progress=progress)  # fmt: skip
+                reader = read_windows(source, spec, opts.window_s, opts.stride_s, limits or self.limits,
+                                      timeout_s=timeout, stop=stop, progress=progress, max_fps=max_fps)  # fmt: skip
                 started = False
                 for clip in reader:
                     if not started and live is None:
@@ -236,23 +239,30 @@ class Classifier:
         thread = threading.Thread(target=produce, name="windows", daemon=True)
         thread.start()
         inflight: collections.deque[tuple[WindowClip, asyncio.Task]] = collections.deque()
+        getting: asyncio.Task | None = None
+        finished = False
         try:
-            while True:
-                clip = await handoff.get()
-                if clip is not None:
-                    inflight.append((clip, loop.create_task(self._infer_window(clip))))
-                while inflight and (clip is None or len(inflight) >= capacity or inflight[0][1].done()):
+            while not finished or inflight:
+                if getting is None and not finished and len(inflight) < capacity:
+                    getting = loop.create_task(handoff.get())
+                waiting = {t for t in (getting, inflight[0][1] if inflight else None) if t is not None}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if getting is not None and getting.done():
+                    clip, getting = getting.result(), None  # raises what the decoding thread raised
+                    if clip is None:
+                        finished = True
+                    else:
+                        inflight.append((clip, loop.create_task(self._infer_window(clip))))
+                while inflight and inflight[0][1].done():  # in order, each as soon as it is answered
                     done, task = inflight.popleft()
-                    logits, seconds = await task
+                    logits, seconds = task.result()
                     probs = softmax(logits[0])
                     yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
                                  time.monotonic() - done.ready_at)  # fmt: skip
-                if clip is None:
-                    return
         finally:
             stop.set()
             handoff.close()
-            for _, task in inflight:
+            for task in [t for _, t in inflight] + ([getting] if getting else []):
                 task.cancel()
             await asyncio.to_thread(thread.join, 5)
 

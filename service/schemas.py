@@ -51,6 +51,55 @@ class TimelineQuery(BaseModel):
         return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows)
 
 
+class StreamOptions(BaseModel):
+    """A live stream's options (also the WebSocket's first message)."""
+
+    model_config = {"extra": "forbid"}
+
+    window_s: float = Field(2.0, gt=0, le=60)
+    stride_s: float = Field(1.0, ge=0.1, le=60)
+    top_k: int = Field(3, ge=1, le=1000)
+    min_score: float = Field(0.0, ge=0, le=1)
+    min_windows: int = Field(2, ge=1, le=100)
+    sampling: Literal["model", "uniform", "dense"] = "model"
+
+    def options(self) -> classify.TimelineOptions:
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows,
+                                        None if self.sampling == "model" else self.sampling)  # fmt: skip
+
+
+class StreamRequest(StreamOptions):
+    url: str = Field(max_length=2048, description="rtsp://, rtsps://, http(s):// (a file or an HLS playlist)")
+
+
+class StreamStats(BaseModel):
+    frames: int
+    fps_in: float
+    windows: int
+    dropped: int = Field(description="windows dropped because inference was behind")
+    lag_s: float = Field(description="last window: from its last frame to its event")
+    retries: int
+    events: int
+
+
+class StreamInfo(BaseModel):
+    id: str
+    url: str | None = Field(description="None: client push over /v1/streams/ws")
+    state: Literal["starting", "running", "retrying", "finished", "failed", "stopped"]
+    reason: str | None = Field(description="why it ended")
+    window_s: float
+    stride_s: float
+    top_k: int
+    created: float = Field(description="Unix time")
+    stats: StreamStats
+
+    @classmethod
+    def of(cls, stream) -> StreamInfo:
+        return cls(id=stream.id, url=stream.url, state=stream.state, reason=stream.reason,
+                   window_s=stream.opts.window_s, stride_s=stream.opts.stride_s, top_k=stream.opts.top_k,
+                   created=stream.created, stats=StreamStats(**stream.stats()))  # fmt: skip
+
+
 class Prediction(BaseModel):
     label: str
     score: float
