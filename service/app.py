@@ -101,6 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
         return response
 
-    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)))
+    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)), timeout_s=settings.read_timeout_s)
     app.add_middleware(OneLineStartupError, runtime=app.state.runtime)
     return app

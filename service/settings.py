@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     decode_timeout_s: float = 30.0
     max_views: int = 30  # num_clips x crops
     max_windows: int = 3600  # timeline windows per request (an hour at a 1 s stride)
-    read_timeout_s: float = 30.0  # an upload that sends nothing for this long is cut (408)
+    read_timeout_s: float = 60.0  # a request body not complete this long after the request began is cut (408)
     # continuous video: live streams (POST /v1/streams, /v1/streams/ws) and long timelines
     stream_allow: str = ""  # hosts and CIDRs URL sources may name, comma-separated; empty: none
     max_streams: int = 4  # live streams at once (URL and client push)

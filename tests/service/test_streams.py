@@ -6,6 +6,7 @@ a slow SSE reader."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import io
@@ -279,3 +280,69 @@ def test_rtsp_live_stream_is_two_segments_then_retried_and_ended_when_the_server
     lags = [d["lag_s"] for _, e, d in events if e == "window"]
     assert max(lags) < 1.0
     assert client.get(f"/v1/streams/{sid}").json()["stats"]["retries"] >= 1
+
+
+def test_live_hls_playlist_written_while_it_is_read(client, http_server, media_dir):
+    """An HLS playlist (1 s segments) that grows in real time while the stream reads it; its
+    end (`#EXT-X-ENDLIST`) finishes the stream."""
+    frames = right_then_left()[:45]  # 3 s moving right
+    live = media_dir / "live"
+    live.mkdir()
+    first_segment = threading.Event()
+
+    def write() -> None:
+        options = {"hls_time": "1", "hls_list_size": "0", "hls_segment_type": "mpegts"}
+        with av.open(str(live / "index.m3u8"), "w", format="hls", options=options) as out:
+            stream = out.add_stream("libx264", rate=15)
+            stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+            stream.options = {"g": "15", "preset": "ultrafast", "crf": "20"}
+            start = time.monotonic()
+            for i, array in enumerate(frames):
+                time.sleep(max(0.0, start + i / 15 - time.monotonic()))
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+                if (live / "index.m3u8").exists():
+                    first_segment.set()
+            out.mux(stream.encode())
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert first_segment.wait(10)
+        assert "#EXT-X-ENDLIST" not in (live / "index.m3u8").read_text()  # live while it is opened
+        r = client.post("/v1/streams", json={"url": f"{http_server}/live/index.m3u8", "stride_s": 0.5})
+        assert r.status_code == 201, r.text
+        events = _events(client, r.json()["id"])
+    finally:
+        writer.join()
+    assert events[-1][2]["reason"] == "finished"
+    windows = [d for _, e, d in events if e == "window"]
+    starts = [w["start_s"] for w in windows]
+    assert len(windows) >= 3 and starts == sorted(starts), starts
+    assert sum(w["predictions"][0]["label"] == "moving_right" for w in windows) > len(windows) / 2
+
+
+def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded(tiny_onnx):
+    """The whole 8.5 s WebM arrives at once while each model call takes 0.3 s: the oldest
+    waiting windows are dropped and counted, never queued, so lag stays within a few calls."""
+    from media.stream import Pipe, Progress
+    from service.classify import TimelineOptions, open_classifier
+
+    async def run():
+        async with open_classifier(Settings(model=tiny_onnx)) as classifier:
+            fast = classifier.batcher.run
+            classifier.batcher.run = lambda batch: (time.sleep(0.3), fast(batch))[1]
+            pipe = Pipe()
+            for chunk in _webm_chunks(right_then_left()):
+                pipe.write(chunk)
+            pipe.close()
+            handoffs = []
+            opts = TimelineOptions(window_s=1, stride_s=0.25)
+            windows = [
+                w async for w in classifier.windows(pipe, opts, Progress(), live=True, on_handoff=handoffs.append)
+            ]
+            return windows, handoffs[0].dropped
+
+    windows, dropped = asyncio.run(run())
+    assert dropped > 0 and len(windows) + dropped == 31  # 0, 0.25, ..., 7.5 s (the last partial)
+    assert max(w.lag_s for w in windows) < 4 * 0.3 + 0.5
+    assert windows[-1].end_s == pytest.approx(128 / 15, abs=0.1)  # the newest window is never the one dropped
