@@ -36,7 +36,7 @@ StreamsDep = Annotated[Streams, Depends(get_streams)]
 
 
 @router.post("", status_code=201, response_model=StreamInfo, dependencies=Protected,
-             responses=documented(401, 403, 422, 429, 503))  # fmt: skip
+             responses=documented(400, 401, 403, 422, 429, 503))  # fmt: skip
 async def create(body: StreamRequest, rt: RuntimeDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
     """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be in
     `STTM_STREAM_ALLOW`; redirects are followed here and each hop re-checked."""
