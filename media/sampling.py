@@ -97,21 +97,6 @@ def window_starts(duration_s: float, window_s: float, stride_s: float, max_windo
     return np.arange(int(count)) * stride_s  # (windows,) seconds
 
 
-def window_plan(
-    clip_len: int, sampling: Sampling, frame_interval: int, window_s: float, stride_s: float, max_windows: int
-) -> Plan:
-    """One test-mode clip per window: `[windows, clip_len]`."""
-
-    def plan(info: VideoInfo) -> np.ndarray:
-        rows = [
-            clip_plan(clip_len, sampling, frame_interval, 1, start, start + window_s)(info)[0]
-            for start in window_starts(info.duration_s, window_s, stride_s, max_windows)
-        ]
-        return np.stack(rows)  # (windows, T)
-
-    return plan
-
-
 def jitter_plan(clip_len: int, sampling: Sampling, frame_interval: int, rng: random.Random) -> Plan:
     """One train-mode clip over the whole video: `[1, clip_len]`."""
     return lambda info: jittered_indices(info.frames, clip_len, sampling, frame_interval, rng)[None]

@@ -55,6 +55,7 @@ class Progress:
     frames: int = 0
     live: bool = False
     started_at: float = 0.0
+    decode_s: float = 0.0  # time spent opening, decoding and preparing (not waiting for the consumer)
 
 
 class FrameRing:
@@ -208,6 +209,7 @@ def read_windows(
     """
     progress = progress if progress is not None else Progress()
     stop = stop or threading.Event()
+    busy_since = time.perf_counter()
     container = _open_any(source, timeout_s, limits)
     with container:
         stream = _stream(container, limits)
@@ -240,7 +242,10 @@ def read_windows(
                 end_s = max(end_s, t + step)
                 now = time.monotonic()
                 for start, end, clip in ring.push(t, pixels):
-                    yield WindowClip(start, end, normalize(clip[None], spec.mean, spec.std), now)
+                    window = WindowClip(start, end, normalize(clip[None], spec.mean, spec.std), now)
+                    progress.decode_s += time.perf_counter() - busy_since
+                    yield window
+                    busy_since = time.perf_counter()
         except av.FFmpegError as err:
             if progress.frames == 0:
                 raise VideoError("corrupt", f"cannot decode the media ({err.strerror or err})") from None

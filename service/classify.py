@@ -74,6 +74,7 @@ class Window:
     predictions: list[Prediction]
     probs: np.ndarray  # (classes,)
     latency_s: float = 0.0  # queue + inference
+    queue_s: float = 0.0  # of which waiting for the batcher (and for a stream slot)
     lag_s: float = 0.0  # from the window's last frame to its answer
 
 
@@ -198,9 +199,9 @@ class Classifier:
             raise VideoError("too_many_windows", f"{len(windows)} windows; at most {self.max_windows}")
         segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score,
                         opts.min_windows)  # fmt: skip
-        spent = time.perf_counter() - started
-        queue_s = sum(w.latency_s for w in windows)
-        latency = Latency(spent - queue_s, 0.0, 0.0, queue_s, spent)  # decode overlaps inference here
+        # sums over the windows: decoding runs while earlier windows wait and infer
+        queue_s, infer_s = sum(w.queue_s for w in windows), sum(w.latency_s - w.queue_s for w in windows)
+        latency = Latency(progress.decode_s, 0.0, queue_s, infer_s, time.perf_counter() - started)
         return Timeline(meta.name, windows, segs, info, latency)
 
     async def windows(
@@ -255,10 +256,10 @@ class Classifier:
                         inflight.append((clip, loop.create_task(self._infer_window(clip))))
                 while inflight and inflight[0][1].done():  # in order, each as soon as it is answered
                     done, task = inflight.popleft()
-                    logits, seconds = task.result()
+                    logits, seconds, queue_s = task.result()
                     probs = softmax(logits[0])
                     yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
-                                 time.monotonic() - done.ready_at)  # fmt: skip
+                                 queue_s, time.monotonic() - done.ready_at)  # fmt: skip
         finally:
             stop.set()
             handoff.close()
@@ -266,12 +267,14 @@ class Classifier:
                 task.cancel()
             await asyncio.to_thread(thread.join, 5)
 
-    async def _infer_window(self, clip: WindowClip) -> tuple[np.ndarray, float]:
+    async def _infer_window(self, clip: WindowClip) -> tuple[np.ndarray, float, float]:
+        """Logits `[1, classes]`, seconds in all, seconds waiting (for a slot and in the queue)."""
         slots = self.window_slots or asyncio.Semaphore(1 << 30)
         started = time.perf_counter()
         async with slots:
-            logits, _, _ = await self.infer(clip.tensor)
-        return logits, time.perf_counter() - started
+            logits, _, infer_s = await self.infer(clip.tensor)
+        seconds = time.perf_counter() - started
+        return logits, seconds, seconds - infer_s
 
     async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
