@@ -204,6 +204,7 @@ def read_windows(
         stop: set it to end the reading early (checked at every frame).
         progress: counters updated as frames arrive; `live` says whether the source has no
             known duration (a camera, a live playlist, a client push).
+        max_fps: frames closer together than `1 / max_fps` are skipped.
     Raises:
         media.VideoError: unusable source, undecodable media, a stall longer than `timeout_s`.
     """
@@ -221,7 +222,7 @@ def read_windows(
         progress.started_at = time.monotonic()
         ring = FrameRing(spec, window_s, stride_s, max_fps)
         tb = float(stream.time_base or 0) or 1 / 90000
-        first_pts, size, end_s = None, None, 0.0
+        first_pts, size, end_s, kept_t = None, None, 0.0, -1.0
         rate = stream.average_rate or stream.guessed_rate
         step = 1 / float(rate) if rate and 0 < float(rate) <= 1000 else 0.04  # a frame's duration
         try:
@@ -235,6 +236,9 @@ def read_windows(
                     t = (frame.pts - first_pts) * tb
                 if t > limits.max_duration_s and not progress.live:
                     raise VideoError("too_long", f"over the limit of {limits.max_duration_s:.0f} s")
+                if t < kept_t + 0.999 / max_fps:
+                    continue  # over max_fps: thinned out (never converted)
+                kept_t = t
                 if size is None:
                     size = _output_size(frame.width, frame.height, spec.short_side)
                 pixels = crop(_convert(frame, size), spec.size)[0]  # (S, S, 3)

@@ -41,6 +41,14 @@ def test_overlapping_windows_and_dense_sampling_pad_like_the_sampler(tmp_path):
     assert levels(_pixels(windows[-1].tensor)).tolist() == [20, 24, 28, 29]  # past the end: the last frame repeats
 
 
+def test_frames_over_the_rate_limit_are_thinned_out(tmp_path):
+    path = numbered_clip(tmp_path / "n.mp4", frames=40)  # 10 fps
+    progress = Progress()
+    windows = list(read_windows(path, SPEC, window_s=2.0, stride_s=2.0, progress=progress, max_fps=5))
+    assert progress.frames == 20 and len(windows) == 2
+    assert (levels(_pixels(windows[0].tensor)) % 2 == 0).all()  # every other frame
+
+
 def test_the_ring_holds_one_window_whatever_the_length():
     ring = FrameRing(SPEC, window_s=2.0, stride_s=1.0, max_fps=30)
     frame = np.zeros((32, 32, 3), np.uint8)
