@@ -2,6 +2,7 @@
 one long file through `sttm predict --timeline`.
 
     python -m benchmarks.streams live [--streams 4 16] [--seconds 20] [--workdir DIR]
+    python -m benchmarks.streams live --streams 4 --seconds 600      # a 10-minute soak (RSS once a minute)
     python -m benchmarks.streams long [--minutes 30] [--workdir DIR]
 
 `live`: a 640x360 25 fps H.264 clip served at real time by GStreamer's RTSP server (Debian's
@@ -62,7 +63,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def live(levels: list[int], seconds: float, workdir: Path) -> list[dict]:
-    clip = make_clip(workdir / "live_640x360_25fps.mp4", seconds + 15, fps=25, size=(640, 360))
+    minute = make_clip(workdir / "minute_640x360.mp4", 60, fps=25, size=(640, 360))
+    clip = looped_clip(workdir / f"live_{seconds:g}s_640x360.mp4", minute, int(seconds // 60) + 1)
     upload = make_clip(workdir / "upload_10s.mp4", 4, fps=25, size=(640, 360)).read_bytes()
     rows = []
     for n in levels:
@@ -94,9 +96,11 @@ def live(levels: list[int], seconds: float, workdir: Path) -> list[dict]:
             followers = [threading.Thread(target=_follow, args=(url, sid, lags, stop), daemon=True) for sid in sids]
             for f in followers:
                 f.start()
-            uploads, failed = [], 0
+            uploads, failed, rss = [], 0, []
             end = time.monotonic() + seconds
             while time.monotonic() < end:
+                if len(rss) <= (time.monotonic() - end + seconds) // 60:  # once a minute
+                    rss.append(round(proc.memory_info().rss / 2**20, 1))
                 t0 = time.perf_counter()
                 r = httpx.post(f"{url}/v1/classify", files={"file": ("c.mp4", upload, "video/mp4")}, timeout=60)
                 uploads.append(time.perf_counter() - t0)
@@ -110,7 +114,7 @@ def live(levels: list[int], seconds: float, workdir: Path) -> list[dict]:
                 "dropped": sum(s["dropped"] for s in stats),
                 "fps_in": round(statistics.mean(s["fps_in"] for s in stats), 1),
                 "lag_p50_s": round(_percentile(lags, 0.5), 3), "lag_p99_s": round(_percentile(lags, 0.99), 3),
-                "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1),
+                "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1), "rss_per_minute_mb": rss,
                 "uploads": len(uploads), "upload_failed": failed,
                 "upload_p50_ms": round(_percentile(uploads, 0.5) * 1000),
             })  # fmt: skip
@@ -123,19 +127,18 @@ def live(levels: list[int], seconds: float, workdir: Path) -> list[dict]:
     return rows
 
 
-def looped_clip(path: Path, minutes: float) -> Path:
-    """A long 1280x720 25 fps H.264 file: one generated minute, its packets written again and
-    again with shifted timestamps (encoding 30 minutes of 720p would take longer than the test)."""
+def looped_clip(path: Path, source: Path, loops: int) -> Path:
+    """`source`'s packets written `loops` times with shifted timestamps: a long H.264 file in
+    seconds (encoding 30 minutes of 720p here would take longer than the benchmark)."""
     if path.is_file():
         return path
-    minute = make_clip(path.with_name("minute_1280x720.mp4"), 60, fps=25, size=(1280, 720))
-    with av.open(str(minute)) as src:
+    with av.open(str(source)) as src:
         packets = [p for p in src.demux(src.streams.video[0]) if p.dts is not None]
         template = src.streams.video[0]
         step = packets[-1].pts + (packets[1].pts - packets[0].pts) if len(packets) > 1 else 1
         with av.open(str(path), "w") as out:
             stream = out.add_stream_from_template(template)
-            for loop in range(max(1, round(minutes))):
+            for loop in range(max(1, loops)):
                 for p in packets:
                     q = av.Packet(bytes(p))
                     q.pts, q.dts, q.time_base, q.stream = p.pts + loop * step, p.dts + loop * step, p.time_base, stream
@@ -146,7 +149,8 @@ def looped_clip(path: Path, minutes: float) -> Path:
 
 def long_file(minutes: float, workdir: Path) -> dict:
     t0 = time.perf_counter()
-    clip = looped_clip(workdir / f"long_{minutes:g}min_1280x720.mp4", minutes)
+    minute = make_clip(workdir / "minute_1280x720.mp4", 60, fps=25, size=(1280, 720))
+    clip = looped_clip(workdir / f"long_{minutes:g}min_1280x720.mp4", minute, round(minutes))
     made = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "service.cli", "predict", "demo", str(clip), "--timeline",
