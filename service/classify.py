@@ -23,7 +23,7 @@ from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
 from media.sampling import Sampling, window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
 from service.backends import Backend, load_backend
-from service.batcher import Batcher
+from service.batcher import Batcher, QueueFullError
 from service.postprocess import Prediction, average_views, softmax, top_k
 from service.segments import Segment, segments
 from service.settings import Settings
@@ -272,7 +272,12 @@ class Classifier:
         slots = self.window_slots or asyncio.Semaphore(1 << 30)
         started = time.perf_counter()
         async with slots:
-            logits, _, infer_s = await self.infer(clip.tensor)
+            while True:
+                try:
+                    logits, _, infer_s = await self.infer(clip.tensor)
+                    break
+                except QueueFullError:  # uploads hold the rest of the queue: wait for room, not fail
+                    await asyncio.sleep(0.05)
         seconds = time.perf_counter() - started
         return logits, seconds, seconds - infer_s
 
