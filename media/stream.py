@@ -155,8 +155,9 @@ class Pipe:
 
 
 def open_url(url: str, timeout_s: float, limits: Limits) -> av.container.InputContainer:
-    """Open a network source with FFmpeg, only over `PROTOCOLS` (the caller checks the host).
-    Every wait (connect, read) is bounded by `timeout_s`. Raises VideoError."""
+    """Open a network source with FFmpeg, only over `PROTOCOLS` (the caller checks the host,
+    and follows HTTP redirects itself: FFmpeg follows none). Every wait (connect, read) is
+    bounded by `timeout_s`. Raises VideoError."""
     scheme = url.split(":", 1)[0].lower()
     if scheme not in URL_SCHEMES:
         raise VideoError("bad_url", f"only {', '.join(URL_SCHEMES)} URLs are read, not {scheme!r}")
@@ -165,6 +166,8 @@ def open_url(url: str, timeout_s: float, limits: Limits) -> av.container.InputCo
                **_decoder_options(limits)}  # fmt: skip
     if scheme.startswith("rtsp"):
         options |= {"rtsp_transport": "tcp", "timeout": micros}
+    else:
+        options |= {"max_redirects": "0"}  # FFmpeg follows none: the caller followed and checked them
     try:
         return av.open(url, mode="r", options=options, timeout=(timeout_s, timeout_s), metadata_errors="ignore")
     except av.FFmpegError as err:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from media import InputSpec, VideoError, Views, load_clip
+from media import InputSpec, Limits, VideoError, Views, load_clip
 from media.stream import FrameRing, Pipe, Progress, open_url, read_windows
 from tests.media.clips import levels, numbered_clip
 
@@ -83,5 +83,36 @@ def test_pipe_feeds_the_decoder_and_times_out_when_the_client_stalls(tmp_path):
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "concat:a|b", "ftp://127.0.0.1/x", "pipe:0"])
 def test_only_stream_protocols_are_opened(url):
     with pytest.raises(VideoError) as err:
-        open_url(url, 1.0, __import__("media").Limits())
+        open_url(url, 1.0, Limits())
     assert err.value.code == "bad_url"
+
+
+def test_ffmpeg_follows_no_redirect_itself(tmp_path):
+    """Redirects are followed (and each hop checked) by the caller, never by FFmpeg."""
+    import functools
+    import http.server
+
+    numbered_clip(tmp_path / "n.mp4")
+
+    class Redirect(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/hop":
+                self.send_response(302)
+                self.send_header("Location", "/n.mp4")
+                self.end_headers()
+                return
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Redirect, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        open_url(f"{base}/n.mp4", 5.0, Limits()).close()  # the file itself opens
+        with pytest.raises(VideoError) as err:
+            open_url(f"{base}/hop", 5.0, Limits())
+        assert err.value.code == "unreachable"
+    finally:
+        server.shutdown()
