@@ -346,3 +346,36 @@ def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded
     assert dropped > 0 and len(windows) + dropped == 31  # 0, 0.25, ..., 7.5 s (the last partial)
     assert max(w.lag_s for w in windows) < 4 * 0.3 + 0.5
     assert windows[-1].end_s == pytest.approx(128 / 15, abs=0.1)  # the newest window is never the one dropped
+
+
+def test_streams_hold_at_most_their_share_of_the_batcher_and_uploads_go_on(tiny_onnx, right_left_mp4):
+    """Three streams of a file (never dropped from: they wait for the model) against a slow
+    model and a queue of 4 clips: together they hold at most 2 (STTM_STREAM_SLOTS capped at
+    half the queue), so every upload finds room."""
+    from media.stream import Progress
+    from service.classify import ClassifyOptions, TimelineOptions, open_classifier
+
+    async def run():
+        settings = Settings(model=tiny_onnx, max_queue=4, max_batch=1, stream_slots=16)
+        async with open_classifier(settings) as classifier:
+            fast, most = classifier.batcher.run, 0
+
+            def slow(batch):
+                nonlocal most
+                most = max(most, classifier.batcher.pending_clips)
+                time.sleep(0.02)
+                return fast(batch)
+
+            classifier.batcher.run = slow
+
+            async def stream():
+                return [w async for w in classifier.windows(right_left_mp4, TimelineOptions(), Progress(), live=False)]
+
+            streams = [asyncio.ensure_future(stream()) for _ in range(3)]
+            answers = []
+            while not all(s.done() for s in streams):
+                answers.append(await classifier.classify(right_left_mp4, ClassifyOptions()))  # never QueueFullError
+            return [len(await s) for s in streams], len(answers), most
+
+    windows, uploads, most = asyncio.run(run())
+    assert windows == [8, 8, 8] and uploads >= 1 and most <= 2 + 1  # the streams' 2, and one upload
