@@ -2,14 +2,15 @@
 
 One module per concept: `sampling` (which frames: plans), `container` (what is refused
 before FFmpeg reads a container), `decode` (PyAV: only the planned frames), `transforms`
-(crop, normalise), `clip` (`load_clip`: source + the model's input spec -> its input).
+(crop, normalise), `clip` (`load_clip`: source + the model's input spec -> its input),
+`stream` (continuous video: one decoding pass, a clip per window as soon as it is complete).
 """
 
-from media.clip import Clip, InputSpec, Jitter, Views, Windows, load_clip
+from media.clip import Clip, InputSpec, Jitter, Views, load_clip
 from media.decode import Limits, Source, VideoInfo, probe, read_frames
 from media.errors import VideoError
 
 __all__ = [
-    "Clip", "InputSpec", "Jitter", "Limits", "Source", "VideoError", "VideoInfo", "Views", "Windows", "load_clip",
+    "Clip", "InputSpec", "Jitter", "Limits", "Source", "VideoError", "VideoInfo", "Views", "load_clip",
     "probe", "read_frames",
 ]  # fmt: skip

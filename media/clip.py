@@ -1,11 +1,10 @@
 """One path from a source to the model's input: `load_clip(source, spec, views)`.
 
-The server (`/v1/classify`, `/v1/timeline`, `sttm predict`), training and evaluation data,
+The server (`/v1/classify`, `sttm predict`), training and evaluation data,
 and `sttm explain` all call it, so a model is trained on exactly what it is served. What
 differs between them is only *which* views are taken:
 
 - `Views`: test-mode clips along time x crops (MMAction2's `num_clips` x ThreeCrop);
-- `Windows`: one test-mode clip per window of a long video (a timeline);
 - `Jitter`: training's random view (temporal jitter, scale jitter, a random crop).
 """
 
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from media.decode import Limits, Source, VideoInfo, read_frames
-from media.sampling import Plan, Sampling, clip_plan, jitter_plan, window_plan
+from media.sampling import Plan, Sampling, clip_plan, jitter_plan
 from media.transforms import crop, normalize, random_crop
 
 
@@ -61,25 +60,6 @@ class Views:
 
 
 @dataclass(frozen=True)
-class Windows:
-    """One centre-cropped test-mode clip per `window_s` window, every `stride_s` seconds."""
-
-    window_s: float
-    stride_s: float
-    max_windows: int = 120
-
-    def short_side(self, spec: InputSpec) -> int:
-        return spec.short_side
-
-    def plan(self, spec: InputSpec) -> Plan:
-        return window_plan(spec.frames, spec.sampling, spec.frame_interval, self.window_s, self.stride_s,
-                           self.max_windows)  # fmt: skip
-
-    def crop(self, frames: np.ndarray, spec: InputSpec) -> np.ndarray:
-        return crop(frames, spec.size)
-
-
-@dataclass(frozen=True)
 class Jitter:
     """Training's random view, drawn from `rng`: the short side scaled by a factor in `scale`,
     a random clip in time, a random crop."""
@@ -109,9 +89,7 @@ class Clip:
     preprocess_s: float
 
 
-def load_clip(
-    source: Source, spec: InputSpec, views: Views | Windows | Jitter = Views(), limits: Limits = Limits()
-) -> Clip:
+def load_clip(source: Source, spec: InputSpec, views: Views | Jitter = Views(), limits: Limits = Limits()) -> Clip:
     """Decode the frames `views` plans (and no others), crop, normalise.
 
     Args:

@@ -88,27 +88,13 @@ def clip_plan(
 
 
 def window_starts(duration_s: float, window_s: float, stride_s: float, max_windows: int) -> np.ndarray:
-    """Start (s) of each window of a timeline; too many is a `too_many_windows` error."""
+    """Start (s) of each window of a timeline, every `stride_s` until one reaches the end (the
+    last may be partial: its clip is padded); too many is a `too_many_windows` error."""
     last = max(duration_s - window_s, 0.0)
-    count = (last + 1e-6) // stride_s + 1  # a float (may be inf), counted before anything is listed
+    count = np.ceil(last / stride_s - 1e-6) + 1  # a float (may be inf), counted before anything is listed
     if count > max_windows:
         raise VideoError("too_many_windows", f"{count:.4g} windows; at most {max_windows} (raise stride_s)")
     return np.arange(int(count)) * stride_s  # (windows,) seconds
-
-
-def window_plan(
-    clip_len: int, sampling: Sampling, frame_interval: int, window_s: float, stride_s: float, max_windows: int
-) -> Plan:
-    """One test-mode clip per window: `[windows, clip_len]`."""
-
-    def plan(info: VideoInfo) -> np.ndarray:
-        rows = [
-            clip_plan(clip_len, sampling, frame_interval, 1, start, start + window_s)(info)[0]
-            for start in window_starts(info.duration_s, window_s, stride_s, max_windows)
-        ]
-        return np.stack(rows)  # (windows, T)
-
-    return plan
 
 
 def jitter_plan(clip_len: int, sampling: Sampling, frame_interval: int, rng: random.Random) -> Plan:

@@ -10,13 +10,14 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, errors, kserve, routes, web
+from service import __version__, errors, kserve, routes, stream_routes, web
 from service.auth import Protected
 from service.backends import ModelLoadError
 from service.classify import open_classifier
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from service.streams import Streams
 from service.upload import BodyLimit
 
 
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 on_batch = lambda size, seconds: runtime.metrics.batch.observe(size)  # noqa: E731
                 runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))
+                runtime.streams = Streams(settings, runtime.metrics)
+                stack.push_async_callback(runtime.streams.close)  # streams end before the batcher drains
             except ModelLoadError as err:
                 runtime.load_error = str(err)
                 if settings.require_model:
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings=settings, metrics=Metrics())
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(stream_routes.router)
     app.include_router(kserve.health)
     app.include_router(kserve.router)
     web.install(app)
@@ -98,6 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
         return response
 
-    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)))
+    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)), timeout_s=settings.read_timeout_s)
     app.add_middleware(OneLineStartupError, runtime=app.state.runtime)
     return app

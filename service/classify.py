@@ -9,19 +9,23 @@ inference through the dynamic batcher; every stage is timed.
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from media import Limits, Source, VideoError, VideoInfo, Views, Windows, load_clip
-from media.sampling import window_starts
+from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
+from media.sampling import Sampling, window_starts
+from media.stream import Pipe, Progress, WindowClip, read_windows
 from service.backends import Backend, load_backend
 from service.batcher import Batcher, QueueFullError
 from service.postprocess import Prediction, average_views, softmax, top_k
+from service.segments import Segment, segments
 from service.settings import Settings
 
 
@@ -38,6 +42,9 @@ class TimelineOptions:
     top_k: int = 3
     window_s: float = 2.0
     stride_s: float = 1.0
+    min_score: float = 0.0  # a window under it is "no action"
+    min_windows: int = 2  # hysteresis of the segments (service.segments)
+    sampling: Sampling | None = None  # frames of a window: None = the model's
 
 
 @dataclass(frozen=True)
@@ -76,14 +83,79 @@ class Window:
     start_s: float
     end_s: float
     predictions: list[Prediction]
+    probs: np.ndarray  # (classes,)
+    latency_s: float = 0.0  # queue + inference
+    queue_s: float = 0.0  # of which waiting for the batcher (and for a stream slot)
+    lag_s: float = 0.0  # from the window's last frame to its answer
 
 
 @dataclass(frozen=True)
 class Timeline:
     model: str
     windows: list[Window]
+    segments: list[Segment]
     video: VideoInfo
     latency: Latency
+
+
+class Handoff:
+    """Windows from a decoding thread to the event loop, at most `capacity` waiting.
+
+    When full, `put` either waits for room (a file: never drop, decoding waits for
+    inference) or drops the oldest waiting window and counts it (a live source: never
+    behind). Either way the queue never grows past `capacity`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int, drop: bool) -> None:
+        self.loop, self.capacity, self.drop = loop, capacity, drop
+        self.items: collections.deque = collections.deque()
+        self.dropped = 0
+        self.closed = False  # the consumer is gone
+        self.done = False  # the producer is finished
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._ready = asyncio.Event()
+
+    def _wake(self) -> None:
+        self.loop.call_soon_threadsafe(self._ready.set)
+
+    def put(self, item: WindowClip) -> bool:
+        """From the producer thread; False when the consumer is gone."""
+        with self._cond:
+            if self.drop and len(self.items) >= self.capacity:
+                self.items.popleft()
+                self.dropped += 1
+            self._cond.wait_for(lambda: self.closed or len(self.items) < self.capacity)
+            if self.closed:
+                return False
+            self.items.append(item)
+        self._wake()
+        return True
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.done, self.error = True, error
+        self._wake()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self.items.clear()
+            self._cond.notify_all()
+
+    async def get(self) -> WindowClip | None:
+        """The next window; None at the end (raises what the producer raised)."""
+        while True:
+            self._ready.clear()
+            with self._cond:
+                if self.items:
+                    item = self.items.popleft()
+                    self._cond.notify_all()
+                    return item
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return None
+            await self._ready.wait()
 
 
 @dataclass(frozen=True)
@@ -93,7 +165,9 @@ class Classifier:
     pool: ThreadPoolExecutor  # decoding threads
     limits: Limits = Limits()
     max_views: int = 30  # num_clips x crops per request
-    max_windows: int = 120  # timeline windows per request
+    max_windows: int = 3600  # timeline windows per request
+    window_slots: asyncio.Semaphore | None = None  # batcher slots live streams and timelines share
+    stall_timeout_s: float = 10.0  # the longest wait for a source's next frame
     # explain requests run outside the batcher (one call gives logits and merges); at most this
     # many at once, beyond it 503 like a full queue
     explaining: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
@@ -146,22 +220,103 @@ class Classifier:
         return logits, Merges(grid, frames, index[0]), 0.0, infer_s
 
     async def timeline(self, source: Source, opts: TimelineOptions, started: float | None = None) -> Timeline:
-        """One clip per window, all decoded in one pass and sent as one batch."""
+        """The whole video window by window (the last, partial window too), decoded in one
+        pass; each window goes to the batcher as soon as its frames are decoded."""
         started = time.perf_counter() if started is None else started
         meta = self.backend.meta
-        most = min(self.max_windows, self.batcher.max_queue)  # more never fit in the queue: 422, not 503
-        clip = await self._load(source, Windows(opts.window_s, opts.stride_s, most))
-        logits, queue_s, infer_s = await self.infer(clip.tensor)
-        duration = clip.info.duration_s
-        starts = window_starts(duration, opts.window_s, opts.stride_s, most)  # (windows,)
-        windows = [
-            Window(float(s), min(float(s) + opts.window_s, duration), top_k(p, meta.labels, opts.top_k))
-            for s, p in zip(starts, softmax(logits))
-        ]
-        latency = Latency(clip.decode_s, clip.preprocess_s, queue_s, infer_s, time.perf_counter() - started)
-        return Timeline(meta.name, windows, clip.info, latency)
+        info = await asyncio.get_running_loop().run_in_executor(self.pool, probe, source, self.limits)
+        window_starts(info.duration_s, opts.window_s, opts.stride_s, self.max_windows)  # too many: 422 first
+        if hasattr(source, "seek"):
+            source.seek(0)
+        progress = Progress()
+        windows = [w async for w in self.windows(source, opts, progress, live=False)]
+        if len(windows) > self.max_windows:
+            raise VideoError("too_many_windows", f"{len(windows)} windows; at most {self.max_windows}")
+        segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score,
+                        opts.min_windows)  # fmt: skip
+        # sums over the windows: decoding runs while earlier windows wait and infer
+        queue_s, infer_s = sum(w.queue_s for w in windows), sum(w.latency_s - w.queue_s for w in windows)
+        latency = Latency(progress.decode_s, 0.0, queue_s, infer_s, time.perf_counter() - started)
+        return Timeline(meta.name, windows, segs, info, latency)
 
-    async def _load(self, source: Source, views: Views | Windows):
+    async def windows(
+        self, source: Source | Pipe, opts: TimelineOptions, progress: Progress, *, live: bool | None = None,
+        stop: threading.Event | None = None, capacity: int = 2, on_handoff: Callable[[Handoff], None] | None = None,
+        limits: Limits | None = None, max_fps: float = 120.0,
+    ) -> AsyncIterator[Window]:  # fmt: skip
+        """Windows of `source` classified as they arrive, in order: a decoding thread, a
+        bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
+
+        `live`: drop the oldest waiting windows when inference falls behind (None: decide
+        from the source — live when it has no known duration). `limits`: default the uploads'."""
+        loop = asyncio.get_running_loop()
+        meta = self.backend.meta
+        spec = replace(meta.input_spec, sampling=opts.sampling or meta.input_spec.sampling)
+        stop = stop or threading.Event()
+        handoff = Handoff(loop, capacity, drop=bool(live))
+        if on_handoff:
+            on_handoff(handoff)
+        timeout = self.stall_timeout_s if live is not False else self.limits.decode_timeout_s
+
+        def produce() -> None:
+            try:
+                reader = read_windows(source, spec, opts.window_s, opts.stride_s, limits or self.limits,
+                                      timeout_s=timeout, stop=stop, progress=progress, max_fps=max_fps)  # fmt: skip
+                started = False
+                for clip in reader:
+                    if not started and live is None:
+                        handoff.drop, started = progress.live, True
+                    if not handoff.put(clip):
+                        break
+                handoff.finish()
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer
+                handoff.finish(err)
+
+        thread = threading.Thread(target=produce, name="windows", daemon=True)
+        thread.start()
+        inflight: collections.deque[tuple[WindowClip, asyncio.Task]] = collections.deque()
+        getting: asyncio.Task | None = None
+        finished = False
+        try:
+            while not finished or inflight:
+                if getting is None and not finished and len(inflight) < capacity:
+                    getting = loop.create_task(handoff.get())
+                waiting = {t for t in (getting, inflight[0][1] if inflight else None) if t is not None}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if getting is not None and getting.done():
+                    clip, getting = getting.result(), None  # raises what the decoding thread raised
+                    if clip is None:
+                        finished = True
+                    else:
+                        inflight.append((clip, loop.create_task(self._infer_window(clip))))
+                while inflight and inflight[0][1].done():  # in order, each as soon as it is answered
+                    done, task = inflight.popleft()
+                    logits, seconds, queue_s = task.result()
+                    probs = softmax(logits[0])
+                    yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
+                                 queue_s, time.monotonic() - done.ready_at)  # fmt: skip
+        finally:
+            stop.set()
+            handoff.close()
+            for task in [t for _, t in inflight] + ([getting] if getting else []):
+                task.cancel()
+            await asyncio.to_thread(thread.join, 5)
+
+    async def _infer_window(self, clip: WindowClip) -> tuple[np.ndarray, float, float]:
+        """Logits `[1, classes]`, seconds in all, seconds waiting (for a slot and in the queue)."""
+        slots = self.window_slots or asyncio.Semaphore(1 << 30)
+        started = time.perf_counter()
+        async with slots:
+            while True:
+                try:
+                    logits, _, infer_s = await self.infer(clip.tensor)
+                    break
+                except QueueFullError:  # uploads hold the rest of the queue: wait for room, not fail
+                    await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - started
+        return logits, seconds, seconds - infer_s
+
+    async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, load_clip, source, self.backend.meta.input_spec, views,
                                           self.limits)  # fmt: skip
@@ -181,7 +336,8 @@ async def open_classifier(
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
-        yield Classifier(backend, batcher, pool, s.limits, s.max_views, s.max_windows)
+        slots = asyncio.Semaphore(max(1, min(s.stream_slots, s.max_queue // 2)))  # uploads keep the rest
+        yield Classifier(backend, batcher, pool, s.limits, s.max_views, s.max_windows, slots, s.stream_stall_s)
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

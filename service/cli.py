@@ -99,6 +99,20 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"  {name:<28} {acc:.2%}")
 
 
+def _timeline(args: argparse.Namespace, runtime: dict) -> int:
+    from service.classify import TimelineOptions
+    from service.predict import timeline
+
+    if len(args.videos) != 1:
+        raise ValueError("--timeline takes one video")
+    opts = TimelineOptions(args.top_k, args.window_s, args.stride_s, args.min_score)
+    if args.window_s <= 0 or args.stride_s < 0.01:
+        raise ValueError("--window-s must be > 0 and --stride-s at least 0.01")
+    text = timeline(args.model, args.videos[0], opts, args.format, **runtime)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> None:
     from models import load_model
     from models.explain import explain
@@ -135,6 +149,8 @@ def _predict(args: argparse.Namespace) -> int:
     from service.predict import predict
 
     runtime = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
+    if args.timeline:
+        return _timeline(args, runtime)
     results = predict(args.model, args.videos, args.top_k, **runtime)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -216,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="classify video files locally, without a server")  # fmt: skip
     pre.add_argument("videos", nargs="+")
     pre.add_argument("--top-k", type=int, default=5)
+    pre.add_argument("--timeline", action="store_true",
+                     help="one video window by window, with its action segments (as POST /v1/timeline)")  # fmt: skip
+    pre.add_argument("--window-s", type=float, default=2.0, help="--timeline: window length (s)")
+    pre.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
+    pre.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")
+    pre.add_argument("--format", choices=["json", "vtt", "csv"], default="json", help="--timeline: output")
     pre.set_defaults(run=_predict)
 
     info = sub.add_parser("info", parents=[f["checkpoint"], f["merge"], f["json"]],

@@ -21,6 +21,15 @@ class Metrics:
         self.queue = Gauge("sttm_queue_clips", "clips waiting for the model", registry=self.registry)
         self.inflight = Gauge("sttm_inflight_requests", "requests being handled", registry=self.registry)
         self.rejected = Counter("sttm_rejected", "requests refused because the queue was full", registry=self.registry)
+        # live streams
+        self.streams_active = Gauge("sttm_streams_active", "live streams running", registry=self.registry)
+        self.stream_windows = Counter("sttm_stream_windows", "stream windows classified", registry=self.registry)
+        self.stream_dropped = Counter("sttm_stream_dropped_windows", "stream windows dropped: inference was behind",
+                                      registry=self.registry)  # fmt: skip
+        self.stream_lag = Histogram("sttm_stream_lag_seconds", "from a window's last frame to its event",
+                                    buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.stream_events = Counter("sttm_stream_events", "stream events sent, by event", ["event"],
+                                     registry=self.registry)  # fmt: skip
 
     def observe(self, latency) -> None:
         """One request's stage latencies (a dataclass of seconds per stage)."""

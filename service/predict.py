@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from media import VideoError
-from service.classify import ClassifyOptions, open_classifier
-from service.schemas import ClassifyResponse
+from service import formats
+from service.classify import ClassifyOptions, TimelineOptions, open_classifier
+from service.schemas import ClassifyResponse, TimelineResponse
 from service.settings import Settings
 
 
@@ -28,3 +29,14 @@ def predict(model: str, videos: list[str], top_k: int = 5, **settings) -> list[d
     `settings`: any other `Settings` field (e.g. `backend`, `precision`); the rest come from
     `STTM_*` variables, as for the server."""
     return asyncio.run(_predict(Settings(model=model, **settings), videos, ClassifyOptions(top_k=top_k)))
+
+
+async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> TimelineResponse:
+    async with open_classifier(settings) as classifier:
+        return TimelineResponse.of(await classifier.timeline(video, opts))
+
+
+def timeline(model: str, video: str, opts: TimelineOptions, fmt: str = "json", **settings) -> str:
+    """`/v1/timeline`'s answer for one video, as JSON, WebVTT or CSV text. Raises VideoError."""
+    answer = asyncio.run(_timeline(Settings(model=model, **settings), video, opts))
+    return answer.model_dump_json(indent=2) if fmt == "json" else formats.render(fmt, answer.segments)

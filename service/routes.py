@@ -7,8 +7,10 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import ValidationError
 
+from service import formats
 from service.auth import Protected
 from service.errors import ApiError, documented
 from service.runtime import ClassifierDep, RuntimeDep
@@ -53,17 +55,27 @@ async def classify(
     return ClassifyResponse.of(result)
 
 
-@router.post("/timeline", response_model=TimelineResponse, responses=ERRORS, openapi_extra=VIDEO_BODY)
+TEXT_FORMATS = {media_type: {"schema": {"type": "string"}} for media_type in ("text/vtt", "text/csv")}
+
+
+@router.post("/timeline", response_model=TimelineResponse, responses={**ERRORS, 200: {"content": TEXT_FORMATS}},
+             openapi_extra=VIDEO_BODY)  # fmt: skip
 async def timeline(
     request: Request, rt: RuntimeDep, classifier: ClassifierDep, query: Annotated[TimelineQuery, Query()]
-) -> TimelineResponse:
-    """Classify a long video window by window (`window_s`, `stride_s`)."""
+) -> TimelineResponse | Response:
+    """Classify a whole video window by window (`window_s`, `stride_s`; the last window may be
+    partial) and merge the windows into action segments (`min_score`, `min_windows`). JSON,
+    or the segments as WebVTT / CSV (`format=vtt|csv` or `Accept: text/vtt|text/csv`)."""
     started = time.perf_counter()
     async with video_body(request) as (file, fields):
         query = _options(TimelineQuery, dict(request.query_params), fields) if fields else query
         result = await classifier.timeline(file, query.options(), started)
     rt.metrics.observe(result.latency)
-    return TimelineResponse.of(result)
+    answer = TimelineResponse.of(result)
+    fmt = formats.negotiate(query.format, request.headers.get("accept"))
+    if fmt == "json":
+        return answer
+    return Response(formats.render(fmt, answer.segments), media_type=formats.MEDIA_TYPES[fmt])
 
 
 @router.get("/models", response_model=list[ModelInfo], responses=documented(401, 503))

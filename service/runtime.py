@@ -11,6 +11,7 @@ from service.classify import Classifier
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
+from service.streams import Streams
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     classifier: Classifier | None = None  # set once the model is loaded and warmed up
+    streams: Streams | None = None  # live streams (set with the classifier)
     load_error: str | None = None
 
     @property

@@ -46,9 +46,61 @@ class TimelineQuery(BaseModel):
     window_s: float = Field(2.0, gt=0, le=600)
     # at least 10 ms: a finer stride is below any video's frame interval
     stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
+    min_score: float = Field(0.0, ge=0, le=1, description="a window whose top score is under it is 'no action'")
+    min_windows: int = Field(2, ge=1, le=100, description="segment hysteresis: windows a new label must hold")
+    format: Literal["json", "vtt", "csv"] | None = Field(None, description="default: from Accept, else json")
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s)
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows)
+
+
+class StreamOptions(BaseModel):
+    """A live stream's options (also the WebSocket's first message)."""
+
+    model_config = {"extra": "forbid"}
+
+    window_s: float = Field(2.0, gt=0, le=60)
+    stride_s: float = Field(1.0, ge=0.1, le=60)
+    top_k: int = Field(3, ge=1, le=1000)
+    min_score: float = Field(0.0, ge=0, le=1)
+    min_windows: int = Field(2, ge=1, le=100)
+    sampling: Literal["model", "uniform", "dense"] = "model"
+
+    def options(self) -> classify.TimelineOptions:
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows,
+                                        None if self.sampling == "model" else self.sampling)  # fmt: skip
+
+
+class StreamRequest(StreamOptions):
+    url: str = Field(max_length=2048, description="rtsp://, rtsps://, http(s):// (a file or an HLS playlist)")
+
+
+class StreamStats(BaseModel):
+    frames: int
+    fps_in: float
+    windows: int
+    dropped: int = Field(description="windows dropped because inference was behind")
+    lag_s: float = Field(description="last window: from its last frame to its event")
+    retries: int
+    events: int
+
+
+class StreamInfo(BaseModel):
+    id: str
+    url: str | None = Field(description="None: client push over /v1/streams/ws")
+    state: Literal["starting", "running", "retrying", "finished", "failed", "stopped"]
+    reason: str | None = Field(description="why it ended")
+    window_s: float
+    stride_s: float
+    top_k: int
+    created: float = Field(description="Unix time")
+    stats: StreamStats
+
+    @classmethod
+    def of(cls, stream) -> StreamInfo:
+        return cls(id=stream.id, url=stream.url, state=stream.state, reason=stream.reason,
+                   window_s=stream.opts.window_s, stride_s=stream.opts.stride_s, top_k=stream.opts.top_k,
+                   created=stream.created, stats=StreamStats(**stream.stats()))  # fmt: skip
 
 
 class Prediction(BaseModel):
@@ -129,9 +181,21 @@ class Window(BaseModel):
     predictions: list[Prediction]
 
 
+class Segment(BaseModel):
+    label: str
+    start_s: float
+    end_s: float
+    score: float = Field(description="mean probability of the label over the segment's windows")
+
+    @classmethod
+    def of(cls, s) -> Segment:
+        return cls(label=s.label, start_s=round(s.start_s, 3), end_s=round(s.end_s, 3), score=round(s.score, 4))
+
+
 class TimelineResponse(BaseModel):
     model: str
     windows: list[Window]
+    segments: list[Segment]
     video: VideoMeta
     latency_ms: Latency
 
@@ -139,8 +203,8 @@ class TimelineResponse(BaseModel):
     def of(cls, result: classify.Timeline) -> TimelineResponse:
         windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
                           predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
-        return cls(model=result.model, windows=windows, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency))  # fmt: skip
+        return cls(model=result.model, windows=windows, segments=[Segment.of(s) for s in result.segments],
+                   video=VideoMeta.of(result.video), latency_ms=Latency.of(result.latency))  # fmt: skip
 
 
 class ModelInfo(BaseModel):

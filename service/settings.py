@@ -36,7 +36,18 @@ class Settings(BaseSettings):
     max_duration_s: float = 3600.0
     decode_timeout_s: float = 30.0
     max_views: int = 30  # num_clips x crops
-    max_windows: int = 120  # timeline windows per request
+    max_windows: int = 3600  # timeline windows per request (an hour at a 1 s stride)
+    read_timeout_s: float = 60.0  # a request body not complete this long after the request began is cut (408)
+    # continuous video: live streams (POST /v1/streams, /v1/streams/ws) and long timelines
+    stream_allow: str = ""  # hosts and CIDRs URL sources may name, comma-separated; empty: none
+    max_streams: int = 4  # live streams at once (URL and client push)
+    stream_keep_s: float = 60.0  # a finished stream (and its events) stays addressable this long
+    stream_events: int = 2000  # events kept per stream for late subscribers (Last-Event-ID)
+    stream_slots: int = 16  # batcher slots streams and timelines may hold at once; uploads keep the rest
+    stream_stall_s: float = 10.0  # the longest wait for a source's next frame
+    stream_retry_s: float = 30.0  # a stalled or dropped source is retried (with backoff) this long, then ends
+    stream_max_pixels: int = 1920 * 1080  # per-stream frame size limit
+    stream_max_fps: float = 60.0  # frames beyond this rate are thinned out
     # behaviour
     require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
     api_key: SecretStr | None = None  # bearer token; health endpoints stay open

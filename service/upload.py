@@ -4,6 +4,7 @@ while streaming by `BodyLimit`, before the whole body has arrived."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from contextlib import asynccontextmanager
 from typing import BinaryIO
@@ -22,26 +23,49 @@ class _TooLargeError(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: 413 as soon as a body exceeds `limit` bytes (by header or stream)."""
+class _ReadTimeoutError(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+
+def _body_error(err: BaseException) -> type | None:
+    """`_TooLargeError` or `_ReadTimeoutError` when `err` is one (or a group holding one)."""
+    if isinstance(err, _TooLargeError | _ReadTimeoutError):
+        return type(err)
+    return next(filter(None, map(_body_error, getattr(err, "exceptions", ()))), None)  # an ExceptionGroup
+
+
+class BodyLimit:
+    """ASGI middleware: 413 as soon as a body exceeds `limit` bytes (by header or stream), and
+    408 when the body has not fully arrived `timeout_s` after the request began (a client
+    trickling bytes holds nothing for longer). Once the body is complete, nothing is timed:
+    a long response (Server-Sent Events) may wait for the client's disconnect as long as it likes."""
+
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 60.0) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(scope, receive, send)
+            return await self._reject(scope, receive, send, 413, "too_large",
+                                      f"the body is over the limit of {self.limit} bytes")  # fmt: skip
         seen = 0
         started = False
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                raise _ReadTimeoutError from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.limit:
                     raise _TooLargeError
             return message
@@ -53,12 +77,19 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLargeError:
-            if not started:
-                await self._reject(scope, receive, send)
+        except Exception as err:  # raised in receive, maybe inside a task group (an ExceptionGroup)
+            cut = _body_error(err)
+            if cut is None:
+                raise
+            if not started and cut is _TooLargeError:
+                await self._reject(scope, receive, send, 413, "too_large",
+                                   f"the body is over the limit of {self.limit} bytes")  # fmt: skip
+            elif not started:
+                message = f"the body did not arrive within {self.timeout_s:.0f} s (STTM_READ_TIMEOUT_S)"
+                await self._reject(scope, receive, send, 408, "read_timeout", message)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "too_large", f"the body is over the limit of {self.limit} bytes")
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:
+        response = error_response(status, code, message)
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
 

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from media import InputSpec, Jitter, Views, Windows, load_clip
-from media.transforms import crop, normalize
+from media import InputSpec, Jitter, Views, load_clip
+from media.transforms import normalize
 from tests.media.clips import levels, numbered_clip
 
 SPEC = InputSpec(frames=4, size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), short_side=48, sampling="uniform")
@@ -33,14 +33,6 @@ def test_views_default_to_the_model_sampling_and_can_override_it(tmp_path):
     assert dense.indices.tolist() == [[16, 18, 20, 22]]  # one dense clip, centred
     late = load_clip(path, SPEC, Views(start_s=2.0, end_s=3.0))
     assert late.indices.min() >= 20 and late.indices.max() < 30
-
-
-def test_windows_take_one_centre_cropped_clip_per_window(tmp_path):
-    path = numbered_clip(tmp_path / "n.mp4")  # 4 s
-    clip = load_clip(path, SPEC, Windows(window_s=1.0, stride_s=1.0))
-    assert clip.tensor.shape == (4, 3, 4, 32, 32)
-    assert (clip.indices // 10).tolist() == [[0] * 4, [1] * 4, [2] * 4, [3] * 4]
-    np.testing.assert_array_equal(clip.pixels, crop(clip.pixels, 32)[0])  # already 32x32: centre
 
 
 def test_jitter_is_reproducible_for_a_seed_and_varies_across_seeds(tmp_path):

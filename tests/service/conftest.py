@@ -53,3 +53,22 @@ def clips(tmp_path_factory):
     out = tmp_path_factory.mktemp("clips")
     generate(out, clips_per_class=1, cfg=SynthConfig(seed=4242), workers=1)
     return out
+
+
+def right_then_left(seed: int = 7) -> np.ndarray:
+    """`[128, 128, 128, 3]` frames (8.5 s at 15 fps): two clips moving right, then two moving
+    left — what the demo model must label as two segments in that order."""
+    from models.synth import render_clip
+
+    rng = np.random.default_rng(seed)
+    cfg = SynthConfig(frames=32)
+    return np.concatenate([render_clip(0, reverse, cfg, rng) for reverse in (False, False, True, True)])
+
+
+@pytest.fixture(scope="session")
+def right_left_mp4(tmp_path_factory):
+    from models.synth import write_mp4
+
+    path = tmp_path_factory.mktemp("stream") / "right_left.mp4"
+    write_mp4(path, right_then_left())
+    return path

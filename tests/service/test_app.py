@@ -125,7 +125,8 @@ def test_multi_view_timeline_and_models(client_for, clips):
     t = _post(client, _clip(clips), path="/v1/timeline", params={"window_s": 1.0, "stride_s": 0.5})
     assert t.status_code == 200, t.text
     windows = t.json()["windows"]
-    assert [w["start_s"] for w in windows] == [0.0, 0.5, 1.0] and all(w["predictions"] for w in windows)
+    assert [w["start_s"] for w in windows] == [0.0, 0.5, 1.0, 1.5] and all(w["predictions"] for w in windows)
+    assert windows[-1]["end_s"] == t.json()["video"]["duration_s"]  # the last, partial window covers the end
     info = client.get("/v1/models").json()[0]
     assert info["labels"] == CLASSES and info["frames"] == 8 and info["backend"].startswith(DEFAULT_RUNTIME)
 

@@ -9,9 +9,11 @@ down from the test (`SLOW_FLAG`: a file holding seconds to sleep per model call)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -125,9 +127,12 @@ def _start(root: Path, model: Path, env: dict | None = None, log_level: str = "w
     return server
 
 
+TRICKLE_CUT_S = 4.0  # the server fixture's STTM_READ_TIMEOUT_S
+
+
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tmp_path_factory):
-    srv = _start(tmp_path_factory.mktemp("server"), tiny_onnx)
+    srv = _start(tmp_path_factory.mktemp("server"), tiny_onnx, env={"STTM_READ_TIMEOUT_S": str(TRICKLE_CUT_S)})
     yield srv
     srv.stop()
 
@@ -272,6 +277,38 @@ def test_disconnect_mid_upload_leaves_nothing(server, clip, kind):
         _until(lambda: watch.temp_handles() > 0, 10, "the upload to reach a temp file")
     _assert_clean(server, watch)
     assert _classify(server.url, clip).status_code == 200
+
+
+def test_trickling_uploads_are_cut_and_uploads_go_on(server, clip):
+    """100 clients sending one byte of their body every 0.5 s (slowloris): each is answered
+    408 once STTM_READ_TIMEOUT_S has passed, nothing is left behind, and uploads go on."""
+    watch = ServerWatch(server.proc.pid)
+    head, body = _multipart(clip.read_bytes())
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+    started = time.monotonic()
+    try:
+        for sock in socks:
+            sock.sendall(head)
+        answered: dict[int, bytes] = {}
+        offset = 0
+        while len(answered) < len(socks) and time.monotonic() - started < TRICKLE_CUT_S + 20:
+            pending = [sock for i, sock in enumerate(socks) if i not in answered]
+            for sock in select.select(pending, [], [], 0)[0]:  # answered (before any further byte)
+                answered[socks.index(sock)] = sock.recv(4096)
+            for i, sock in enumerate(socks):
+                if i not in answered:
+                    with contextlib.suppress(OSError):
+                        sock.sendall(body[offset : offset + 1])
+            offset += 1
+            time.sleep(0.5)
+        assert len(answered) == len(socks) and all(a.startswith(b"HTTP/1.1 408") for a in answered.values())
+        assert b'"read_timeout"' in next(iter(answered.values()))
+        assert time.monotonic() - started < TRICKLE_CUT_S + 15
+    finally:
+        for sock in socks:
+            sock.close()
+    assert _classify(server.url, clip).status_code == 200
+    _assert_clean(server, watch)
 
 
 def test_disconnect_mid_inference_leaves_nothing_and_the_batcher_serves_on(server, clip):

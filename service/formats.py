@@ -1,0 +1,52 @@
+"""A timeline's segments as text: WebVTT (one cue per segment, for a `<track>` in a video
+player) and CSV. Pure functions over the response's segments."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+MEDIA_TYPES = {"json": "application/json", "vtt": "text/vtt", "csv": "text/csv"}
+
+
+def negotiate(fmt: str | None, accept: str | None) -> str:
+    """`format=` wins; else the first of `Accept` we write; else JSON."""
+    if fmt:
+        return fmt
+    for part in (accept or "").split(","):
+        kind = part.split(";")[0].strip().lower()
+        for name, media_type in MEDIA_TYPES.items():
+            if kind == media_type:
+                return name
+    return "json"
+
+
+def _timestamp(seconds: float) -> str:
+    ms = round(max(seconds, 0.0) * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def vtt(segments: Sequence) -> str:
+    """WebVTT: a cue `start --> end` per segment, the text `<label> <score, 2 decimals>`."""
+    cues = [f"{i}\n{_timestamp(s.start_s)} --> {_timestamp(s.end_s)}\n{s.label} {s.score:.2f}\n"
+            for i, s in enumerate(segments, 1)]  # fmt: skip
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def csv_text(segments: Sequence) -> str:
+    """CSV with a header: `label,start_s,end_s,score`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["label", "start_s", "end_s", "score"])
+    for s in segments:
+        writer.writerow([s.label, f"{s.start_s:.3f}", f"{s.end_s:.3f}", f"{s.score:.4f}"])
+    return out.getvalue()
+
+
+def render(fmt: str, segments: Sequence) -> str:
+    """`vtt` or `csv` text of the segments."""
+    return vtt(segments) if fmt == "vtt" else csv_text(segments)

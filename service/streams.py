@@ -1,0 +1,244 @@
+"""Live streams: a registry of running sources, each decoded in its own thread, its windows
+classified through the shared batcher, its results kept as a bounded log of events.
+
+A stream's life: `starting` -> `running` (frames arrive) <-> `retrying` (the source stalled
+or dropped: reopened with backoff for `STTM_STREAM_RETRY_S`) -> `finished` / `failed` /
+`stopped`. Every step is an event (`started`, `window`, `segment`, `end`) in the stream's
+`EventLog`: SSE subscribers and the WebSocket read it at their own pace, from the first
+event kept or after a `Last-Event-ID`; a slow or gone reader never holds the stream up. A
+finished stream stays addressable for `STTM_STREAM_KEEP_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from media import Limits, VideoError
+from media.stream import Pipe, Progress
+from service.classify import Classifier, Handoff, TimelineOptions
+from service.errors import ApiError
+from service.metrics import Metrics
+from service.segments import Segmenter
+from service.settings import Settings
+
+ACTIVE = ("starting", "running", "retrying")
+RETRYABLE = ("timeout", "unreachable", "corrupt", "empty")  # a stall, a drop, a source not up yet
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    name: str  # started | window | segment | end | error
+    data: dict
+
+
+class EventLog:
+    """The last `capacity` events of a stream; readers follow it without holding it up."""
+
+    def __init__(self, capacity: int) -> None:
+        self.events: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self.next_id = 1
+        self.closed = False
+        self._changed = asyncio.Event()
+
+    def append(self, name: str, data: dict) -> None:
+        if self.closed:
+            return
+        self.events.append(Event(self.next_id, name, data))
+        self.next_id += 1
+        self.closed = name == "end"
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self, after: int = 0, keepalive_s: float | None = None) -> AsyncIterator[Event | None]:
+        """Events with id > `after`, then those that come, until `end`. With `keepalive_s`,
+        None is yielded after that long without an event (time for an SSE comment)."""
+        while True:
+            changed = self._changed
+            for event in list(self.events):
+                if event.id > after:
+                    after = event.id
+                    yield event
+            if self.closed and (not self.events or after >= self.events[-1].id):
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), keepalive_s)
+            except TimeoutError:
+                yield None
+
+
+@dataclass
+class Stream:
+    id: str
+    url: str | None  # None: client push over the WebSocket
+    opts: TimelineOptions
+    log: EventLog
+    pipe: Pipe | None = None
+    state: str = "starting"
+    reason: str | None = None
+    created: float = field(default_factory=time.time)
+    ended_at: float | None = None  # time.monotonic()
+    windows: int = 0
+    retries: int = 0
+    lag_s: float = 0.0
+    progress: Progress = field(default_factory=Progress)
+    handoff: Handoff | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Task | None = None
+    _dropped_before: int = 0  # windows dropped by earlier connections
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_before + (self.handoff.dropped if self.handoff else 0)
+
+    def stats(self) -> dict:
+        seconds = max(time.monotonic() - self.progress.started_at, 1e-3) if self.progress.started_at else 0
+        return {
+            "frames": self.progress.frames, "fps_in": round(self.progress.frames / seconds, 2) if seconds else 0.0,
+            "windows": self.windows, "dropped": self.dropped, "lag_s": round(self.lag_s, 3), "retries": self.retries,
+            "events": self.log.next_id - 1,
+        }  # fmt: skip
+
+
+class Streams:
+    """The registry: at most `STTM_MAX_STREAMS` active at once; finished ones kept `keep_s`."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.streams: dict[str, Stream] = {}
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for sid in [
+            s.id for s in self.streams.values() if s.ended_at and now - s.ended_at > self.settings.stream_keep_s
+        ]:
+            del self.streams[sid]
+
+    def active(self) -> int:
+        return sum(s.state in ACTIVE for s in self.streams.values())
+
+    def get(self, sid: str) -> Stream:
+        self._reap()
+        if sid not in self.streams:
+            raise ApiError(404, "not_found", f"no stream {sid!r} (unknown, or finished more than "
+                                             f"{self.settings.stream_keep_s:.0f} s ago)")  # fmt: skip
+        return self.streams[sid]
+
+    def list(self) -> list[Stream]:
+        self._reap()
+        return list(self.streams.values())
+
+    def start(self, classifier: Classifier, url: str | None, opts: TimelineOptions, pipe: Pipe | None = None) -> Stream:
+        """Register and start a stream of `url` (already checked) or of a client's `pipe`."""
+        self._reap()
+        if self.active() >= self.settings.max_streams:
+            raise ApiError(429, "too_many_streams", f"{self.settings.max_streams} streams are running "
+                                                    "(STTM_MAX_STREAMS)", retry_after=5)  # fmt: skip
+        stream = Stream(uuid.uuid4().hex[:12], url, opts, EventLog(self.settings.stream_events), pipe)
+        self.streams[stream.id] = stream
+        self.metrics.streams_active.inc()
+        stream.task = asyncio.get_running_loop().create_task(self._run(classifier, stream))
+        return stream
+
+    async def stop(self, stream: Stream, reason: str = "stopped") -> None:
+        stream.stop.set()
+        if stream.pipe is not None:
+            stream.pipe.close()
+        if stream.task is not None and not stream.task.done():
+            stream.reason = stream.reason or reason
+            stream.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream.task
+
+    async def delete(self, sid: str) -> None:
+        stream = self.get(sid)
+        await self.stop(stream, "deleted")
+        self.streams.pop(sid, None)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(s, "server shutting down") for s in list(self.streams.values())))
+
+    def _emit(self, stream: Stream, name: str, data: dict) -> None:
+        stream.log.append(name, data)
+
+    async def _run(self, classifier: Classifier, stream: Stream) -> None:
+        s, opts = self.settings, stream.opts
+        segmenter = Segmenter(classifier.backend.meta.labels, opts.min_score, opts.min_windows)
+        limits = Limits(s.stream_max_pixels, float("inf"), s.decode_timeout_s)
+        self._emit(stream, "started", {"id": stream.id})
+        offset = 0.0  # seconds of the stream before the current connection (retries restart its clock)
+        backoff, given_up_at = 0.5, time.monotonic() + s.stream_retry_s
+        reason = "finished"
+        try:
+            while True:
+                progress = Progress()
+                stream.progress = progress
+                source = stream.pipe if stream.pipe is not None else stream.url
+                last_end = offset
+                try:
+                    async for w in classifier.windows(source, opts, progress, stop=stream.stop, limits=limits,
+                                                      on_handoff=lambda h: setattr(stream, "handoff", h),
+                                                      max_fps=s.stream_max_fps):  # fmt: skip
+                        stream.state, stream.windows, stream.lag_s = "running", stream.windows + 1, w.lag_s
+                        backoff, given_up_at = 0.5, time.monotonic() + s.stream_retry_s
+                        start, end = offset + w.start_s, offset + w.end_s
+                        last_end = end
+                        self.metrics.stream_windows.inc()
+                        self.metrics.stream_lag.observe(w.lag_s)
+                        self._emit(stream, "window", {
+                            "start_s": round(start, 3), "end_s": round(end, 3),
+                            "predictions": [{"label": p.label, "score": round(p.score, 4), "index": p.index}
+                                            for p in w.predictions],
+                            "latency_ms": round(w.latency_s * 1000, 2), "lag_s": round(w.lag_s, 3),
+                        })  # fmt: skip
+                        for seg in segmenter.push(start, end, w.probs):
+                            self._emit(stream, "segment", _segment(seg))
+                    if not (stream.url or "").lower().startswith("rtsp"):
+                        break  # a file, a playlist with its end, the client's media: finished
+                    lost = "the source closed the connection"  # a camera never ends on its own
+                except VideoError as err:
+                    lost = f"{err.code}: {err}"
+                    if stream.pipe is not None or err.code not in RETRYABLE:
+                        if stream.pipe is not None and progress.frames == 0:
+                            self._emit(stream, "error", {"code": err.code, "message": str(err)})
+                        reason, stream.state = lost, "failed"
+                        break
+                finally:
+                    self._count_drops(stream)
+                if time.monotonic() >= given_up_at:
+                    reason, stream.state = f"gave up after retrying for {s.stream_retry_s:.0f} s: {lost}", "failed"
+                    break
+                stream.state, stream.retries = "retrying", stream.retries + 1
+                offset = last_end
+                await asyncio.sleep(min(backoff, max(0.0, given_up_at - time.monotonic())))
+                backoff = min(backoff * 2, 5.0)
+        except asyncio.CancelledError:
+            reason = stream.reason or "stopped"
+            stream.state = "stopped"
+        except Exception as err:  # noqa: BLE001 - the stream ends with the reason; the server goes on
+            reason, stream.state = f"internal: {type(err).__name__}: {err}", "failed"
+        for seg in segmenter.finish():
+            self._emit(stream, "segment", _segment(seg))
+        if stream.state not in ("failed", "stopped"):
+            stream.state = "finished"
+        stream.reason, stream.ended_at = reason, time.monotonic()
+        self._emit(stream, "end", {"reason": reason})
+        self.metrics.streams_active.dec()
+
+    def _count_drops(self, stream: Stream) -> None:
+        if stream.handoff is not None:
+            self.metrics.stream_dropped.inc(stream.handoff.dropped)
+            stream._dropped_before += stream.handoff.dropped
+            stream.handoff = None
+
+
+def _segment(seg) -> dict:
+    return {"label": seg.label, "start_s": round(seg.start_s, 3), "end_s": round(seg.end_s, 3),
+            "score": round(seg.score, 4)}  # fmt: skip

@@ -1,0 +1,381 @@
+"""Live streams against real sources started here on 127.0.0.1: an HTTP server (a progressive
+MP4, a live HLS playlist written while it is read, redirects), GStreamer's RTSP server, a
+WebSocket client pushing MediaRecorder-style WebM chunks — and the faults: a server killed
+mid-stream, a source that never sends a frame, hosts and protocols outside the allow-list,
+a slow SSE reader."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.server
+import io
+import json
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import DEMO_ONNX, Settings
+from tests.service.conftest import right_then_left
+
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/redirect/"):  # /redirect/<url>: a hop to anywhere
+            self.send_response(302)
+            self.send_header("Location", self.path[len("/redirect/") :])
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory, right_left_mp4):
+    """The right-then-left clip as a progressive MP4 (index first, as a stream needs)."""
+    out = tmp_path_factory.mktemp("www")
+    with (
+        av.open(str(right_left_mp4)) as src,
+        av.open(str(out / "clip.mp4"), "w", options={"movflags": "faststart"}) as dst,
+    ):
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def http_server(media_dir):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(media_dir)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client():
+    settings = Settings(model=DEMO_ONNX, stream_allow="127.0.0.1", stream_stall_s=1.5, stream_retry_s=2.0,
+                        max_streams=3)  # fmt: skip
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _events(client, sid, last_id=None, slow_s=0.0):
+    """All SSE events of a stream until `end`: [(id, event, data)]."""
+    headers = {"Last-Event-ID": str(last_id)} if last_id else {}
+    out = []
+    with client.stream("GET", f"/v1/streams/{sid}/events", headers=headers, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        fields = {}
+        for line in r.iter_lines():
+            if line:
+                key, _, value = line.partition(": ")
+                fields[key] = value
+                continue
+            if "event" in fields:
+                out.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                if fields["event"] == "end":
+                    return out
+                time.sleep(slow_s)
+            fields = {}
+    return out
+
+
+def _labels(events, name="segment"):
+    return [data["label"] for _, event, data in events if event == name]
+
+
+def test_http_file_is_read_whole_with_two_segments_and_replayed_to_late_subscribers(client, http_server):
+    r = client.post("/v1/streams", json={"url": f"{http_server}/clip.mp4", "window_s": 2, "stride_s": 1})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    events = _events(client, sid)
+    names = [e for _, e, _ in events]
+    assert names[0] == "started" and names[-1] == "end" and events[-1][2]["reason"] == "finished"
+    windows = [d for _, e, d in events if e == "window"]
+    assert [w["start_s"] for w in windows] == list(range(8))  # a file is never dropped from, the end covered
+    assert set(windows[0]) == {"start_s", "end_s", "predictions", "latency_ms", "lag_s"}
+    assert _labels(events) == ["moving_right", "moving_left"]
+    assert [i for i, _, _ in events] == list(range(1, len(events) + 1))
+    late = _events(client, sid, last_id=events[3][0])  # a late subscriber, from Last-Event-ID
+    assert late == events[4:]
+    info = client.get(f"/v1/streams/{sid}").json()
+    assert info["state"] == "finished" and info["stats"]["windows"] == 8 and info["stats"]["dropped"] == 0
+    assert sid in [s["id"] for s in client.get("/v1/streams").json()]
+    metrics = client.get("/metrics").text
+    assert 'sttm_stream_events_total{event="window"}' in metrics and "sttm_stream_windows_total 8.0" in metrics
+    assert client.delete(f"/v1/streams/{sid}").status_code == 204
+    gone = client.get(f"/v1/streams/{sid}")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_slow_sse_reader_does_not_hold_the_stream_up(client, http_server):
+    sid = client.post("/v1/streams", json={"url": f"{http_server}/clip.mp4"}).json()["id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/streams/{sid}").json()["state"] != "finished":  # nobody reads: it runs anyway
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    events = _events(client, sid, slow_s=0.05)
+    assert events[-1][1] == "end" and len([1 for _, e, _ in events if e == "window"]) == 8
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("http://10.1.2.3/clip.mp4", 403),  # not in STTM_STREAM_ALLOW
+        ("file:///etc/passwd", 403),
+        ("concat:http://127.0.0.1/a.mp4|http://127.0.0.1/b.mp4", 403),
+        ("pipe:0", 403),
+        ("http:///clip.mp4", 422),
+    ],
+)
+def test_urls_outside_the_allow_list_or_protocols_are_refused(client, url, status):
+    r = client.post("/v1/streams", json={"url": url})
+    assert r.status_code == status and r.json()["error"]["code"] in ("forbidden_url", "invalid_request")
+
+
+def test_redirects_are_rechecked(client, http_server):
+    r = client.post("/v1/streams", json={"url": f"{http_server}/redirect/http://10.1.2.3/clip.mp4"})
+    assert r.status_code == 403 and "10.1.2.3" in r.json()["error"]["message"]
+    r = client.post("/v1/streams", json={"url": f"{http_server}/redirect/file:///etc/passwd"})
+    assert r.status_code == 403
+    ok = client.post("/v1/streams", json={"url": f"{http_server}/redirect/{http_server}/clip.mp4"})
+    assert ok.status_code == 201 and ok.json()["url"] == f"{http_server}/clip.mp4"
+    assert _events(client, ok.json()["id"])[-1][2]["reason"] == "finished"
+
+
+def test_a_source_that_never_sends_a_frame_is_retried_then_ends(client):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections are accepted by the kernel, never answered
+    try:
+        started = time.monotonic()
+        r = client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam"})
+        assert r.status_code == 201
+        events = _events(client, r.json()["id"])
+        assert events[-1][1] == "end" and "gave up after retrying" in events[-1][2]["reason"]
+        assert time.monotonic() - started < 15
+        info = client.get(f"/v1/streams/{r.json()['id']}").json()
+        assert info["state"] == "failed" and info["stats"]["retries"] >= 1 and info["stats"]["frames"] == 0
+    finally:
+        silent.close()
+
+
+def _webm_chunks(frames: np.ndarray, fps: int = 15, chunk: int = 8192) -> list[bytes]:
+    """A WebM (VP8) as a MediaRecorder makes it, cut into the chunks it would emit."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "10", "b:v": "1M", "deadline": "realtime", "cpu-used": "8"}
+        for array in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+        out.mux(stream.encode())
+    data = buffer.getvalue()
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+
+def test_websocket_push_of_webm_chunks_gets_the_same_events(client):
+    chunks = _webm_chunks(right_then_left())
+    with client.websocket_connect("/v1/streams/ws") as ws:
+        ws.send_text(json.dumps({"window_s": 2, "stride_s": 1, "top_k": 2}))
+        for chunk in chunks:
+            ws.send_bytes(chunk)
+            time.sleep(0.02)
+        ws.send_text(json.dumps({"type": "end"}))
+        events = []
+        while not events or events[-1]["event"] != "end":
+            events.append(ws.receive_json())
+    names = [e["event"] for e in events]
+    assert names[0] == "started" and events[-1]["data"]["reason"] == "finished"
+    windows = [e["data"] for e in events if e["event"] == "window"]
+    info = client.get(f"/v1/streams/{events[0]['data']['id']}").json()
+    assert len(windows) + info["stats"]["dropped"] == 8 and len(windows[0]["predictions"]) == 2
+    assert [e["data"]["label"] for e in events if e["event"] == "segment"] == ["moving_right", "moving_left"]
+
+
+@pytest.mark.parametrize(
+    ("first", "media", "code"),
+    [("not json", b"", "invalid_request"), ('{"window_s": -1}', b"", "invalid_request"),
+     ("{}", b"\x00garbage" * 500, "not_a_video")],
+)  # fmt: skip
+def test_websocket_bad_first_message_or_media_is_an_error_then_end(client, first, media, code):
+    with client.websocket_connect("/v1/streams/ws") as ws:
+        ws.send_text(first)
+        if media:
+            ws.send_bytes(media)
+            ws.send_text('{"type": "end"}')
+        events = []
+        while not events or events[-1]["event"] != "end":
+            events.append(ws.receive_json())
+    errors = [e["data"] for e in events if e["event"] == "error"]
+    assert errors and errors[0]["code"] == code and events[-1]["event"] == "end"
+
+
+def test_stream_limit_and_api_key(tiny_onnx, http_server):
+    settings = Settings(model=tiny_onnx, stream_allow="127.0.0.0/8", max_streams=1, api_key="k")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        body = {"url": f"{http_server}/clip.mp4"}
+        assert c.post("/v1/streams", json=body).status_code == 401
+        auth = {"Authorization": "Bearer k"}
+        first = c.post("/v1/streams", json=body, headers=auth)
+        assert first.status_code == 201
+        second = c.post("/v1/streams", json=body, headers=auth)
+        if second.status_code != 201:  # the first had not finished yet
+            assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_streams"
+        with pytest.raises(Exception), c.websocket_connect("/v1/streams/ws") as ws:  # noqa: B017,PT011
+            ws.receive_json()
+        with c.websocket_connect("/v1/streams/ws?key=k") as ws:
+            ws.send_text("{}")
+            ws.send_text('{"type": "end"}')
+            assert ws.receive_json()["event"] in ("started", "error")
+
+
+@pytest.fixture
+def rtsp_server(tmp_path, right_left_mp4):
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.fail("the RTSP test needs Debian's python3 with GStreamer's RTSP server (.ci/run installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(right_left_mp4), str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    yield proc, f"rtsp://127.0.0.1:{port}/clip"
+    proc.kill()
+    proc.wait()
+
+
+def test_rtsp_live_stream_is_two_segments_then_retried_and_ended_when_the_server_dies(client, rtsp_server):
+    proc, url = rtsp_server
+    sid = client.post("/v1/streams", json={"url": url, "window_s": 2, "stride_s": 1}).json()["id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/streams/{sid}").json()["stats"]["windows"] < 6:  # real time: 7 s of 8.5
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    info = client.get(f"/v1/streams/{sid}").json()
+    assert info["state"] == "running" and 10 <= info["stats"]["fps_in"] <= 20  # 15 fps, read in real time
+    proc.kill()  # mid-stream: the server is gone
+    events = _events(client, sid)
+    assert events[-1][1] == "end" and "gave up after retrying" in events[-1][2]["reason"]
+    assert _labels(events) == ["moving_right", "moving_left"], [
+        (d["start_s"], d["end_s"], d["predictions"][0]["label"], d["lag_s"]) for _, e, d in events if e == "window"
+    ]
+    lags = [d["lag_s"] for _, e, d in events if e == "window"]
+    assert max(lags) < 1.0
+    assert client.get(f"/v1/streams/{sid}").json()["stats"]["retries"] >= 1
+
+
+def test_live_hls_playlist_written_while_it_is_read(client, http_server, media_dir):
+    """An HLS playlist (1 s segments) that grows in real time while the stream reads it; its
+    end (`#EXT-X-ENDLIST`) finishes the stream."""
+    frames = right_then_left()[:45]  # 3 s moving right
+    live = media_dir / "live"
+    live.mkdir()
+    first_segment = threading.Event()
+
+    def write() -> None:
+        options = {"hls_time": "1", "hls_list_size": "0", "hls_segment_type": "mpegts"}
+        with av.open(str(live / "index.m3u8"), "w", format="hls", options=options) as out:
+            stream = out.add_stream("libx264", rate=15)
+            stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+            stream.options = {"g": "15", "preset": "ultrafast", "crf": "20"}
+            start = time.monotonic()
+            for i, array in enumerate(frames):
+                time.sleep(max(0.0, start + i / 15 - time.monotonic()))
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+                if (live / "index.m3u8").exists():
+                    first_segment.set()
+            out.mux(stream.encode())
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert first_segment.wait(10)
+        assert "#EXT-X-ENDLIST" not in (live / "index.m3u8").read_text()  # live while it is opened
+        r = client.post("/v1/streams", json={"url": f"{http_server}/live/index.m3u8", "stride_s": 0.5})
+        assert r.status_code == 201, r.text
+        events = _events(client, r.json()["id"])
+    finally:
+        writer.join()
+    assert events[-1][2]["reason"] == "finished"
+    windows = [d for _, e, d in events if e == "window"]
+    starts = [w["start_s"] for w in windows]
+    assert len(windows) >= 3 and starts == sorted(starts), starts
+    assert sum(w["predictions"][0]["label"] == "moving_right" for w in windows) > len(windows) / 2
+
+
+def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded(tiny_onnx):
+    """The whole 8.5 s WebM arrives at once while each model call takes 0.3 s: the oldest
+    waiting windows are dropped and counted, never queued, so lag stays within a few calls."""
+    from media.stream import Pipe, Progress
+    from service.classify import TimelineOptions, open_classifier
+
+    async def run():
+        async with open_classifier(Settings(model=tiny_onnx)) as classifier:
+            fast = classifier.batcher.run
+            classifier.batcher.run = lambda batch: (time.sleep(0.3), fast(batch))[1]
+            pipe = Pipe()
+            for chunk in _webm_chunks(right_then_left()):
+                pipe.write(chunk)
+            pipe.close()
+            handoffs = []
+            opts = TimelineOptions(window_s=1, stride_s=0.25)
+            windows = [
+                w async for w in classifier.windows(pipe, opts, Progress(), live=True, on_handoff=handoffs.append)
+            ]
+            return windows, handoffs[0].dropped
+
+    windows, dropped = asyncio.run(run())
+    assert dropped > 0 and len(windows) + dropped == 31  # 0, 0.25, ..., 7.5 s (the last partial)
+    assert max(w.lag_s for w in windows) < 4 * 0.3 + 0.5
+    assert windows[-1].end_s == pytest.approx(128 / 15, abs=0.1)  # the newest window is never the one dropped
+
+
+def test_streams_hold_at_most_their_share_of_the_batcher_and_uploads_go_on(tiny_onnx, right_left_mp4):
+    """Three streams of a file (never dropped from: they wait for the model) against a slow
+    model and a queue of 4 clips: together they hold at most 2 (STTM_STREAM_SLOTS capped at
+    half the queue), so every upload finds room."""
+    from media.stream import Progress
+    from service.classify import ClassifyOptions, TimelineOptions, open_classifier
+
+    async def run():
+        settings = Settings(model=tiny_onnx, max_queue=4, max_batch=1, stream_slots=16)
+        async with open_classifier(settings) as classifier:
+            fast, most = classifier.batcher.run, 0
+
+            def slow(batch):
+                nonlocal most
+                most = max(most, classifier.batcher.pending_clips)
+                time.sleep(0.02)
+                return fast(batch)
+
+            classifier.batcher.run = slow
+
+            async def stream():
+                return [w async for w in classifier.windows(right_left_mp4, TimelineOptions(), Progress(), live=False)]
+
+            streams = [asyncio.ensure_future(stream()) for _ in range(3)]
+            answers = []
+            while not all(s.done() for s in streams):
+                answers.append(await classifier.classify(right_left_mp4, ClassifyOptions()))  # never QueueFullError
+            return [len(await s) for s in streams], len(answers), most
+
+    windows, uploads, most = asyncio.run(run())
+    assert windows == [8, 8, 8] and uploads >= 1 and most <= 2 + 1  # the streams' 2, and one upload
