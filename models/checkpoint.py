@@ -22,7 +22,6 @@ from models.convert import (
     config_from_hf,
     config_from_original,
     config_from_state,
-    hf_num_classes,
     mmaction_timesformer,
     mmaction_vit,
     timesformer_from_hf,
@@ -30,6 +29,7 @@ from models.convert import (
     unwrap_original,
     videomae_from_hf,
     videomae_original,
+    vit_clip_from_tokens,
 )
 from models.formats import NAMES, identify
 from models.schedule import gmacs, make_schedule
@@ -241,8 +241,14 @@ def _mmaction(state, layout, sidecars: Sidecars, num_frames, image_size) -> tupl
         return cfg, state
     pos = state.get("backbone.pos_embed")  # (1, N, C): the sin-cos table is saved as a buffer
     weight = state.get("backbone.patch_embed.projection.weight")  # (C, 3, t, p, p)
-    if frames is None and pos is not None and weight is not None:  # tokens = T/t * (size/p)^2
-        frames = pos.shape[1] // ((size or 224) // weight.shape[-1]) ** 2 * weight.shape[2]
+    if pos is not None and weight is not None:  # tokens = T/t * (size/p)^2
+        solved = vit_clip_from_tokens(pos.shape[1], weight.shape[2], weight.shape[-1], frames, size)
+        if solved is None:
+            raise CheckpointError(
+                f"pos_embed has {pos.shape[1]} tokens, which no clip of {frames or '?'} frames x {size or '?'}px "
+                "gives: pass the model's --config (clip_len, img_size)"
+            )
+        frames, size = solved
     state = mmaction_vit(state, None if pos is None else pos.shape[1])
     pre = mmconfig.preprocessing(clip, MMACTION_VIT_PRE)
     cfg = config_from_state(state, "vit", num_frames=frames, image_size=size, heads=backbone.get("num_heads"),
@@ -319,7 +325,7 @@ def load_model(
         else:
             processor_path = path / "preprocessor_config.json"
             processor = _read_json(processor_path) if processor_path.is_file() else None
-            cfg = config_from_hf(meta, processor, hf_num_classes(state))
+            cfg = config_from_hf(meta, processor, state)
             source = Source(f"hf-{meta['model_type']}", _dtype(state))
             state = videomae_from_hf(state, cfg.depth) if cfg.arch == "vit" else timesformer_from_hf(state)
         if sidecars.config:

@@ -73,17 +73,53 @@ def _model_config(**fields) -> ModelConfig:
         raise CheckpointError(f"this checkpoint's sizes do not fit together: {err}") from None
 
 
-def config_from_hf(hf: dict, processor: dict | None = None, num_classes: int | None = None) -> ModelConfig:
-    """ModelConfig from a Hugging Face `config.json` (+ `preprocessor_config.json`). Keys it
-    leaves out take transformers' defaults; the classes come from `id2label`, else from the
-    classifier's rows (`num_classes`)."""
+def hf_from_weights(state: dict[str, torch.Tensor]) -> dict:
+    """The config.json keys an HF VideoMAE / TimeSformer state dict answers itself (widths,
+    depth, patch, tubelet, classes; TimeSformer's frames and image size from its embeddings)."""
+    out: dict = {}
+    for prefix in ("videomae", "timesformer"):
+        patch = state.get(f"{prefix}.embeddings.patch_embeddings.projection.weight")  # (C, 3, [t,] p, p)
+        if patch is not None:
+            out.update(hidden_size=patch.shape[0], patch_size=patch.shape[-1])
+            out["num_attention_heads"] = heads_for(patch.shape[0])
+            if patch.dim() == 5:
+                out["tubelet_size"] = patch.shape[2]
+        layers = [int(m.group(1)) for k in state if (m := re.match(rf"{prefix}\.encoder\.layer\.(\d+)\.", k))]
+        if layers:
+            out["num_hidden_layers"] = max(layers) + 1
+        fc1 = state.get(f"{prefix}.encoder.layer.0.intermediate.dense.weight")  # (mlp, C)
+        if fc1 is not None:
+            out["intermediate_size"] = fc1.shape[0]
+    if any(k.endswith(("attention.attention.query.bias", "attention.attention.q_bias")) for k in state):
+        out["qv_bias"] = True
+    pos = state.get("timesformer.embeddings.position_embeddings")  # (1, 1 + P, C)
+    if pos is not None and "patch_size" in out:
+        out["image_size"] = math.isqrt(pos.shape[1] - 1) * out["patch_size"]
+    time = state.get("timesformer.embeddings.time_embeddings")  # (1, T, C)
+    if time is not None:
+        out["num_frames"] = time.shape[1]
+    if "classifier.weight" in state:
+        out["num_labels"] = state["classifier.weight"].shape[0]
+    return out
+
+
+def config_from_hf(
+    hf: dict, processor: dict | None = None, state: dict[str, torch.Tensor] | None = None
+) -> ModelConfig:
+    """ModelConfig from a Hugging Face `config.json` (+ `preprocessor_config.json`). A key it
+    leaves out is read off the weights where they say it (`hf_from_weights`), else takes
+    transformers' default (`hf_defaults`); heads not given are `heads_for(hidden_size)`."""
     kind = hf.get("model_type")
     if kind not in HF_DEFAULTS:
         raise CheckpointError(f"unsupported model_type {kind!r}: expected videomae or timesformer")
-    explicit, hf = hf, {**hf_defaults(kind), **hf}
+    explicit, weights = hf, hf_from_weights(state or {})
+    hf = {**hf_defaults(kind), **weights, **explicit}
+    if "num_attention_heads" not in explicit and "hidden_size" in explicit:
+        hf["num_attention_heads"] = heads_for(int(hf["hidden_size"]))
     if hf["hidden_act"] != "gelu":
         raise CheckpointError(f"unsupported hidden_act {hf['hidden_act']!r} (only gelu)")
     labels = _labels(explicit)
+    num_classes = weights.get("num_labels")
     if num_classes is not None and labels and len(labels) != num_classes:
         raise CheckpointError(f"config.json id2label has {len(labels)} labels, the classifier {num_classes} rows")
     common = dict(
@@ -103,7 +139,7 @@ def config_from_hf(hf: dict, processor: dict | None = None, num_classes: int | N
     if kind == "videomae":
         if not hf["use_mean_pooling"]:
             raise CheckpointError("VideoMAE with use_mean_pooling=false (first-token head) is not supported")
-        qv = explicit.get("qv_bias", explicit.get("qkv_bias", hf.get("qv_bias", hf["qkv_bias"])))
+        qv = explicit.get("qv_bias", explicit.get("qkv_bias", weights.get("qv_bias", False)))
         return _model_config(
             arch="vit",
             tubelet_size=int(hf["tubelet_size"]),
@@ -122,11 +158,6 @@ def config_from_hf(hf: dict, processor: dict | None = None, num_classes: int | N
         preprocessing=_preprocessing(processor, TIMESFORMER_PRE),
         **common,
     )
-
-
-def hf_num_classes(state: dict[str, torch.Tensor]) -> int | None:
-    weight = state.get("classifier.weight")
-    return int(weight.shape[0]) if weight is not None else None
 
 
 _VIDEOMAE_RULES = [
@@ -357,3 +388,22 @@ def timesformer_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     if "blocks.0.temporal_attn.qkv.weight" not in state:
         raise CheckpointError("TimeSformer without divided space-time attention (space_only/joint) is not supported")
     return _rename(state, _TIMESFORMER_ORIGINAL_RULES)
+
+
+def vit_clip_from_tokens(
+    num_tokens: int, tubelet: int, patch: int, num_frames: int | None = None, image_size: int | None = None
+) -> tuple[int, int] | None:
+    """(frames, image size) that give a ViT `num_tokens` tokens: what is known is kept and the
+    other solved for; knowing neither, 224 px is tried first, then 16 frames. None: no fit."""
+    if num_frames is None and image_size is None:
+        return vit_clip_from_tokens(num_tokens, tubelet, patch, image_size=224) or vit_clip_from_tokens(
+            num_tokens, tubelet, patch, num_frames=16
+        )
+    if image_size is not None:
+        per_slice = (image_size // patch) ** 2
+        if num_frames is None:
+            num_frames = num_tokens // per_slice * tubelet if num_tokens % per_slice == 0 else 0
+        return (num_frames, image_size) if num_frames and num_frames // tubelet * per_slice == num_tokens else None
+    slices = num_frames // tubelet
+    side = math.isqrt(num_tokens // slices) if slices else 0
+    return (num_frames, side * patch) if side and slices * side * side == num_tokens else None

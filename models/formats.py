@@ -33,7 +33,7 @@ _NOT_TRANSFORMERS = [
     (("pathway0_stem.", "pathway1_stem."), "a PySlowFast SlowFast checkpoint"),
     (("s1.pathway0_stem.",), "a PySlowFast ResNet checkpoint"),
 ]
-TRANSFORMERS_ONLY = "only transformer backbones are supported (VideoMAE/ViT, VideoMAE V2, TimeSformer)"
+TRANSFORMERS_ONLY = "only ViT-style transformer backbones are supported (VideoMAE/ViT, VideoMAE V2, TimeSformer)"
 
 
 def _conv_kind(state: Mapping, prefix: str) -> str | None:
