@@ -177,3 +177,60 @@ def hf_model(arch: str, seed: int = 0, **overrides):
     else:
         model = transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(**base))
     return randomize(model, seed).eval()
+
+
+CLASSES = ["archery", "bowling", "cartwheel", "dribbling", "juggling"]
+
+MMACTION_VIT_CONFIG = """\
+_base_ = ['../../_base_/default_runtime.py']  # absent here: skipped
+file_client_args = dict(io_backend='disk')
+num_frames = 4
+model = dict(
+    type='Recognizer3D',
+    backbone=dict(
+        type='VisionTransformer', img_size=32, patch_size=16, embed_dims=64, depth=2, num_heads=2,
+        mlp_ratio=2, qkv_bias=True, num_frames=num_frames, norm_cfg=dict(type='LN', eps=1e-6)),
+    cls_head=dict(type='TimeSformerHead', num_classes=5, in_channels=64, average_clips='prob'),
+    data_preprocessor=dict(
+        type='ActionDataPreprocessor', mean=[114.75, 114.75, 114.75], std=[57.375, 57.375, 57.375],
+        format_shape='NCTHW'))
+test_pipeline = [
+    dict(type='DecordInit', **file_client_args),
+    dict(type='SampleFrames', clip_len=num_frames, frame_interval=3, num_clips=5, test_mode=True),
+    dict(type='DecordDecode'),
+    dict(type='Resize', scale=(-1, 40)),
+    dict(type='ThreeCrop', crop_size=32),
+    dict(type='FormatShape', input_format='NCTHW'),
+    dict(type='PackActionInputs'),
+]
+open(CANARY, 'w').write('executed')  # a config is data: this line must never run
+"""
+
+
+def write_format(tmp_path, fmt: str):
+    """(reference HF model, checkpoint path, sidecars, clip (frames, size)) for one format in
+    `FORMATS`, written as its codebase saves it (the MMAction2 ViT with its config beside it)."""
+    from models.checkpoint import Sidecars
+
+    if fmt == "mmaction-vit":
+        ref = hf_model("videomae")
+        (tmp_path / "cfg.py").write_text(MMACTION_VIT_CONFIG.replace("CANARY", repr(str(tmp_path / "canary"))))
+        ckpt = mmaction_vit_layout(ref.state_dict(), 2, num_tokens=8, dim=64, classes=CLASSES)
+        path, sidecars, clip = tmp_path / "vit_videomae.pth", Sidecars(config=tmp_path / "cfg.py"), (4, 32)
+    elif fmt == "mmaction-timesformer":
+        ref = hf_model("timesformer", num_attention_heads=1)  # no --config: heads from the width (64 -> 1)
+        ckpt = mmaction_timesformer_layout(ref.state_dict(), 2, classes=CLASSES)
+        path, sidecars, clip = tmp_path / "timesformer_k400.pth", Sidecars(), (4, 32)
+    elif fmt == "timesformer":
+        ref = hf_model("timesformer", num_attention_heads=1, num_frames=6, image_size=48)
+        ckpt = timesformer_pyth_layout(ref.state_dict(), 2)
+        path, sidecars, clip = tmp_path / "TimeSformer_divST_8x32_224_K400.pyth", Sidecars(), (6, 48)
+    else:  # VideoMAE V2 at patch 14 (as ViT-g/14) and the released clip, 16 x 224; heads from the width (128 -> 2)
+        ref = hf_model("videomae", patch_size=14, image_size=224, num_frames=16, hidden_size=128)
+        ckpt = videomae_v2_layout(ref.state_dict(), 2)
+        path, sidecars, clip = tmp_path / "vit_g_hybrid_pt_1200e_k710_ft.pth", Sidecars(), (16, 224)
+    torch.save(ckpt, path)
+    return ref, path, sidecars, clip
+
+
+FORMATS = ["mmaction-vit", "mmaction-timesformer", "timesformer", "videomae"]

@@ -14,66 +14,7 @@ from safetensors.torch import save_file
 from models import CheckpointError, load_model
 from models.checkpoint import Sidecars
 from models.convert import heads_for, vit_clip_from_tokens
-from tests.torch_helpers import (
-    hf_model,
-    mmaction_timesformer_layout,
-    mmaction_vit_layout,
-    timesformer_pyth_layout,
-    videomae_v2_layout,
-)
-
-CLASSES = ["archery", "bowling", "cartwheel", "dribbling", "juggling"]
-
-MMACTION_VIT_CONFIG = """\
-_base_ = ['../../_base_/default_runtime.py']  # absent here: skipped
-file_client_args = dict(io_backend='disk')
-num_frames = 4
-model = dict(
-    type='Recognizer3D',
-    backbone=dict(
-        type='VisionTransformer', img_size=32, patch_size=16, embed_dims=64, depth=2, num_heads=2,
-        mlp_ratio=2, qkv_bias=True, num_frames=num_frames, norm_cfg=dict(type='LN', eps=1e-6)),
-    cls_head=dict(type='TimeSformerHead', num_classes=5, in_channels=64, average_clips='prob'),
-    data_preprocessor=dict(
-        type='ActionDataPreprocessor', mean=[114.75, 114.75, 114.75], std=[57.375, 57.375, 57.375],
-        format_shape='NCTHW'))
-test_pipeline = [
-    dict(type='DecordInit', **file_client_args),
-    dict(type='SampleFrames', clip_len=num_frames, frame_interval=3, num_clips=5, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 40)),
-    dict(type='ThreeCrop', crop_size=32),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs'),
-]
-open(CANARY, 'w').write('executed')  # a config is data: this line must never run
-"""
-
-
-def write_format(tmp_path, fmt: str):
-    """(reference HF model, checkpoint path, sidecars, clip (frames, size)) for one format."""
-    if fmt == "mmaction-vit":
-        ref = hf_model("videomae")
-        (tmp_path / "cfg.py").write_text(MMACTION_VIT_CONFIG.replace("CANARY", repr(str(tmp_path / "canary"))))
-        ckpt = mmaction_vit_layout(ref.state_dict(), 2, num_tokens=8, dim=64, classes=CLASSES)
-        path, sidecars, clip = tmp_path / "vit_videomae.pth", Sidecars(config=tmp_path / "cfg.py"), (4, 32)
-    elif fmt == "mmaction-timesformer":
-        ref = hf_model("timesformer", num_attention_heads=1)  # no --config: heads from the width (64 -> 1)
-        ckpt = mmaction_timesformer_layout(ref.state_dict(), 2, classes=CLASSES)
-        path, sidecars, clip = tmp_path / "timesformer_k400.pth", Sidecars(), (4, 32)
-    elif fmt == "timesformer":
-        ref = hf_model("timesformer", num_attention_heads=1, num_frames=6, image_size=48)
-        ckpt = timesformer_pyth_layout(ref.state_dict(), 2)
-        path, sidecars, clip = tmp_path / "TimeSformer_divST_8x32_224_K400.pyth", Sidecars(), (6, 48)
-    else:  # VideoMAE V2 at patch 14 (as ViT-g/14), heads from the width (128 -> 2)
-        ref = hf_model("videomae", patch_size=14, image_size=28, hidden_size=128, num_hidden_layers=3)
-        ckpt = videomae_v2_layout(ref.state_dict(), 3)
-        path, sidecars, clip = tmp_path / "vit_g_hybrid_pt_1200e_k710_ft.pth", Sidecars(), (4, 28)
-    torch.save(ckpt, path)
-    return ref, path, sidecars, clip
-
-
-FORMATS = ["mmaction-vit", "mmaction-timesformer", "timesformer", "videomae"]
+from tests.torch_helpers import CLASSES, FORMATS, hf_model, mmaction_timesformer_layout, write_format
 
 
 def _clip(frames: int, size: int, batch: int = 2) -> torch.Tensor:
@@ -83,8 +24,7 @@ def _clip(frames: int, size: int, batch: int = 2) -> torch.Tensor:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_foreign_checkpoint_matches_its_reference(tmp_path, fmt):
     ref, path, sidecars, (frames, size) = write_format(tmp_path, fmt)
-    model = load_model(path, sidecars=sidecars, num_frames=frames if fmt == "videomae" else None,
-                       image_size=size if fmt == "videomae" else None)  # fmt: skip
+    model = load_model(path, sidecars=sidecars)
     assert model.source.layout == fmt and model.source.dtype == "float32"
     assert (model.config.num_frames, model.config.image_size) == (frames, size)
     video = _clip(frames, size)
@@ -164,8 +104,13 @@ def _resnet_state(stem: str, dims: int) -> dict:
 @pytest.mark.parametrize(
     "state, what",
     [
-        ({"backbone.slow_path.conv1.conv.weight": torch.zeros(8, 3, 1, 7, 7),
-          "backbone.fast_path.conv1.conv.weight": torch.zeros(4, 3, 5, 7, 7)}, "an MMAction2 SlowFast checkpoint"),
+        (
+            {
+                "backbone.slow_path.conv1.conv.weight": torch.zeros(8, 3, 1, 7, 7),
+                "backbone.fast_path.conv1.conv.weight": torch.zeros(4, 3, 5, 7, 7),
+            },
+            "an MMAction2 SlowFast checkpoint",
+        ),
         (_resnet_state("", 5), "an MMAction2 I3D / SlowOnly checkpoint"),
         (_resnet_state("", 4), "an MMAction2 TSN / TSM checkpoint"),
         ({"backbone.layers.0.blocks.0.attn.relative_position_bias_table": torch.zeros(4, 2)}, "a Video Swin"),
