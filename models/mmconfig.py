@@ -152,7 +152,7 @@ def clip_settings(cfg: dict) -> dict:
     for key in ("mean", "std"):
         values = norm.get(key)
         if isinstance(values, (list, tuple)) and len(values) == 3 and all(isinstance(v, (int, float)) for v in values):
-            out[key] = tuple(float(v) / 255 if max(values) > 1 else float(v) for v in values)
+            out[key] = tuple(round(float(v) / 255, 6) if max(values) > 1 else float(v) for v in values)
     return {k: v for k, v in out.items() if v is not None}
 
 
