@@ -124,6 +124,12 @@ def test_non_transformer_checkpoints_are_named(tmp_path, state, what):
         load_model(tmp_path / "other.pth")
 
 
+def test_a_bare_hf_state_dict_says_where_its_config_goes(tmp_path):
+    torch.save(hf_model("videomae", num_hidden_layers=1).state_dict(), tmp_path / "pytorch_model.pth")
+    with pytest.raises(CheckpointError, match="this is a Hugging Face videomae state dict: load the directory"):
+        load_model(tmp_path / "pytorch_model.pth")
+
+
 def test_wrong_architecture_is_named(tmp_path):
     _, path, sidecars, _ = write_format(tmp_path, "mmaction-vit")
     text = (tmp_path / "cfg.py").read_text().replace("type='VisionTransformer'", "type='TimeSformer'")
