@@ -223,21 +223,25 @@ def _meta_labels(checkpoint: dict) -> tuple[str, ...]:
     return tuple(map(str, classes)) if isinstance(classes, (list, tuple)) else ()
 
 
-def _mmaction(state, layout, sidecars: Sidecars, num_frames, image_size) -> tuple[ModelConfig, dict]:
+def _mmaction(
+    state: dict, layout: str, sidecars: Sidecars, num_frames: int | None, image_size: int | None
+) -> tuple[ModelConfig, dict]:
     """MMAction2 recogniser: sizes from the weights, the rest from `--config` or its defaults."""
     config = mmconfig.read_config(sidecars.config) if sidecars.config else {}
     backbone, clip = mmconfig.backbone(config), mmconfig.clip_settings(config)
     wanted = {"mmaction-vit": "VisionTransformer", "mmaction-timesformer": "TimeSformer"}[layout]
     if backbone.get("type") not in (None, wanted):
         raise CheckpointError(f"{sidecars.config} describes a {backbone['type']} backbone, the weights a {wanted}")
-    eps = float((backbone.get("norm_cfg") or {}).get("eps", 1e-6))
-    frames = num_frames or backbone.get("num_frames") or clip.get("num_frames")
-    size = image_size or backbone.get("img_size") or clip.get("image_size")
+    norm = backbone.get("norm_cfg") if isinstance(backbone.get("norm_cfg"), dict) else {}
+    eps = mmconfig.positive(norm.get("eps", 1e-6), "norm_cfg.eps", float)
+    heads = mmconfig.positive(backbone.get("num_heads"), "num_heads")
+    frames = num_frames or mmconfig.positive(backbone.get("num_frames") or clip.get("num_frames"), "num_frames")
+    size = image_size or mmconfig.positive(backbone.get("img_size") or clip.get("image_size"), "img_size")
     if layout == "mmaction-timesformer":
         state = mmaction_timesformer(state)
         pre = mmconfig.preprocessing(clip, MMACTION_TIMESFORMER_PRE)
-        cfg = config_from_state(state, "timesformer", num_frames=frames, image_size=size,
-                                heads=backbone.get("num_heads"), norm_eps=eps, preprocessing=pre)  # fmt: skip
+        cfg = config_from_state(state, "timesformer", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
+                                preprocessing=pre)  # fmt: skip
         return cfg, state
     pos = state.get("backbone.pos_embed")  # (1, N, C): the sin-cos table is saved as a buffer
     weight = state.get("backbone.patch_embed.projection.weight")  # (C, 3, t, p, p)
@@ -249,10 +253,10 @@ def _mmaction(state, layout, sidecars: Sidecars, num_frames, image_size) -> tupl
                 "gives: pass the model's --config (clip_len, img_size)"
             )
         frames, size = solved
-    state = mmaction_vit(state, None if pos is None else pos.shape[1])
+    state = mmaction_vit(state)
     pre = mmconfig.preprocessing(clip, MMACTION_VIT_PRE)
-    cfg = config_from_state(state, "vit", num_frames=frames, image_size=size, heads=backbone.get("num_heads"),
-                            norm_eps=eps, head_norm_eps=eps, preprocessing=pre)  # fmt: skip
+    cfg = config_from_state(state, "vit", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
+                            head_norm_eps=eps, preprocessing=pre)  # fmt: skip
     if pos is not None and pos.shape[1] != cfg.num_tokens:
         raise CheckpointError(
             f"pos_embed has {pos.shape[1]} tokens, {cfg.num_frames} frames of {cfg.image_size}px give "
@@ -261,7 +265,9 @@ def _mmaction(state, layout, sidecars: Sidecars, num_frames, image_size) -> tupl
     return cfg, state
 
 
-def _from_file(path: Path, sidecars: Sidecars, num_frames, image_size) -> tuple[ModelConfig, dict, Source]:
+def _from_file(
+    path: Path, sidecars: Sidecars, num_frames: int | None, image_size: int | None
+) -> tuple[ModelConfig, dict, Source]:
     """A single-file checkpoint: which one it is, its config and its weights in our names."""
     checkpoint = _read_state(path)
     if not isinstance(checkpoint, dict):

@@ -362,23 +362,17 @@ def mmaction_timesformer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return _rename(state, _MMACTION_TIMESFORMER_RULES)
 
 
-def mmaction_vit(state: dict[str, torch.Tensor], num_tokens: int) -> dict[str, torch.Tensor]:
+def mmaction_vit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """MMAction2 `VisionTransformer` (VideoMAE) backbone + `TimeSformerHead`/`I3DHead` -> ours.
     Its sin-cos `pos_embed` buffer is saved with the weights: it must be the table our model
-    computes for `num_tokens` (else the embeddings were learned, or the clip size differs)."""
+    computes (else the embeddings were learned); the loader checks its length against the clip."""
     state = dict(state)
     _reject_layer_scale(state)
     if "backbone.norm.weight" in state:
         raise CheckpointError("MMAction2 VisionTransformer with use_mean_pooling=False is not supported")
-    pos = state.pop("backbone.pos_embed", None)  # (1, N, C)
-    if pos is not None:
-        if pos.shape[1] != num_tokens:
-            raise CheckpointError(
-                f"pos_embed has {pos.shape[1]} tokens, the clip size gives {num_tokens}: "
-                "pass the model's --config (clip_len, img_size)"
-            )
-        if not torch.allclose(pos.float(), sinusoid_table(pos.shape[1], pos.shape[2]), atol=1e-3):
-            raise CheckpointError("learned position embeddings (use_learnable_pos_emb=True) are not supported")
+    pos = state.pop("backbone.pos_embed", None)
+    if pos is not None and not torch.allclose(pos.float(), sinusoid_table(*pos.shape[1:]), atol=1e-3):  # (1, N, C)
+        raise CheckpointError("learned position embeddings (use_learnable_pos_emb=True) are not supported")
     return _rename(state, _MMACTION_VIT_RULES)
 
 

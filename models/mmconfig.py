@@ -15,12 +15,13 @@ import operator
 from pathlib import Path
 
 from models.config import Preprocessing
+from models.convert import CheckpointError
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}  # fmt: skip
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(CheckpointError):
     """An MMAction2 config that cannot be read; the message names the file and why."""
 
 
@@ -124,11 +125,17 @@ def _crop(size) -> int | None:
 
 
 def backbone(cfg: dict) -> dict:
-    return dict(((cfg.get("model") or {}).get("backbone")) or {})
+    value = (cfg.get("model") or {}).get("backbone") if isinstance(cfg.get("model"), dict) else None
+    return dict(value) if isinstance(value, dict) else {}
 
 
-def head(cfg: dict) -> dict:
-    return dict(((cfg.get("model") or {}).get("cls_head")) or {})
+def positive(value, name: str, kind: type = int):
+    """A size or eps read from a config, checked: None stays None; a wrong type is one clear error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (kind is int and value % 1):
+        raise ConfigFileError(f"config {name} = {value!r}: expected a positive {kind.__name__}")
+    return kind(value)
 
 
 def clip_settings(cfg: dict) -> dict:

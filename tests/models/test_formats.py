@@ -124,6 +124,18 @@ def test_non_transformer_checkpoints_are_named(tmp_path, state, what):
         load_model(tmp_path / "other.pth")
 
 
+def test_config_values_of_the_wrong_kind_and_learned_positions_are_named(tmp_path):
+    _, path, sidecars, _ = write_format(tmp_path, "mmaction-vit")
+    (tmp_path / "cfg.py").write_text((tmp_path / "cfg.py").read_text().replace("num_heads=2", "num_heads='two'"))
+    with pytest.raises(CheckpointError, match="config num_heads = 'two': expected a positive int"):
+        load_model(path, sidecars=sidecars)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["backbone.pos_embed"] += 0.5  # learned, not the sin-cos table
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="learned position embeddings"):
+        load_model(path)
+
+
 def test_a_bare_hf_state_dict_says_where_its_config_goes(tmp_path):
     torch.save(hf_model("videomae", num_hidden_layers=1).state_dict(), tmp_path / "pytorch_model.pth")
     with pytest.raises(CheckpointError, match="this is a Hugging Face videomae state dict: load the directory"):
