@@ -165,11 +165,15 @@ def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index_path}: no weight_map")
     state: dict[str, torch.Tensor] = {}
-    for shard in dict.fromkeys(weight_map.values()):
-        shard_path = index_path.parent / str(shard)
-        if not shard_path.is_file():
+    for shard in dict.fromkeys(map(str, weight_map.values())):
+        if Path(shard).name != shard:  # shards sit beside their index
+            raise CheckpointError(f"{index_path}: shard {shard!r} is not a file name")
+        if not (index_path.parent / shard).is_file():
             raise CheckpointError(f"{index_path}: shard {shard} is missing")
-        state.update(_read_state(shard_path))
+        part = _read_state(index_path.parent / shard)
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{index_path.parent / shard}: not a state dict")
+        state.update(part)
     absent = sorted(set(weight_map) - set(state))
     if absent:
         raise CheckpointError(f"{index_path}: keys in no shard: {', '.join(absent[:8])}")

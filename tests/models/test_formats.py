@@ -201,3 +201,6 @@ def test_sharded_half_precision_checkpoint(tmp_path, kind):
     (tmp_path / name).unlink()
     with pytest.raises(CheckpointError, match=f"shard {name} is missing"):
         load_model(tmp_path)
+    index.write_text(json.dumps({"weight_map": dict.fromkeys(weight_map, "../elsewhere.bin")}))
+    with pytest.raises(CheckpointError, match="shard '../elsewhere.bin' is not a file name"):
+        load_model(tmp_path)
