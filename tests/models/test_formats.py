@@ -136,6 +136,32 @@ def test_config_values_of_the_wrong_kind_and_learned_positions_are_named(tmp_pat
         load_model(path)
 
 
+def _space_only(state: dict) -> None:  # TimeSformer trained without temporal attention
+    for key in [k for k in state if "temporal" in k or ".attentions.1." in k]:
+        del state[key]
+
+
+def _layer_scale(state: dict) -> None:  # VideoMAE V2 with init_values > 0
+    state["blocks.0.gamma_1"] = torch.ones(128)
+
+
+@pytest.mark.parametrize(
+    "fmt, mutate, message",
+    [
+        ("mmaction-timesformer", _space_only, "MMAction2 TimeSformer without divided space-time attention"),
+        ("timesformer", _space_only, "TimeSformer without divided space-time attention"),
+        ("videomae", _layer_scale, "layer scale .gamma_1/gamma_2, init_values > 0. is not supported"),
+    ],
+)
+def test_unsupported_variant_of_a_format_is_named(tmp_path, fmt, mutate, message):
+    _, path, sidecars, _ = write_format(tmp_path, fmt)
+    ckpt = torch.load(path, weights_only=True)
+    mutate(ckpt.get("state_dict") or ckpt.get("model_state") or ckpt["module"])
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path, sidecars=sidecars)
+
+
 def test_a_bare_hf_state_dict_says_where_its_config_goes(tmp_path):
     torch.save(hf_model("videomae", num_hidden_layers=1).state_dict(), tmp_path / "pytorch_model.pth")
     with pytest.raises(CheckpointError, match="this is a Hugging Face videomae state dict: load the directory"):
