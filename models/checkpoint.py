@@ -4,10 +4,10 @@ recognisers, and our own format (a directory with `config.json` + `model.safeten
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ DEMO = Path(__file__).parent / "demo"  # the bundled demo model: `load_model("de
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Sidecars:
     """Files that complete a checkpoint (`--labels`, `--config` on the command line):
     class names, one a line, and an MMAction2 config read as data (`models.mmconfig`)."""
@@ -50,7 +50,7 @@ class Sidecars:
     config: str | Path | None = None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Source:
     """Where a model's weights came from: the detected layout and the stored precision."""
 
@@ -246,7 +246,7 @@ def _mmaction(
         pre = mmconfig.preprocessing(clip, MMACTION_TIMESFORMER_PRE)
         cfg = config_from_state(state, "timesformer", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
                                 preprocessing=pre)  # fmt: skip
-        return cfg, state
+        return _short_side_default(cfg, clip), state
     pos = state.get("backbone.pos_embed")  # (1, N, C): the sin-cos table is saved as a buffer
     weight = state.get("backbone.patch_embed.projection.weight")  # (C, 3, t, p, p)
     if pos is not None and weight is not None:  # tokens = T/t * (size/p)^2
@@ -266,7 +266,15 @@ def _mmaction(
             f"pos_embed has {pos.shape[1]} tokens, {cfg.num_frames} frames of {cfg.image_size}px give "
             f"{cfg.num_tokens}: pass the model's --config (clip_len, img_size)"
         )
-    return cfg, state
+    return _short_side_default(cfg, clip), state
+
+
+def _short_side_default(cfg: ModelConfig, clip: dict) -> ModelConfig:
+    """No Resize in the config: resize the short side to the crop (MMAction2's test pipelines
+    resize to 224 and crop 224)."""
+    if "short_side" in clip:
+        return cfg
+    return cfg.replace(preprocessing=dataclasses.replace(cfg.preprocessing, short_side=cfg.image_size))
 
 
 def _from_file(
