@@ -113,7 +113,8 @@ def config_from_hf(
     if kind not in HF_DEFAULTS:
         raise CheckpointError(f"unsupported model_type {kind!r}: expected videomae or timesformer")
     explicit, weights = hf, hf_from_weights(state or {})
-    hf = {**hf_defaults(kind), **weights, **explicit}
+    unsaid = set(HF_DEFAULTS[kind]) - set(weights) - set(explicit)  # transformers is imported only for these
+    hf = {**(hf_defaults(kind) if unsaid else HF_DEFAULTS[kind]), **weights, **explicit}
     if "num_attention_heads" not in explicit and "hidden_size" in explicit:
         hf["num_attention_heads"] = heads_for(int(hf["hidden_size"]))
     if hf["hidden_act"] != "gelu":

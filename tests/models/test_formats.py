@@ -6,6 +6,7 @@ which is the reference its logits must match (merging off)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -200,6 +201,15 @@ def test_hf_config_with_only_model_type(tmp_path, arch):
     video = _clip(frames, side, batch=1)
     with torch.no_grad():
         assert (model(video) - ref(pixel_values=video.transpose(1, 2)).logits).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ["videomae", "timesformer"])
+def test_our_hf_defaults_equal_transformers(monkeypatch, arch):
+    from models.convert import HF_DEFAULTS, hf_defaults
+
+    theirs = hf_defaults(arch)  # from transformers' config class (installed here)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as where it is not installed
+    assert hf_defaults(arch) == HF_DEFAULTS[arch] == theirs
 
 
 def _shard(state: dict, n: int) -> list[dict]:
