@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from export.metadata import ModelMetadata
 from export.onnx import read_metadata
 from export.validate import onnxruntime_runner
+from models.checkpoint import Sidecars
 from models.data import VideoDataset, collate, load_split
 
 
@@ -71,6 +72,7 @@ def evaluate(
     workers: int = 2,
     on_error: str = "skip",
     exported=None,
+    sidecars: Sidecars | None = None,
 ) -> dict:
     """Top-1/top-5/per-class accuracy, GFLOPs per clip and clips/s.
 
@@ -92,7 +94,7 @@ def evaluate(
     else:
         from models import load_model
 
-        model = load_model(model_ref, merge=merge, reduction=reduction)
+        model = load_model(model_ref, merge=merge, reduction=reduction, sidecars=sidecars or Sidecars())
         spec, labels, gflops = model.input_spec, model.labels, model.gflops()
         method, red = model.merge_config.method, model.merge_config.reduction
 

@@ -19,6 +19,7 @@ from export.agreement import ValidationError, ValidationReport
 from export.metadata import sidecar_path
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
 from export.validate import check_merge_index, onnxruntime_runner, validate
+from models.checkpoint import Sidecars
 
 Format = Literal["onnx", "tensorrt", "triton"]
 # Opens a built engine as a function `[B, 3, T, S, S]` -> logits: the server's own runner
@@ -81,6 +82,7 @@ def run_export(
     triton_runtime: str = "python",
     instances: int = 1,
     decoders: int = 2,
+    sidecars: Sidecars | None = None,
 ) -> ExportResult:
     """Export `model_ref`, validate every file written, and return the files. A TensorRT
     engine is validated by running it with `engine_runner` (required when one is built)."""
@@ -108,7 +110,8 @@ def run_export(
     _check_writable(out if fmt == "triton" else onnx_path)
 
     with progress.step(f"loading {model_ref}"):
-        model = load_model(model_ref, merge=merge, reduction=reduction)
+        model = load_model(model_ref, merge=merge, reduction=reduction, sidecars=sidecars or Sidecars())
+    progress.show(f"[sttm export] detected {model.source.name}, {model.source.dtype} weights")
     meta = metadata_for(model, name, precision)
     result = ExportResult(files=[])
     with tempfile.TemporaryDirectory() as scratch:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "Sidecars": "models.checkpoint",
     "VideoClassifier": "models.checkpoint",
     "build_model": "models.checkpoint",
     "load_model": "models.checkpoint",

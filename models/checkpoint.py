@@ -1,10 +1,13 @@
-"""Build, load and save models: built-in names, Hugging Face directories, original
-VideoMAE `.pth`, and our own format (a directory with `config.json` + `model.safetensors`)."""
+"""Build, load and save models: built-in names, Hugging Face directories (single or sharded
+weights), the original VideoMAE / VideoMAE V2 `.pth` and TimeSformer `.pyth`, MMAction2
+recognisers, and our own format (a directory with `config.json` + `model.safetensors`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -12,15 +15,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from media import InputSpec
-from models.config import PRESETS, MergeConfig, ModelConfig
+from models import mmconfig
+from models.config import MMACTION_TIMESFORMER_PRE, MMACTION_VIT_PRE, PRESETS, TIMESFORMER_PRE, MergeConfig, ModelConfig
 from models.convert import (
     CheckpointError,
     config_from_hf,
     config_from_original,
+    config_from_state,
+    mmaction_timesformer,
+    mmaction_vit,
     timesformer_from_hf,
+    timesformer_original,
     unwrap_original,
     videomae_from_hf,
+    videomae_original,
+    vit_clip_from_tokens,
 )
+from models.formats import NAMES, identify
 from models.schedule import gmacs, make_schedule
 from models.timesformer import TimeSformer
 from models.vit import VideoViT
@@ -28,6 +39,27 @@ from models.vit import VideoViT
 FORMAT = "sttm-serve"
 DEMO = Path(__file__).parent / "demo"  # the bundled demo model: `load_model("demo")`
 FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Sidecars:
+    """Files that complete a checkpoint (`--labels`, `--config` on the command line):
+    class names, one a line, and an MMAction2 config read as data (`models.mmconfig`)."""
+
+    labels: str | Path | None = None
+    config: str | Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a model's weights came from: the detected layout and the stored precision."""
+
+    layout: str = "builtin"
+    dtype: str = "float32"
+
+    @property
+    def name(self) -> str:
+        return NAMES[self.layout]
 
 
 class VideoClassifier(nn.Module):
@@ -39,6 +71,7 @@ class VideoClassifier(nn.Module):
         arch = {"vit": VideoViT, "timesformer": TimeSformer}[cfg.arch]
         self.model = arch(cfg, merge, schedule)
         self.config, self.merge_config, self.schedule = cfg, merge, schedule
+        self.source = Source()  # what it was loaded from (`load_model` sets it)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -106,28 +139,168 @@ def load_weights(model: VideoClassifier, state: dict[str, torch.Tensor], source:
     model.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _read_state(path: Path) -> dict:
+    """One weights file. `.bin`/`.pth` are memory-mapped (pages are read as tensors are used)."""
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
     except Exception as err:  # noqa: BLE001 - unpickling garbage raises anything
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        if "Unsupported global" in str(err) or "weights_only" in reason:
+            reason = "it pickles Python objects besides tensors; re-save only its state_dict (MMAction2: " \
+                     "tools/misc/publish_model.py)"  # fmt: skip
         raise CheckpointError(f"{path}: cannot read weights ({reason})") from None
 
 
-def _weights_file(directory: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin"):
+def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
+    """`*.index.json` + shards: each shard read in turn into one dict (its tensors are kept as
+    stored, fp16 included; no shard is held twice), every key the index lists present."""
+    weight_map = _read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path}: no weight_map")
+    state: dict[str, torch.Tensor] = {}
+    for shard in dict.fromkeys(map(str, weight_map.values())):
+        if Path(shard).name != shard:  # shards sit beside their index
+            raise CheckpointError(f"{index_path}: shard {shard!r} is not a file name")
+        if not (index_path.parent / shard).is_file():
+            raise CheckpointError(f"{index_path}: shard {shard} is missing")
+        part = _read_state(index_path.parent / shard)
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{index_path.parent / shard}: not a state dict")
+        state.update(part)
+    absent = sorted(set(weight_map) - set(state))
+    if absent:
+        raise CheckpointError(f"{index_path}: keys in no shard: {', '.join(absent[:8])}")
+    return state
+
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")  # fmt: skip
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    for name in _WEIGHT_FILES:
         if (directory / name).is_file():
-            return directory / name
-    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
+            path = directory / name
+            return _read_sharded(path) if name.endswith(".index.json") else _read_state(path)
+    raise CheckpointError(f"{directory}: no {', '.join(_WEIGHT_FILES)}")
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return data
+
+
+def _dtype(state: dict[str, torch.Tensor]) -> str:
+    counts = Counter(str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point())
+    return counts.most_common(1)[0][0] if counts else "float32"
+
+
+def read_labels(path: str | Path) -> tuple[str, ...]:
+    """A labels file: one class name a line, in class-index order (blank lines skipped)."""
+    try:
+        names = tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot read labels ({err})") from None
+    if not names:
+        raise CheckpointError(f"{path}: no labels in file")
+    return names
+
+
+def _meta_labels(checkpoint: dict) -> tuple[str, ...]:
+    """MMAction2 keeps class names in `meta.dataset_meta.classes` (1.x) or `meta.CLASSES` (0.x)."""
+    meta = checkpoint.get("meta")
+    if not isinstance(meta, dict):
+        return ()
+    classes = (meta.get("dataset_meta") or {}).get("classes") or meta.get("CLASSES") or ()
+    return tuple(map(str, classes)) if isinstance(classes, (list, tuple)) else ()
+
+
+def _mmaction(
+    state: dict, layout: str, sidecars: Sidecars, num_frames: int | None, image_size: int | None
+) -> tuple[ModelConfig, dict]:
+    """MMAction2 recogniser: sizes from the weights, the rest from `--config` or its defaults."""
+    config = mmconfig.read_config(sidecars.config) if sidecars.config else {}
+    backbone, clip = mmconfig.backbone(config), mmconfig.clip_settings(config)
+    wanted = {"mmaction-vit": "VisionTransformer", "mmaction-timesformer": "TimeSformer"}[layout]
+    if backbone.get("type") not in (None, wanted):
+        raise CheckpointError(f"{sidecars.config} describes a {backbone['type']} backbone, the weights a {wanted}")
+    norm = backbone.get("norm_cfg") if isinstance(backbone.get("norm_cfg"), dict) else {}
+    eps = mmconfig.positive(norm.get("eps", 1e-6), "norm_cfg.eps", float)
+    heads = mmconfig.positive(backbone.get("num_heads"), "num_heads")
+    frames = num_frames or mmconfig.positive(backbone.get("num_frames") or clip.get("num_frames"), "num_frames")
+    size = image_size or mmconfig.positive(backbone.get("img_size") or clip.get("image_size"), "img_size")
+    if layout == "mmaction-timesformer":
+        state = mmaction_timesformer(state)
+        pre = mmconfig.preprocessing(clip, MMACTION_TIMESFORMER_PRE)
+        cfg = config_from_state(state, "timesformer", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
+                                preprocessing=pre)  # fmt: skip
+        return _short_side_default(cfg, clip), state
+    pos = state.get("backbone.pos_embed")  # (1, N, C): the sin-cos table is saved as a buffer
+    weight = state.get("backbone.patch_embed.projection.weight")  # (C, 3, t, p, p)
+    if pos is not None and weight is not None:  # tokens = T/t * (size/p)^2
+        solved = vit_clip_from_tokens(pos.shape[1], weight.shape[2], weight.shape[-1], frames, size)
+        if solved is None:
+            raise CheckpointError(
+                f"pos_embed has {pos.shape[1]} tokens, which no clip of {frames or '?'} frames x {size or '?'}px "
+                "gives: pass the model's --config (clip_len, img_size)"
+            )
+        frames, size = solved
+    state = mmaction_vit(state)
+    pre = mmconfig.preprocessing(clip, MMACTION_VIT_PRE)
+    cfg = config_from_state(state, "vit", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
+                            head_norm_eps=eps, preprocessing=pre)  # fmt: skip
+    if pos is not None and pos.shape[1] != cfg.num_tokens:
+        raise CheckpointError(
+            f"pos_embed has {pos.shape[1]} tokens, {cfg.num_frames} frames of {cfg.image_size}px give "
+            f"{cfg.num_tokens}: pass the model's --config (clip_len, img_size)"
+        )
+    return _short_side_default(cfg, clip), state
+
+
+def _short_side_default(cfg: ModelConfig, clip: dict) -> ModelConfig:
+    """No Resize in the config: resize the short side to the crop (MMAction2's test pipelines
+    resize to 224 and crop 224)."""
+    if "short_side" in clip:
+        return cfg
+    return cfg.replace(preprocessing=dataclasses.replace(cfg.preprocessing, short_side=cfg.image_size))
+
+
+def _from_file(
+    path: Path, sidecars: Sidecars, num_frames: int | None, image_size: int | None
+) -> tuple[ModelConfig, dict, Source]:
+    """A single-file checkpoint: which one it is, its config and its weights in our names."""
+    checkpoint = _read_state(path)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a state dict")
+    state = unwrap_original(checkpoint)
+    layout = identify(state)
+    if layout.startswith("mmaction"):
+        cfg, state = _mmaction(state, layout, sidecars, num_frames, image_size)
+    elif sidecars.config:
+        raise CheckpointError(f"--config is for MMAction2 checkpoints; this is a {NAMES[layout]}")
+    elif layout == "timesformer":
+        state = timesformer_original(state)
+        cfg = config_from_state(state, "timesformer", num_frames=num_frames, image_size=image_size,
+                                preprocessing=TIMESFORMER_PRE)  # fmt: skip
+    else:
+        state = videomae_original(state)
+        cfg = config_from_original(state, num_frames, image_size)
+    labels = _meta_labels(checkpoint)
+    if labels and len(labels) == cfg.num_classes:
+        cfg = cfg.replace(labels=labels)
+    return cfg, state, Source(layout, _dtype(state))
 
 
 def load_model(
@@ -135,49 +308,57 @@ def load_model(
     merge: str | None = None,
     reduction: float | None = None,
     *,
-    num_frames: int = 16,
-    image_size: int = 224,
+    sidecars: Sidecars = Sidecars(),
+    num_frames: int | None = None,
+    image_size: int | None = None,
     **merge_options,
 ) -> VideoClassifier:
     """Load a model by built-in name or checkpoint path, with a token merger plugged in.
 
     Args:
         path_or_name: a name from `models.PRESETS` (random weights), a Hugging Face
-            directory (VideoMAE / TimeSformer), an original VideoMAE `.pth`, or our format.
+            directory (VideoMAE / TimeSformer, sharded or not), an original VideoMAE /
+            VideoMAE V2 `.pth` or TimeSformer `.pyth`, an MMAction2 `.pth`, or our format.
         merge: "none" | "tome" | "sttm"; None keeps what our checkpoint was saved with.
         reduction: fraction of GFLOPs to save; None keeps the saved one.
-        num_frames, image_size: for original `.pth` files only (their weights do not say).
+        sidecars: a labels file (any format) and an MMAction2 config (MMAction2 only).
+        num_frames, image_size: for ViT `.pth` files whose weights do not say (default
+            16 x 224, or what an MMAction2 config / position table says).
         merge_options: other `MergeConfig` fields (meta_ratio, knn, proportional_attention...).
     Returns:
         An eval-mode `VideoClassifier`.
     """
     name = str(path_or_name)
     path = DEMO if name == "demo" and not Path(name).exists() else Path(name)
-    saved_merge = MergeConfig()
+    saved_merge, source = MergeConfig(), Source()
     if name in PRESETS and not path.exists():
         cfg, state = PRESETS[name], None
     elif path.is_dir() and (path / "config.json").is_file():
         meta = _read_json(path / "config.json")
+        state = _read_weights(path)
         if meta.get("format") == FORMAT:
             cfg = ModelConfig.from_dict(meta["model"])
             saved_merge = MergeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["merge"].items()})
-            state = _read_state(_weights_file(path))
+            source = Source("sttm-serve", _dtype(state))
         else:
             processor_path = path / "preprocessor_config.json"
             processor = _read_json(processor_path) if processor_path.is_file() else None
-            cfg = config_from_hf(meta, processor)
-            raw = _read_state(_weights_file(path))
-            state = videomae_from_hf(raw, cfg.depth) if cfg.arch == "vit" else timesformer_from_hf(raw)
+            cfg = config_from_hf(meta, processor, state)
+            source = Source(f"hf-{meta['model_type']}", _dtype(state))
+            state = videomae_from_hf(state, cfg.depth) if cfg.arch == "vit" else timesformer_from_hf(state)
+        if sidecars.config:
+            raise CheckpointError(f"--config is for MMAction2 checkpoints; this is a {source.name}")
     elif path.is_file():
-        raw = _read_state(path)
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{path}: not a state dict")
-        state = unwrap_original(raw)
-        cfg = config_from_original(state, num_frames, image_size)
+        cfg, state, source = _from_file(path, sidecars, num_frames, image_size)
     elif path.exists():
         raise CheckpointError(f"{path}: a directory without config.json")
     else:
         raise CheckpointError(f"{name}: no such file, directory or built-in model (demo, {', '.join(PRESETS)})")
+    if sidecars.labels:
+        labels = read_labels(sidecars.labels)
+        if len(labels) != cfg.num_classes:
+            raise CheckpointError(f"{sidecars.labels}: {len(labels)} labels for a head of {cfg.num_classes} classes")
+        cfg = cfg.replace(labels=labels)
 
     fields = dict(saved_merge.__dict__, **merge_options)
     if merge is not None:
@@ -190,6 +371,7 @@ def load_model(
     model = build_model(cfg, merge_cfg)
     if state is not None:
         load_weights(model, state, name)
+    model.source = source
     return model.eval()
 
 

@@ -129,6 +129,10 @@ class MergeConfig:
 
 
 TIMESFORMER_PRE = Preprocessing(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), frame_interval=32)
+# MMAction2's own configs, when no --config says otherwise: VideoMAE ViT 16x4x1 with ImageNet
+# normalisation; TimeSformer 8x32x1 with mean = std = 127.5 (of 255); both short side 224.
+MMACTION_VIT_PRE = Preprocessing(frame_interval=4)
+MMACTION_TIMESFORMER_PRE = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), frame_interval=32)
 
 # Named factories. Sizes follow VideoMAE (S/B/L) and TimeSformer-B; tiny ones are for tests.
 PRESETS: dict[str, ModelConfig] = {

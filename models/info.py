@@ -10,6 +10,8 @@ def describe(model: VideoClassifier) -> dict:
     merged, unmerged = model.gflops(), model.gflops(merged=False)
     t, h, w = cfg.grid
     return {
+        "format": model.source.name,
+        "weights_dtype": model.source.dtype,
         "arch": cfg.arch,
         "frames": cfg.num_frames,
         "input_size": cfg.image_size,
@@ -36,6 +38,7 @@ def describe(model: VideoClassifier) -> dict:
 def render(info: dict) -> str:
     pre = info["preprocessing"]
     lines = [
+        f"checkpoint       {info['format']}, {info['weights_dtype']} weights",
         f"architecture     {info['arch']} (dim {info['dim']}, depth {info['depth']}, heads {info['heads']})",
         f"input            {info['frames']} frames x {info['input_size']}x{info['input_size']}, "
         f"token grid {'x'.join(map(str, info['token_grid']))}",

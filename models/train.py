@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from models.checkpoint import VideoClassifier, build_model, load_model, save_model
+from models.checkpoint import Sidecars, VideoClassifier, build_model, load_model, save_model
 from models.data import VideoDataset, collate, load_split
 
 
@@ -48,9 +48,11 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def prepare_model(model_ref: str, labels: tuple[str, ...], merge: str | None, reduction: float | None):
+def prepare_model(
+    model_ref: str, labels: tuple[str, ...], merge: str | None, reduction: float | None, sidecars: Sidecars = Sidecars()
+):
     """Load MODEL; give it a fresh head when the data set's labels differ."""
-    model = load_model(model_ref, merge=merge, reduction=reduction)
+    model = load_model(model_ref, merge=merge, reduction=reduction, sidecars=sidecars)
     if model.labels != labels:
         cfg = model.config.replace(num_classes=len(labels), labels=labels)
         fresh = build_model(cfg, model.merge_config)
@@ -96,6 +98,7 @@ def train(
     reduction: float | None = None,
     cfg: TrainConfig = TrainConfig(),
     resume: bool = False,
+    sidecars: Sidecars = Sidecars(),
 ) -> dict:
     """Train and write `out/best` (by val top-1) and `out/last` (resumable). Returns the
     final summary (also written to `out/summary.json`)."""
@@ -106,7 +109,7 @@ def train(
     out = Path(out)
     train_split = load_split(data, "train")
     val_split = load_split(data, "val", train_split.labels)
-    model = prepare_model(model_ref, train_split.labels, merge, reduction)
+    model = prepare_model(model_ref, train_split.labels, merge, reduction, sidecars)
     spec = model.input_spec
     train_set = VideoDataset(train_split, spec, True, cfg.on_error, cfg.augment)
     val_set = VideoDataset(val_split, spec, False, cfg.on_error)

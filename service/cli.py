@@ -9,11 +9,18 @@ import os
 import sys
 
 
+def _sidecars(args: argparse.Namespace):
+    """`--labels` / `--config` as the loader takes them."""
+    from models.checkpoint import Sidecars
+
+    return Sidecars(labels=args.labels, config=args.config)
+
+
 def _info(args: argparse.Namespace) -> None:
     from models import load_model
     from models.info import describe, render
 
-    model = load_model(args.model, merge=args.merge, reduction=args.reduction)
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=_sidecars(args))
     info = describe(model)
     print(json.dumps(info, indent=2) if args.json else render(info))
 
@@ -26,7 +33,7 @@ def _export(args: argparse.Namespace) -> None:
         args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
         precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
         engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime, instances=args.instances,
-        decoders=args.triton_decoders,
+        decoders=args.triton_decoders, sidecars=_sidecars(args),
     )  # fmt: skip
     for path in result.files:
         print(path)
@@ -42,7 +49,7 @@ def _validate(args: argparse.Namespace) -> int:
     from models import load_model
     from service.backends import BackendOptions, load_backend
 
-    model = load_model(args.model, merge=args.merge, reduction=args.reduction)
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=_sidecars(args))
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", metadata_for(model, model_name(args.model)))
         options = BackendOptions(args.backend or "auto", args.precision or "auto", check=False)  # this is the check
@@ -68,7 +75,8 @@ def _train(args: argparse.Namespace) -> None:
         on_error=args.on_error, max_steps=args.max_steps,
         augment=tuple(s.strip() for s in args.augment.split(",")) if args.augment else None,
     )  # fmt: skip
-    summary = train(args.data, args.model, args.output, args.merge, args.reduction, cfg, resume=args.resume)
+    summary = train(args.data, args.model, args.output, args.merge, args.reduction, cfg, resume=args.resume,
+                    sidecars=_sidecars(args))  # fmt: skip
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
@@ -84,8 +92,10 @@ def _eval(args: argparse.Namespace) -> None:
         exported = load_backend(args.model, BackendOptions(args.backend or "auto", args.precision or "auto"))
     elif args.backend or args.precision:
         raise ValueError("--backend/--precision choose how an exported model runs: export MODEL first")
+    if exported is not None and (args.labels or args.config):
+        raise ValueError("--labels/--config complete a checkpoint; an exported model carries its own")
     result = evaluate(args.model, args.data, args.split, args.merge, args.reduction, args.batch_size, args.workers,
-                      args.on_error, exported)  # fmt: skip
+                      args.on_error, exported, sidecars=None if exported else _sidecars(args))  # fmt: skip
     if exported is not None:
         result = {**result, "backend": exported.provider, "precision": exported.precision}
     if args.json:
@@ -117,7 +127,7 @@ def _explain(args: argparse.Namespace) -> None:
     from models import load_model
     from models.explain import explain
 
-    model = load_model(args.model, merge=args.merge, reduction=args.reduction)
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=_sidecars(args))
     print(explain(model, args.video, args.output))
 
 
@@ -185,6 +195,13 @@ def _flags() -> dict[str, argparse.ArgumentParser]:
     checkpoint = argparse.ArgumentParser(add_help=False)
     checkpoint.add_argument("model", help="checkpoint path or built-in name (videomae-s/b/l, timesformer-b, "
                                           "vit-tiny, ..., or 'demo')")  # fmt: skip
+    sidecars = argparse.ArgumentParser(add_help=False)
+    sidecars.add_argument("--labels", default=None, metavar="FILE",
+                          help="class names, one a line (for checkpoints that do not carry them)")  # fmt: skip
+    sidecars.add_argument("--config", default=None, metavar="FILE",
+                          help="the MMAction2 config (.py) of an MMAction2 checkpoint, read as data: clip "
+                               "size, sampling, normalisation, heads")  # fmt: skip
+    checkpoint = argparse.ArgumentParser(add_help=False, parents=[checkpoint, sidecars])
     merge = argparse.ArgumentParser(add_help=False)
     merge.add_argument("--merge", choices=["none", "tome", "sttm"], default=None, help="token merging (default: "
                                                                                        "the checkpoint's)")  # fmt: skip
@@ -200,7 +217,8 @@ def _flags() -> dict[str, argparse.ArgumentParser]:
     runtime.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default=None,
                          help="what the runtime computes in (STTM_PRECISION; auto: bf16 on CPUs with bf16 units "
                               "where it passes the check, else fp32)")  # fmt: skip
-    return {"checkpoint": checkpoint, "merge": merge, "exported": exported, "json": as_json, "runtime": runtime}
+    return {"checkpoint": checkpoint, "sidecars": sidecars, "merge": merge, "exported": exported, "json": as_json,
+            "runtime": runtime}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--workers", type=int, default=2)
     syn.set_defaults(run=_synth)
 
-    tr = sub.add_parser("train", parents=[f["merge"]],
+    tr = sub.add_parser("train", parents=[f["merge"], f["sidecars"]],
                         help="train or fine-tune on a path,label CSV or class-per-folder tree")  # fmt: skip
     tr.add_argument("data", help="directory with train.csv/val.csv (or train/<class>/, val/<class>/)")
     tr.add_argument("--model", required=True, help="built-in config or checkpoint to start from")
