@@ -89,8 +89,16 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
     return path
 
 
+def merger_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes the dynamo exporter traced inside a merger module (their scope ends
+    in `.merge`): the merge decisions (similarities, density peaks, TopK, the one-hot merge,
+    the log-size bias) that every lowered precision keeps in fp32 — fp16 and int8 graphs here,
+    OpenVINO's int8 quantiser in `export.quantize`. Runtimes that convert the graph keep the
+    names (OpenVINO: the nodes' friendly names)."""
+    return [node.name for node in proto.graph.node if _in_merge(node)]
+
+
 def _in_merge(node: onnx.NodeProto) -> bool:
-    """Nodes the dynamo exporter traced inside a merger module (their scope ends in `.merge`)."""
     return any(p.key == "pkg.torch.onnx.name_scopes" and ".merge'" in p.value for p in node.metadata_props)
 
 
@@ -125,7 +133,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     output stay fp32."""
     from onnxconverter_common import float16
 
-    keep = [n.name for n in proto.graph.node if _in_merge(n)]
+    keep = merger_nodes(proto)
     ops = float16.DEFAULT_OP_BLOCK_LIST + ["LayerNormalization", "Softmax"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "number truncated" notices for clamped constants
@@ -143,7 +151,7 @@ def to_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = [n.name for n in proto.graph.node if _in_merge(n)]
+    keep = merger_nodes(proto)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" notice goes to the root logger
