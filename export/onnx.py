@@ -20,6 +20,7 @@ from export.errors import ExportError
 from export.metadata import ModelMetadata
 from models import VideoClassifier
 
+SCOPES = "pkg.torch.onnx.name_scopes"  # a node's metadata: the modules the dynamo exporter traced it in
 # Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.
 FORBIDDEN_OPS = frozenset({"ScatterElements", "ScatterND", "Scatter", "NonZero", "Unique", "Loop", "If"})
 
@@ -92,14 +93,19 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
 def merger_nodes(proto: onnx.ModelProto) -> list[str]:
     """Names of the nodes the dynamo exporter traced inside a merger module (their scope ends
     in `.merge`): the merge decisions (similarities, density peaks, TopK, the one-hot merge,
-    the log-size bias) that every lowered precision keeps in fp32 — fp16 and int8 graphs here,
-    OpenVINO's int8 quantiser in `export.quantize`. Runtimes that convert the graph keep the
-    names (OpenVINO: the nodes' friendly names)."""
-    return [node.name for node in proto.graph.node if _in_merge(node)]
+    the log-size bias) that every lowered precision keeps in fp32 — the fp16 and int8 graphs
+    here, OpenVINO's int8 quantiser in `export.ir`. Runtimes that convert the graph keep the
+    names (OpenVINO: as its nodes' friendly names)."""
+    return module_nodes(proto, "merge")
 
 
-def _in_merge(node: onnx.NodeProto) -> bool:
-    return any(p.key == "pkg.torch.onnx.name_scopes" and ".merge'" in p.value for p in node.metadata_props)
+def module_nodes(proto: onnx.ModelProto, *modules: str) -> list[str]:
+    """Names of the nodes traced inside a module whose attribute name is one of `modules`
+    (e.g. `merge` for `model.blocks.3.merge`, `head` for `model.head`)."""
+    ends = tuple(f".{module}'" for module in modules)  # the scopes are a list's repr: "['', 'model', 'model.head']"
+    inside = (n for n in proto.graph.node if any(p.key == SCOPES and any(e in p.value for e in ends)
+                                                 for p in n.metadata_props))  # fmt: skip
+    return [n.name for n in inside]
 
 
 def store_exact_halves(proto: onnx.ModelProto, min_size: int = 1024) -> onnx.ModelProto:

@@ -182,7 +182,7 @@ def _write_ir(model, onnx_path: Path, out: Path, precision: str, runner: IRRunne
     scratch = onnx_path.parent / "ir"
     scratch.mkdir()
     with progress.step(f"writing the OpenVINO IR ({precision}{', NNCF' if calibration is not None else ''})"):
-        staged = write_ir(onnx_path, scratch / out.name, calibration)
+        staged = write_ir(onnx_path, scratch / out.name, calibration, progress.quiet)
     with progress.step("validating the OpenVINO IR"):
         result.reports.append(validate(model, runner(staged, precision), "openvino", precision))
     progress.show(result.reports[-1].table())

@@ -54,7 +54,7 @@ def _validate(args: argparse.Namespace) -> int:
         if args.precision == "int8" and args.backend in (None, "auto", "openvino"):  # OpenVINO's int8 is calibrated
             from export.ir import calibration_clips, write_ir
 
-            data = None if args.calib == "generated" else args.calib
+            data = None if args.calib in (None, "generated") else args.calib  # default: generated clips
             path = write_ir(path, Path(tmp) / "model.xml", calibration_clips(model.input_spec, args.calib_clips, data))
         options = BackendOptions(args.backend or "auto", args.precision or "auto", check=False)  # this is the check
         backend = load_backend(path, options)
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     what = "hold a runtime x precision to PyTorch: the export's table; exit 2 on a FAIL"
     val = sub.add_parser("validate", parents=[f["checkpoint"], f["merge"], f["runtime"], f["calib"]], help=what)
-    val.set_defaults(run=_validate, calib="generated")
+    val.set_defaults(run=_validate)
 
     syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")
     syn.add_argument("out")
