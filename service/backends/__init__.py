@@ -49,6 +49,7 @@ class BackendOptions:
     max_batch: int = 8  # largest batch the batcher sends (engine profiles)
     cache: Path | None = None  # compiled-engine cache directory
     check: bool = True  # hold a low run-time precision to the runtime's own fp32 at load (`sttm validate`: to PyTorch)
+    fuse: bool = True  # ONNX Runtime on the CPU: fused attention kernels (a graph pass at load, checked there)
 
 
 @dataclass(frozen=True)
