@@ -1,5 +1,7 @@
 """Model-only latency per backend x precision: PyTorch eager (SDPA), ONNX Runtime fp32,
-OpenVINO fp32, bf16 and int8 — unmerged vs ToMe vs STTM, in one run.
+OpenVINO fp32, bf16 and int8 — unmerged vs ToMe vs STTM, in one run. ONNX Runtime twice:
+as the server runs it (attention fused at load, `service.backends.fusion`) and on the plain
+exported graph.
 
     python -m benchmarks.backends [--model videomae-b] [--reduction 0.38] [--repeats 5]
                                   [--merges none tome sttm] [--calib-clips 8]
@@ -30,8 +32,13 @@ from media import load_clip
 from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
 
-RUNTIMES = {"onnxruntime fp32": ("onnxruntime", "fp32"), "openvino fp32": ("openvino", "fp32"),
-            "openvino bf16": ("openvino", "bf16"), "openvino int8": ("openvino", "int8")}  # fmt: skip
+RUNTIMES = {  # name -> how the server opens it
+    "onnxruntime fp32 plain graph": BackendOptions("onnxruntime", "fp32", fuse=False),
+    "onnxruntime fp32": BackendOptions("onnxruntime", "fp32"),  # attention in ORT's fused kernel
+    "openvino fp32": BackendOptions("openvino", "fp32"),
+    "openvino bf16": BackendOptions("openvino", "bf16"),
+    "openvino int8": BackendOptions("openvino", "int8"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,12 +64,12 @@ def main(argv: list[str] | None = None) -> None:
             except ValidationError as err:
                 refused[(merge, "openvino int8")] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"
             runners[(merge, "pytorch eager")] = lambda m=model: m(torch.from_numpy(video)).numpy()
-            for name, (kind, precision) in RUNTIMES.items():
+            for name, options in RUNTIMES.items():
                 if (merge, name) in refused:
                     continue
                 try:
-                    file = path.with_suffix(".xml") if precision == "int8" else path
-                    run = load_backend(file, BackendOptions(kind, precision)).run
+                    file = path.with_suffix(".xml") if options.precision == "int8" else path
+                    run = load_backend(file, options).run
                     runners[(merge, name)] = lambda r=run: r(video)
                 except ModelLoadError as err:
                     refused[(merge, name)] = str(err).split(": ", 1)[-1]
