@@ -1,11 +1,16 @@
 """Model-only latency per backend x precision: PyTorch eager (SDPA), ONNX Runtime fp32,
-OpenVINO fp32 and bf16 — unmerged vs ToMe vs STTM, in one run.
+OpenVINO fp32, bf16 and int8 — unmerged vs ToMe vs STTM, in one run. ONNX Runtime twice:
+as the server runs it (attention fused at load, `service.backends.fusion`) and on the plain
+exported graph.
 
     python -m benchmarks.backends [--model videomae-b] [--reduction 0.38] [--repeats 5]
+                                  [--merges none tome sttm] [--calib-clips 8]
 
-Each model is exported (and validated against PyTorch); each backend x precision is opened
-as the server opens it (`service.backends.load_backend`, the load-time precision check
-included: a refused combination is listed with its reason). Input: one clip of a generated
+Each model is exported (and validated against PyTorch), and exported again as an int8
+OpenVINO IR (`sttm export --format openvino --precision int8 --calib generated`: NNCF,
+calibrated on `--calib-clips` generated clips, held to PyTorch by the int8 gate); each
+backend x precision is opened as the server opens it (`service.backends.load_backend`, the
+load-time precision check included: a refused combination is listed with its reason). Input: one clip of a generated
 10 s 640x272 H.264 video, decoded and sampled by `media.load_clip`. Runners are timed
 interleaved so machine noise hits all alike; median of `--repeats`, batch 1.
 """
@@ -21,32 +26,50 @@ import torch
 
 from benchmarks.decode import make_clip
 from benchmarks.timing import interleaved_medians, speed_flags
+from export.agreement import ValidationError
 from export.pipeline import run_export
 from media import load_clip
 from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
 
-RUNTIMES = {"onnxruntime fp32": ("onnxruntime", "fp32"), "openvino fp32": ("openvino", "fp32"),
-            "openvino bf16": ("openvino", "bf16")}  # fmt: skip
+RUNTIMES = {  # name -> how the server opens it
+    "onnxruntime fp32 plain graph": BackendOptions("onnxruntime", "fp32", fuse=False),
+    "onnxruntime fp32": BackendOptions("onnxruntime", "fp32"),  # attention in ORT's fused kernel
+    "openvino fp32": BackendOptions("openvino", "fp32"),
+    "openvino bf16": BackendOptions("openvino", "bf16"),
+    "openvino int8": BackendOptions("openvino", "int8"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[speed_flags()])
+    parser.add_argument("--merges", nargs="+", default=["none", "tome", "sttm"], choices=["none", "tome", "sttm"])
+    parser.add_argument("--calib-clips", type=int, default=8, help="int8 calibration clips (generated)")
     args = parser.parse_args(argv)
-    runners, refused, gflops = {}, {}, {}
+    runners, refused, gflops, gate = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         clip_path = make_clip(Path(scratch) / "clip.mp4", 10, size=(640, 272))
         video = load_clip(clip_path, load_model(args.model).input_spec).tensor  # (1, 3, T, S, S)
-        for merge in ("none", "tome", "sttm"):
+        for merge in args.merges:
             reduction = 0.0 if merge == "none" else args.reduction
             model = load_model(args.model, merge=merge, reduction=reduction).eval()
             gflops[merge] = model.gflops()
             path = Path(scratch) / f"{merge}.onnx"
             run_export(args.model, path, merge=merge, reduction=reduction, quiet=True)
+            try:
+                ir = run_export(args.model, path.with_suffix(".xml"), merge=merge, reduction=reduction, quiet=True,
+                                fmt="openvino", precision="int8", calib="generated", calib_clips=args.calib_clips,
+                                ir_runner=_served)  # fmt: skip
+                gate[merge] = ir.reports[-1].max_abs_diff
+            except ValidationError as err:
+                refused[(merge, "openvino int8")] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"
             runners[(merge, "pytorch eager")] = lambda m=model: m(torch.from_numpy(video)).numpy()
-            for name, (kind, precision) in RUNTIMES.items():
+            for name, options in RUNTIMES.items():
+                if (merge, name) in refused:
+                    continue
                 try:
-                    run = load_backend(path, BackendOptions(kind, precision)).run
+                    file = path.with_suffix(".xml") if options.precision == "int8" else path
+                    run = load_backend(file, options).run
                     runners[(merge, name)] = lambda r=run: r(video)
                 except ModelLoadError as err:
                     refused[(merge, name)] = str(err).split(": ", 1)[-1]
@@ -60,8 +83,15 @@ def main(argv: list[str] | None = None) -> None:
         own = seconds.get(("none", name))
         vs_own = f"{own / sec:.2f}x" if own else "-"
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | {sec * 1000:.0f} | {base / sec:.2f}x | {vs_own} |")
+    for merge, diff in gate.items():
+        print(f"# {merge}: int8 IR vs PyTorch max abs logit diff {diff:.3g} (gate 0.1)")
     for (merge, name), reason in refused.items():
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | refused: {reason} | - | - |")
+
+
+def _served(path: Path, precision: str):
+    """An IR as the server runs it (`sttm export` validates with the same)."""
+    return load_backend(path, BackendOptions("openvino", precision, check=False)).run
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from media import InputSpec
 
 PREFIX = "sttm."
 ENGINE_SUFFIXES = (".plan", ".engine")  # a serialized TensorRT engine
+IR_SUFFIX = ".xml"  # an OpenVINO IR (its weights in the .bin beside it): `sttm export --format openvino`
+EXPORTED_SUFFIXES = (".onnx", IR_SUFFIX, *ENGINE_SUFFIXES)  # what `sttm export` writes and the server runs
 
 
 @dataclass(frozen=True)

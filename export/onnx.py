@@ -20,6 +20,7 @@ from export.errors import ExportError
 from export.metadata import ModelMetadata
 from models import VideoClassifier
 
+SCOPES = "pkg.torch.onnx.name_scopes"  # a node's metadata: the modules the dynamo exporter traced it in
 # Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.
 FORBIDDEN_OPS = frozenset({"ScatterElements", "ScatterND", "Scatter", "NonZero", "Unique", "Loop", "If"})
 
@@ -97,9 +98,22 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
     return path
 
 
-def _in_merge(node: onnx.NodeProto) -> bool:
-    """Nodes the dynamo exporter traced inside a merger module (their scope ends in `.merge`)."""
-    return any(p.key == "pkg.torch.onnx.name_scopes" and ".merge'" in p.value for p in node.metadata_props)
+def merger_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes the dynamo exporter traced inside a merger module (their scope ends
+    in `.merge`): the merge decisions (similarities, density peaks, TopK, the one-hot merge,
+    the log-size bias) that every lowered precision keeps in fp32 — the fp16 and int8 graphs
+    here, OpenVINO's int8 quantiser in `export.ir`. Runtimes that convert the graph keep the
+    names (OpenVINO: as its nodes' friendly names)."""
+    return module_nodes(proto, "merge")
+
+
+def module_nodes(proto: onnx.ModelProto, *modules: str) -> list[str]:
+    """Names of the nodes traced inside a module whose attribute name is one of `modules`
+    (e.g. `merge` for `model.blocks.3.merge`, `head` for `model.head`)."""
+    ends = tuple(f".{module}'" for module in modules)  # the scopes are a list's repr: "['', 'model', 'model.head']"
+    inside = (n for n in proto.graph.node if any(p.key == SCOPES and any(e in p.value for e in ends)
+                                                 for p in n.metadata_props))  # fmt: skip
+    return [n.name for n in inside]
 
 
 def store_exact_halves(proto: onnx.ModelProto, min_size: int = 1024) -> onnx.ModelProto:
@@ -133,7 +147,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     output stay fp32."""
     from onnxconverter_common import float16
 
-    keep = [n.name for n in proto.graph.node if _in_merge(n)]
+    keep = merger_nodes(proto)
     ops = float16.DEFAULT_OP_BLOCK_LIST + ["LayerNormalization", "Softmax"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "number truncated" notices for clamped constants
@@ -151,7 +165,7 @@ def to_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = [n.name for n in proto.graph.node if _in_merge(n)]
+    keep = merger_nodes(proto)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" notice goes to the root logger

@@ -1,4 +1,4 @@
-"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine -> validate) -> (Triton repo)."""
+"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine | OpenVINO IR -> validate) -> (Triton repo)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
 from export.validate import check_merge_index, onnxruntime_runner, validate
 from models.checkpoint import Sidecars
 
-Format = Literal["onnx", "tensorrt", "triton"]
+Format = Literal["onnx", "tensorrt", "triton", "openvino"]
 # Opens a built engine as a function `[B, 3, T, S, S]` -> logits: the server's own runner
 # (`service.backends.trt.TensorRTRunner`), passed in by the caller since export sits below the service.
 EngineRunner = Callable[[Path], Callable[[np.ndarray], np.ndarray]]
+# Opens an OpenVINO IR as the server runs it in a precision (`service.backends.load_backend`), also passed in.
+IRRunner = Callable[[Path, str], Callable[[np.ndarray], np.ndarray]]
 
 
 @dataclass
@@ -83,9 +85,14 @@ def run_export(
     instances: int = 1,
     decoders: int = 2,
     sidecars: Sidecars | None = None,
+    ir_runner: IRRunner | None = None,
+    calib: str | Path | None = None,
+    calib_clips: int = 64,
 ) -> ExportResult:
     """Export `model_ref`, validate every file written, and return the files. A TensorRT
-    engine is validated by running it with `engine_runner` (required when one is built)."""
+    engine is validated by running it with `engine_runner` (required when one is built), an
+    OpenVINO IR with `ir_runner` (`fmt="openvino"`). int8 IRs are calibrated on `calib_clips`
+    clips of the data set directory `calib`, or on generated clips with `calib="generated"`."""
     from export import tensorrt
     from models import load_model
 
@@ -94,6 +101,19 @@ def run_export(
     name = name or model_name(model_ref)
     if fmt == "tensorrt" and precision == "int8":
         raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
+    ir = fmt == "openvino"
+    if ir and precision == "fp16":
+        raise ExportError("--format openvino stores fp32 or int8; bf16/fp16 are run-time precisions "
+                          "(sttm serve --backend openvino --precision bf16)")  # fmt: skip
+    if ir and ir_runner is None:
+        raise ExportError("writing an OpenVINO IR needs an ir_runner to validate it with")
+    if ir and precision == "int8" and calib is None:
+        raise ExportError("--precision int8 with --format openvino is calibrated: give --calib DATA (a data set "
+                          "directory) or --calib generated")  # fmt: skip
+    if calib is not None and not (ir and precision == "int8"):
+        raise ExportError("--calib is for --format openvino --precision int8")
+    if calib not in (None, "generated") and not Path(calib).is_dir():
+        raise ExportError(f"--calib {calib}: not a data set directory")
     if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
         raise ExportError(f"--format tensorrt: {reason}")
     builds_engine = fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None)
@@ -103,16 +123,18 @@ def run_export(
         raise ExportError("building a TensorRT engine needs an engine_runner to validate it with")
     if fmt == "triton":
         onnx_path, repo = None, out
+    elif ir:  # the ONNX file is a step on the way; the IR is what is written
+        onnx_path, ir_path = None, out / f"{name}.xml" if out.is_dir() else out.with_suffix(".xml")
     else:
         onnx_path = out / f"{name}.onnx" if out.is_dir() else out
         if fmt == "tensorrt" and onnx_path.suffix != ".onnx":
             onnx_path = onnx_path.with_suffix(".onnx")
-    _check_writable(out if fmt == "triton" else onnx_path)
+    _check_writable(out if fmt == "triton" else ir_path if ir else onnx_path)
 
     with progress.step(f"loading {model_ref}"):
         model = load_model(model_ref, merge=merge, reduction=reduction, sidecars=sidecars or Sidecars())
     progress.show(f"[sttm export] detected {model.source.name}, {model.source.dtype} weights")
-    meta = metadata_for(model, name, precision)
+    meta = metadata_for(model, name, "fp32" if ir else precision)  # an IR's precision is set when it is written
     result = ExportResult(files=[])
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / "model.onnx"  # moved into place only once validated
@@ -120,12 +142,14 @@ def run_export(
             export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, max_batch)))
         with progress.step("validating with ONNX Runtime"):
             ort_run = onnxruntime_runner(str(target))
-            result.reports.append(validate(model, ort_run, "onnxruntime-cpu", precision))
-            if meta.merge_output and precision == "fp32":  # low precisions may flip near-tied decisions
+            result.reports.append(validate(model, ort_run, "onnxruntime-cpu", meta.precision))
+            if meta.merge_output and meta.precision == "fp32":  # low precisions may flip near-tied decisions
                 patches = check_merge_index(model, str(target))
         progress.show(result.reports[-1].table())
-        if meta.merge_output and precision == "fp32":
+        if meta.merge_output and meta.precision == "fp32":
             progress.show(f"{meta.merge_output}: equal to PyTorch on all {patches} patches")
+        if ir:
+            return _write_ir(model, target, ir_path, precision, ir_runner, calib, calib_clips, progress, result)
         if onnx_path:
             target = Path(shutil.move(target, onnx_path))
         engine = None
@@ -155,4 +179,29 @@ def run_export(
                 progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
         else:
             result.files = [onnx_path] + ([engine, sidecar_path(engine)] if engine else [])
+    return result
+
+
+def _write_ir(model, onnx_path: Path, out: Path, precision: str, runner: IRRunner, calib, clips: int,
+              progress: Progress, result: ExportResult) -> ExportResult:  # fmt: skip
+    """The validated ONNX file as an OpenVINO IR (int8: calibrated), validated against PyTorch
+    as the server runs it; written to `out` (+ `.bin`) only when it passes."""
+    from export.ir import calibration_clips, write_ir
+
+    calibration = None
+    if precision == "int8":
+        source = "generated clips" if calib == "generated" else f"{calib}"
+        with progress.step(f"reading {clips} calibration clips ({source})"):
+            calibration = calibration_clips(model.input_spec, clips, None if calib == "generated" else calib)
+    scratch = onnx_path.parent / "ir"
+    scratch.mkdir()
+    with progress.step(f"writing the OpenVINO IR ({precision}{', NNCF' if calibration is not None else ''})"):
+        staged = write_ir(onnx_path, scratch / out.name, calibration, progress.quiet)
+    with progress.step("validating the OpenVINO IR"):
+        result.reports.append(validate(model, runner(staged, precision), "openvino", precision))
+    progress.show(result.reports[-1].table())
+    result.files = [
+        Path(shutil.move(staged, out)),
+        Path(shutil.move(staged.with_suffix(".bin"), out.with_suffix(".bin"))),
+    ]
     return result

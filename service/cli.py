@@ -33,10 +33,18 @@ def _export(args: argparse.Namespace) -> None:
         args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
         precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
         engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime, instances=args.instances,
-        decoders=args.triton_decoders, sidecars=_sidecars(args),
+        decoders=args.triton_decoders, sidecars=_sidecars(args), ir_runner=_openvino_runner, calib=args.calib,
+        calib_clips=args.calib_clips,
     )  # fmt: skip
     for path in result.files:
         print(path)
+
+
+def _openvino_runner(path, precision: str):
+    """An OpenVINO IR as the server runs it in `precision`, unchecked: the caller holds it to PyTorch."""
+    from service.backends import BackendOptions, load_backend
+
+    return load_backend(path, BackendOptions("openvino", precision, check=False)).run
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -52,6 +60,11 @@ def _validate(args: argparse.Namespace) -> int:
     model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=_sidecars(args))
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", metadata_for(model, model_name(args.model)))
+        if args.precision == "int8" and args.backend in (None, "auto", "openvino"):  # OpenVINO's int8 is calibrated
+            from export.ir import calibration_clips, write_ir
+
+            data = None if args.calib in (None, "generated") else args.calib  # default: generated clips
+            path = write_ir(path, Path(tmp) / "model.xml", calibration_clips(model.input_spec, args.calib_clips, data))
         options = BackendOptions(args.backend or "auto", args.precision or "auto", check=False)  # this is the check
         backend = load_backend(path, options)
         name = f"{backend.provider} {backend.precision}"
@@ -83,10 +96,10 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from export.evaluate import evaluate
-    from export.metadata import ENGINE_SUFFIXES
+    from export.metadata import EXPORTED_SUFFIXES
 
     exported = None
-    if args.model.endswith((".onnx", *ENGINE_SUFFIXES)):  # an exported model: as the server runs it
+    if args.model.endswith(EXPORTED_SUFFIXES):  # an exported model: as the server runs it
         from service.backends import BackendOptions, load_backend
 
         exported = load_backend(args.model, BackendOptions(args.backend or "auto", args.precision or "auto"))
@@ -217,8 +230,13 @@ def _flags() -> dict[str, argparse.ArgumentParser]:
     runtime.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default=None,
                          help="what the runtime computes in (STTM_PRECISION; auto: bf16 on CPUs with bf16 units "
                               "where it passes the check, else fp32)")  # fmt: skip
+    calib = argparse.ArgumentParser(add_help=False)
+    calib.add_argument("--calib", default=None, metavar="DATA|generated",
+                       help="int8 on OpenVINO: calibrate on clips of a data set directory (its train split), "
+                            "or on generated clips")  # fmt: skip
+    calib.add_argument("--calib-clips", type=int, default=64, help="calibration clips (default 64)")
     return {"checkpoint": checkpoint, "sidecars": sidecars, "merge": merge, "exported": exported, "json": as_json,
-            "runtime": runtime}  # fmt: skip
+            "runtime": runtime, "calib": calib}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,12 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="describe a model: architecture, GFLOPs, tokens per layer")  # fmt: skip
     info.set_defaults(run=_info)
 
-    exp = sub.add_parser("export", parents=[f["checkpoint"], f["merge"]],
-                         help="export to ONNX (merging inside the graph), TensorRT or a Triton repository")  # fmt: skip
-    exp.add_argument("-o", "--output", required=True, help="file (.onnx / .plan) or directory (Triton repository)")
-    exp.add_argument("--format", choices=["onnx", "tensorrt", "triton"], default="onnx")
+    exp = sub.add_parser("export", parents=[f["checkpoint"], f["merge"], f["calib"]],
+                         help="export to ONNX (merging inside the graph), TensorRT, OpenVINO IR or a Triton "
+                              "repository")  # fmt: skip
+    exp.add_argument("-o", "--output", required=True,
+                     help="file (.onnx / .plan / .xml) or directory (Triton repository)")  # fmt: skip
+    exp.add_argument("--format", choices=["onnx", "tensorrt", "triton", "openvino"], default="onnx")
     exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
-                     help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs")  # fmt: skip
+                     help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs, or with "
+                          "--format openvino static quantisation (NNCF, needs --calib)")  # fmt: skip
     exp.add_argument("--max-batch", type=int, default=8, help="largest batch of the engine / Triton config")
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -281,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(run=_export)
 
     what = "hold a runtime x precision to PyTorch: the export's table; exit 2 on a FAIL"
-    val = sub.add_parser("validate", parents=[f["checkpoint"], f["merge"], f["runtime"]], help=what)
+    val = sub.add_parser("validate", parents=[f["checkpoint"], f["merge"], f["runtime"], f["calib"]], help=what)
     val.set_defaults(run=_validate)
 
     syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")

@@ -6,6 +6,8 @@ metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime op
 - `.onnx`: OpenVINO on the CPU (`backends.ov`: AMX bf16 where the CPU has it) when it is
   installed and no GPU provider is asked for, else ONNX Runtime (`backends.ort`: CPU, or
   TensorRT/CUDA providers where present);
+- `.xml`: an OpenVINO IR (`sttm export --format openvino`, e.g. statically quantised to
+  int8), on OpenVINO;
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
   metadata in the `<engine>.json` sidecar.
 Each runtime module is imported only when a file needs it (TensorRT exists only on NVIDIA
@@ -13,7 +15,7 @@ machines).
 
 Precision (`BackendOptions.precision`): what the runtime computes in. ONNX Runtime and
 TensorRT run what the file stores (`sttm export --precision`); OpenVINO can run a plain
-fp32 file in bf16/fp16, and a low precision is held at load to the same rule as an export
+fp32 file in bf16/fp16 and runs an int8 IR, and a low run-time precision is held at load to the same rule as an export
 (`export.agreement`) against the runtime's own fp32: a failing combination is refused,
 and `auto` falls back to fp32.
 """
@@ -28,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from export.metadata import ENGINE_SUFFIXES, ModelMetadata
+from export.metadata import ENGINE_SUFFIXES, IR_SUFFIX, ModelMetadata
 
 Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -47,6 +49,7 @@ class BackendOptions:
     max_batch: int = 8  # largest batch the batcher sends (engine profiles)
     cache: Path | None = None  # compiled-engine cache directory
     check: bool = True  # hold a low run-time precision to the runtime's own fp32 at load (`sttm validate`: to PyTorch)
+    fuse: bool = True  # ONNX Runtime on the CPU: fused attention kernels (a graph pass at load, checked there)
 
 
 @dataclass(frozen=True)
@@ -93,17 +96,19 @@ def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -
 
 
 def resolve_kind(path: Path, options: BackendOptions) -> str:
-    """`auto`: a TensorRT engine runs on TensorRT; an ONNX file on OpenVINO when it is installed
-    and only the CPU provider is asked for, else on ONNX Runtime. A runtime that cannot open
-    the file, or is not installed, is a `ModelLoadError`."""
-    engine = path.suffix in ENGINE_SUFFIXES
+    """`auto`: a TensorRT engine runs on TensorRT, an OpenVINO IR on OpenVINO; an ONNX file on
+    OpenVINO when it is installed and only the CPU provider is asked for, else on ONNX Runtime.
+    A runtime that cannot open the file, or is not installed, is a `ModelLoadError`."""
+    engine, ir = path.suffix in ENGINE_SUFFIXES, path.suffix == IR_SUFFIX
     kind = options.kind
     if kind == "auto":
         cpu_only = list(options.providers) == ["CPUExecutionProvider"]
-        kind = "tensorrt" if engine else "openvino" if cpu_only and _installed("openvino") else "onnxruntime"
-    if engine != (kind == "tensorrt"):
-        what = "a TensorRT engine (.plan)" if engine else "an ONNX file"
-        raise ModelLoadError(f"{path}: {what} cannot run on {kind} (TensorRT runs engines, the others ONNX files)")
+        onnx = "openvino" if cpu_only and _installed("openvino") else "onnxruntime"
+        kind = "tensorrt" if engine else "openvino" if ir else onnx
+    if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
+        what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
+        raise ModelLoadError(f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
+                             "files, ONNX Runtime ONNX files)")  # fmt: skip
     if kind == "openvino" and not _installed("openvino"):
         raise ModelLoadError("--backend openvino: OpenVINO is not installed (pip install openvino, in the cpu extra)")
     if kind != "openvino" and options.precision not in ("auto", "fp32"):

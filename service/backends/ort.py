@@ -1,4 +1,6 @@
-"""ONNX Runtime: a session on the first available of the configured providers."""
+"""ONNX Runtime: a session on the first available of the configured providers. On the CPU,
+the attention the exporter decomposed runs in ORT's fused kernels (`backends.fusion`, a graph
+pass at load, held to the plain graph there; the file itself stays standard ONNX)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,11 @@ from pathlib import Path
 
 import onnxruntime
 
+from export.agreement import ValidationError, compare, moving_squares
 from export.metadata import ModelMetadata
 from service.backends import Backend, BackendOptions, ModelLoadError
+
+CHECK_CLIPS = 2
 
 
 def load(path: Path, options: BackendOptions) -> Backend:
@@ -21,8 +26,11 @@ def load(path: Path, options: BackendOptions) -> Backend:
         raise ModelLoadError(f"{path}: {err}") from None
     available = onnxruntime.get_available_providers()
     chosen = [p for p in options.providers if p in available]
+    note = ""
     if chosen and chosen != ["CPUExecutionProvider"]:
         session = _session(path, [provider(p, meta, options.max_batch, options.cache) for p in chosen], options.threads)
+    elif options.fuse and meta.precision != "fp16":  # ORT's fused attention kernels on the CPU are fp32
+        session, note = _fused(path, session, meta, options.threads)
 
     def run(video):  # thread-safe: ORT sessions are
         return session.run([meta.output_name], {meta.input_name: video})[0]
@@ -32,8 +40,30 @@ def load(path: Path, options: BackendOptions) -> Backend:
         return logits, index
 
     has_merges = bool(meta.merge_output) and meta.merge_output in {o.name for o in session.get_outputs()}
-    provider = f"onnxruntime:{session.get_providers()[0]}"
-    return Backend(run, meta, path, provider, meta.precision, explain if has_merges else None)
+    runs_on = f"onnxruntime:{session.get_providers()[0]}{note}"
+    return Backend(run, meta, path, runs_on, meta.precision, explain if has_merges else None)
+
+
+def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int):
+    """(a session on the graph with fused attention, a note for the provider name), held to
+    the `plain` session by the fp32 rule on generated clips; the plain session (and why) when
+    nothing fuses or it disagrees."""
+    import onnx
+
+    from service.backends import fusion
+
+    graph, count = fusion.fuse(onnx.load(str(path)))
+    if not count:
+        return plain, ""
+    session = _session(graph.SerializeToString(), ["CPUExecutionProvider"], threads, str(path))
+    videos = moving_squares(meta.input_spec, CHECK_CLIPS)
+    expected = plain.run([meta.output_name], {meta.input_name: videos})[0]
+    try:  # one call of 2 clips: the batched path (the bias expanded per clip)
+        compare(lambda v: session.run([meta.output_name], {meta.input_name: v})[0], videos, expected,
+                "onnxruntime-fused", "fp32", "onnxruntime", batches=(2,))  # fmt: skip
+    except ValidationError as err:
+        return plain, f" (fused attention differs by {err.report.max_abs_diff:.3g}: unfused)"
+    return session, f" (fused attention x{count})"
 
 
 def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):
@@ -55,11 +85,13 @@ def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None)
     return (name, options)
 
 
-def _session(path: Path, providers: list, threads: int) -> onnxruntime.InferenceSession:
+def _session(model: Path | bytes, providers: list, threads: int, name: str = "") -> onnxruntime.InferenceSession:
+    """A session on a file, or on a serialized model (`name` says which file it came from)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
-        return onnxruntime.InferenceSession(str(path), options, providers=providers)
+        return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                            providers=providers)  # fmt: skip
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
-        raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"cannot load {name or model}: {str(err).splitlines()[0][:200]}") from None

@@ -1,5 +1,8 @@
 """OpenVINO on the CPU: the exported ONNX file compiled for this CPU, in fp32 or — on its
-matrix units (AMX / AVX512-BF16) — bf16, fp16 where the CPU has no bf16.
+matrix units (AMX / AVX512-BF16) — bf16, fp16 where the CPU has no bf16; or an OpenVINO IR
+statically quantised to int8 (`sttm export --format openvino --precision int8`, validated
+against PyTorch when written), whose quantised matmuls run in int8 (AMX / VNNI) and the
+rest — the merge decisions included — in fp32.
 
 A low precision is checked at load, with the rule every export is held to
 (`export.agreement`), against the same file compiled in fp32 on generated clips: a
@@ -19,7 +22,8 @@ from export.agreement import ValidationError, compare, moving_squares
 from export.metadata import PREFIX, ModelMetadata
 from service.backends import Backend, BackendOptions, ModelLoadError
 
-HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # INFERENCE_PRECISION_HINT values
+# INFERENCE_PRECISION_HINT values: what the ops that are not quantised compute in
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 CHECK_CLIPS = 4
 
 
@@ -33,10 +37,10 @@ def load(path: Path, options: BackendOptions) -> Backend:
     except RuntimeError as err:
         raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
     meta = _metadata(model, path)
-    precision = _precision(options.precision, core)
+    precision = _precision(options.precision, core, meta.precision)
     infer = _compiled(core, model, precision, options.threads)
     provider = "openvino:CPU"
-    if precision != "fp32" and options.check:
+    if precision in ("bf16", "fp16") and options.check:
         reference = _compiled(core, model, "fp32", options.threads)  # compiled once: the check and the fallback
         try:
             _check(_logits(infer), _logits(reference), meta, precision)
@@ -78,13 +82,18 @@ def _metadata(model, path: Path) -> ModelMetadata:
         raise ModelLoadError(f"{path}: {err}") from None
 
 
-def _precision(requested: str, core: openvino.Core) -> str:
+def _precision(requested: str, core: openvino.Core, stored: str) -> str:
     """`auto`: bf16 where the CPU has bf16 units, else fp32. bf16 asked for on a CPU without
-    them: fp16 if it has fp16 units. int8 needs a quantised model, not a run-time hint."""
+    them: fp16 if it has fp16 units. int8 is what a quantised model stores, not a run-time
+    hint: a quantised model runs int8 and only int8."""
     units = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if stored == "int8":
+        if requested not in ("auto", "int8"):
+            raise ModelLoadError(f"the model is quantised to int8: it runs --precision int8 (or auto), not {requested}")
+        return "int8"
     if requested == "int8":
-        raise ModelLoadError("--precision int8 on OpenVINO needs a statically quantised model, which sttm export "
-                             "does not write yet: use bf16 or fp32")  # fmt: skip
+        raise ModelLoadError("--precision int8 on OpenVINO needs a statically quantised model: sttm export MODEL "
+                             "--format openvino --precision int8 --calib DATA -o OUT.xml")  # fmt: skip
     if requested == "auto":
         return "bf16" if "BF16" in units else "fp32"
     if requested == "bf16" and "BF16" not in units:

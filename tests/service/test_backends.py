@@ -63,8 +63,29 @@ def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_on
 
 
 def test_int8_needs_a_quantised_model(tiny_onnx):
-    with pytest.raises(ModelLoadError, match="int8"):
+    with pytest.raises(ModelLoadError, match="int8 .* --format openvino --precision int8 --calib"):
         load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="int8"))
+
+
+def test_an_openvino_ir_runs_on_openvino_in_the_precision_it_stores(tiny_onnx, tmp_path):
+    """`sttm export --format openvino` writes an IR (.xml + .bin) with the metadata in its rt_info;
+    a quantised one says int8 there (tests/export/test_ir.py quantises a real model)."""
+    model = openvino.Core().read_model(str(tiny_onnx))
+    openvino.save_model(model, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    assert resolve_kind(tmp_path / "m.xml", BackendOptions()) == "openvino"
+    with pytest.raises(ModelLoadError, match="OpenVINO IR .* cannot run on onnxruntime"):
+        resolve_kind(tmp_path / "m.xml", BackendOptions(kind="onnxruntime"))
+    ir = load_backend(tmp_path / "m.xml", BackendOptions(precision="fp32"))
+    ort = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
+    clips = moving_squares(ir.meta.input_spec, 2)
+    assert ir.meta == ort.meta and ir.precision == "fp32"
+    np.testing.assert_allclose(ir(clips), ort(clips), atol=1e-4)
+    model.set_rt_info('"int8"', ["framework", "sttm.precision"])
+    openvino.save_model(model, str(tmp_path / "q.xml"), compress_to_fp16=False)
+    assert load_backend(tmp_path / "q.xml").precision == "int8"  # auto: what the file stores
+    assert load_backend(tmp_path / "q.xml", BackendOptions(precision="int8")).precision == "int8"
+    with pytest.raises(ModelLoadError, match="quantised to int8: it runs --precision int8 .* not fp32"):
+        load_backend(tmp_path / "q.xml", BackendOptions(precision="fp32"))
 
 
 def test_compiled_models_are_cached(tiny_onnx, tmp_path):
