@@ -19,14 +19,20 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from export.pipeline import run_export
+    from export.ladder import parse_reductions
+    from export.pipeline import run_export, run_ladder_export
     from service.backends.trt import TensorRTRunner  # validates an engine as the server will run it
 
-    result = run_export(
-        args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
-        precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
-        engine_runner=TensorRTRunner,
-    )  # fmt: skip
+    common = dict(merge=args.merge, fmt=args.format, precision=args.precision, max_batch=args.max_batch,
+                  name=args.name, quiet=args.quiet, engine_runner=TensorRTRunner)  # fmt: skip
+    if args.reduction is not None and "," in args.reduction:  # a ladder: one model per value + ladder.json
+        result = run_ladder_export(args.model, args.output, parse_reductions(args.reduction),
+                                   eval_data=args.eval_data, eval_split=args.eval_split, **common)  # fmt: skip
+    elif args.eval_data is not None:
+        raise ValueError("--eval-data measures the rungs of a ladder: give --reduction a list (e.g. 0,0.25,0.5)")
+    else:
+        reduction = None if args.reduction is None else parse_reductions(args.reduction)[0]
+        result = run_export(args.model, args.output, reduction=reduction, **common)
     for path in result.files:
         print(path)
 
@@ -204,9 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="describe a model: architecture, GFLOPs, tokens per layer")  # fmt: skip
     info.set_defaults(run=_info)
 
-    exp = sub.add_parser("export", parents=[f["checkpoint"], f["merge"]],
+    exp = sub.add_parser("export", parents=[f["checkpoint"]],
                          help="export to ONNX (merging inside the graph), TensorRT or a Triton repository")  # fmt: skip
-    exp.add_argument("-o", "--output", required=True, help="file (.onnx / .plan) or directory (Triton repository)")
+    exp.add_argument("--merge", choices=["none", "tome", "sttm"], default=None,
+                     help="token merging (default: the checkpoint's; a ladder: sttm)")  # fmt: skip
+    exp.add_argument("--reduction", default=None, metavar="R[,R...]",
+                     help="fraction of GFLOPs to save, e.g. 0.38; several values (0,0.25,0.38,0.5) export a "
+                          "ladder: one model per rung in the directory -o, plus ladder.json")  # fmt: skip
+    exp.add_argument("--eval-data", default=None, metavar="DATA",
+                     help="a ladder: measure each rung's top-1 and clips/s on this data set (sttm eval's DATA)")
+    exp.add_argument("--eval-split", default="test", help="the split --eval-data measures")
+    exp.add_argument("-o", "--output", required=True,
+                     help="file (.onnx / .plan) or directory (Triton repository, ladder)")  # fmt: skip
     exp.add_argument("--format", choices=["onnx", "tensorrt", "triton"], default="onnx")
     exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                      help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs")  # fmt: skip
