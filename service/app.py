@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime: Runtime = app.state.runtime
         async with AsyncExitStack() as stack:
             try:
-                on_batch = lambda size, seconds: runtime.metrics.batch.observe(size)  # noqa: E731
+                on_batch = runtime.metrics.observe_batch
                 runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))
             except ModelLoadError as err:
                 runtime.load_error = str(err)

@@ -4,6 +4,10 @@
 Plain data in (`ClassifyOptions`, `TimelineOptions`), plain data out (`Classification`,
 `Timeline`); the HTTP schemas and the CLI only translate. Decoding runs in a thread pool,
 inference through the dynamic batcher; every stage is timed.
+
+The model may be a ladder of merge ratios (`service.ladder`): options carry `reduction`
+(a rung's nominal value, or None for the load policy's choice) and every answer names the
+rung it ran on (`reduction`, `gflops`).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import numpy as np
 
 from media import Limits, Source, VideoError, VideoInfo, Views, Windows, load_clip
 from media.sampling import window_starts
-from service.backends import Backend, load_backend
+from service.backends import Backend
 from service.batcher import Batcher
+from service.ladder import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
 from service.postprocess import Prediction, average_views, softmax, top_k
 from service.settings import Settings
 
@@ -30,6 +35,7 @@ class ClassifyOptions:
     top_k: int = 5
     views: Views = field(default_factory=Views)
     clip_len: int | None = None  # when given, must equal the model's frames
+    reduction: float | None = None  # a rung's nominal reduction; None: the load policy picks
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class TimelineOptions:
     top_k: int = 3
     window_s: float = 2.0
     stride_s: float = 1.0
+    reduction: float | None = None  # as in ClassifyOptions
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class Classification:
     views: int
     video: VideoInfo
     latency: Latency
+    reduction: float  # the rung it ran on (nominal, as in ladder.json)
+    gflops: float  # that rung's multiply-adds per clip, G
 
 
 @dataclass(frozen=True)
@@ -73,23 +82,35 @@ class Timeline:
     windows: list[Window]
     video: VideoInfo
     latency: Latency
+    reduction: float
+    gflops: float
 
 
 @dataclass(frozen=True)
 class Classifier:
-    backend: Backend
+    backend: Backend  # the least-merged rung's (every rung has the same labels and input spec)
     batcher: Batcher
     pool: ThreadPoolExecutor  # decoding threads
+    name: str  # the model's name (a ladder's, from ladder.json)
+    rungs: tuple[Rung, ...]  # least merged first; one for a single model
     limits: Limits = Limits()
     max_views: int = 30  # num_clips x crops per request
     max_windows: int = 120  # timeline windows per request
 
-    async def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """`[n, 3, T, S, S]` through the batcher: logits `[n, classes]`, queue and inference
-        seconds. Raises `QueueFullError` when the bounded queue has no room."""
+    def rung_index(self, reduction: float | None) -> int | None:
+        """The rung pinned by a nominal `reduction` (None: auto); `bad_option` when there is none."""
+        try:
+            return None if reduction is None else find_rung(self.rungs, reduction)
+        except ValueError as err:
+            raise VideoError("bad_option", str(err)) from None
+
+    async def infer(self, tensor: np.ndarray, rung: int | None = None) -> tuple[np.ndarray, float, float, Rung]:
+        """`[n, 3, T, S, S]` through the batcher on `rung` (None: the load policy's choice):
+        logits `[n, classes]`, queue and inference seconds, the rung it ran on. Raises
+        `QueueFullError` when the bounded queue has no room."""
         started = time.perf_counter()
-        logits, queue_s = await self.batcher.submit(tensor)
-        return logits, queue_s, time.perf_counter() - started - queue_s
+        logits, queue_s, ran = await self.batcher.submit(tensor, rung)
+        return logits, queue_s, time.perf_counter() - started - queue_s, self.rungs[ran]
 
     async def classify(self, source: Source, opts: ClassifyOptions, started: float | None = None) -> Classification:
         """One clip, `opts.views` of it, softmax-averaged. `started`: when the request began."""
@@ -99,15 +120,18 @@ class Classifier:
             raise VideoError("bad_option", f"clip_len must be {meta.num_frames} for this model")
         if opts.views.num_clips * opts.views.crops > self.max_views:
             raise VideoError("bad_option", f"num_clips x crops is over {self.max_views} views")
+        pinned = self.rung_index(opts.reduction)
         clip = await self._load(source, opts.views)
-        logits, queue_s, infer_s = await self.infer(clip.tensor)
+        logits, queue_s, infer_s, rung = await self.infer(clip.tensor, pinned)
         return Classification(
-            model=meta.name,
+            model=self.name,
             predictions=top_k(average_views(logits), meta.labels, opts.top_k),
             frames=[int(i) for i in clip.indices[0]],
             views=len(clip.tensor),
             video=clip.info,
             latency=Latency(clip.decode_s, clip.preprocess_s, queue_s, infer_s, time.perf_counter() - started),
+            reduction=rung.reduction,
+            gflops=rung.gflops,
         )
 
     async def timeline(self, source: Source, opts: TimelineOptions, started: float | None = None) -> Timeline:
@@ -115,8 +139,9 @@ class Classifier:
         started = time.perf_counter() if started is None else started
         meta = self.backend.meta
         most = min(self.max_windows, self.batcher.max_queue)  # more never fit in the queue: 422, not 503
+        pinned = self.rung_index(opts.reduction)
         clip = await self._load(source, Windows(opts.window_s, opts.stride_s, most))
-        logits, queue_s, infer_s = await self.infer(clip.tensor)
+        logits, queue_s, infer_s, rung = await self.infer(clip.tensor, pinned)
         duration = clip.info.duration_s
         starts = window_starts(duration, opts.window_s, opts.stride_s, most)  # (windows,)
         windows = [
@@ -124,7 +149,7 @@ class Classifier:
             for s, p in zip(starts, softmax(logits))
         ]
         latency = Latency(clip.decode_s, clip.preprocess_s, queue_s, infer_s, time.perf_counter() - started)
-        return Timeline(meta.name, windows, clip.info, latency)
+        return Timeline(self.name, windows, clip.info, latency, rung.reduction, rung.gflops)
 
     async def _load(self, source: Source, views: Views | Windows):
         loop = asyncio.get_running_loop()
@@ -132,21 +157,38 @@ class Classifier:
                                           self.limits)  # fmt: skip
 
 
+def _cost_per_clip(backend: Backend, batch: int) -> float:
+    """Warm up, then time one batch: the load policy's first estimate of seconds per clip."""
+    backend.warm_up((1, batch))
+    started = time.perf_counter()
+    backend.warm_up((batch,))
+    return (time.perf_counter() - started) / batch
+
+
 @asynccontextmanager
 async def open_classifier(
-    settings: Settings, on_batch: Callable[[int, float], None] = lambda size, seconds: None
+    settings: Settings, on_batch: Callable[[BatchRun], None] = lambda run: None
 ) -> AsyncIterator[Classifier]:
-    """Load and warm up the model, start the batcher and the decoding threads; on exit, finish
-    the queued work (up to 30 s) and stop them. Raises `ModelLoadError` when the model cannot
-    be served."""
+    """Load and warm up the model (every rung of a ladder), start the batcher and the decoding
+    threads; on exit, finish the queued work (up to 30 s) and stop them. Raises
+    `ModelLoadError` when the model cannot be served."""
     s = settings
-    backend = load_backend(s.model, s.backend_options)
-    backend.warm_up((1, min(2, s.max_batch)))
-    batcher = Batcher(backend, s.max_batch, s.max_wait_ms, s.max_queue, on_batch)
+    name, rungs = load_rungs(s.model, s.backend_options)
+    policy = LoadPolicy([_cost_per_clip(r.backend, min(2, s.max_batch)) for r in rungs], s.latency_target_s)
+
+    def batch_done(size: int, seconds: float, rung: int) -> None:
+        predicted = policy.predict(size, rung)
+        policy.observe(rung, size, seconds)
+        on_batch(BatchRun(size, seconds, rungs[rung], predicted))
+
+    def run(clips: np.ndarray, rung: int) -> np.ndarray:
+        return rungs[rung].backend(clips)
+
+    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose)
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
-        yield Classifier(backend, batcher, pool, s.limits, s.max_views, s.max_windows)
+        yield Classifier(rungs[0].backend, batcher, pool, name, tuple(rungs), s.limits, s.max_views, s.max_windows)
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

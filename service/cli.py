@@ -122,7 +122,7 @@ def _serve(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None:
             os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
     settings = Settings()
-    if not settings.model.is_file() and settings.require_model:
+    if not settings.model.exists() and settings.require_model:
         raise OSError(f"model file {settings.model} does not exist")
     uvicorn.run(
         "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", parents=[f["runtime"]],
                          help="serve a model over HTTP (settings also from STTM_* variables)")  # fmt: skip
-    srv.add_argument("--model", default=None, help="exported .onnx (default: the bundled demo model)")
+    srv.add_argument("--model", default=None, help="exported .onnx or a ladder directory (default: the bundled "
+                                                   "demo model)")  # fmt: skip
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=int, default=None)
     srv.add_argument("--workers", type=int, default=1, help="processes; each holds its own copy of the model")
@@ -217,8 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--reduction", default=None, metavar="R[,R...]",
                      help="fraction of GFLOPs to save, e.g. 0.38; several values (0,0.25,0.38,0.5) export a "
                           "ladder: one model per rung in the directory -o, plus ladder.json")  # fmt: skip
-    exp.add_argument("--eval-data", default=None, metavar="DATA",
-                     help="a ladder: measure each rung's top-1 and clips/s on this data set (sttm eval's DATA)")
+    exp.add_argument(
+        "--eval-data",
+        default=None,
+        metavar="DATA",
+        help="a ladder: measure each rung's top-1 and clips/s on this data set (sttm eval's DATA)",
+    )
     exp.add_argument("--eval-split", default="test", help="the split --eval-data measures")
     exp.add_argument("-o", "--output", required=True,
                      help="file (.onnx / .plan) or directory (Triton repository, ladder)")  # fmt: skip

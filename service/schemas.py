@@ -4,12 +4,24 @@ validate HTTP input into the use case's plain options and render its plain resul
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from media import VideoInfo, Views
 from service import classify
+
+# A rung of a ladder of merge ratios, by its nominal reduction, or the load policy's choice.
+Reduction = Literal["auto"] | Annotated[float, Field(ge=0, lt=1)]
+REDUCTION = Field(
+    "auto",
+    description="a rung's nominal reduction (GET /v1/models: rungs), or 'auto': the "
+    "least-merged rung that meets the latency target under the current load",
+)
+
+
+def _rung(reduction: Reduction) -> float | None:
+    return None if reduction == "auto" else float(reduction)
 
 
 class ClassifyQuery(BaseModel):
@@ -23,6 +35,7 @@ class ClassifyQuery(BaseModel):
     crops: int = Field(1, ge=1, le=3, description="1 = centre crop, 3 = ThreeCrop")
     start: float = Field(0.0, ge=0, description="seconds")
     end: float | None = Field(None, gt=0, description="seconds")
+    reduction: Reduction = REDUCTION
 
     @model_validator(mode="after")
     def _window(self) -> ClassifyQuery:
@@ -35,7 +48,7 @@ class ClassifyQuery(BaseModel):
     def options(self) -> classify.ClassifyOptions:
         views = Views(None if self.sampling == "model" else self.sampling, self.frame_interval, self.num_clips,
                       self.crops, self.start, self.end)  # fmt: skip
-        return classify.ClassifyOptions(self.top_k, views, self.clip_len)
+        return classify.ClassifyOptions(self.top_k, views, self.clip_len, _rung(self.reduction))
 
 
 class TimelineQuery(BaseModel):
@@ -43,9 +56,10 @@ class TimelineQuery(BaseModel):
     window_s: float = Field(2.0, gt=0, le=600)
     # at least 10 ms: a finer stride is below any video's frame interval
     stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
+    reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s)
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, _rung(self.reduction))
 
 
 class Prediction(BaseModel):
@@ -93,12 +107,15 @@ class ClassifyResponse(BaseModel):
     views: int
     video: VideoMeta
     latency_ms: Latency
+    reduction: float = Field(description="the rung it ran on: its nominal reduction")
+    gflops: float = Field(description="that rung's multiply-adds per clip, G")
 
     @classmethod
     def of(cls, result: classify.Classification) -> ClassifyResponse:
         return cls(model=result.model, predictions=[Prediction.of(p) for p in result.predictions],
                    frames=result.frames, views=result.views, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency))  # fmt: skip
+                   latency_ms=Latency.of(result.latency), reduction=result.reduction,
+                   gflops=result.gflops)  # fmt: skip
 
 
 class Window(BaseModel):
@@ -112,13 +129,25 @@ class TimelineResponse(BaseModel):
     windows: list[Window]
     video: VideoMeta
     latency_ms: Latency
+    reduction: float = Field(description="the rung it ran on: its nominal reduction")
+    gflops: float = Field(description="that rung's multiply-adds per clip, G")
 
     @classmethod
     def of(cls, result: classify.Timeline) -> TimelineResponse:
         windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
                           predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
         return cls(model=result.model, windows=windows, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency))  # fmt: skip
+                   latency_ms=Latency.of(result.latency), reduction=result.reduction,
+                   gflops=result.gflops)  # fmt: skip
+
+
+class RungInfo(BaseModel):
+    reduction: float = Field(description="nominal: the value a request pins with reduction=")
+    name: str = Field(description="its KServe v2 model name")
+    gflops: float
+    backend: str
+    precision: str
+    measured: dict = Field(description="accuracy and speed measured at export (sttm export --eval-data)")
 
 
 class ModelInfo(BaseModel):
@@ -137,6 +166,7 @@ class ModelInfo(BaseModel):
     gflops_unmerged: float
     backend: str
     precision: str
+    rungs: list[RungInfo] = Field(description="a ladder of merge ratios, least merged first (one for a single model)")
 
 
 class ErrorDetail(BaseModel):
