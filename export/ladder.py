@@ -65,7 +65,7 @@ def is_ladder(path: str | Path) -> bool:
 
 def read_ladder(directory: str | Path) -> tuple[str, list[RungEntry]]:
     """The model name and its rungs, least merged first; ValueError in one line naming the
-    file and what is wrong (the rung files themselves are checked when they are opened)."""
+    file and what is wrong (a rung's file must exist; its content is checked when opened)."""
     path = Path(directory) / LADDER_FILE
     if not path.is_file():
         raise ValueError(f"{directory}: no {LADDER_FILE} (`sttm export MODEL --reduction 0,0.25,0.5 -o DIR` writes it)")
@@ -82,4 +82,7 @@ def read_ladder(directory: str | Path) -> tuple[str, list[RungEntry]]:
     rungs.sort(key=lambda r: r.reduction)
     if len({r.reduction for r in rungs}) != len(rungs):
         raise ValueError(f"{path}: two rungs have the same reduction")
+    for r in rungs:
+        if not (Path(directory) / r.file).is_file():
+            raise ValueError(f"ladder {directory}: rung {r.reduction:g}: its model file {r.file} is missing")
     return name, rungs

@@ -93,6 +93,7 @@ class Classifier:
     pool: ThreadPoolExecutor  # decoding threads
     name: str  # the model's name (a ladder's, from ladder.json)
     rungs: tuple[Rung, ...]  # least merged first; one for a single model
+    policy: LoadPolicy  # picks the rung of each batch of auto requests
     limits: Limits = Limits()
     max_views: int = 30  # num_clips x crops per request
     max_windows: int = 120  # timeline windows per request
@@ -188,7 +189,8 @@ async def open_classifier(
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
-        yield Classifier(rungs[0].backend, batcher, pool, name, tuple(rungs), s.limits, s.max_views, s.max_windows)
+        yield Classifier(rungs[0].backend, batcher, pool, name, tuple(rungs), policy, s.limits, s.max_views,
+                         s.max_windows)  # fmt: skip
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

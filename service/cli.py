@@ -124,6 +124,10 @@ def _serve(args: argparse.Namespace) -> None:
     settings = Settings()
     if not settings.model.exists() and settings.require_model:
         raise OSError(f"model file {settings.model} does not exist")
+    if settings.model.is_dir() and settings.require_model:
+        from export.ladder import read_ladder
+
+        read_ladder(settings.model)  # a ladder without ladder.json or with a missing rung: one line, exit 2
     uvicorn.run(
         "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
         log_level=args.log_level, timeout_graceful_shutdown=30,
