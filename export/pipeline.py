@@ -180,7 +180,9 @@ def run_ladder_export(
                           quiet=quiet, engine_runner=engine_runner)  # fmt: skip
         result.files += done.files
         result.reports += done.reports
-        onnx_file = next(p for p in done.files if p.suffix == ".onnx")
+        # the rung's ONNX file; in a Triton repository, <model>/<version>/model.onnx
+        onnx_file = next(p for p in done.files if p.suffix == ".onnx") if fmt != "triton" else \
+            max(out.glob(f"{rung}/*/model.onnx"))
         served = target if fmt == "tensorrt" else onnx_file
         measured = {}
         if eval_data is not None:
