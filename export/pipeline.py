@@ -181,8 +181,11 @@ def run_ladder_export(
         result.files += done.files
         result.reports += done.reports
         # the rung's ONNX file; in a Triton repository, <model>/<version>/model.onnx
-        onnx_file = next(p for p in done.files if p.suffix == ".onnx") if fmt != "triton" else \
-            max(out.glob(f"{rung}/*/model.onnx"))
+        onnx_file = (
+            next(p for p in done.files if p.suffix == ".onnx")
+            if fmt != "triton"
+            else max(out.glob(f"{rung}/*/model.onnx"))
+        )
         served = target if fmt == "tensorrt" else onnx_file
         measured = {}
         if eval_data is not None:
