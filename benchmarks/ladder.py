@@ -1,6 +1,6 @@
 """A ladder of merge ratios under overload, through the real HTTP server.
 
-    python -m benchmarks.ladder [--workdir DIR] [--seconds 120] [--loads 1.5,3] [--target-x 4]
+    python -m benchmarks.ladder [--workdir DIR] [--seconds 180] [--loads 1.5,3] [--target-x 4]
                                 [--reductions 0,0.25,0.38,0.5] [--accuracy]
 
 1. A model whose inference dominates (ViT-S, 16 frames x 160, deterministic random weights)
@@ -143,16 +143,17 @@ async def closed_loop(url: str, data: bytes, concurrency: int, requests: int) ->
 
 
 async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: int = 0) -> dict:
-    """Poisson arrivals at `rate` requests/s for `seconds`; waits for every answer."""
+    """Poisson arrivals, `rate x seconds` of them (a Poisson process given its count: uniform
+    times, so every run offers exactly that load), not waiting for answers; then waits for
+    every answer."""
     rng, results, tasks = random.Random(seed), [], []
+    arrivals = sorted(rng.uniform(0, seconds) for _ in range(round(rate * seconds)))
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         started = time.perf_counter()
-        next_at = started
-        while next_at - started < seconds:
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        for at in arrivals:
+            await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
             tasks.append(asyncio.create_task(_one(client, url, data, results, time.perf_counter())))
-            next_at += rng.expovariate(rate)
         await asyncio.gather(*tasks)
     ok = [r for r in results if r[0] == 200]
     span = max(r[3] for r in results) - started
@@ -174,7 +175,7 @@ async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
-    parser.add_argument("--seconds", type=float, default=120.0, help="open-loop run per (load, server)")
+    parser.add_argument("--seconds", type=float, default=180.0, help="open-loop run per (load, server)")
     parser.add_argument("--loads", default="1.5,3", help="offered loads, x the unmerged rung's capacity")
     parser.add_argument("--target-x", type=float, default=4.0,
                         help="STTM_LATENCY_TARGET_MS of the ladder, x the unmerged seconds per clip")  # fmt: skip

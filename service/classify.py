@@ -175,7 +175,8 @@ async def open_classifier(
     `ModelLoadError` when the model cannot be served."""
     s = settings
     name, rungs = load_rungs(s.model, s.backend_options)
-    policy = LoadPolicy([_cost_per_clip(r.backend, min(2, s.max_batch)) for r in rungs], s.latency_target_s)
+    costs = [_cost_per_clip(r.backend, min(2, s.max_batch)) for r in rungs]
+    policy = LoadPolicy(costs, s.latency_target_s, in_flight=s.max_batch)
 
     def batch_done(size: int, seconds: float, rung: int) -> None:
         predicted = policy.predict(size, rung)

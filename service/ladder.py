@@ -3,7 +3,8 @@
 The policy is a few pure functions (`predicted_seconds`, `choose_rung`, `ewma`) and one small
 stateful object (`LoadPolicy`: each rung's cost per clip, measured online, and the rung in
 use). For each batch of auto requests it picks the least-merged rung whose predicted
-completion of everything queued meets the latency target; it climbs the ladder as the queue
+completion of everything queued, plus one more full batch (a request arriving now first waits
+for the batch in flight), meets the latency target; it climbs the ladder as the queue
 grows and comes back down only when a lower rung predicts well inside the target
 (hysteresis), so it does not flap. It never refuses work: when no rung meets the target it
 uses the most merged one, and the bounded queue stays the only source of 503s.
@@ -82,15 +83,18 @@ class LoadPolicy:
     """The rung for each batch of auto requests: `choose(queued_clips) -> rung index`;
     `observe` feeds it each batch's measured time. Runs on the event loop (no locking)."""
 
-    def __init__(self, costs: Sequence[float], target_s: float | None, alpha: float = EWMA_ALPHA) -> None:
+    def __init__(
+        self, costs: Sequence[float], target_s: float | None, in_flight: int = 0, alpha: float = EWMA_ALPHA
+    ) -> None:
         self.costs = list(costs)  # seconds per clip per rung, least merged first
         self.target_s, self.alpha = target_s, alpha
+        self.in_flight = in_flight  # clips of the batch a new request may find running (max_batch)
         self.current = 0
 
     def choose(self, queued_clips: int) -> int:
         if self.target_s is None:  # no target: always the least-merged rung
             return 0
-        self.current = choose_rung(queued_clips, self.costs, self.target_s, self.current)
+        self.current = choose_rung(queued_clips + self.in_flight, self.costs, self.target_s, self.current)
         return self.current
 
     def predict(self, clips: int, rung: int) -> float:

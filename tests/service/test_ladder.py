@@ -71,8 +71,8 @@ def test_ewma_stays_between_history_and_sample(previous, sample, alpha):
 
 
 def test_load_policy_learns_costs_online_and_without_a_target_stays_least_merged():
-    policy = LoadPolicy([0.01, 0.005], target_s=0.1)
-    assert policy.choose(4) == 0 and policy.choose(15) == 1 and policy.current == 1
+    policy = LoadPolicy([0.01, 0.005], target_s=0.1, in_flight=2)  # a batch of 2 may be running
+    assert policy.choose(4) == 0 and policy.choose(9) == 1 and policy.current == 1
     policy.observe(1, clips=4, seconds=0.2)  # rung 1 is slower than thought: 50 ms per clip
     assert 0.005 < policy.costs[1] < 0.05 and policy.predict(4, 1) == pytest.approx(4 * policy.costs[1])
     assert LoadPolicy([0.01, 0.005], target_s=None).choose(1000) == 0
@@ -166,8 +166,9 @@ def test_under_a_burst_auto_climbs_rejects_nothing_and_comes_back_down(ladder, c
     with TestClient(create_app(settings_)) as client:
         policy = client.app.state.runtime.classifier.policy
         assert policy.costs[0] > policy.costs[1] > 0  # measured at warm-up: the merged rung is cheaper
-        # the target: 4 clips on the least-merged rung (as measured), so a burst of 128 clips cannot meet it there
-        policy.target_s = 4 * policy.costs[0]
+        # the target: a batch in flight + 4 clips on the least-merged rung (as measured): 128 clips cannot meet it
+        assert policy.in_flight == 4
+        policy.target_s = (policy.in_flight + 4) * policy.costs[0]
         data = _clip(clips)
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda _: _post(client, data, num_clips=8), range(16)))
