@@ -1,13 +1,14 @@
 """A ladder of merge ratios served as one model, and the load policy that picks a rung per batch.
 
 The policy is a few pure functions (`predicted_seconds`, `choose_rung`, `ewma`) and one small
-stateful object (`LoadPolicy`: each rung's cost per clip, measured online, and the rung in
-use). For each batch of auto requests it picks the least-merged rung whose predicted
-completion of everything queued, plus one more full batch (a request arriving now first waits
-for the batch in flight), meets the latency target; it climbs the ladder as the queue
-grows and comes back down only when a lower rung predicts well inside the target
-(hysteresis), so it does not flap. It never refuses work: when no rung meets the target it
-uses the most merged one, and the bounded queue stays the only source of 503s.
+stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
+their level measured online from every batch — and the rung in use). For each batch of auto
+requests it picks the least-merged rung whose predicted completion of everything queued, plus
+one more full batch (a request arriving now first waits for the batch in flight), meets the
+latency target; it climbs the ladder as the queue grows and comes back down only when a lower
+rung predicts well inside the target (hysteresis), so it does not flap. It never refuses
+work: when no rung meets the target it uses the most merged one, and the bounded queue stays
+the only source of 503s.
 
 A single model is a ladder of one rung, and without a target every auto batch runs on the
 least-merged rung: exactly the server without a ladder.
@@ -101,7 +102,11 @@ class LoadPolicy:
         return predicted_seconds(clips, self.costs[rung])
 
     def observe(self, rung: int, clips: int, seconds: float) -> None:
-        self.costs[rung] = ewma(self.costs[rung], seconds / clips, self.alpha)
+        """A batch's measured time moves its rung's cost (EWMA) and every other rung's by the
+        same factor: a machine that got busier slows every rung, and a rung not used for a
+        while must not look as fast as it was (the rungs' ratios stay the warm-up's)."""
+        scale = ewma(self.costs[rung], seconds / clips, self.alpha) / self.costs[rung]
+        self.costs = [c * scale for c in self.costs]
 
 
 def find_rung(rungs: Sequence[Rung], reduction: float) -> int:

@@ -75,6 +75,7 @@ def test_load_policy_learns_costs_online_and_without_a_target_stays_least_merged
     assert policy.choose(4) == 0 and policy.choose(9) == 1 and policy.current == 1
     policy.observe(1, clips=4, seconds=0.2)  # rung 1 is slower than thought: 50 ms per clip
     assert 0.005 < policy.costs[1] < 0.05 and policy.predict(4, 1) == pytest.approx(4 * policy.costs[1])
+    assert policy.costs[0] == pytest.approx(2 * policy.costs[1])  # the machine is slower: every rung with it
     assert LoadPolicy([0.01, 0.005], target_s=None).choose(1000) == 0
 
 
