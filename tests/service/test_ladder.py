@@ -212,7 +212,8 @@ def test_a_broken_ladder_fails_to_load_in_one_line(tmp_path, clips):
         assert client.get("/v2/health/ready").status_code == 503
 
 
-def test_cli_refuses_a_ladder_with_a_missing_rung(tmp_path, clips, capsys):
+def test_cli_refuses_a_ladder_with_a_missing_rung(tmp_path, clips, capsys, monkeypatch):
+    monkeypatch.setenv("STTM_MODEL", "demo")  # `sttm serve` sets it for its workers: restored (unset) after
     missing = write_ladder_dir(tmp_path / "missing")
     (missing / "tiny_r000.onnx").unlink()
     assert main(["serve", "--model", str(missing)]) == 2
