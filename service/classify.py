@@ -159,11 +159,12 @@ class Classifier:
 
 
 def _cost_per_clip(backend: Backend, batch: int) -> float:
-    """Warm up, then time one batch: the load policy's first estimate of seconds per clip."""
+    """Warm up, then time one clip alone: the load policy's first estimate of seconds per clip
+    (a clip alone is what a quiet server runs; batches cost less per clip: a safe side)."""
     backend.warm_up((1, batch))
     started = time.perf_counter()
-    backend.warm_up((batch,))
-    return (time.perf_counter() - started) / batch
+    backend.warm_up((1,))
+    return time.perf_counter() - started
 
 
 @asynccontextmanager

@@ -167,9 +167,9 @@ def test_under_a_burst_auto_climbs_rejects_nothing_and_comes_back_down(ladder, c
     with TestClient(create_app(settings_)) as client:
         policy = client.app.state.runtime.classifier.policy
         assert policy.costs[0] > policy.costs[1] > 0  # measured at warm-up: the merged rung is cheaper
-        # the target: a batch in flight + 4 clips on the least-merged rung (as measured): 128 clips cannot meet it
+        # the target: a batch in flight + 16 clips on the least-merged rung (as measured): 128 cannot meet it
         assert policy.in_flight == 4
-        policy.target_s = (policy.in_flight + 4) * policy.costs[0]
+        policy.target_s = (policy.in_flight + 16) * policy.costs[0]
         data = _clip(clips)
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda _: _post(client, data, num_clips=8), range(16)))
@@ -178,8 +178,12 @@ def test_under_a_burst_auto_climbs_rejects_nothing_and_comes_back_down(ladder, c
         assert 0.5 in used, used
         assert _metric(client, 'sttm_rung_clips_total{reduction="0.5"}') > 0
         assert _metric(client, "sttm_rejected_total") == 0
-        after = [_post(client, data).json()["reduction"] for _ in range(3)]  # one clip queued: well inside
-        assert after[-1] == 0.0, after
+        # one clip at a time: well inside the target, back to the least merged once the costs measured
+        # during the burst (slowed by its decoding) have settled
+        after = []
+        while len(after) < 12 and after[-1:] != [0.0]:
+            after.append(_post(client, data).json()["reduction"])
+        assert after[-1] == 0.0, (after, policy.costs, policy.target_s)
 
 
 def test_a_broken_ladder_fails_to_load_in_one_line(tmp_path, clips):
