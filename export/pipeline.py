@@ -1,4 +1,5 @@
-"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine | OpenVINO IR -> validate) -> (Triton repo)."""
+"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine | OpenVINO IR -> validate) -> (Triton repo);
+a ladder of merge ratios is one such export per rung plus `ladder.json`."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from typing import Literal
 import numpy as np
 
 from export.agreement import ValidationError, ValidationReport
+from export.ladder import RungEntry, rung_name, write_ladder
 from export.metadata import sidecar_path
-from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
+from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for, read_metadata
 from export.validate import check_merge_index, onnxruntime_runner, validate
 from models.checkpoint import Sidecars
 
@@ -204,4 +206,61 @@ def _write_ir(model, onnx_path: Path, out: Path, precision: str, runner: IRRunne
         Path(shutil.move(staged, out)),
         Path(shutil.move(staged.with_suffix(".bin"), out.with_suffix(".bin"))),
     ]
+    return result
+
+
+def run_ladder_export(
+    model_ref: str,
+    out: str | Path,
+    reductions: list[float],
+    merge: str | None = None,
+    fmt: Format = "onnx",
+    precision: str = "fp32",
+    max_batch: int = 8,
+    name: str | None = None,
+    quiet: bool = False,
+    engine_runner: EngineRunner | None = None,
+    eval_data: str | Path | None = None,
+    eval_split: str = "test",
+    **options,
+) -> ExportResult:
+    """One validated model per reduction (`run_export` each: same weights, merge `merge` or
+    STTM) in the directory `out`, plus `out/ladder.json`. File per rung: `{name}_r038.onnx`
+    (TensorRT: `.plan` beside its `.onnx`; Triton: the model `{name}_r038` in the repository
+    `out`). With `eval_data`, each rung's ONNX file is evaluated on that split (ONNX Runtime,
+    CPU) and the accuracy and speed go into the ladder."""
+    from export.evaluate import evaluate
+
+    out, name = Path(out), name or model_name(model_ref)
+    if fmt == "openvino":
+        raise ExportError("a ladder is written as ONNX (the OpenVINO backend serves its rungs), TensorRT engines "
+                          "or a Triton repository: leave out --format openvino")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"a ladder is a directory: {out} is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    result, rungs = ExportResult(files=[]), []
+    for reduction in reductions:
+        rung = rung_name(name, reduction)
+        target = out if fmt == "triton" else out / f"{rung}{'.plan' if fmt == 'tensorrt' else '.onnx'}"
+        done = run_export(model_ref, target, merge=merge or "sttm", reduction=reduction, fmt=fmt,
+                          precision=precision, max_batch=max_batch, name=rung if fmt == "triton" else name,
+                          quiet=quiet, engine_runner=engine_runner, **options)  # fmt: skip
+        result.files += done.files
+        result.reports += done.reports
+        # the rung's ONNX file; in a Triton repository, <model>/<version>/model.onnx
+        onnx_file = (
+            next(p for p in done.files if p.suffix == ".onnx")
+            if fmt != "triton"
+            else max(out.glob(f"{rung}/*/model.onnx"))
+        )
+        served = target if fmt == "tensorrt" else onnx_file
+        measured = {}
+        if eval_data is not None:
+            with Progress(quiet).step(f"evaluating {rung} on {eval_data} [{eval_split}]"):
+                scores = evaluate(str(onnx_file), eval_data, eval_split)
+            measured = {k: scores[k] for k in ("top1", "top5", "clips", "clips_per_s", "model_clips_per_s")}
+            measured["runtime"] = "onnxruntime-cpu"
+        meta = read_metadata(onnx_file)
+        rungs.append(RungEntry(reduction, rung, str(served.relative_to(out)), meta.gflops, precision, measured))
+    result.files.append(write_ladder(out, name, rungs))
     return result

@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime: Runtime = app.state.runtime
         async with AsyncExitStack() as stack:
             try:
-                on_batch = lambda size, seconds: runtime.metrics.batch.observe(size)  # noqa: E731
+                on_batch = runtime.metrics.observe_batch
                 runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))
                 runtime.streams = Streams(settings, runtime.metrics)
                 stack.push_async_callback(runtime.streams.close)  # streams end before the batcher drains

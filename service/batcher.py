@@ -3,6 +3,10 @@ grouped into one model call (up to `max_batch`, waiting at most `max_wait_ms`).
 
 The queue is bounded; `submit` raises `QueueFullError` instead of piling up. A backend error
 fails only the requests of that batch.
+
+A ladder of merge ratios: a job may be pinned to a rung; a batch holds either pinned jobs of
+one rung or auto jobs, whose rung `choose(queued_clips)` picks when the batch starts. A model
+of one rung has only rung 0.
 """
 
 from __future__ import annotations
@@ -23,22 +27,25 @@ class QueueFullError(RuntimeError):
 class _Job:
     clips: np.ndarray  # (n, 3, T, S, S)
     future: asyncio.Future
+    rung: int | None = None  # pinned rung, or None: the load policy chooses
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[np.ndarray, int], np.ndarray],  # (clips, rung) -> logits
         max_batch: int,
         max_wait_ms: float,
         max_queue: int,
-        on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+        on_batch: Callable[[int, float, int], None] = lambda size, seconds, rung: None,
+        choose: Callable[[int], int] = lambda queued_clips: 0,  # the rung for a batch of auto jobs
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
-        self.max_queue, self.on_batch = max_queue, on_batch
+        self.max_queue, self.on_batch, self.choose = max_queue, on_batch, choose
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.pending_clips = 0
+        self._carried: _Job | None = None  # taken from the queue, but for another rung: starts the next batch
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -51,11 +58,12 @@ class Batcher:
         if self._task:
             self._task.cancel()
 
-    async def submit(self, clips: np.ndarray) -> tuple[np.ndarray, float]:
-        """Queue `[n, ...]` clips; returns their logits `[n, classes]` and the queue wait (s)."""
+    async def submit(self, clips: np.ndarray, rung: int | None = None) -> tuple[np.ndarray, float, int]:
+        """Queue `[n, ...]` clips (on `rung`, or where the policy puts them); returns their
+        logits `[n, classes]`, the queue wait (s) and the rung they ran on."""
         if self.pending_clips + len(clips) > self.max_queue:
             raise QueueFullError(f"{self.pending_clips} clips are waiting (limit {self.max_queue})")
-        job = _Job(clips, asyncio.get_running_loop().create_future())
+        job = _Job(clips, asyncio.get_running_loop().create_future(), rung)
         self.pending_clips += len(clips)
         await self.queue.put(job)
         return await job.future
@@ -63,31 +71,34 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self.queue.get()]
-            size = len(jobs[0].clips)
+            first, self._carried = self._carried or await self.queue.get(), None
+            jobs, size = [first], len(first.clips)
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
                 try:
                     job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     break
+                if job.rung != first.rung:  # one rung per batch
+                    self._carried = job
+                    break
                 jobs.append(job)
                 size += len(job.clips)
-            await self._run(jobs)
+            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.pending_clips))
 
-    async def _run(self, jobs: list[_Job]) -> None:
+    async def _run(self, jobs: list[_Job], rung: int) -> None:
         live = [j for j in jobs if not j.future.done()]  # a disconnected client's job is cancelled
         started = time.perf_counter()
         try:
             if live:
                 batch = np.concatenate([j.clips for j in live])  # (sum n, 3, T, S, S)
-                logits = await asyncio.to_thread(self._chunked, batch)
-                self.on_batch(len(batch), time.perf_counter() - started)
+                logits = await asyncio.to_thread(self._chunked, batch, rung)
+                self.on_batch(len(batch), time.perf_counter() - started, rung)
                 offset = 0
                 for job in live:
                     n = len(job.clips)
                     if not job.future.done():
-                        job.future.set_result((logits[offset : offset + n], started - job.enqueued))
+                        job.future.set_result((logits[offset : offset + n], started - job.enqueued, rung))
                     offset += n
         except Exception as err:  # noqa: BLE001 - fail this batch's requests, keep serving
             for job in live:
@@ -96,7 +107,7 @@ class Batcher:
         finally:
             self.pending_clips -= sum(len(j.clips) for j in jobs)
 
-    def _chunked(self, batch: np.ndarray) -> np.ndarray:
+    def _chunked(self, batch: np.ndarray, rung: int) -> np.ndarray:
         """One request may bring more views than max_batch: run them in model-sized chunks."""
-        parts = [self.run(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+        parts = [self.run(batch[i : i + self.max_batch], rung) for i in range(0, len(batch), self.max_batch)]
         return np.concatenate(parts)

@@ -4,6 +4,10 @@
 Plain data in (`ClassifyOptions`, `TimelineOptions`), plain data out (`Classification`,
 `Timeline`); the HTTP schemas and the CLI only translate. Decoding runs in a thread pool,
 inference through the dynamic batcher; every stage is timed.
+
+The model may be a ladder of merge ratios (`service.ladder`): options carry `reduction`
+(a rung's nominal value, or None for the load policy's choice) and every answer names the
+rung it ran on (`reduction`, `gflops`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import numpy as np
 from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
 from media.sampling import Sampling, window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
-from service.backends import Backend, load_backend
+from service.backends import Backend
 from service.batcher import Batcher, QueueFullError
+from service.ladder import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
 from service.postprocess import Prediction, average_views, softmax, top_k
 from service.segments import Segment, segments
 from service.settings import Settings
@@ -35,6 +40,7 @@ class ClassifyOptions:
     views: Views = field(default_factory=Views)
     clip_len: int | None = None  # when given, must equal the model's frames
     explain: bool = False  # also what the merges did (the model file must have the output)
+    reduction: float | None = None  # a rung's nominal reduction; None: the load policy picks
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class TimelineOptions:
     min_score: float = 0.0  # a window under it is "no action"
     min_windows: int = 2  # hysteresis of the segments (service.segments)
     sampling: Sampling | None = None  # frames of a window: None = the model's
+    reduction: float | None = None  # as in ClassifyOptions
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,8 @@ class Classification:
     views: int
     video: VideoInfo
     latency: Latency
+    reduction: float  # the rung it ran on (nominal, as in ladder.json)
+    gflops: float  # that rung's multiply-adds per clip, G
     merges: Merges | None = None  # when asked (`explain`)
 
 
@@ -87,6 +96,7 @@ class Window:
     latency_s: float = 0.0  # queue + inference
     queue_s: float = 0.0  # of which waiting for the batcher (and for a stream slot)
     lag_s: float = 0.0  # from the window's last frame to its answer
+    rung: Rung | None = None  # the rung it ran on
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,8 @@ class Timeline:
     segments: list[Segment]
     video: VideoInfo
     latency: Latency
+    reduction: float
+    gflops: float
 
 
 class Handoff:
@@ -160,9 +172,12 @@ class Handoff:
 
 @dataclass(frozen=True)
 class Classifier:
-    backend: Backend
+    backend: Backend  # the least-merged rung's (every rung has the same labels and input spec)
     batcher: Batcher
     pool: ThreadPoolExecutor  # decoding threads
+    name: str  # the model's name (a ladder's, from ladder.json)
+    rungs: tuple[Rung, ...]  # least merged first; one for a single model
+    policy: LoadPolicy  # picks the rung of each batch of auto requests
     limits: Limits = Limits()
     max_views: int = 30  # num_clips x crops per request
     max_windows: int = 3600  # timeline windows per request
@@ -172,12 +187,20 @@ class Classifier:
     # many at once, beyond it 503 like a full queue
     explaining: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
-    async def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """`[n, 3, T, S, S]` through the batcher: logits `[n, classes]`, queue and inference
-        seconds. Raises `QueueFullError` when the bounded queue has no room."""
+    def rung_index(self, reduction: float | None) -> int | None:
+        """The rung pinned by a nominal `reduction` (None: auto); `bad_option` when there is none."""
+        try:
+            return None if reduction is None else find_rung(self.rungs, reduction)
+        except ValueError as err:
+            raise VideoError("bad_option", str(err)) from None
+
+    async def infer(self, tensor: np.ndarray, rung: int | None = None) -> tuple[np.ndarray, float, float, Rung]:
+        """`[n, 3, T, S, S]` through the batcher on `rung` (None: the load policy's choice):
+        logits `[n, classes]`, queue and inference seconds, the rung it ran on. Raises
+        `QueueFullError` when the bounded queue has no room."""
         started = time.perf_counter()
-        logits, queue_s = await self.batcher.submit(tensor)
-        return logits, queue_s, time.perf_counter() - started - queue_s
+        logits, queue_s, ran = await self.batcher.submit(tensor, rung)
+        return logits, queue_s, time.perf_counter() - started - queue_s, self.rungs[ran]
 
     async def classify(self, source: Source, opts: ClassifyOptions, started: float | None = None) -> Classification:
         """One clip, `opts.views` of it, softmax-averaged. `started`: when the request began."""
@@ -187,35 +210,47 @@ class Classifier:
             raise VideoError("bad_option", f"clip_len must be {meta.num_frames} for this model")
         if opts.views.num_clips * opts.views.crops > self.max_views:
             raise VideoError("bad_option", f"num_clips x crops is over {self.max_views} views")
-        if opts.explain and self.backend.explain is None:
-            raise VideoError("bad_option", "this model file has no merge output (explain): export it again with "
-                                           "`sttm export` (merged models), or leave explain off")  # fmt: skip
+        pinned = self.rung_index(opts.reduction)
+        explainer = self._explainer(pinned) if opts.explain else None
         clip = await self._load(source, opts.views)
         merges = None
-        if opts.explain:
-            logits, merges, queue_s, infer_s = await self._explain(clip)
+        if explainer is not None:
+            logits, merges, queue_s, infer_s = await self._explain(explainer, clip)
+            rung = explainer
         else:
-            logits, queue_s, infer_s = await self.infer(clip.tensor)
+            logits, queue_s, infer_s, rung = await self.infer(clip.tensor, pinned)
         return Classification(
-            model=meta.name,
+            model=self.name,
             predictions=top_k(average_views(logits), meta.labels, opts.top_k),
             frames=[int(i) for i in clip.indices[0]],
             views=len(clip.tensor),
             video=clip.info,
             latency=Latency(clip.decode_s, clip.preprocess_s, queue_s, infer_s, time.perf_counter() - started),
+            reduction=rung.reduction,
+            gflops=rung.gflops,
             merges=merges,
         )
 
-    async def _explain(self, clip) -> tuple[np.ndarray, Merges, float, float]:
-        """Logits and the first view's merges from one model call, beside the batcher."""
+    def _explainer(self, pinned: int | None) -> Rung:
+        """The rung an explain request runs on: the pinned one, else the least merged whose file
+        has the merge output (a ladder's unmerged rung has none); `bad_option` when there is none."""
+        candidates = self.rungs if pinned is None else (self.rungs[pinned],)
+        rung = next((r for r in candidates if r.backend.explain is not None), None)
+        if rung is None:
+            raise VideoError("bad_option", "this model file has no merge output (explain): export it again with "
+                                           "`sttm export` (merged models), or leave explain off")  # fmt: skip
+        return rung
+
+    async def _explain(self, rung: Rung, clip) -> tuple[np.ndarray, Merges, float, float]:
+        """Logits and the first view's merges from one model call on `rung`, beside the batcher."""
         if self.explaining.locked():  # no await between this check and the acquire: nobody waits
             raise QueueFullError("explain requests are running at the limit; try again")
         async with self.explaining:
             started = time.perf_counter()
-            logits, index = await asyncio.to_thread(self.backend.explain, clip.tensor)
+            logits, index = await asyncio.to_thread(rung.backend.explain, clip.tensor)
             infer_s = time.perf_counter() - started
-        grid = tuple(self.backend.meta.merge_grid)  # (t, h, w)
-        step = self.backend.meta.num_frames // grid[0]  # frames per time slice
+        grid = tuple(rung.backend.meta.merge_grid)  # (t, h, w)
+        step = rung.backend.meta.num_frames // grid[0]  # frames per time slice
         frames = [int(i) for i in clip.indices[0][::step]]
         return logits, Merges(grid, frames, index[0]), 0.0, infer_s
 
@@ -226,6 +261,7 @@ class Classifier:
         meta = self.backend.meta
         info = await asyncio.get_running_loop().run_in_executor(self.pool, probe, source, self.limits)
         window_starts(info.duration_s, opts.window_s, opts.stride_s, self.max_windows)  # too many: 422 first
+        self.rung_index(opts.reduction)  # a reduction that is no rung: 422 before decoding
         if hasattr(source, "seek"):
             source.seek(0)
         progress = Progress()
@@ -237,7 +273,9 @@ class Classifier:
         # sums over the windows: decoding runs while earlier windows wait and infer
         queue_s, infer_s = sum(w.queue_s for w in windows), sum(w.latency_s - w.queue_s for w in windows)
         latency = Latency(progress.decode_s, 0.0, queue_s, infer_s, time.perf_counter() - started)
-        return Timeline(meta.name, windows, segs, info, latency)
+        # under load, auto windows may run on several rungs: the answer names the most merged one
+        rung = max((w.rung for w in windows), key=lambda r: r.reduction, default=self.rungs[0])
+        return Timeline(self.name, windows, segs, info, latency, rung.reduction, rung.gflops)
 
     async def windows(
         self, source: Source | Pipe, opts: TimelineOptions, progress: Progress, *, live: bool | None = None,
@@ -253,6 +291,7 @@ class Classifier:
         meta = self.backend.meta
         spec = replace(meta.input_spec, sampling=opts.sampling or meta.input_spec.sampling)
         stop = stop or threading.Event()
+        pinned = self.rung_index(opts.reduction)
         handoff = Handoff(loop, capacity, drop=bool(live))
         if on_handoff:
             on_handoff(handoff)
@@ -288,13 +327,13 @@ class Classifier:
                     if clip is None:
                         finished = True
                     else:
-                        inflight.append((clip, loop.create_task(self._infer_window(clip))))
+                        inflight.append((clip, loop.create_task(self._infer_window(clip, pinned))))
                 while inflight and inflight[0][1].done():  # in order, each as soon as it is answered
                     done, task = inflight.popleft()
-                    logits, seconds, queue_s = task.result()
+                    logits, seconds, queue_s, rung = task.result()
                     probs = softmax(logits[0])
                     yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
-                                 queue_s, time.monotonic() - done.ready_at)  # fmt: skip
+                                 queue_s, time.monotonic() - done.ready_at, rung)  # fmt: skip
         finally:
             stop.set()
             handoff.close()
@@ -302,19 +341,20 @@ class Classifier:
                 task.cancel()
             await asyncio.to_thread(thread.join, 5)
 
-    async def _infer_window(self, clip: WindowClip) -> tuple[np.ndarray, float, float]:
-        """Logits `[1, classes]`, seconds in all, seconds waiting (for a slot and in the queue)."""
+    async def _infer_window(self, clip: WindowClip, rung: int | None) -> tuple[np.ndarray, float, float, Rung]:
+        """Logits `[1, classes]`, seconds in all, seconds waiting (for a slot and in the queue),
+        the rung it ran on (`rung`: pinned, or None for the load policy's choice)."""
         slots = self.window_slots or asyncio.Semaphore(1 << 30)
         started = time.perf_counter()
         async with slots:
             while True:
                 try:
-                    logits, _, infer_s = await self.infer(clip.tensor)
+                    logits, _, infer_s, ran = await self.infer(clip.tensor, rung)
                     break
                 except QueueFullError:  # uploads hold the rest of the queue: wait for room, not fail
                     await asyncio.sleep(0.05)
         seconds = time.perf_counter() - started
-        return logits, seconds, seconds - infer_s
+        return logits, seconds, seconds - infer_s, ran
 
     async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
@@ -322,22 +362,42 @@ class Classifier:
                                           self.limits)  # fmt: skip
 
 
+def _cost_per_clip(backend: Backend, batch: int) -> float:
+    """Warm up, then time one clip alone: the load policy's first estimate of seconds per clip
+    (a clip alone is what a quiet server runs; batches cost less per clip: a safe side)."""
+    backend.warm_up((1, batch))
+    started = time.perf_counter()
+    backend.warm_up((1,))
+    return time.perf_counter() - started
+
+
 @asynccontextmanager
 async def open_classifier(
-    settings: Settings, on_batch: Callable[[int, float], None] = lambda size, seconds: None
+    settings: Settings, on_batch: Callable[[BatchRun], None] = lambda run: None
 ) -> AsyncIterator[Classifier]:
-    """Load and warm up the model, start the batcher and the decoding threads; on exit, finish
-    the queued work (up to 30 s) and stop them. Raises `ModelLoadError` when the model cannot
-    be served."""
+    """Load and warm up the model (every rung of a ladder), start the batcher and the decoding
+    threads; on exit, finish the queued work (up to 30 s) and stop them. Raises
+    `ModelLoadError` when the model cannot be served."""
     s = settings
-    backend = load_backend(s.model, s.backend_options)
-    backend.warm_up((1, min(2, s.max_batch)))
-    batcher = Batcher(backend, s.max_batch, s.max_wait_ms, s.max_queue, on_batch)
+    name, rungs = load_rungs(s.model, s.backend_options)
+    costs = [_cost_per_clip(r.backend, min(2, s.max_batch)) for r in rungs]
+    policy = LoadPolicy(costs, s.latency_target_s, in_flight=s.max_batch)
+
+    def batch_done(size: int, seconds: float, rung: int) -> None:
+        predicted = policy.predict(size, rung)
+        policy.observe(rung, size, seconds)
+        on_batch(BatchRun(size, seconds, rungs[rung], predicted))
+
+    def run(clips: np.ndarray, rung: int) -> np.ndarray:
+        return rungs[rung].backend(clips)
+
+    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose)
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
         slots = asyncio.Semaphore(max(1, min(s.stream_slots, s.max_queue // 2)))  # uploads keep the rest
-        yield Classifier(backend, batcher, pool, s.limits, s.max_views, s.max_windows, slots, s.stream_stall_s)
+        yield Classifier(rungs[0].backend, batcher, pool, name, tuple(rungs), policy, s.limits, s.max_views,
+                         s.max_windows, slots, s.stream_stall_s)  # fmt: skip
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

@@ -26,16 +26,22 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from export.pipeline import run_export
+    from export.ladder import parse_reductions
+    from export.pipeline import run_export, run_ladder_export
     from service.backends.trt import TensorRTRunner  # validates an engine as the server will run it
 
-    result = run_export(
-        args.model, args.output, merge=args.merge, reduction=args.reduction, fmt=args.format,
-        precision=args.precision, max_batch=args.max_batch, name=args.name, quiet=args.quiet,
-        engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime, instances=args.instances,
-        decoders=args.triton_decoders, sidecars=_sidecars(args), ir_runner=_openvino_runner, calib=args.calib,
-        calib_clips=args.calib_clips,
-    )  # fmt: skip
+    common = dict(merge=args.merge, fmt=args.format, precision=args.precision, max_batch=args.max_batch,
+                  name=args.name, quiet=args.quiet, engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime,
+                  instances=args.instances, decoders=args.triton_decoders, sidecars=_sidecars(args),
+                  ir_runner=_openvino_runner, calib=args.calib, calib_clips=args.calib_clips)  # fmt: skip
+    if args.reduction is not None and "," in args.reduction:  # a ladder: one model per value + ladder.json
+        result = run_ladder_export(args.model, args.output, parse_reductions(args.reduction),
+                                   eval_data=args.eval_data, eval_split=args.eval_split, **common)  # fmt: skip
+    elif args.eval_data is not None:
+        raise ValueError("--eval-data measures the rungs of a ladder: give --reduction a list (e.g. 0,0.25,0.5)")
+    else:
+        reduction = None if args.reduction is None else parse_reductions(args.reduction)[0]
+        result = run_export(args.model, args.output, reduction=reduction, **common)
     for path in result.files:
         print(path)
 
@@ -154,8 +160,12 @@ def _serve(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None:
             os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
     settings = Settings()
-    if not settings.model.is_file() and settings.require_model:
+    if not settings.model.exists() and settings.require_model:
         raise OSError(f"model file {settings.model} does not exist")
+    if settings.model.is_dir() and settings.require_model:
+        from export.ladder import read_ladder
+
+        read_ladder(settings.model)  # a ladder without ladder.json or with a missing rung: one line, exit 2
     uvicorn.run(
         "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
         log_level=args.log_level, timeout_graceful_shutdown=30,
@@ -246,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", parents=[f["runtime"]],
                          help="serve a model over HTTP (settings also from STTM_* variables)")  # fmt: skip
-    srv.add_argument("--model", default=None, help="exported .onnx (default: the bundled demo model)")
+    srv.add_argument("--model", default=None, help="exported .onnx or a ladder directory (default: the bundled "
+                                                   "demo model)")  # fmt: skip
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=int, default=None)
     srv.add_argument("--workers", type=int, default=1, help="processes; each holds its own copy of the model")
@@ -280,11 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="describe a model: architecture, GFLOPs, tokens per layer")  # fmt: skip
     info.set_defaults(run=_info)
 
-    exp = sub.add_parser("export", parents=[f["checkpoint"], f["merge"], f["calib"]],
-                         help="export to ONNX (merging inside the graph), TensorRT, OpenVINO IR or a Triton "
-                              "repository")  # fmt: skip
+    exp = sub.add_parser("export", parents=[f["checkpoint"], f["calib"]],
+                         help="export to ONNX (merging inside the graph), TensorRT, OpenVINO IR, a Triton "
+                              "repository, or a ladder of merge ratios")  # fmt: skip
+    exp.add_argument("--merge", choices=["none", "tome", "sttm"], default=None,
+                     help="token merging (default: the checkpoint's; a ladder: sttm)")  # fmt: skip
+    exp.add_argument("--reduction", default=None, metavar="R[,R...]",
+                     help="fraction of GFLOPs to save, e.g. 0.38; several values (0,0.25,0.38,0.5) export a "
+                          "ladder: one model per rung in the directory -o, plus ladder.json")  # fmt: skip
+    exp.add_argument("--eval-data", default=None, metavar="DATA",
+                     help="a ladder: measure each rung's top-1 and clips/s on this data set "
+                          "(sttm eval's DATA)")  # fmt: skip
+    exp.add_argument("--eval-split", default="test", help="the split --eval-data measures")
     exp.add_argument("-o", "--output", required=True,
-                     help="file (.onnx / .plan / .xml) or directory (Triton repository)")  # fmt: skip
+                     help="file (.onnx / .plan / .xml) or directory (Triton repository, ladder)")  # fmt: skip
     exp.add_argument("--format", choices=["onnx", "tensorrt", "triton", "openvino"], default="onnx")
     exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                      help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs, or with "

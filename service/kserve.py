@@ -1,5 +1,8 @@
 """KServe v2 / Triton HTTP protocol: health, model metadata, and `infer` on an
-already-decoded tensor, so Triton's clients and perf_analyzer-style tools can drive us."""
+already-decoded tensor, so Triton's clients and perf_analyzer-style tools can drive us.
+
+A ladder of merge ratios is one model per rung (`demo_r038`: the rung's name in ladder.json,
+as in the Triton repository) plus the model's own name, whose requests the load policy places."""
 
 from __future__ import annotations
 
@@ -19,9 +22,15 @@ router = APIRouter(prefix="/v2", tags=TAGS, dependencies=Protected)
 NOT_READY = "the model is still loading, or failed to load"
 
 
-def _check_name(classifier, name: str) -> None:
-    if classifier is None or name != classifier.backend.meta.name:
-        raise ApiError(404, "not_found", f"unknown model {name!r}")
+def _rung(classifier, name: str) -> int | None:
+    """The rung a model name pins (None: the model itself, auto); 404 for an unknown name."""
+    if classifier is not None:
+        if name == classifier.name:
+            return None
+        for i, rung in enumerate(classifier.rungs):
+            if name == rung.name:
+                return i
+    raise ApiError(404, "not_found", f"unknown model {name!r}")
 
 
 @router.get("", responses=documented(401))
@@ -41,10 +50,10 @@ async def ready(rt: RuntimeDep):
 
 @router.get("/models/{name}", responses=documented(401, 404, 422, 503))
 async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
-    _check_name(classifier, name)
+    _rung(classifier, name)
     m = classifier.backend.meta
     return {
-        "name": m.name,
+        "name": name,
         "versions": ["1"],
         "platform": "onnxruntime_onnx",
         "inputs": [
@@ -61,13 +70,13 @@ async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
 )
 async def model_ready(name: str, rt: RuntimeDep):
     if rt.ready:
-        _check_name(rt.classifier, name)
+        _rung(rt.classifier, name)
     return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503))
 async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> InferResponse:
-    _check_name(classifier, name)
+    pinned = _rung(classifier, name)
     m = classifier.backend.meta
     if len(request.inputs) != 1 or request.inputs[0].name != m.input_name:
         raise ApiError(400, "bad_input", f"expected one input named {m.input_name!r}")
@@ -81,6 +90,6 @@ async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> 
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except ValueError:
         raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
-    logits, _, _ = await classifier.infer(data)
+    logits, _, _, _ = await classifier.infer(data, pinned)
     out = TensorOut(name=m.output_name, shape=list(logits.shape), datatype="FP32", data=logits.ravel().tolist())
-    return InferResponse(model_name=m.name, id=request.id, outputs=[out])
+    return InferResponse(model_name=name, id=request.id, outputs=[out])

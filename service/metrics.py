@@ -31,6 +31,24 @@ class Metrics:
         self.stream_events = Counter("sttm_stream_events", "stream events sent, by event", ["event"],
                                      registry=self.registry)  # fmt: skip
 
+        # a ladder of merge ratios (a single model is one rung)
+        self.rung_clips = Counter("sttm_rung_clips", "clips run per rung (nominal reduction)", ["reduction"],
+                                  registry=self.registry)  # fmt: skip
+        self.rung_in_use = Gauge("sttm_rung_in_use", "nominal reduction of the rung the last batch ran on",
+                                 registry=self.registry)  # fmt: skip
+        self.batch_seconds = Histogram("sttm_batch_seconds", "model time per batch: predicted by the load policy "
+                                       "(queue x cost per clip) and actual", ["reduction", "kind"],
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+
+    def observe_batch(self, run) -> None:
+        """One model call (a `service.ladder.BatchRun`)."""
+        reduction = f"{run.rung.reduction:g}"
+        self.batch.observe(run.clips)
+        self.rung_clips.labels(reduction).inc(run.clips)
+        self.rung_in_use.set(run.rung.reduction)
+        self.batch_seconds.labels(reduction, "predicted").observe(run.predicted_s)
+        self.batch_seconds.labels(reduction, "actual").observe(run.seconds)
+
     def observe(self, latency) -> None:
         """One request's stage latencies (a dataclass of seconds per stage)."""
         for stage, seconds in asdict(latency).items():

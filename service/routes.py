@@ -14,7 +14,7 @@ from service import formats
 from service.auth import Protected
 from service.errors import ApiError, documented
 from service.runtime import ClassifierDep, RuntimeDep
-from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, TimelineQuery, TimelineResponse
+from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, RungInfo, TimelineQuery, TimelineResponse
 from service.upload import video_body
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=Protected)
@@ -81,9 +81,14 @@ async def timeline(
 @router.get("/models", response_model=list[ModelInfo], responses=documented(401, 503))
 async def models(classifier: ClassifierDep) -> list[ModelInfo]:
     m = classifier.backend.meta
+    rungs = [
+        RungInfo(reduction=r.reduction, name=r.name, gflops=r.gflops, backend=r.backend.provider,
+                 precision=r.backend.precision, measured=r.measured)
+        for r in classifier.rungs
+    ]  # fmt: skip
     return [
         ModelInfo(
-            name=m.name,
+            name=classifier.name,
             arch=m.arch,
             labels=list(m.labels),
             frames=m.num_frames,
@@ -98,5 +103,6 @@ async def models(classifier: ClassifierDep) -> list[ModelInfo]:
             gflops_unmerged=m.gflops_unmerged,
             backend=classifier.backend.provider,
             precision=classifier.backend.precision,
+            rungs=rungs,
         )  # fmt: skip
     ]

@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from media import VideoInfo, Views
 from service import classify
+
+# A rung of a ladder of merge ratios, by its nominal reduction, or the load policy's choice.
+Reduction = Literal["auto"] | Annotated[float, Field(ge=0, lt=1)]
+REDUCTION = Field(
+    "auto",
+    description="a rung's nominal reduction (GET /v1/models: rungs), or 'auto': the "
+    "least-merged rung that meets the latency target under the current load",
+)
+
+
+def _rung(reduction: Reduction) -> float | None:
+    return None if reduction == "auto" else float(reduction)
 
 
 class ClassifyQuery(BaseModel):
@@ -26,6 +38,7 @@ class ClassifyQuery(BaseModel):
     start: float = Field(0.0, ge=0, description="seconds")
     end: float | None = Field(None, gt=0, description="seconds")
     explain: bool = Field(False, description="also return `merges`: the merged token of every patch")
+    reduction: Reduction = REDUCTION
 
     @model_validator(mode="after")
     def _window(self) -> ClassifyQuery:
@@ -38,7 +51,8 @@ class ClassifyQuery(BaseModel):
     def options(self) -> classify.ClassifyOptions:
         views = Views(None if self.sampling == "model" else self.sampling, self.frame_interval, self.num_clips,
                       self.crops, self.start, self.end)  # fmt: skip
-        return classify.ClassifyOptions(self.top_k, views, self.clip_len, self.explain)
+        return classify.ClassifyOptions(self.top_k, views, self.clip_len, explain=self.explain,
+                                        reduction=_rung(self.reduction))  # fmt: skip
 
 
 class TimelineQuery(BaseModel):
@@ -49,9 +63,11 @@ class TimelineQuery(BaseModel):
     min_score: float = Field(0.0, ge=0, le=1, description="a window whose top score is under it is 'no action'")
     min_windows: int = Field(2, ge=1, le=100, description="segment hysteresis: windows a new label must hold")
     format: Literal["json", "vtt", "csv"] | None = Field(None, description="default: from Accept, else json")
+    reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows)
+        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows,
+                                        reduction=_rung(self.reduction))  # fmt: skip
 
 
 class StreamOptions(BaseModel):
@@ -65,10 +81,12 @@ class StreamOptions(BaseModel):
     min_score: float = Field(0.0, ge=0, le=1)
     min_windows: int = Field(2, ge=1, le=100)
     sampling: Literal["model", "uniform", "dense"] = "model"
+    reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
         return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows,
-                                        None if self.sampling == "model" else self.sampling)  # fmt: skip
+                                        None if self.sampling == "model" else self.sampling,
+                                        _rung(self.reduction))  # fmt: skip
 
 
 class StreamRequest(StreamOptions):
@@ -165,6 +183,8 @@ class ClassifyResponse(BaseModel):
     views: int
     video: VideoMeta
     latency_ms: Latency
+    reduction: float = Field(description="the rung it ran on: its nominal reduction")
+    gflops: float = Field(description="that rung's multiply-adds per clip, G")
     merges: MergeMap | None = Field(None, description="with `explain=true` only")
 
     @classmethod
@@ -172,7 +192,8 @@ class ClassifyResponse(BaseModel):
         merges = MergeMap.of(result.merges) if result.merges is not None else None
         return cls(model=result.model, predictions=[Prediction.of(p) for p in result.predictions],
                    frames=result.frames, views=result.views, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency), merges=merges)  # fmt: skip
+                   latency_ms=Latency.of(result.latency), reduction=result.reduction,
+                   gflops=result.gflops, merges=merges)  # fmt: skip
 
 
 class Window(BaseModel):
@@ -198,13 +219,25 @@ class TimelineResponse(BaseModel):
     segments: list[Segment]
     video: VideoMeta
     latency_ms: Latency
+    reduction: float = Field(description="the rung it ran on: its nominal reduction")
+    gflops: float = Field(description="that rung's multiply-adds per clip, G")
 
     @classmethod
     def of(cls, result: classify.Timeline) -> TimelineResponse:
         windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
                           predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
         return cls(model=result.model, windows=windows, segments=[Segment.of(s) for s in result.segments],
-                   video=VideoMeta.of(result.video), latency_ms=Latency.of(result.latency))  # fmt: skip
+                   video=VideoMeta.of(result.video), latency_ms=Latency.of(result.latency),
+                   reduction=result.reduction, gflops=result.gflops)  # fmt: skip
+
+
+class RungInfo(BaseModel):
+    reduction: float = Field(description="nominal: the value a request pins with reduction=")
+    name: str = Field(description="its KServe v2 model name")
+    gflops: float
+    backend: str
+    precision: str
+    measured: dict = Field(description="accuracy and speed measured at export (sttm export --eval-data)")
 
 
 class ModelInfo(BaseModel):
@@ -223,6 +256,7 @@ class ModelInfo(BaseModel):
     gflops_unmerged: float
     backend: str
     precision: str
+    rungs: list[RungInfo] = Field(description="a ladder of merge ratios, least merged first (one for a single model)")
 
 
 class ErrorDetail(BaseModel):

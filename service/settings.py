@@ -16,7 +16,11 @@ DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STTM_", env_file=None, extra="ignore")
 
-    model: Path = Field(DEMO_ONNX, description="exported .onnx (its metadata says how to preprocess), or 'demo'")
+    model: Path = Field(
+        DEMO_ONNX,
+        description="exported .onnx (its metadata says how to preprocess), a ladder "
+        "directory (ladder.json: one model per merge ratio), or 'demo'",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     backend: Kind = "auto"  # auto: OpenVINO on the CPU when installed, else ONNX Runtime; engines: TensorRT
@@ -29,6 +33,9 @@ class Settings(BaseSettings):
     max_batch: int = 8
     max_wait_ms: float = 5.0
     max_queue: int = 64  # clips waiting for the model; beyond it: 503 + Retry-After
+    # a ladder: auto requests run on the least-merged rung predicted to finish the queue within
+    # this target (the most merged when none does; it never rejects). Unset: the least merged.
+    latency_target_ms: float | None = Field(None, gt=0)
     # decoding
     decode_workers: int = 2
     max_upload_mb: float = 200.0
@@ -63,6 +70,10 @@ class Settings(BaseSettings):
         """How the model runner is opened."""
         return BackendOptions(self.backend, self.precision, self.providers, self.intra_op_threads, self.max_batch,
                               self.engine_cache)  # fmt: skip
+
+    @property
+    def latency_target_s(self) -> float | None:
+        return None if self.latency_target_ms is None else self.latency_target_ms / 1000
 
     @property
     def limits(self) -> Limits:

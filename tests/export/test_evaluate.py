@@ -8,20 +8,10 @@ import pytest
 
 from export.evaluate import evaluate
 from export.pipeline import run_export
-from models import build_model, load_model, save_model
+from models import load_model
 from models.explain import explain, merge_groups
-from models.synth import CLASSES, SynthConfig, generate
+from models.synth import CLASSES
 from service.cli import main
-from tests.torch_helpers import randomize
-
-
-@pytest.fixture(scope="module")
-def data_and_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    generate(root / "data", clips_per_class=3, cfg=SynthConfig(size=64, frames=16, seed=9), workers=1)
-    cfg = load_model("vit-tiny").config.replace(num_classes=len(CLASSES), labels=tuple(CLASSES))
-    save_model(randomize(build_model(cfg)), root / "ckpt")
-    return root
 
 
 def test_checkpoint_and_onnx_agree(data_and_model):

@@ -6,45 +6,59 @@ import pytest
 from export.metadata import ModelMetadata
 from models.synth import CLASSES, SynthConfig, generate
 
+TINY_META = ModelMetadata(
+    name="tiny", arch="vit", labels=tuple(CLASSES), num_frames=8, image_size=64, mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225), short_side=64, sampling="uniform", frame_interval=4, merge="none", reduction=0.0,
+    gflops=0.0, gflops_unmerged=0.0,
+)  # fmt: skip
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory):
-    """A small model with the motion labels and the metadata `sttm export` writes (random
-    weights: fast, not accurate). Built with `onnx.helper`, not exported with torch, so the
-    service tests run where torch is not installed: per channel and frame, the mean pixel
-    (so frame order matters), then one linear layer. `[B, 3, 8, 64, 64]` -> `[B, 12]`."""
+
+def write_tiny_onnx(path, meta: ModelMetadata = TINY_META, work: int = 0, seed: int = 0):
+    """A small model with the metadata `sttm export` writes (random weights: fast, not accurate).
+    Built with `onnx.helper`, not exported with torch, so the service tests run where torch is
+    not installed: per channel and frame, the mean pixel (so frame order matters), then one
+    linear layer. `[B, 3, T, S, S]` -> `[B, classes]`. `work` > 0 first runs a 3x3x3
+    convolution with that many output channels (real compute, ~`work` x 0.2 MMACs per frame
+    of 64x64): rungs of a test ladder that cost what their reductions say."""
     from onnx import TensorProto, helper, numpy_helper, save_model
 
-    frames, size = 8, 64
-    meta = ModelMetadata(
-        name="tiny", arch="vit", labels=tuple(CLASSES), num_frames=frames, image_size=size,
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), short_side=size, sampling="uniform",
-        frame_interval=4, merge="none", reduction=0.0, gflops=0.0, gflops_unmerged=0.0,
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
+    frames, size, classes = meta.num_frames, meta.image_size, len(meta.labels)
+    channels = work or 3
+    rng = np.random.default_rng(seed)
     weights = {
         "axes": np.array([3, 4], np.int64),
-        "flat": np.array([0, 3 * frames], np.int64),
-        "w": rng.normal(0, 1, (3 * frames, len(CLASSES))).astype(np.float32),
-        "b": rng.normal(0, 0.1, len(CLASSES)).astype(np.float32),
+        "flat": np.array([0, channels * frames], np.int64),
+        "w": rng.normal(0, 1, (channels * frames, classes)).astype(np.float32),
+        "b": rng.normal(0, 0.1, classes).astype(np.float32),
     }
+    nodes = [helper.make_node("ReduceMean", ["features3d", "axes"], ["pooled"], keepdims=0)]
+    if work:
+        weights["k"] = rng.normal(0, 0.2, (work, 3, 3, 3, 3)).astype(np.float32)
+        nodes.insert(0, helper.make_node("Conv", [meta.input_name, "k"], ["features3d"], pads=[1] * 6))
+    else:
+        nodes.insert(0, helper.make_node("Identity", [meta.input_name], ["features3d"]))
     graph = helper.make_graph(
         [
-            helper.make_node("ReduceMean", [meta.input_name, "axes"], ["pooled"], keepdims=0),
+            *nodes,
             helper.make_node("Reshape", ["pooled", "flat"], ["features"]),
             helper.make_node("MatMul", ["features", "w"], ["scores"]),
             helper.make_node("Add", ["scores", "b"], [meta.output_name]),
         ],
         "tiny",
         [helper.make_tensor_value_info(meta.input_name, TensorProto.FLOAT, ["batch", 3, frames, size, size])],
-        [helper.make_tensor_value_info(meta.output_name, TensorProto.FLOAT, ["batch", len(CLASSES)])],
+        [helper.make_tensor_value_info(meta.output_name, TensorProto.FLOAT, ["batch", classes])],
         [numpy_helper.from_array(value, name) for name, value in weights.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     helper.set_model_props(model, meta.to_props())
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
     save_model(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    """`write_tiny_onnx`: `[B, 3, 8, 64, 64]` -> `[B, 12]`, the motion labels."""
+    return write_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="session")

@@ -222,11 +222,11 @@ def test_backend_failure_fails_only_that_batch(client_for, clips):
     real = runtime.classifier.batcher.run
     calls = threading.Event()
 
-    def broken(batch):
+    def broken(batch, rung):
         if not calls.is_set():
             calls.set()
             raise RuntimeError("device lost")
-        return real(batch)
+        return real(batch, rung)
 
     runtime.classifier.batcher.run = broken
     first = _post(client, _clip(clips))

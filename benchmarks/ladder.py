@@ -1,0 +1,225 @@
+"""A ladder of merge ratios under overload, through the real HTTP server.
+
+    python -m benchmarks.ladder [--workdir DIR] [--seconds 180] [--loads 1.5,3] [--target-x 4]
+                                [--reductions 0,0.25,0.38,0.5] [--accuracy]
+
+1. A model whose inference dominates (ViT-S, 16 frames x 160, deterministic random weights)
+   exported as a ladder (`sttm export --reduction ...`).
+2. The unmerged rung's capacity: clips/s of `sttm serve` with that rung alone, closed loop
+   (2 x max_batch requests in flight).
+3. For each offered load (x that capacity): open-loop Poisson arrivals for `--seconds`, one
+   clip per request, to (a) the fixed unmerged model and (b) the ladder with
+   STTM_LATENCY_TARGET_MS = `--target-x` x the unmerged seconds per clip, one after the
+   other: throughput, p50/p99 of the answered requests, 503s, and the share of clips per
+   rung. Throughput counts answers over the run plus the time to drain what was queued.
+4. `--accuracy`: the demo exported as the same ladder, each rung's top-1 on 360 generated
+   clips of a seed it never saw (`benchmarks.experiments.unseen_data`), and the
+   load-weighted top-1 of each ladder run (its shares x those top-1s).
+Prints JSON lines as it goes and a markdown table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+WORKDIR = Path(os.environ.get("STTM_BENCH_DIR", "/tmp/sttm-bench")) / "ladder"
+PORT = 8765
+# max_batch 2: on 2 CPU cores a bigger batch of this model buys no throughput, only a longer wait
+SERVER = {"STTM_BACKEND": "onnxruntime", "STTM_MAX_BATCH": "2", "STTM_MAX_WAIT_MS": "5", "STTM_MAX_QUEUE": "64"}
+
+
+def _log(msg: str) -> None:
+    print(f"[ladder {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def vit_s_ladder(workdir: Path, reductions: list[float]) -> Path:
+    """ViT-S (dim 384, depth 12) at 16 x 160, random weights, exported as a ladder."""
+    import torch
+
+    from export.pipeline import run_ladder_export
+    from models import build_model, load_model, save_model
+
+    out = workdir / "vits-ladder"
+    if not (out / "ladder.json").is_file():
+        torch.manual_seed(0)
+        cfg = load_model("videomae-s").config.replace(image_size=160, num_frames=16)
+        save_model(build_model(cfg), workdir / "vits-16x160")
+        _log(f"exporting {out}")
+        run_ladder_export(str(workdir / "vits-16x160"), out, reductions, name="vits", quiet=True)
+    return out
+
+
+def demo_ladder(workdir: Path, reductions: list[float]) -> dict[float, dict]:
+    """The demo at every rung: top-1 on 360 clips of an unseen seed, per rung."""
+    from benchmarks.experiments import unseen_data
+    from export.ladder import read_ladder
+    from export.pipeline import run_ladder_export
+
+    out = workdir / "demo-ladder"
+    if not (out / "ladder.json").is_file():
+        _log(f"exporting {out} and evaluating each rung")
+        run_ladder_export("demo", out, reductions, name="demo", eval_data=unseen_data(12345), eval_split="all",
+                          quiet=True)  # fmt: skip
+    return {r.reduction: r.measured for r in read_ladder(out)[1]}
+
+
+def make_clip(workdir: Path) -> Path:
+    from models.synth import write_mp4
+
+    path = workdir / "clip.mp4"
+    if not path.is_file():
+        rng = np.random.default_rng(0)
+        write_mp4(path, rng.integers(0, 255, (32, 160, 160, 3), dtype=np.uint8))
+    return path
+
+
+class Server:
+    """`sttm serve` in a subprocess with these STTM_* settings; stopped by its own pid."""
+
+    def __init__(self, model: Path, **env: str) -> None:
+        self.env = {**os.environ, **SERVER, **env, "STTM_MODEL": str(model), "STTM_PORT": str(PORT)}
+
+    def __enter__(self) -> str:
+        cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=Path(__file__).resolve().parents[1])
+        url = f"http://127.0.0.1:{PORT}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the server exited ({self.proc.returncode})")
+            time.sleep(0.5)
+        raise SystemExit("the server did not become ready in 300 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def _one(client: httpx.AsyncClient, url: str, data: bytes, results: list, sent: float) -> None:
+    try:
+        r = await client.post(f"{url}/v1/classify", files={"file": ("c.mp4", data, "video/mp4")})
+        reduction = r.json().get("reduction") if r.status_code == 200 else None
+        results.append((r.status_code, time.perf_counter() - sent, reduction, time.perf_counter()))
+    except httpx.TransportError as err:
+        results.append((type(err).__name__, time.perf_counter() - sent, None, time.perf_counter()))
+
+
+async def closed_loop(url: str, data: bytes, concurrency: int, requests: int) -> float:
+    """Answered clips per second with `concurrency` requests always in flight."""
+    results: list = []
+    queue = iter(range(requests))
+    async with httpx.AsyncClient(timeout=300) as client:
+
+        async def worker():
+            for _ in queue:
+                await _one(client, url, data, results, time.perf_counter())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return sum(1 for r in results if r[0] == 200) / (time.perf_counter() - started)
+
+
+async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: int = 0) -> dict:
+    """Poisson arrivals, `rate x seconds` of them (a Poisson process given its count: uniform
+    times, so every run offers exactly that load), not waiting for answers; then waits for
+    every answer."""
+    rng, results, tasks = random.Random(seed), [], []
+    arrivals = sorted(rng.uniform(0, seconds) for _ in range(round(rate * seconds)))
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        started = time.perf_counter()
+        for at in arrivals:
+            await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
+            tasks.append(asyncio.create_task(_one(client, url, data, results, time.perf_counter())))
+        await asyncio.gather(*tasks)
+    ok = [r for r in results if r[0] == 200]
+    span = max(r[3] for r in results) - started
+    latencies = sorted(r[1] for r in ok)
+    shares = Counter(r[2] for r in ok)
+    return {
+        "offered_per_s": len(results) / seconds,
+        "sent": len(results),
+        "answered": len(ok),
+        "rejected_503": sum(1 for r in results if r[0] == 503),
+        "other_errors": sum(1 for r in results if r[0] not in (200, 503)),
+        "throughput_per_s": len(ok) / span,
+        "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+        "share": {f"{k:g}": v / len(ok) for k, v in sorted(shares.items())},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=WORKDIR)
+    parser.add_argument("--seconds", type=float, default=180.0, help="open-loop run per (load, server)")
+    parser.add_argument("--loads", default="1.5,3", help="offered loads, x the unmerged rung's capacity")
+    parser.add_argument("--target-x", type=float, default=4.0,
+                        help="STTM_LATENCY_TARGET_MS of the ladder, x the unmerged seconds per clip")  # fmt: skip
+    parser.add_argument("--reductions", default="0,0.25,0.38,0.5")
+    parser.add_argument("--accuracy", action="store_true", help="also the demo ladder's top-1 per rung")
+    args = parser.parse_args(argv)
+
+    from export.ladder import parse_reductions, read_ladder
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    reductions = parse_reductions(args.reductions)
+    ladder = vit_s_ladder(args.workdir, reductions)
+    fixed = ladder / read_ladder(ladder)[1][0].file
+    data = make_clip(args.workdir).read_bytes()
+    with Server(fixed) as url:
+        capacity = asyncio.run(closed_loop(url, data, concurrency=4, requests=30))
+    target_ms = 1000 * args.target_x / capacity
+    _log(f"unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms")
+    rows = []
+    for load in (float(x) for x in args.loads.split(",")):
+        for kind, model, env in (
+            ("fixed", fixed, {}),
+            ("ladder", ladder, {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}),
+        ):
+            with Server(model, **env) as url:
+                row = {"load": load, "server": kind, **asyncio.run(open_loop(url, data, load * capacity, args.seconds))}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    accuracy = demo_ladder(args.workdir, reductions) if args.accuracy else {}
+    print(f"\nViT-S 16x160, unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms, "
+          f"{args.seconds:.0f} s per run\n")  # fmt: skip
+    print("| load | server | offered/s | answered/s | p50 ms | p99 ms | 503s | clips per rung | load-weighted top-1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        share = ", ".join(f"{k}: {v:.0%}" for k, v in r["share"].items())
+        weighted = sum(v * accuracy[float(k)]["top1"] for k, v in r["share"].items()) if accuracy else None
+        print(f"| {r['load']:g}x | {r['server']} | {r['offered_per_s']:.2f} | {r['throughput_per_s']:.2f} | "
+              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['rejected_503']} of {r['sent']} | {share} | "
+              f"{'' if weighted is None else f'{weighted:.1%}'} |")  # fmt: skip
+    if accuracy:
+        print("\n| demo rung | top-1 (360 unseen clips) | model clips/s |\n|---|---|---|")
+        for reduction, m in accuracy.items():
+            print(f"| {reduction:g} | {m['top1']:.1%} | {m['model_clips_per_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""A ladder of merge ratios served as one model, and the load policy that picks a rung per batch.
+
+The policy is a few pure functions (`predicted_seconds`, `choose_rung`, `ewma`) and one small
+stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
+their level measured online from every batch — and the rung in use). For each batch of auto
+requests it picks the least-merged rung whose predicted completion of everything queued, plus
+one more full batch (a request arriving now first waits for the batch in flight), meets the
+latency target; it climbs the ladder as the queue grows and comes back down only when a lower
+rung predicts well inside the target (hysteresis), so it does not flap. It never refuses
+work: when no rung meets the target it uses the most merged one, and the bounded queue stays
+the only source of 503s.
+
+A single model is a ladder of one rung, and without a target every auto batch runs on the
+least-merged rung: exactly the server without a ladder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.ladder import is_ladder, read_ladder, rung_name
+from service.backends import Backend, BackendOptions, ModelLoadError, load_backend
+
+# Descend to a less-merged rung only when it predicts at most this fraction of the target:
+# a queue that hovers around one rung's limit does not make batches alternate between rungs.
+DESCEND_BELOW = 0.8
+EWMA_ALPHA = 0.3  # weight of the newest batch in a rung's cost per clip
+
+
+@dataclass(frozen=True)
+class Rung:
+    reduction: float  # nominal, as in ladder.json
+    name: str  # KServe v2 / Triton model name of this rung, e.g. demo_r038
+    backend: Backend
+    measured: dict = field(default_factory=dict)  # accuracy / speed measured at export
+
+    @property
+    def gflops(self) -> float:
+        return self.backend.meta.gflops
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One model call, as the metrics see it."""
+
+    clips: int
+    seconds: float
+    rung: Rung
+    predicted_s: float  # what the policy expected from the cost per clip before this batch
+
+
+def predicted_seconds(queued_clips: int, cost_per_clip: float) -> float:
+    """Time to run every queued clip on a rung that costs `cost_per_clip` seconds per clip."""
+    return queued_clips * cost_per_clip
+
+
+def ewma(previous: float, sample: float, alpha: float = EWMA_ALPHA) -> float:
+    """Exponentially weighted mean: `alpha` of the new sample, the rest of the history."""
+    return alpha * sample + (1 - alpha) * previous
+
+
+def choose_rung(
+    queued_clips: int, costs: Sequence[float], target_s: float, current: int, descend_below: float = DESCEND_BELOW
+) -> int:
+    """The rung (index into `costs`, least merged first) for a batch when `queued_clips` wait.
+
+    Climb at once to the least-merged rung that meets `target_s` (the most merged one when
+    none does); descend from `current` only to a rung predicting at most `descend_below *
+    target_s`, else stay (unless `current` itself now misses the target and a lower rung
+    meets it). The choice is a fixed point: asked again with the same queue, it stays."""
+    fits = [i for i, c in enumerate(costs) if predicted_seconds(queued_clips, c) <= target_s]
+    want = fits[0] if fits else len(costs) - 1
+    if want >= current or current not in fits:
+        return want
+    for i in range(want, current):
+        if predicted_seconds(queued_clips, costs[i]) <= descend_below * target_s:
+            return i
+    return current
+
+
+class LoadPolicy:
+    """The rung for each batch of auto requests: `choose(queued_clips) -> rung index`;
+    `observe` feeds it each batch's measured time. Runs on the event loop (no locking)."""
+
+    def __init__(
+        self, costs: Sequence[float], target_s: float | None, in_flight: int = 0, alpha: float = EWMA_ALPHA
+    ) -> None:
+        self.costs = list(costs)  # seconds per clip per rung, least merged first
+        self.target_s, self.alpha = target_s, alpha
+        self.in_flight = in_flight  # clips of the batch a new request may find running (max_batch)
+        self.current = 0
+
+    def choose(self, queued_clips: int) -> int:
+        if self.target_s is None:  # no target: always the least-merged rung
+            return 0
+        self.current = choose_rung(queued_clips + self.in_flight, self.costs, self.target_s, self.current)
+        return self.current
+
+    def predict(self, clips: int, rung: int) -> float:
+        return predicted_seconds(clips, self.costs[rung])
+
+    def observe(self, rung: int, clips: int, seconds: float) -> None:
+        """A batch's measured time moves its rung's cost (EWMA) and every other rung's by the
+        same factor: a machine that got busier slows every rung, and a rung not used for a
+        while must not look as fast as it was (the rungs' ratios stay the warm-up's)."""
+        scale = ewma(self.costs[rung], seconds / clips, self.alpha) / self.costs[rung]
+        self.costs = [c * scale for c in self.costs]
+
+
+def find_rung(rungs: Sequence[Rung], reduction: float) -> int:
+    """The index of the rung whose nominal reduction is `reduction`; ValueError listing them."""
+    for i, rung in enumerate(rungs):
+        if abs(rung.reduction - reduction) < 1e-6:
+            return i
+    values = ", ".join(f"{r.reduction:g}" for r in rungs)
+    raise ValueError(f"reduction must be 'auto' or one of this model's rungs: {values}")
+
+
+def load_rungs(path: str | Path, options: BackendOptions) -> tuple[str, list[Rung]]:
+    """Open a ladder directory (every rung, least merged first) or a single model file (a
+    ladder of one rung). ModelLoadError in one line: a missing or corrupt rung, no
+    ladder.json, or a rung whose labels or input spec differ from the first rung's."""
+    path = Path(path)
+    if not path.is_dir():
+        backend = load_backend(path, options)
+        meta = backend.meta
+        return meta.name, [Rung(meta.reduction, rung_name(meta.name, meta.reduction), backend)]
+    if not is_ladder(path):
+        raise ModelLoadError(f"{path} is a directory without ladder.json: serve a model file or a ladder")
+    try:
+        name, entries = read_ladder(path)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    rungs: list[Rung] = []
+    for entry in entries:
+        try:
+            backend = load_backend(path / entry.file, options)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"ladder {path}: rung {entry.reduction:g}: {err}") from None
+        if rungs and (why := _mismatch(rungs[0].backend, backend)):
+            raise ModelLoadError(f"ladder {path}: rung {entry.reduction:g} ({entry.file}) is refused: {why}")
+        rungs.append(Rung(entry.reduction, entry.name, backend, entry.measured))
+    return name, rungs
+
+
+def _mismatch(first: Backend, other: Backend) -> str | None:
+    """Why two rungs cannot answer for one model (None when they can)."""
+    a, b = first.meta, other.meta
+    if a.labels != b.labels:
+        return f"its labels differ from the first rung's ({len(b.labels)} vs {len(a.labels)}: {b.labels[:3]}...)"
+    if a.input_spec != b.input_spec or (a.input_name, a.output_name) != (b.input_name, b.output_name):
+        return f"its input spec differs ({b.input_spec} vs {a.input_spec})"
+    return None

@@ -1,0 +1,229 @@
+"""A ladder of merge ratios: the load policy's pure functions (property tests), loading a
+ladder directory, pinned and auto rungs through the real app, and a burst."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export.ladder import LADDER_FILE, RungEntry, parse_reductions, write_ladder
+from service.app import create_app
+from service.backends import BackendOptions, ModelLoadError
+from service.cli import main
+from service.ladder import DESCEND_BELOW, LoadPolicy, choose_rung, ewma, load_rungs, predicted_seconds
+from service.settings import Settings
+from tests.service.conftest import TINY_META, write_tiny_onnx
+
+costs_st = st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=5)
+queue_st = st.integers(0, 256)
+target_st = st.floats(1e-3, 10.0)
+
+
+def _fits(queued, cost, target):
+    return predicted_seconds(queued, cost) <= target
+
+
+@settings(max_examples=300, deadline=None)
+@given(costs_st, queue_st, target_st, st.data())
+def test_choose_rung_meets_the_target_when_any_rung_can_and_is_a_fixed_point(costs, queued, target, data):
+    current = data.draw(st.integers(0, len(costs) - 1))
+    rung = choose_rung(queued, costs, target, current)
+    assert 0 <= rung < len(costs)
+    fitting = [i for i, c in enumerate(costs) if _fits(queued, c, target)]
+    if fitting:
+        assert rung in fitting and rung >= fitting[0]  # meets it, never less merged than the least that fits
+    else:
+        assert rung == len(costs) - 1  # nothing fits: the most merged rung, never a refusal
+    if rung < current:  # it came down: only to a rung well inside the target, or the current one missed it
+        assert predicted_seconds(queued, costs[rung]) <= DESCEND_BELOW * target or current not in fitting
+    assert choose_rung(queued, costs, target, rung) == rung  # asked again, it stays: no flapping
+
+
+@settings(max_examples=300, deadline=None)
+@given(costs_st, queue_st, queue_st, target_st, st.data())
+def test_choose_rung_climbs_as_the_queue_grows(costs, q1, q2, target, data):
+    costs = sorted(costs, reverse=True)  # more merged, cheaper
+    current = data.draw(st.integers(0, len(costs) - 1))
+    low, high = sorted((q1, q2))
+    assert choose_rung(low, costs, target, current) <= choose_rung(high, costs, target, current)
+    assert choose_rung(0, costs, target, current) == 0  # an empty queue: back to the least merged
+
+
+def test_hysteresis_holds_a_rung_inside_the_band():
+    costs, target = [0.1, 0.05], 1.0  # rung 0 serves 10 clips in the target, rung 1 serves 20
+    assert choose_rung(12, costs, target, current=0) == 1  # 1.2 s on rung 0: climb
+    for queued in (9, 10, 9, 10):  # 0.9-1.0 s on rung 0: within the target, not within 80% of it
+        assert choose_rung(queued, costs, target, current=1) == 1
+        assert choose_rung(queued, costs, target, current=0) == 0
+    assert choose_rung(8, costs, target, current=1) == 0  # 0.8 s: well inside, come down
+
+
+@given(st.floats(0, 10), st.floats(0, 10), st.floats(0.01, 1))
+def test_ewma_stays_between_history_and_sample(previous, sample, alpha):
+    value = ewma(previous, sample, alpha)
+    assert min(previous, sample) - 1e-12 <= value <= max(previous, sample) + 1e-12
+
+
+def test_load_policy_learns_costs_online_and_without_a_target_stays_least_merged():
+    policy = LoadPolicy([0.01, 0.005], target_s=0.1, in_flight=2)  # a batch of 2 may be running
+    assert policy.choose(4) == 0 and policy.choose(9) == 1 and policy.current == 1
+    policy.observe(1, clips=4, seconds=0.2)  # rung 1 is slower than thought: 50 ms per clip
+    assert 0.005 < policy.costs[1] < 0.05 and policy.predict(4, 1) == pytest.approx(4 * policy.costs[1])
+    assert policy.costs[0] == pytest.approx(2 * policy.costs[1])  # the machine is slower: every rung with it
+    assert LoadPolicy([0.01, 0.005], target_s=None).choose(1000) == 0
+
+
+def test_parse_reductions():
+    assert parse_reductions("0.5,0,0.25,0.38") == [0.0, 0.25, 0.38, 0.5]
+    for bad in ("0.3,x", "1.2", "0.38,0.381", ""):
+        with pytest.raises(ValueError):
+            parse_reductions(bad)
+
+
+def write_ladder_dir(root, rungs=((0.0, 96), (0.5, 12)), meta=TINY_META):
+    """A ladder of tiny models, `(reduction, work)` per rung: less work for more merged rungs."""
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for reduction, work in rungs:
+        rung_meta = dataclasses.replace(meta, reduction=reduction, gflops=work * 0.01, merge="sttm")
+        name = f"tiny_r{round(reduction * 100):03d}"
+        write_tiny_onnx(root / f"{name}.onnx", rung_meta, work=work, seed=int(reduction * 100))
+        entries.append(RungEntry(reduction, name, f"{name}.onnx", rung_meta.gflops, "fp32", {"top1": 1 - reduction}))
+    write_ladder(root, "tiny", entries)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    return write_ladder_dir(tmp_path_factory.mktemp("ladder") / "tiny")
+
+
+def _clip(clips, name="moving_right"):
+    return (clips / "videos" / f"{name}_00000.mp4").read_bytes()
+
+
+def _post(client, data, path="/v1/classify", **params):
+    return client.post(path, files={"file": ("clip.mp4", data, "video/mp4")}, params=params)
+
+
+def _metric(client, name: str) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+
+
+def test_a_pinned_request_runs_on_its_rung(ladder, clips):
+    with TestClient(create_app(Settings(model=ladder))) as client:
+        info = client.get("/v1/models").json()[0]
+        assert info["name"] == "tiny" and [r["reduction"] for r in info["rungs"]] == [0.0, 0.5]
+        assert [r["name"] for r in info["rungs"]] == ["tiny_r000", "tiny_r050"]
+        assert info["rungs"][1]["gflops"] == pytest.approx(0.12) and info["rungs"][1]["measured"] == {"top1": 0.5}
+        answers = {}
+        for reduction in ("0", "0.5", "auto"):
+            r = _post(client, _clip(clips), reduction=reduction)
+            assert r.status_code == 200, r.text
+            answers[reduction] = r.json()
+        assert answers["0.5"]["reduction"] == 0.5 and answers["0.5"]["gflops"] == pytest.approx(0.12)
+        assert answers["0"]["reduction"] == 0.0 and answers["auto"]["reduction"] == 0.0  # no target: least merged
+        assert answers["0"]["predictions"] != answers["0.5"]["predictions"]  # two different models answered
+        t = _post(client, _clip(clips), "/v1/timeline", reduction="0.5", window_s=1.0)
+        assert t.status_code == 200 and t.json()["reduction"] == 0.5
+        form = client.post("/v1/classify", files={"file": ("c.mp4", _clip(clips))}, data={"reduction": "0.5"})
+        assert form.status_code == 200 and form.json()["reduction"] == 0.5
+        bad = _post(client, _clip(clips), reduction="0.38")
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_option"
+        assert "0, 0.5" in bad.json()["error"]["message"]
+        assert _post(client, _clip(clips), reduction="fast").status_code == 422
+        # KServe v2: the model (auto) and one model per rung
+        tensor = {"name": "video", "shape": [1, 3, 8, 64, 64], "datatype": "FP32", "data": [0.1] * (3 * 8 * 64 * 64)}
+        outs = {}
+        for name in ("tiny", "tiny_r000", "tiny_r050"):
+            assert client.get(f"/v2/models/{name}/ready").status_code == 200
+            r = client.post(f"/v2/models/{name}/infer", json={"inputs": [tensor]})
+            assert r.status_code == 200 and r.json()["model_name"] == name
+            outs[name] = r.json()["outputs"][0]["data"]
+        assert outs["tiny"] == pytest.approx(outs["tiny_r000"]) and outs["tiny_r050"] != pytest.approx(outs["tiny"])
+        pinned_clips = 3 + len(t.json()["windows"])  # classify, the form, KServe, and the timeline's windows
+        assert _metric(client, 'sttm_rung_clips_total{reduction="0.5"}') == pinned_clips
+        assert _metric(client, 'sttm_batch_seconds_count{kind="predicted",reduction="0.5"}') >= 1
+
+
+def test_a_single_model_is_a_ladder_of_one_rung(tiny_onnx, clips):
+    with TestClient(create_app(Settings(model=tiny_onnx))) as client:
+        info = client.get("/v1/models").json()[0]
+        assert [(r["reduction"], r["name"]) for r in info["rungs"]] == [(0.0, "tiny_r000")]
+        r = _post(client, _clip(clips))
+        assert r.status_code == 200 and r.json()["reduction"] == 0.0 and r.json()["gflops"] == 0.0
+        assert _post(client, _clip(clips), reduction="0.5").status_code == 422
+
+
+def test_under_a_burst_auto_climbs_rejects_nothing_and_comes_back_down(ladder, clips):
+    settings_ = Settings(model=ladder, max_batch=4, max_wait_ms=20, max_queue=256, latency_target_ms=1000)
+    with TestClient(create_app(settings_)) as client:
+        policy = client.app.state.runtime.classifier.policy
+        assert policy.costs[0] > policy.costs[1] > 0  # measured at warm-up: the merged rung is cheaper
+        # the target: a batch in flight + 16 clips on the least-merged rung (as measured): 128 cannot meet it
+        assert policy.in_flight == 4
+        policy.target_s = (policy.in_flight + 16) * policy.costs[0]
+        data = _clip(clips)
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: _post(client, data, num_clips=8), range(16)))
+        assert [r.status_code for r in answers] == [200] * 16  # the target picks a rung, it never refuses
+        used = [r.json()["reduction"] for r in answers]
+        assert 0.5 in used, used
+        assert _metric(client, 'sttm_rung_clips_total{reduction="0.5"}') > 0
+        assert _metric(client, "sttm_rejected_total") == 0
+        # one clip at a time: well inside the target, back to the least merged once the costs measured
+        # during the burst (slowed by its decoding) have settled
+        after = []
+        while len(after) < 12 and after[-1:] != [0.0]:
+            after.append(_post(client, data).json()["reduction"])
+        assert after[-1] == 0.0, (after, policy.costs, policy.target_s)
+
+
+def test_a_broken_ladder_fails_to_load_in_one_line(tmp_path, clips):
+    def refused(path, *expected):
+        with pytest.raises(ModelLoadError) as err:
+            load_rungs(path, BackendOptions("onnxruntime"))
+        message = str(err.value)
+        assert "\n" not in message and all(e in message for e in expected), message
+        return message
+
+    missing = write_ladder_dir(tmp_path / "missing")
+    (missing / "tiny_r050.onnx").unlink()
+    refused(missing, "rung 0.5", "tiny_r050.onnx", "missing")
+    corrupt = write_ladder_dir(tmp_path / "corrupt")
+    (corrupt / "tiny_r050.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    refused(corrupt, "rung 0.5")
+    labels = write_ladder_dir(tmp_path / "labels")
+    write_tiny_onnx(labels / "tiny_r050.onnx", dataclasses.replace(TINY_META, labels=("a", "b")))
+    refused(labels, "rung 0.5", "refused", "labels")
+    spec = write_ladder_dir(tmp_path / "spec")
+    write_tiny_onnx(spec / "tiny_r050.onnx", dataclasses.replace(TINY_META, num_frames=16))
+    refused(spec, "rung 0.5", "refused", "input spec")
+    refused(tmp_path, "without ladder.json")
+    (tmp_path / "spec" / LADDER_FILE).write_text(json.dumps({"format": "sttm-ladder", "rungs": "x"}))
+    refused(tmp_path / "spec", "not a valid ladder")
+    # the server: not ready with the reason; the CLI: one line, exit 2
+    with TestClient(create_app(Settings(model=labels, require_model=False))) as client:
+        r = client.post("/v1/classify", files={"file": ("c.mp4", _clip(clips))})
+        assert r.status_code == 503 and "refused" in r.json()["error"]["message"]
+        assert client.get("/v2/health/ready").status_code == 503
+
+
+def test_cli_refuses_a_ladder_with_a_missing_rung(tmp_path, clips, capsys, monkeypatch):
+    monkeypatch.setenv("STTM_MODEL", "demo")  # `sttm serve` sets it for its workers: restored (unset) after
+    missing = write_ladder_dir(tmp_path / "missing")
+    (missing / "tiny_r000.onnx").unlink()
+    assert main(["serve", "--model", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: ladder") and "tiny_r000.onnx is missing" in err and err.count("\n") == 1
+    video = str(clips / "videos" / "moving_right_00000.mp4")
+    assert main(["predict", str(missing), video]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm predict: error: ladder") and err.count("\n") == 1
