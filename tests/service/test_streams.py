@@ -330,7 +330,7 @@ def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded
     async def run():
         async with open_classifier(Settings(model=tiny_onnx)) as classifier:
             fast = classifier.batcher.run
-            classifier.batcher.run = lambda batch: (time.sleep(0.3), fast(batch))[1]
+            classifier.batcher.run = lambda batch, rung: (time.sleep(0.3), fast(batch, rung))[1]
             pipe = Pipe()
             for chunk in _webm_chunks(right_then_left()):
                 pipe.write(chunk)
@@ -360,11 +360,11 @@ def test_streams_hold_at_most_their_share_of_the_batcher_and_uploads_go_on(tiny_
         async with open_classifier(settings) as classifier:
             fast, most = classifier.batcher.run, 0
 
-            def slow(batch):
+            def slow(batch, rung):
                 nonlocal most
                 most = max(most, classifier.batcher.pending_clips)
                 time.sleep(0.02)
-                return fast(batch)
+                return fast(batch, rung)
 
             classifier.batcher.run = slow
 
