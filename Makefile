@@ -65,8 +65,11 @@ lint: install
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/lint-imports --no-logo
 
+# tests/service runs in a pytest process of its own: after the torch-heavy export/model tests,
+# the same process crashed (SIGSEGV) in ONNX Runtime's fused-attention tests (notes: open).
 test: lint install-serve install-triton
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/service
+	$(BIN)/pytest tests/service
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
 	$(SERVE_BIN)/pytest tests/service tests/media
 
