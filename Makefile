@@ -65,8 +65,7 @@ lint: install
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/lint-imports --no-logo
 
-# tests/service runs in a pytest process of its own: after the torch-heavy export/model tests,
-# the same process crashed (SIGSEGV) in ONNX Runtime's fused-attention tests (notes: open).
+# tests/service in a pytest process of its own (as .venv-serve runs it), beside the rest.
 test: lint install-serve install-triton
 	$(BIN)/pytest --ignore=tests/service
 	$(BIN)/pytest tests/service

@@ -3,6 +3,7 @@ which has no torch. Torch helpers (random checkpoints) live in tests/torch_helpe
 imported only from tests/models and tests/export."""
 
 import os
+import signal
 
 import pytest
 
@@ -15,3 +16,15 @@ def _environ_restored():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _sigchld_restored():
+    """A DataLoader with worker processes (training, `sttm eval`) installs torch's SIGCHLD
+    handler in this process for good; every later child's exit then ran a Python handler on
+    the main thread, and the suite died of SIGSEGV (si_code SI_KERNEL: the kernel could not set
+    up the handler's frame) while a later test waited for its server to exit."""
+    before = signal.getsignal(signal.SIGCHLD)
+    yield
+    if signal.getsignal(signal.SIGCHLD) is not before:
+        signal.signal(signal.SIGCHLD, before)
