@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
 
@@ -86,3 +89,14 @@ def right_left_mp4(tmp_path_factory):
     path = tmp_path_factory.mktemp("stream") / "right_left.mp4"
     write_mp4(path, right_then_left())
     return path
+
+
+def faststart(src: Path, dst: Path) -> Path:
+    """The same H.264 stream with its index first, so FFmpeg reads it over plain HTTP."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
-from tests.service.conftest import right_then_left
+from tests.service.conftest import faststart, right_then_left
 
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -47,15 +47,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def media_dir(tmp_path_factory, right_left_mp4):
     """The right-then-left clip as a progressive MP4 (index first, as a stream needs)."""
     out = tmp_path_factory.mktemp("www")
-    with (
-        av.open(str(right_left_mp4)) as src,
-        av.open(str(out / "clip.mp4"), "w", options={"movflags": "faststart"}) as dst,
-    ):
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                dst.mux(packet)
+    faststart(right_left_mp4, out / "clip.mp4")
     return out
 
 

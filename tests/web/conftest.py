@@ -12,11 +12,11 @@ import shutil
 import threading
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from models.synth import PAIRS, SynthConfig, render_clip, write_mp4
+from tests.service.conftest import faststart
 from tests.service.test_load import _start
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,17 +51,6 @@ def write_y4m(path: Path, frames: np.ndarray, fps: int = 15) -> Path:
         for t in range(T):
             out.write(b"FRAME\n" + b"".join(p[t].tobytes() for p in planes))
     return path
-
-
-def faststart(src: Path, dst: Path) -> Path:
-    """The same H.264 stream with its index first, so FFmpeg reads it over plain HTTP."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
