@@ -7,9 +7,13 @@ graph: static shapes (n, n', m, r are Python ints), constant-K TopK, Equal + Mat
 no scatter, no masked in-place writes. Output slots keep the original token order
 (canonical order), so near-ties cannot reorder the tokens the next layer sees.
 
-Token statistics `stats` (`[..., n, 9]`) are additive sums over the original patches a
-token stands for: `[s, Σt, Σh, Σw, Σt², Σth, Σtw, Σh², Σw²]` with t/h/w normalised grid
-coordinates in (0, 1). Merging adds them, which is exact under any number of merges.
+Token statistics `stats` (`[..., n, 9]`, int32) are additive sums over the original patches
+a token stands for: `[s, Σt, Σh, Σw, Σt², Σth, Σtw, Σh², Σw²]` with t/h/w the patch's integer
+cell on the token grid. They are integers so that merging adds them exactly under any number
+of merges *and in any run-time precision*: a runtime that computes floats in bf16 (OpenVINO
+on AMX) keeps integer tensors as they are, and the motion features' variances are
+differences of large sums — in floats, bf16's 8 mantissa bits turn a token that spans a
+single frame (variance 0, velocity 0) into one with an arbitrary velocity.
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ _TIE = 1e-6  # deterministic tie-break: earlier tokens win exact ties
 
 
 def initial_stats(t: int, h: int, w: int) -> torch.Tensor:
-    """Statistics of the unmerged token grid, t-major order: `[t*h*w, 9]`."""
-    gt, gh, gw = torch.meshgrid(
-        (torch.arange(t) + 0.5) / t, (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij"
+    """Statistics of the unmerged token grid, t-major order: `[t*h*w, 9]` int32."""
+    gt, gh, gw = (
+        g.reshape(-1) for g in torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
     )
-    gt, gh, gw = gt.reshape(-1), gh.reshape(-1), gw.reshape(-1)  # (t*h*w,)
     ones = torch.ones_like(gt)
-    return torch.stack([ones, gt, gh, gw, gt * gt, gt * gh, gt * gw, gh * gh, gw * gw], dim=-1)
+    return torch.stack([ones, gt, gh, gw, gt * gt, gt * gh, gt * gw, gh * gh, gw * gw], dim=-1).to(torch.int32)
+
+
+def sizes(stats: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The token sizes `s` as `[..., n, 1]` floats of `like`'s dtype."""
+    return stats[..., :1].to(like.dtype)
 
 
 def size_bias(stats: torch.Tensor) -> torch.Tensor:
     """Proportional-attention bias `log s` over keys: `[B, n, 9] -> [B, 1, 1, n]`."""
-    return stats[..., 0].log()[:, None, None, :]
+    return stats[..., 0].float().log()[:, None, None, :]
 
 
 def _tie_break(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -158,9 +166,16 @@ def merge_tokens(assign: torch.Tensor, x: torch.Tensor, stats: torch.Tensor) -> 
     Returns:
         `x' = A (s x) / (A s)` `[..., n', c]` and `stats' = A stats` `[..., n', 9]`.
     """
-    merged = assign @ stats  # (..., n', 9)
-    x = (assign @ (x * stats[..., :1])) / merged[..., :1]  # (..., n', c)
+    merged = add_assigned(assign, stats)  # (..., n', 9)
+    x = (assign @ (x * sizes(stats, x))) / sizes(merged, x)  # (..., n', c)
     return x, merged
+
+
+def add_assigned(assign: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """`A stats` in int32, exactly: `[..., n', n]` one-hot, `[..., n, k]` -> `[..., n', k]`.
+    A product and a sum rather than a matmul: TensorRT has no integer matmul (the
+    `[..., n', n, k]` product is a few MB per clip at VideoMAE-B's merges)."""
+    return (assign.to(stats.dtype).unsqueeze(-1) * stats.unsqueeze(-3)).sum(-2, dtype=stats.dtype)
 
 
 def fuse_frame_pairs(x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,29 +185,35 @@ def fuse_frame_pairs(x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor
     B, T, P, c = x.shape
     x = x.reshape(B, T // 2, 2, P, c)  # (B, T/2, 2, P, c)
     stats = stats.reshape(B, T // 2, 2, P, NUM_STATS)  # (B, T/2, 2, P, 9)
-    merged = stats.sum(2)  # (B, T/2, P, 9)
-    return (x * stats[..., :1]).sum(2) / merged[..., :1], merged
+    merged = stats.sum(2, dtype=stats.dtype)  # (B, T/2, P, 9)
+    return (x * sizes(stats, x)).sum(2) / sizes(merged, x), merged
 
 
-def motion_features(stats: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """Motion of the patches a token absorbed, from its additive statistics.
+def motion_features(stats: torch.Tensor, grid: tuple[int, int, int], eps: float = 1e-4) -> torch.Tensor:
+    """Motion of the patches a token absorbed, from its integer statistics.
 
     Least-squares velocity of the merged patches' (h, w) over t, plus their mean
-    position, spread and log size: `[..., 9] -> [..., 9]` =
-    `[t, h, w, v_h, v_w, sd_t, sd_h, sd_w, log s]`.
+    position, spread and log size, in grid coordinates normalised to (0, 1) (cell `i` of
+    `n` at `(i + 0.5) / n`): `[..., 9] -> [..., 9]` float =
+    `[t, h, w, v_h, v_w, sd_t, sd_h, sd_w, log s]`. The (co)variances are computed as the
+    exact integers `s Σab - Σa Σb` (int64: they outgrow int32 on large clips) before any
+    float is formed, so they are exact in any precision: a token within one frame has
+    variance and velocity exactly 0.
     """
-    s = stats[..., 0:1]
-    mean = stats[..., 1:4] / s  # (..., 3): t, h, w
-    t, h, w = mean[..., 0:1], mean[..., 1:2], mean[..., 2:3]
-    second = stats[..., 4:9] / s  # (..., 5): tt, th, tw, hh, ww
-    var_t = (second[..., 0:1] - t * t).clamp_min(0.0)
-    cov_th = second[..., 1:2] - t * h
-    cov_tw = second[..., 2:3] - t * w
-    var_h = (second[..., 3:4] - h * h).clamp_min(0.0)
-    var_w = (second[..., 4:5] - w * w).clamp_min(0.0)
+    T, H, W = grid
+    s = stats[..., 0:1].long()
+    first = stats[..., 1:4].long()  # Σt, Σh, Σw
+    second = stats[..., 4:9].long()  # Σtt, Σth, Σtw, Σhh, Σww
+    a, b = [0, 0, 0, 1, 2], [0, 1, 2, 1, 2]  # the pairs of `second`
+    central = (s * second - first[..., a] * first[..., b]).float()  # s² x (co)variances, in cells²
+    size = s.float()
+    cells = torch.tensor([T, H, W], dtype=torch.float32, device=stats.device)
+    mean = (first.float() / size + 0.5) / cells  # (..., 3): t, h, w
+    moments = central / (size * size) / (cells[a] * cells[b])  # (..., 5): tt, th, tw, hh, ww
+    var_t, cov_th, cov_tw, var_h, var_w = moments.split(1, -1)
     velocity = torch.cat([cov_th, cov_tw], -1) / (var_t + eps)  # (..., 2)
     spread = torch.cat([var_t, var_h, var_w], -1).add(eps).sqrt()  # (..., 3)
-    return torch.cat([mean, velocity, spread, s.log()], -1)
+    return torch.cat([mean, velocity, spread, size.log()], -1)
 
 
 def follow_merge(index: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:

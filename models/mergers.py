@@ -44,14 +44,15 @@ class NoMerge(nn.Module):
 class MotionEmbedding(nn.Module):
     """`x += W_m f(stats)` with W_m zero-initialised: an exact no-op until trained."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, grid: tuple[int, int, int]) -> None:
         super().__init__()
+        self.grid = grid
         self.proj = nn.Linear(NUM_STATS, dim)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, stats: torch.Tensor) -> torch.Tensor:
-        return self.proj(motion_features(stats))
+        return self.proj(motion_features(stats, self.grid).to(self.proj.weight.dtype))
 
 
 class ToMeMerge(Recorder):
@@ -66,10 +67,10 @@ class ToMeMerge(Recorder):
 
 
 class STTMMerge(Recorder):
-    def __init__(self, step: MergeStep, dim: int, knn: int) -> None:
+    def __init__(self, step: MergeStep, dim: int, knn: int, grid: tuple[int, int, int]) -> None:
         super().__init__()
         self.meta, self.r, self.knn = step.meta, step.r, knn
-        self.motion = MotionEmbedding(dim)
+        self.motion = MotionEmbedding(dim, grid)
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assign = sttm_assignment(metric.mean(1), self.meta, self.r, self.knn)[:, None]  # (B', 1, n', n)
@@ -81,9 +82,9 @@ class STTMMerge(Recorder):
 class FramePairMerge(Recorder):
     """TimeSformer's temporal step: frame pairs fuse tube by tube (T -> T/2)."""
 
-    def __init__(self, dim: int, motion: bool) -> None:
+    def __init__(self, dim: int, motion: bool, grid: tuple[int, int, int]) -> None:
         super().__init__()
-        self.motion = MotionEmbedding(dim) if motion else None
+        self.motion = MotionEmbedding(dim, grid) if motion else None
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._recorded(None)  # frame 2i+1 into 2i, every tube
@@ -93,11 +94,14 @@ class FramePairMerge(Recorder):
         return x, stats
 
 
-def make_merger(step: MergeStep | None, merge: MergeConfig, dim: int, arch: str = "vit") -> nn.Module:
+def make_merger(
+    step: MergeStep | None, merge: MergeConfig, dim: int, grid: tuple[int, int, int], arch: str = "vit"
+) -> nn.Module:
+    """The merger of one block; `grid` (t, h, w) is the token grid the statistics count cells of."""
     if step is None:
         return NoMerge()
     if arch == "timesformer" and step.kind == "temporal":
-        return FramePairMerge(dim, motion=merge.method == "sttm")
+        return FramePairMerge(dim, merge.method == "sttm", grid)
     if merge.method == "sttm":
-        return STTMMerge(step, dim, merge.knn)
+        return STTMMerge(step, dim, merge.knn, grid)
     return ToMeMerge(step)

@@ -70,7 +70,7 @@ class TimeSformer(nn.Module):
         self.register_buffer("pos_stats", initial_stats(T, h, w).reshape(T, h * w, NUM_STATS), persistent=False)
         blocks, merged = [], False
         for step in schedule.steps:
-            merger = make_merger(step, merge, cfg.dim, cfg.arch)
+            merger = make_merger(step, merge, cfg.dim, cfg.grid, cfg.arch)
             blocks.append(DividedBlock(cfg, merger, merged and merge.proportional_attention))
             merged = merged or step is not None
         self.blocks = nn.ModuleList(blocks)

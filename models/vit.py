@@ -7,7 +7,7 @@ from torch import nn
 
 from models.config import MergeConfig, ModelConfig
 from models.layers import Attention, Mlp, PatchEmbed, sinusoid_table
-from models.merge import NUM_STATS, initial_stats, size_bias
+from models.merge import NUM_STATS, initial_stats, size_bias, sizes
 from models.mergers import NoMerge, make_merger
 from models.schedule import MergeStep, Schedule
 
@@ -91,7 +91,7 @@ class VideoViT(nn.Module):
         prefix = int(cfg.pool == "cls")
         blocks, merged = [], False
         for step in schedule.steps:
-            merger = make_merger(step, merge, cfg.dim)
+            merger = make_merger(step, merge, cfg.dim, cfg.grid)
             wrapped = NoMerge() if step is None else GroupedMerge(merger, step, prefix)
             blocks.append(Block(cfg, wrapped, proportional=merged and merge.proportional_attention))
             merged = merged or step is not None
@@ -114,7 +114,7 @@ class VideoViT(nn.Module):
         if self.config.pool == "cls":
             x = self.norm(x)[:, 0]
         elif self.schedule.merges:  # size-weighted mean over the original tokens
-            x = (x * stats[..., :1]).sum(1) / self.config.num_tokens
+            x = (x * sizes(stats, x)).sum(1) / self.config.num_tokens
         else:
             x = x.mean(1)
         return self.head(self.fc_norm(x))

@@ -5,9 +5,14 @@ against PyTorch when written), whose quantised matmuls run in int8 (AMX / VNNI) 
 rest — the merge decisions included — in fp32.
 
 A low precision is checked at load, with the rule every export is held to
-(`export.agreement`), against the same file compiled in fp32 on generated clips: a
-combination that fails is refused (`auto` falls back to fp32). Compiled models are cached
-in `options.cache` (OpenVINO's `CACHE_DIR`), so a restart does not recompile.
+(`export.agreement`), against the same file compiled in fp32 on generated clips. Where the
+whole model in bf16 fails it, the merge decisions are kept exact: every node a merge decision
+(a TopK: nearest neighbours, density peaks, matches) depends on is compiled in fp32 and the
+rest — the blocks after each decision's inputs, the merges' application, the head — in bf16,
+as two compiled models run back to back (OpenVINO's CPU plugin takes no per-node precision
+from Python). A combination that fails both is refused (`auto` falls back to fp32).
+Compiled models are cached in `options.cache` (OpenVINO's `CACHE_DIR`), so a restart does
+not recompile.
 """
 
 from __future__ import annotations
@@ -43,18 +48,85 @@ def load(path: Path, options: BackendOptions) -> Backend:
     if precision in ("bf16", "fp16") and options.check:
         reference = _compiled(core, model, "fp32", options.threads)  # compiled once: the check and the fallback
         try:
-            _check(_logits(infer), _logits(reference), meta, precision)
+            infer, provider = _checked(core, path, meta, precision, infer, reference, options.threads)
         except ValidationError as err:
             reason = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
-                     f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs)"  # fmt: skip
+                     f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs), " \
+                     "not even with the merge decisions in fp32"  # fmt: skip
             if options.precision != "auto":
                 raise ModelLoadError(f"{path}: {reason}: serve it with --precision fp32") from None
-            infer, precision = reference, "fp32"
-            provider += f" ({reason}: fp32)"
+            infer, precision, provider = reference, "fp32", f"openvino:CPU ({reason}: fp32)"
     names = [output.get_names() for output in model.outputs]
     merges = next((i for i, n in enumerate(names) if meta.merge_output and meta.merge_output in n), None)
     explain = None if merges is None else _explainer(infer, merges)
     return Backend(_logits(infer), meta, path, provider, precision, explain)
+
+
+def _checked(core: openvino.Core, path: Path, meta: ModelMetadata, precision: str, infer, reference, threads: int):
+    """The fastest form of `precision` that agrees with fp32: the whole model in it, else
+    the merge decisions in fp32 (`_decisions_in_fp32`). Raises `ValidationError` (the whole
+    model's) when neither agrees."""
+    try:
+        _check(_logits(infer), _logits(reference), meta, precision)
+        return infer, "openvino:CPU"
+    except ValidationError as err:
+        whole = err
+    exact = _decisions_in_fp32(core, path, precision, threads)
+    if exact is None:
+        raise whole
+    try:
+        _check(_logits(exact), _logits(reference), meta, precision)
+    except ValidationError:
+        raise whole from None
+    return exact, "openvino:CPU (merge decisions in fp32)"
+
+
+def _decisions_in_fp32(core: openvino.Core, path: Path, precision: str, threads: int):
+    """The model as two compiled parts, `video -> [outputs]`: every node that a merge
+    decision (TopK) depends on, in fp32; the rest in `precision`, fed the tensors it reads
+    from the first part. None when the model makes no decisions (nothing merges)."""
+    exact_part, rest = core.read_model(str(path)), core.read_model(str(path))
+    twins = dict(zip((op.get_name() for op in rest.get_ordered_ops()), exact_part.get_ordered_ops()))
+    decisions = [op for op in rest.get_ordered_ops() if op.get_type_name() == "TopK"]
+    if not decisions:
+        return None
+    exact = _ancestors(decisions)
+    crossing: dict[tuple[str, int], list] = {}  # (node, port) in the exact part -> inputs in the rest
+    for op in rest.get_ordered_ops():
+        if op.get_name() in exact:
+            continue
+        for port in op.inputs():
+            source = port.get_source_output()
+            node = source.get_node()
+            if node.get_name() in exact and node.get_type_name() not in ("Constant", "Parameter"):
+                crossing.setdefault((node.get_name(), source.get_index()), []).append(port)
+    cuts = []
+    for ports in crossing.values():
+        source = ports[0].get_source_output()
+        cut = openvino.op.Parameter(source.get_element_type(), source.get_partial_shape())
+        for port in ports:
+            port.replace_source_output(cut.output(0))
+        cuts.append(cut)
+    first = openvino.Model([twins[name].output(i) for name, i in crossing], exact_part.get_parameters(), "decisions")
+    second = openvino.Model(rest.get_results(), [*rest.get_parameters(), *cuts], "rest")
+    run_first, run_second = _compiled(core, first, "fp32", threads), _compiled(core, second, precision, threads)
+
+    def infer(video: np.ndarray) -> list[np.ndarray]:
+        return run_second(video, *run_first(video))
+
+    return infer
+
+
+def _ancestors(nodes: list) -> set[str]:
+    """The names of `nodes` and of every node they depend on."""
+    seen, stack = {n.get_name() for n in nodes}, list(nodes)
+    while stack:
+        for port in stack.pop().inputs():
+            node = port.get_source_output().get_node()
+            if node.get_name() not in seen:
+                seen.add(node.get_name())
+                stack.append(node)
+    return seen
 
 
 def _logits(infer):
@@ -104,18 +176,18 @@ def _precision(requested: str, core: openvino.Core, stored: str) -> str:
 
 
 def _compiled(core: openvino.Core, model, precision: str, threads: int):
-    """The model compiled at `precision`, as a thread-safe function `video -> [outputs]`
-    (one infer request per thread; output 0 is the logits)."""
+    """The model compiled at `precision`, as a thread-safe function `(video, *more inputs) ->
+    [outputs]` (one infer request per thread; output 0 is the logits)."""
     config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(model, "CPU", config)
     local = threading.local()
 
-    def infer(video: np.ndarray) -> list[np.ndarray]:
+    def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
         if not hasattr(local, "request"):
             local.request = compiled.create_infer_request()
-        result = local.request.infer({0: np.ascontiguousarray(video, np.float32)})
+        result = local.request.infer([np.ascontiguousarray(video, np.float32), *more])
         return [result[i].copy() for i in range(len(compiled.outputs))]
 
     return infer

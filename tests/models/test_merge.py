@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,21 +79,62 @@ def test_repeated_merges_conserve_size_and_positions(grid, fracs, seed):
         assign = sttm_assignment(torch.randn(1, n, 4, generator=gen), 1, r)
         x, stats = merge_tokens(assign, x, stats)
         # sizes always sum to the original token count
-        torch.testing.assert_close(stats[..., 0].sum(), torch.tensor(float(n0)))
-        feats = motion_features(stats)
+        assert stats.dtype == torch.int32 and int(stats[..., 0].sum()) == n0
+        feats = motion_features(stats, grid)
         mean = feats[..., :3]  # aggregated (t, h, w) stay inside the clip's grid
         assert bool(((mean > 0) & (mean < 1)).all())
         assert bool(torch.isfinite(feats).all())
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    grid=st.tuples(st.integers(1, 8), st.integers(1, 14), st.integers(1, 14)),
+    outputs=st.integers(1, 6),
+    seed=st.integers(0, 999),
+)
+def test_motion_features_are_the_moments_of_the_merged_patches(grid, outputs, seed):
+    """Features of merged integer statistics equal the mean / least-squares velocity / spread
+    of the patches each token absorbed, computed directly in float64 from their positions."""
+    gen = torch.Generator().manual_seed(seed)
+    n0 = grid[0] * grid[1] * grid[2]
+    dest = torch.randint(0, outputs, (n0,), generator=gen)
+    assign = torch.nn.functional.one_hot(dest, outputs).T.float()[None]  # (1, outputs, n0)
+    _, stats = merge_tokens(assign, torch.zeros(1, n0, 1), initial_stats(*grid)[None])
+    feats = motion_features(stats, grid)[0].double()
+    t, h, w = (g.reshape(-1).double() for g in torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij"))
+    t, h, w = (t + 0.5) / grid[0], (h + 0.5) / grid[1], (w + 0.5) / grid[2]
+    for o in range(outputs):
+        mask = dest == o
+        if not mask.any():
+            continue
+        pt, ph, pw = t[mask], h[mask], w[mask]
+        var_t = pt.var(unbiased=False)
+        cov = torch.stack([((pt - pt.mean()) * (p - p.mean())).mean() for p in (ph, pw)])
+        spread = torch.stack([var_t, ph.var(unbiased=False), pw.var(unbiased=False)]).add(1e-4).sqrt()
+        expected = torch.cat([torch.stack([pt.mean(), ph.mean(), pw.mean()]), cov / (var_t + 1e-4), spread,
+                              torch.tensor([float(mask.sum())]).log()])  # fmt: skip
+        torch.testing.assert_close(feats[o], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_one_frame_token_has_exactly_zero_temporal_moments():
+    """The cancellation happens in integers: a token within one frame has variance and
+    velocity exactly 0 however many patches it holds (float sums would leave rounding there,
+    which bf16 turns into an arbitrary velocity)."""
+    grid = (8, 14, 14)
+    stats = initial_stats(*grid).reshape(8, 196, 9)[5].sum(0, dtype=torch.int32)  # all of frame 5
+    feats = motion_features(stats, grid)
+    assert feats[3].item() == 0.0 and feats[4].item() == 0.0  # velocity
+    assert feats[5].item() == pytest.approx(0.01)  # sd_t = sqrt(0 + eps)
+
+
 def test_merge_is_size_weighted_average():
     x = torch.tensor([[[1.0], [3.0], [10.0]]])
     stats = initial_stats(1, 1, 3)[None].clone()
-    stats[..., 0] = torch.tensor([1.0, 3.0, 1.0])  # sizes
+    stats[..., 0] = torch.tensor([1, 3, 1])  # sizes
     assign = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
     merged, merged_stats = merge_tokens(assign, x, stats)
     torch.testing.assert_close(merged, torch.tensor([[[2.5], [10.0]]]))  # (1*1 + 3*3) / 4
-    torch.testing.assert_close(merged_stats[..., 0], torch.tensor([[4.0, 1.0]]))
+    assert torch.equal(merged_stats[..., 0], torch.tensor([[4, 1]], dtype=torch.int32))
 
 
 def test_motion_features_recover_linear_motion():
@@ -100,7 +142,7 @@ def test_motion_features_recover_linear_motion():
     t, h, w = 4, 1, 4
     stats = initial_stats(t, h, w).reshape(t, w, 9)  # (t, w, 9)
     diagonal = torch.stack([stats[i, i] for i in range(t)]).sum(0)  # (9,)
-    feats = motion_features(diagonal)
+    feats = motion_features(diagonal, (t, h, w))
     v_w = feats[4] * (1 / w) / (1 / t)  # normalised units -> columns per slice
     torch.testing.assert_close(v_w, torch.tensor(1.0), atol=0.01, rtol=0.01)
     torch.testing.assert_close(feats[3], torch.tensor(0.0))  # no vertical motion
@@ -110,9 +152,11 @@ def test_motion_features_recover_linear_motion():
 @given(seed=st.integers(0, 999))
 def test_motion_branch_starts_as_exact_noop(seed):
     gen = torch.Generator().manual_seed(seed)
-    stats = initial_stats(2, 3, 3)[None].repeat(2, 1, 1) * torch.rand(2, 18, 1, generator=gen) * 5
+    stats = initial_stats(2, 3, 3)[None].repeat(2, 1, 1) * torch.randint(
+        1, 6, (2, 18, 1), generator=gen, dtype=torch.int32
+    )
     x = torch.randn(2, 18, 16, generator=gen)
-    motion = MotionEmbedding(16)
+    motion = MotionEmbedding(16, (2, 3, 3))
     assert torch.equal(motion(stats), torch.zeros(2, 18, 16))
     assert torch.equal(x + motion(stats), x)
 

@@ -40,7 +40,7 @@ def test_sizes_sum_to_the_original_token_count():
     model.model.blocks[-1].register_forward_hook(lambda m, args, out: stats.append(out[2]))
     with torch.no_grad():
         model(torch.randn(2, 3, TINY.num_frames, TINY.image_size, TINY.image_size))
-    torch.testing.assert_close(stats[0][..., 0].sum((1, 2)), torch.full((2,), float(TINY.num_tokens)))
+    assert stats[0][..., 0].sum((1, 2)).tolist() == [TINY.num_tokens] * 2
 
 
 def test_frame_pair_fusion_is_size_weighted():
@@ -48,7 +48,7 @@ def test_frame_pair_fusion_is_size_weighted():
 
     x = torch.arange(4.0).reshape(1, 4, 1, 1)  # (B, T, P, C): frame t holds value t
     stats = initial_stats(4, 1, 1).reshape(1, 4, 1, 9).clone()
-    stats[:, 1, :, 0] = 3.0  # frame 1 stands for 3 patches
+    stats[:, 1, :, 0] = 3  # frame 1 stands for 3 patches
     fused, merged = fuse_frame_pairs(x, stats)
     torch.testing.assert_close(fused.flatten(), torch.tensor([0.75, 2.5]))  # (0*1 + 1*3)/4, (2+3)/2
-    torch.testing.assert_close(merged[..., 0].flatten(), torch.tensor([4.0, 2.0]))
+    assert merged[..., 0].flatten().tolist() == [4, 2]

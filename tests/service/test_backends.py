@@ -62,6 +62,35 @@ def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_on
     assert unchecked.precision == "bf16"  # `sttm validate` checks against PyTorch instead
 
 
+def test_the_split_at_the_merge_decisions_computes_the_same_model(tiny_onnx):
+    """Two compiled parts — what the decisions depend on, and the rest fed from it — are the
+    same function as the whole model (both in fp32 here): every output, merge_index included."""
+    from service.backends import ov
+
+    core = openvino.Core()
+    whole = ov._compiled(core, core.read_model(str(DEMO_ONNX)), "fp32", 0)
+    split = ov._decisions_in_fp32(core, DEMO_ONNX, "fp32", 0)
+    clips = moving_squares(load_backend(DEMO_ONNX, BackendOptions("onnxruntime")).meta.input_spec, 3)
+    for a, b in zip(whole(clips), split(clips), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert ov._decisions_in_fp32(core, tiny_onnx, "fp32", 0) is None  # no decisions: nothing to split
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
+def test_the_demo_serves_in_bf16_with_its_merge_decisions_exact():
+    """The one trained model: in bf16 as a whole, near-tied merge decisions flip and the
+    check refuses it; with the decisions in fp32 it passes and keeps fp32's answers."""
+    served = load_backend(DEMO_ONNX, BackendOptions("openvino", "bf16"))
+    assert served.precision == "bf16" and served.provider == "openvino:CPU (merge decisions in fp32)"
+    reference = load_backend(DEMO_ONNX, BackendOptions("openvino", "fp32"))
+    clips = moving_squares(served.meta.input_spec, 8, seed=7)
+    low, high = served(clips), reference(clips)
+    assert np.abs(low - high).max() < agreement.TOLERANCE["bf16"]
+    assert (low.argmax(1) == high.argmax(1)).all()
+    logits, merges = served.explain(clips[:2])
+    assert merges.shape == (2, int(np.prod(served.meta.merge_grid)))
+
+
 def test_int8_needs_a_quantised_model(tiny_onnx):
     with pytest.raises(ModelLoadError, match="int8 .* --format openvino --precision int8 --calib"):
         load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="int8"))
