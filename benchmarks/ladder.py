@@ -1,10 +1,10 @@
 """A ladder of merge ratios under overload, through the real HTTP server.
 
-    python -m benchmarks.ladder [--workdir DIR] [--seconds 180] [--loads 1.5,3] [--target-x 4]
-                                [--reductions 0,0.25,0.38,0.5] [--accuracy]
+    python -m benchmarks.ladder [--model vit-s|videomae-b] [--workdir DIR] [--seconds 180]
+                                [--loads 1.5,3] [--target-x 4] [--reductions 0,0.25,0.38,0.5] [--accuracy]
 
-1. A model whose inference dominates (ViT-S, 16 frames x 160, deterministic random weights)
-   exported as a ladder (`sttm export --reduction ...`).
+1. A model whose inference dominates (`--model`: ViT-S at 16 frames x 160, or VideoMAE-B at
+   16 x 224; deterministic random weights) exported as a ladder (`sttm export --reduction ...`).
 2. The unmerged rung's capacity: clips/s of `sttm serve` with that rung alone, closed loop
    (2 x max_batch requests in flight).
 3. For each offered load (x that capacity): open-loop Poisson arrivals for `--seconds`, one
@@ -46,20 +46,24 @@ def _log(msg: str) -> None:
     print(f"[ladder {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def vit_s_ladder(workdir: Path, reductions: list[float]) -> Path:
-    """ViT-S (dim 384, depth 12) at 16 x 160, random weights, exported as a ladder."""
+MODELS = {"vit-s": ("videomae-s", {"image_size": 160, "num_frames": 16}), "videomae-b": ("videomae-b", {})}
+
+
+def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
+    """`model` (`MODELS`: a preset, resized) with random weights (seed 0), exported as a ladder."""
     import torch
 
     from export.pipeline import run_ladder_export
     from models import build_model, load_model, save_model
 
-    out = workdir / "vits-ladder"
+    preset, changes = MODELS[model]
+    out = workdir / f"{model}-ladder"
     if not (out / "ladder.json").is_file():
         torch.manual_seed(0)
-        cfg = load_model("videomae-s").config.replace(image_size=160, num_frames=16)
-        save_model(build_model(cfg), workdir / "vits-16x160")
+        cfg = load_model(preset).config.replace(**changes)
+        save_model(build_model(cfg), workdir / model)
         _log(f"exporting {out}")
-        run_ladder_export(str(workdir / "vits-16x160"), out, reductions, name="vits", quiet=True)
+        run_ladder_export(str(workdir / model), out, reductions, name=model.replace("-", ""), quiet=True)
     return out
 
 
@@ -174,6 +178,7 @@ async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: in
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vit-s", choices=sorted(MODELS))
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
     parser.add_argument("--seconds", type=float, default=180.0, help="open-loop run per (load, server)")
     parser.add_argument("--loads", default="1.5,3", help="offered loads, x the unmerged rung's capacity")
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     reductions = parse_reductions(args.reductions)
-    ladder = vit_s_ladder(args.workdir, reductions)
+    ladder = model_ladder(args.workdir, args.model, reductions)
     fixed = ladder / read_ladder(ladder)[1][0].file
     data = make_clip(args.workdir).read_bytes()
     with Server(fixed) as url:
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     accuracy = demo_ladder(args.workdir, reductions) if args.accuracy else {}
-    print(f"\nViT-S 16x160, unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms, "
+    print(f"\n{args.model}, unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms, "
           f"{args.seconds:.0f} s per run\n")  # fmt: skip
     print("| load | server | offered/s | answered/s | p50 ms | p99 ms | 503s | clips per rung | load-weighted top-1 |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -147,7 +147,11 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     output stay fp32."""
     from onnxconverter_common import float16
 
-    keep = merger_nodes(proto)
+    # and every Cast to float: the converter retypes a Cast's output but not its `to` (the
+    # integer merge statistics' sizes are cast to float in the blocks and the head)
+    casts = (n for n in proto.graph.node if n.op_type == "Cast")
+    to_float = [n.name for n in casts if any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    keep = merger_nodes(proto) + to_float
     ops = float16.DEFAULT_OP_BLOCK_LIST + ["LayerNormalization", "Softmax"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "number truncated" notices for clamped constants

@@ -1,8 +1,10 @@
 """Dynamic batching: clips from one request's views and from concurrent requests are
 grouped into one model call (up to `max_batch`, waiting at most `max_wait_ms`).
 
-The queue is bounded; `submit` raises `QueueFullError` instead of piling up. A backend error
-fails only the requests of that batch.
+The queue is bounded; `submit` raises `QueueFullError` instead of piling up. An upload takes
+its room with `admission(clips)` before it is decoded, so an overloaded server refuses it
+without spending the decoding on it, and the load policy sees every clip in the server
+(queued, in a batch, or still decoding). A backend error fails only the requests of that batch.
 
 A ladder of merge ratios: a job may be pinned to a rung; a batch holds either pinned jobs of
 one rung or auto jobs, whose rung `choose(queued_clips)` picks when the batch starts. A model
@@ -12,8 +14,9 @@ of one rung has only rung 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +34,13 @@ class _Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+@dataclass
+class Ticket:
+    """Room held for a request's clips while it decodes (`Batcher.admission`)."""
+
+    clips: int
+
+
 class Batcher:
     def __init__(
         self,
@@ -44,7 +54,8 @@ class Batcher:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.max_queue, self.on_batch, self.choose = max_queue, on_batch, choose
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.pending_clips = 0
+        self.pending_clips = 0  # queued or in a batch
+        self.admitted_clips = 0  # held by requests still decoding (`admission`)
         self._carried: _Job | None = None  # taken from the queue, but for another rung: starts the next batch
         self._task: asyncio.Task | None = None
 
@@ -58,11 +69,38 @@ class Batcher:
         if self._task:
             self._task.cancel()
 
-    async def submit(self, clips: np.ndarray, rung: int | None = None) -> tuple[np.ndarray, float, int]:
-        """Queue `[n, ...]` clips (on `rung`, or where the policy puts them); returns their
-        logits `[n, classes]`, the queue wait (s) and the rung they ran on."""
-        if self.pending_clips + len(clips) > self.max_queue:
-            raise QueueFullError(f"{self.pending_clips} clips are waiting (limit {self.max_queue})")
+    @property
+    def load(self) -> int:
+        """Clips in the server: queued, in a batch, or held by requests still decoding."""
+        return self.pending_clips + self.admitted_clips
+
+    @contextlib.contextmanager
+    def admission(self, clips: int) -> Iterator[Ticket]:
+        """Hold room for `clips` while a request decodes; `QueueFullError` (before any work)
+        when there is none. Submitting with the ticket turns the hold into queued clips."""
+        self._make_room(clips)
+        ticket = Ticket(clips)
+        self.admitted_clips += clips
+        try:
+            yield ticket
+        finally:
+            self.admitted_clips -= ticket.clips
+
+    def _make_room(self, clips: int) -> None:
+        if self.load + clips > self.max_queue:
+            raise QueueFullError(f"{self.load} clips are waiting (limit {self.max_queue})")
+
+    async def submit(
+        self, clips: np.ndarray, rung: int | None = None, ticket: Ticket | None = None
+    ) -> tuple[np.ndarray, float, int]:
+        """Queue `[n, ...]` clips (on `rung`, or where the policy puts them; with the room
+        `ticket` holds, else only if there is room); returns their logits `[n, classes]`, the
+        queue wait (s) and the rung they ran on."""
+        if ticket is not None and ticket.clips:
+            self.admitted_clips -= ticket.clips
+            ticket.clips = 0
+        else:
+            self._make_room(len(clips))
         job = _Job(clips, asyncio.get_running_loop().create_future(), rung)
         self.pending_clips += len(clips)
         await self.queue.put(job)
@@ -84,7 +122,7 @@ class Batcher:
                     break
                 jobs.append(job)
                 size += len(job.clips)
-            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.pending_clips))
+            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.load))
 
     async def _run(self, jobs: list[_Job], rung: int) -> None:
         live = [j for j in jobs if not j.future.done()]  # a disconnected client's job is cancelled

@@ -27,7 +27,7 @@ from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
 from media.sampling import Sampling, window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
 from service.backends import Backend
-from service.batcher import Batcher, QueueFullError
+from service.batcher import Batcher, QueueFullError, Ticket
 from service.ladder import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
 from service.postprocess import Prediction, average_views, softmax, top_k
 from service.segments import Segment, segments
@@ -194,12 +194,14 @@ class Classifier:
         except ValueError as err:
             raise VideoError("bad_option", str(err)) from None
 
-    async def infer(self, tensor: np.ndarray, rung: int | None = None) -> tuple[np.ndarray, float, float, Rung]:
+    async def infer(
+        self, tensor: np.ndarray, rung: int | None = None, ticket: Ticket | None = None
+    ) -> tuple[np.ndarray, float, float, Rung]:
         """`[n, 3, T, S, S]` through the batcher on `rung` (None: the load policy's choice):
         logits `[n, classes]`, queue and inference seconds, the rung it ran on. Raises
-        `QueueFullError` when the bounded queue has no room."""
+        `QueueFullError` when the bounded queue has no room (and `ticket` holds none)."""
         started = time.perf_counter()
-        logits, queue_s, ran = await self.batcher.submit(tensor, rung)
+        logits, queue_s, ran = await self.batcher.submit(tensor, rung, ticket)
         return logits, queue_s, time.perf_counter() - started - queue_s, self.rungs[ran]
 
     async def classify(self, source: Source, opts: ClassifyOptions, started: float | None = None) -> Classification:
@@ -212,13 +214,15 @@ class Classifier:
             raise VideoError("bad_option", f"num_clips x crops is over {self.max_views} views")
         pinned = self.rung_index(opts.reduction)
         explainer = self._explainer(pinned) if opts.explain else None
-        clip = await self._load(source, opts.views)
         merges = None
-        if explainer is not None:
-            logits, merges, queue_s, infer_s = await self._explain(explainer, clip)
-            rung = explainer
-        else:
-            logits, queue_s, infer_s, rung = await self.infer(clip.tensor, pinned)
+        with self.batcher.admission(opts.views.num_clips * opts.views.crops) as ticket:  # refused before decoding
+            clip = await self._load(source, opts.views)
+            self.policy.observe_outside(clip.decode_s + clip.preprocess_s)
+            if explainer is not None:
+                logits, merges, queue_s, infer_s = await self._explain(explainer, clip)
+                rung = explainer
+            else:
+                logits, queue_s, infer_s, rung = await self.infer(clip.tensor, pinned, ticket)
         return Classification(
             model=self.name,
             predictions=top_k(average_views(logits), meta.labels, opts.top_k),

@@ -71,7 +71,8 @@ def _validate(args: argparse.Namespace) -> int:
 
             data = None if args.calib in (None, "generated") else args.calib  # default: generated clips
             path = write_ir(path, Path(tmp) / "model.xml", calibration_clips(model.input_spec, args.calib_clips, data))
-        options = BackendOptions(args.backend or "auto", args.precision or "auto", check=False)  # this is the check
+        # as the server would open it (bf16: the whole model, or its merge decisions in fp32), then held to PyTorch
+        options = BackendOptions(args.backend or "auto", args.precision or "auto")
         backend = load_backend(path, options)
         name = f"{backend.provider} {backend.precision}"
         report = validate(model, backend.run, name, backend.precision)  # raises ValidationError (exit 2) on a FAIL

@@ -2,10 +2,12 @@
 
 The policy is a few pure functions (`predicted_seconds`, `choose_rung`, `ewma`) and one small
 stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
-their level measured online from every batch — and the rung in use). For each batch of auto
-requests it picks the least-merged rung whose predicted completion of everything queued, plus
-one more full batch (a request arriving now first waits for the batch in flight), meets the
-latency target; it climbs the ladder as the queue grows and comes back down only when a lower
+their level measured online from every batch — the time a request spends outside the model
+(decoding and preprocessing, measured online), and the rung in use). For each batch of auto
+requests it picks the least-merged rung whose predicted completion of every clip in the
+server (queued, or admitted and still decoding), plus one more full batch (a request arriving
+now first waits for the batch in flight), plus a request's own time outside the model, meets
+the latency target; it climbs the ladder as the queue grows and comes back down only when a lower
 rung predicts well inside the target (hysteresis), so it does not flap. It never refuses
 work: when no rung meets the target it uses the most merged one, and the bounded queue stays
 the only source of 503s.
@@ -90,13 +92,20 @@ class LoadPolicy:
         self.costs = list(costs)  # seconds per clip per rung, least merged first
         self.target_s, self.alpha = target_s, alpha
         self.in_flight = in_flight  # clips of the batch a new request may find running (max_batch)
+        self.outside_s = 0.0  # a request's seconds outside the model (decoding, preprocessing): EWMA
         self.current = 0
 
     def choose(self, queued_clips: int) -> int:
+        """`queued_clips`: every clip in the server (queued, in a batch, or still decoding)."""
         if self.target_s is None:  # no target: always the least-merged rung
             return 0
-        self.current = choose_rung(queued_clips + self.in_flight, self.costs, self.target_s, self.current)
+        budget = max(0.0, self.target_s - self.outside_s)  # what the model's share of the target is
+        self.current = choose_rung(queued_clips + self.in_flight, self.costs, budget, self.current)
         return self.current
+
+    def observe_outside(self, seconds: float) -> None:
+        """A request's measured seconds outside the model (its decoding and preprocessing)."""
+        self.outside_s = ewma(self.outside_s, seconds, self.alpha) if self.outside_s else seconds
 
     def predict(self, clips: int, rung: int) -> float:
         return predicted_seconds(clips, self.costs[rung])

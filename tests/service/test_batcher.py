@@ -1,0 +1,60 @@
+"""Dynamic batching's bounded queue: room is taken at admission, before any decoding, and the
+load policy sees every clip in the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher, QueueFullError
+
+
+def _batcher(seen: list, max_queue: int = 4) -> Batcher:
+    def run(clips: np.ndarray, rung: int) -> np.ndarray:
+        return np.zeros((len(clips), 2), np.float32)
+
+    def choose(load: int) -> int:
+        seen.append(load)
+        return 0
+
+    return Batcher(run, max_batch=8, max_wait_ms=1, max_queue=max_queue, choose=choose)
+
+
+def test_admission_holds_room_while_decoding_and_hands_it_to_the_queue():
+    async def scenario():
+        seen: list[int] = []
+        batcher = _batcher(seen)
+        batcher.start()
+        with batcher.admission(3) as ticket:  # a request of 3 views is decoding
+            assert batcher.load == 3
+            with pytest.raises(QueueFullError, match="3 clips are waiting"), batcher.admission(2):
+                pass  # refused before it decodes anything
+            with pytest.raises(QueueFullError):
+                await batcher.submit(np.zeros((2, 1)))  # a tensor request sees the same bound
+            assert batcher.load == 3  # the refusals took nothing
+            logits, _, rung = await batcher.submit(np.zeros((3, 1)), ticket=ticket)  # the hold becomes queue
+            assert logits.shape == (3, 2) and rung == 0 and ticket.clips == 0
+        assert batcher.load == 0 and seen == [3]  # the policy was asked with the clips in the server
+        with batcher.admission(4):
+            pass  # released: the whole queue is free again
+        with batcher.admission(1):
+            assert batcher.load == 1
+        assert batcher.load == 0  # a request that fails while decoding gives its room back
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_policy_counts_clips_still_decoding():
+    async def scenario():
+        seen: list[int] = []
+        batcher = _batcher(seen, max_queue=16)
+        batcher.start()
+        with batcher.admission(5), batcher.admission(1) as ticket:
+            await batcher.submit(np.zeros((1, 1)), ticket=ticket)
+        assert seen == [6]  # 5 decoding + the 1 being batched
+        await batcher.stop()
+
+    asyncio.run(scenario())
