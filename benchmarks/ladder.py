@@ -15,6 +15,10 @@
 4. `--accuracy`: the demo exported as the same ladder, each rung's top-1 on 360 generated
    clips of a seed it never saw (`benchmarks.experiments.unseen_data`), and the
    load-weighted top-1 of each ladder run (its shares x those top-1s).
+5. `--memory`: instead of the load runs, the memory each rung adds when the ladder is opened
+   as `sttm serve` opens it (each rung its own compiled model; no runtime here shares weights
+   between graphs), per backend, in a fresh process: its private (anonymous) memory after
+   each rung is loaded and warmed up.
 Prints JSON lines as it goes and a markdown table at the end.
 """
 
@@ -49,6 +53,15 @@ def _log(msg: str) -> None:
 MODELS = {"vit-s": ("videomae-s", {"image_size": 160, "num_frames": 16}), "videomae-b": ("videomae-b", {})}
 
 
+REDUCTIONS = "0,0.25,0.38,0.5"
+
+
+def _suffix(reductions: list[float]) -> str:
+    """Work directories of other rungs than the default ones are kept apart."""
+    default = [float(r) for r in REDUCTIONS.split(",")]
+    return "" if reductions == default else "-" + "-".join(f"{r:g}" for r in reductions)
+
+
 def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
     """`model` (`MODELS`: a preset, resized) with random weights (seed 0), exported as a ladder."""
     import torch
@@ -57,7 +70,7 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
     from models import build_model, load_model, save_model
 
     preset, changes = MODELS[model]
-    out = workdir / f"{model}-ladder"
+    out = workdir / f"{model}-ladder{_suffix(reductions)}"
     if not (out / "ladder.json").is_file():
         torch.manual_seed(0)
         cfg = load_model(preset).config.replace(**changes)
@@ -73,7 +86,7 @@ def demo_ladder(workdir: Path, reductions: list[float]) -> dict[float, dict]:
     from export.ladder import read_ladder
     from export.pipeline import run_ladder_export
 
-    out = workdir / "demo-ladder"
+    out = workdir / f"demo-ladder{_suffix(reductions)}"
     if not (out / "ladder.json").is_file():
         _log(f"exporting {out} and evaluating each rung")
         run_ladder_export("demo", out, reductions, name="demo", eval_data=unseen_data(12345), eval_split="all",
@@ -89,6 +102,36 @@ def make_clip(workdir: Path) -> Path:
         rng = np.random.default_rng(0)
         write_mp4(path, rng.integers(0, 255, (32, 160, 160, 3), dtype=np.uint8))
     return path
+
+
+_MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+from export.ladder import read_ladder
+from service.backends import BackendOptions, load_backend
+def anon():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("RssAnon:"))
+ladder, kind = Path(sys.argv[1]), sys.argv[2]
+held, sizes = [], [anon()]
+for rung in read_ladder(ladder)[1]:
+    backend = load_backend(ladder / rung.file, BackendOptions(kind))
+    backend.warm_up((1, 2))
+    held.append(backend)
+    sizes.append(anon())
+added = [round((b - a) / 2**20) for a, b in zip(sizes, sizes[1:])]
+print(json.dumps({"kind": kind, "precision": held[0].precision, "mb": added, "total_mb": round(sizes[-1] / 2**20)}))
+"""
+
+
+def rung_memory(ladder: Path) -> list[dict]:
+    """Per backend: the private memory each rung adds, loaded one after the other."""
+    rows = []
+    for kind in ("onnxruntime", "openvino"):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(ladder), kind], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1], check=True).stdout  # fmt: skip
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 class Server:
@@ -184,8 +227,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loads", default="1.5,3", help="offered loads, x the unmerged rung's capacity")
     parser.add_argument("--target-x", type=float, default=4.0,
                         help="STTM_LATENCY_TARGET_MS of the ladder, x the unmerged seconds per clip")  # fmt: skip
-    parser.add_argument("--reductions", default="0,0.25,0.38,0.5")
+    parser.add_argument("--reductions", default=REDUCTIONS)
     parser.add_argument("--accuracy", action="store_true", help="also the demo ladder's top-1 per rung")
+    parser.add_argument("--memory", action="store_true", help="only the memory each rung adds, per backend")
+    parser.add_argument("--servers", default="fixed,ladder", help="which servers to run at each load")
+    parser.add_argument("--capacity", type=float, help="unmerged clips/s of an earlier run (not re-probed)")
     args = parser.parse_args(argv)
 
     from export.ladder import parse_reductions, read_ladder
@@ -193,18 +239,27 @@ def main(argv: list[str] | None = None) -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     reductions = parse_reductions(args.reductions)
     ladder = model_ladder(args.workdir, args.model, reductions)
+    if args.memory:
+        print(f"\n{args.model} ladder: private memory each rung adds (MB), loaded in order, warmed up\n")
+        print("| backend | precision | " + " | ".join(f"rung {r:g}" for r in reductions) + " | process total |")
+        print("|---|---|" + "---|" * (len(reductions) + 1))
+        for row in rung_memory(ladder):
+            print(
+                f"| {row['kind']} | {row['precision']} | " + " | ".join(map(str, row["mb"])) + f" | {row['total_mb']} |"
+            )
+        return
     fixed = ladder / read_ladder(ladder)[1][0].file
     data = make_clip(args.workdir).read_bytes()
-    with Server(fixed) as url:
-        capacity = asyncio.run(closed_loop(url, data, concurrency=4, requests=30))
+    capacity = args.capacity
+    if capacity is None:
+        with Server(fixed) as url:
+            capacity = asyncio.run(closed_loop(url, data, concurrency=4, requests=30))
     target_ms = 1000 * args.target_x / capacity
     _log(f"unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms")
     rows = []
     for load in (float(x) for x in args.loads.split(",")):
-        for kind, model, env in (
-            ("fixed", fixed, {}),
-            ("ladder", ladder, {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}),
-        ):
+        servers = (("fixed", fixed, {}), ("ladder", ladder, {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}))
+        for kind, model, env in (s for s in servers if s[0] in args.servers.split(",")):
             with Server(model, **env) as url:
                 row = {"load": load, "server": kind, **asyncio.run(open_loop(url, data, load * capacity, args.seconds))}
             rows.append(row)
