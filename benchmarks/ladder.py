@@ -202,6 +202,7 @@ async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: in
             await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
             tasks.append(asyncio.create_task(_one(client, url, data, results, time.perf_counter())))
         await asyncio.gather(*tasks)
+        metrics = (await client.get(f"{url}/metrics")).text
     ok = [r for r in results if r[0] == 200]
     span = max(r[3] for r in results) - started
     latencies = sorted(r[1] for r in ok)
@@ -216,6 +217,22 @@ async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: in
         "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
         "share": {f"{k:g}": v / len(ok) for k, v in sorted(shares.items())},
+        "actual_over_predicted": _batch_bias(metrics),
+    }
+
+
+def _batch_bias(metrics: str) -> dict[str, float]:
+    """Per rung: the summed actual model time of its batches over what the policy predicted
+    for them (`sttm_batch_seconds`): > 1 means the policy's costs ran low."""
+    sums: dict[tuple[str, str], float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("sttm_batch_seconds_sum{"):
+            labels = dict(part.split("=") for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            sums[(labels["reduction"].strip('"'), labels["kind"].strip('"'))] = float(line.split()[-1])
+    return {
+        r: round(a / sums[(r, "predicted")], 3)
+        for (r, k), a in sums.items()
+        if k == "actual" and sums.get((r, "predicted"))
     }
 
 
