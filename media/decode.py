@@ -43,12 +43,12 @@ class VideoInfo:
     frames: int  # estimated from duration x rate (or counted from packets)
 
 
-def _decoder_options(limits: Limits) -> dict[str, str]:
+def decoder_options(limits: Limits) -> dict[str, str]:
     """FFmpeg decoder options: a decoder refuses (allocates no) frames over the pixel limit."""
     return {"max_pixels": str(limits.max_pixels)}
 
 
-def _open(source: Source, limits: Limits) -> av.container.InputContainer:
+def open_container(source: Source, limits: Limits) -> av.container.InputContainer:
     """Open and probe, in one of `CONTAINERS`. FFmpeg's probe may decode a first frame; the
     decoder options keep it from allocating one over the pixel limit (`_info` then refuses it)."""
     if isinstance(source, str | Path):
@@ -57,14 +57,14 @@ def _open(source: Source, limits: Limits) -> av.container.InputContainer:
         source = io.BytesIO(source)
     check_sample_tables(source, limits.max_duration_s)
     try:
-        return av.open(source, mode="r", metadata_errors="ignore", options=_decoder_options(limits),
+        return av.open(source, mode="r", metadata_errors="ignore", options=decoder_options(limits),
                        container_options={"format_whitelist": CONTAINERS})  # fmt: skip
     except av.FFmpegError as err:
         reason = err.strerror or str(err)
         raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None
 
 
-def _stream(container, limits: Limits) -> av.video.stream.VideoStream:
+def video_stream(container, limits: Limits) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         raise VideoError("no_video_stream", f"the file has no video stream (streams: {', '.join(kinds) or 'none'})")
@@ -72,7 +72,7 @@ def _stream(container, limits: Limits) -> av.video.stream.VideoStream:
     if stream.codec_context is None:  # an unknown or damaged codec id
         raise VideoError("unsupported_codec", "no decoder for the video stream's codec")
     stream.thread_type = "SLICE"  # frame threading measured slower on 2 cores
-    stream.codec_context.options = _decoder_options(limits)  # in-band size changes too
+    stream.codec_context.options = decoder_options(limits)  # in-band size changes too
     return stream
 
 
@@ -114,11 +114,11 @@ def _count_packets(container, stream) -> int:
 
 def probe(source: Source, limits: Limits = Limits()) -> VideoInfo:
     """Header facts only; raises VideoError on anything unusable."""
-    with _open(source, limits) as container:
-        return _info(container, _stream(container, limits), limits)
+    with open_container(source, limits) as container:
+        return _info(container, video_stream(container, limits), limits)
 
 
-def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     scale = short_side / min(width, height)
     return max(short_side, round(width * scale)), max(short_side, round(height * scale))
 
@@ -137,8 +137,8 @@ def read_frames(
     Returns:
         frames `[*indices.shape, H, W, 3]` uint8, the indices used (absolute), and the info.
     """
-    with _open(source, limits) as container:
-        stream = _stream(container, limits)
+    with open_container(source, limits) as container:
+        stream = video_stream(container, limits)
         info = _info(container, stream, limits)
         indices = np.asarray(plan(info) if callable(plan) else plan, dtype=np.int64)
         wanted = np.unique(indices)
@@ -180,8 +180,8 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
                     continue
                 ctx.skip_frame = "DEFAULT"
                 if size is None:
-                    size = _output_size(frame.width, frame.height, short_side)
-                array = _convert(frame, size)
+                    size = output_size(frame.width, frame.height, short_side)
+                array = convert_frame(frame, size)
                 while k < len(wanted) and wanted[k] <= index:  # VFR gaps: the next frame stands in
                     out[int(wanted[k])] = array
                     k += 1
@@ -206,7 +206,7 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
     return [out[int(i)] for i in wanted]
 
 
-def _convert(frame, size: tuple[int, int]) -> np.ndarray:
+def convert_frame(frame, size: tuple[int, int]) -> np.ndarray:
     """RGB scaled to `size` (w, h, as stored) by FFmpeg's scaler, then rotated upright
     (the display matrix rotates counter-clockwise by `frame.rotation` degrees)."""
     w, h = size

@@ -25,7 +25,7 @@ import numpy as np
 
 from media.clip import InputSpec
 from media.container import CONTAINERS
-from media.decode import Limits, Source, _convert, _decoder_options, _open, _output_size, _stream
+from media.decode import Limits, Source, convert_frame, decoder_options, open_container, output_size, video_stream
 from media.errors import VideoError
 from media.sampling import sample_indices
 from media.transforms import crop, normalize
@@ -163,7 +163,7 @@ def open_url(url: str, timeout_s: float, limits: Limits) -> av.container.InputCo
         raise VideoError("bad_url", f"only {', '.join(URL_SCHEMES)} URLs are read, not {scheme!r}")
     micros = str(int(timeout_s * 1e6))
     options = {"protocol_whitelist": PROTOCOLS, "format_whitelist": URL_FORMATS, "rw_timeout": micros,
-               **_decoder_options(limits)}  # fmt: skip
+               **decoder_options(limits)}  # fmt: skip
     if scheme.startswith("rtsp"):
         options |= {"rtsp_transport": "tcp", "timeout": micros}
     else:
@@ -179,11 +179,11 @@ def _open_any(source: Source | Pipe, timeout_s: float, limits: Limits):
         return open_url(source, timeout_s, limits)
     if isinstance(source, Pipe):
         try:
-            return av.open(source, mode="r", metadata_errors="ignore", options=_decoder_options(limits),
+            return av.open(source, mode="r", metadata_errors="ignore", options=decoder_options(limits),
                            container_options={"format_whitelist": CONTAINERS})  # fmt: skip
         except (av.FFmpegError, TimeoutError) as err:
             raise VideoError("not_a_video", f"not a readable WebM/Matroska or MP4 stream ({err})") from None
-    return _open(source, limits)
+    return open_container(source, limits)
 
 
 def read_windows(
@@ -216,7 +216,7 @@ def read_windows(
     busy_since = time.perf_counter()
     container = _open_any(source, timeout_s, limits)
     with container:
-        stream = _stream(container, limits)
+        stream = video_stream(container, limits)
         ctx = stream.codec_context
         if ctx.width * ctx.height > limits.max_pixels:
             raise VideoError("too_large", f"{ctx.width}x{ctx.height} is over the limit of {limits.max_pixels} pixels")
@@ -243,8 +243,8 @@ def read_windows(
                     continue  # over max_fps: thinned out (never converted)
                 kept_t = t
                 if size is None:
-                    size = _output_size(frame.width, frame.height, spec.short_side)
-                pixels = crop(_convert(frame, size), spec.size)[0]  # (S, S, 3)
+                    size = output_size(frame.width, frame.height, spec.short_side)
+                pixels = crop(convert_frame(frame, size), spec.size)[0]  # (S, S, 3)
                 progress.frames += 1
                 end_s = max(end_s, t + step)
                 now = time.monotonic()
