@@ -48,7 +48,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
     if precision in ("bf16", "fp16") and options.check:
         reference = _compiled(core, model, "fp32", options.threads)  # compiled once: the check and the fallback
         try:
-            infer, provider = _checked(core, path, meta, precision, infer, reference, options.threads)
+            infer, provider = _checked(core, model, meta, precision, infer, reference, options.threads)
         except ValidationError as err:
             reason = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
                      f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs), " \
@@ -62,7 +62,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
     return Backend(_logits(infer), meta, path, provider, precision, explain)
 
 
-def _checked(core: openvino.Core, path: Path, meta: ModelMetadata, precision: str, infer, reference, threads: int):
+def _checked(core: openvino.Core, model, meta: ModelMetadata, precision: str, infer, reference, threads: int):
     """The fastest form of `precision` that agrees with fp32: the whole model in it, else
     the merge decisions in fp32 (`_decisions_in_fp32`). Raises `ValidationError` (the whole
     model's) when neither agrees."""
@@ -71,7 +71,7 @@ def _checked(core: openvino.Core, path: Path, meta: ModelMetadata, precision: st
         return infer, "openvino:CPU"
     except ValidationError as err:
         whole = err
-    exact = _decisions_in_fp32(core, path, precision, threads)
+    exact = _decisions_in_fp32(core, model, precision, threads)
     if exact is None:
         raise whole
     try:
@@ -81,11 +81,12 @@ def _checked(core: openvino.Core, path: Path, meta: ModelMetadata, precision: st
     return exact, "openvino:CPU (merge decisions in fp32)"
 
 
-def _decisions_in_fp32(core: openvino.Core, path: Path, precision: str, threads: int):
+def _decisions_in_fp32(core: openvino.Core, model, precision: str, threads: int):
     """The model as two compiled parts, `video -> [outputs]`: every node that a merge
     decision (TopK) depends on, in fp32; the rest in `precision`, fed the tensors it reads
-    from the first part. None when the model makes no decisions (nothing merges)."""
-    exact_part, rest = core.read_model(str(path)), core.read_model(str(path))
+    from the first part. None when the model makes no decisions (nothing merges). `model`
+    is not changed: the parts are cut from two copies of it."""
+    exact_part, rest = model.clone(), model.clone()
     twins = dict(zip((op.get_name() for op in rest.get_ordered_ops()), exact_part.get_ordered_ops()))
     decisions = [op for op in rest.get_ordered_ops() if op.get_type_name() == "TopK"]
     if not decisions:

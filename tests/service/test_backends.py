@@ -68,12 +68,14 @@ def test_the_split_at_the_merge_decisions_computes_the_same_model(tiny_onnx):
     from service.backends import ov
 
     core = openvino.Core()
-    whole = ov._compiled(core, core.read_model(str(DEMO_ONNX)), "fp32", 0)
-    split = ov._decisions_in_fp32(core, DEMO_ONNX, "fp32", 0)
+    model = core.read_model(str(DEMO_ONNX))
+    split = ov._decisions_in_fp32(core, model, "fp32", 0)
+    whole = ov._compiled(core, model, "fp32", 0)  # after the split: the model it was cut from is intact
     clips = moving_squares(load_backend(DEMO_ONNX, BackendOptions("onnxruntime")).meta.input_spec, 3)
     for a, b in zip(whole(clips), split(clips), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert ov._decisions_in_fp32(core, tiny_onnx, "fp32", 0) is None  # no decisions: nothing to split
+    unmerged = core.read_model(str(tiny_onnx))
+    assert ov._decisions_in_fp32(core, unmerged, "fp32", 0) is None  # no decisions: nothing to split
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
