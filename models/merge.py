@@ -1,8 +1,9 @@
 """Token-merging math as small pure functions (no state, no Python loops over tokens).
 
 Every merger here decides an *assignment* `A` of shape `[b, n', n]` (one-hot columns:
-token `i` goes to output slot `o` where `A[o, i] == 1`) and then applies it to features,
-sizes and positions alike with one matmul. This keeps merging inside an ONNX/TensorRT
+token `i` goes to output slot `o` where `A[o, i] == 1`) and then applies it: to features
+with one matmul, to the integer statistics (sizes, positions) with an integer product and
+sum (`add_assigned`). This keeps merging inside an ONNX/TensorRT
 graph: static shapes (n, n', m, r are Python ints), constant-K TopK, Equal + MatMul,
 no scatter, no masked in-place writes. Output slots keep the original token order
 (canonical order), so near-ties cannot reorder the tokens the next layer sees.
