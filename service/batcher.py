@@ -3,12 +3,12 @@ grouped into one model call (up to `max_batch`, waiting at most `max_wait_ms`).
 
 The queue is bounded; `submit` raises `QueueFullError` instead of piling up. An upload takes
 its room with `admission(clips)` before it is decoded, so an overloaded server refuses it
-without spending the decoding on it, and the load policy sees every clip in the server
-(queued, in a batch, or still decoding). A backend error fails only the requests of that batch.
+without spending the decoding on it. A backend error fails only the requests of that batch.
 
 A ladder of merge ratios: a job may be pinned to a rung; a batch holds either pinned jobs of
-one rung or auto jobs, whose rung `choose(queued_clips)` picks when the batch starts. A model
-of one rung has only rung 0.
+one rung or auto jobs, whose rung `choose(backlog)` picks when the batch starts from every
+request in the server (`Waiting`: how long it has been in, its clips, whether it is decoded),
+in the order they will run. A model of one rung has only rung 0.
 """
 
 from __future__ import annotations
@@ -26,19 +26,30 @@ class QueueFullError(RuntimeError):
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     clips: np.ndarray  # (n, 3, T, S, S)
     future: asyncio.Future
     rung: int | None = None  # pinned rung, or None: the load policy chooses
+    arrived: float = field(default_factory=time.perf_counter)  # admitted (before decoding) or submitted
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
+@dataclass(eq=False)
 class Ticket:
     """Room held for a request's clips while it decodes (`Batcher.admission`)."""
 
     clips: int
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A request in the server, as the load policy sees it."""
+
+    age_s: float  # since it arrived (was admitted, before decoding)
+    clips: int
+    decoded: bool  # False: still decoding, its model work not yet queued
 
 
 class Batcher:
@@ -49,13 +60,13 @@ class Batcher:
         max_wait_ms: float,
         max_queue: int,
         on_batch: Callable[[int, float, int], None] = lambda size, seconds, rung: None,
-        choose: Callable[[int], int] = lambda queued_clips: 0,  # the rung for a batch of auto jobs
+        choose: Callable[[list[Waiting]], int] = lambda backlog: 0,  # the rung for a batch of auto jobs
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.max_queue, self.on_batch, self.choose = max_queue, on_batch, choose
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.pending_clips = 0  # queued or in a batch
-        self.admitted_clips = 0  # held by requests still decoding (`admission`)
+        self._jobs: dict[_Job, None] = {}  # queued or in a batch, in the order they will run
+        self._decoding: dict[Ticket, None] = {}  # room held by requests still decoding (`admission`)
         self._carried: _Job | None = None  # taken from the queue, but for another rung: starts the next batch
         self._task: asyncio.Task | None = None
 
@@ -64,15 +75,27 @@ class Batcher:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        while not self.queue.empty() or self.pending_clips:
+        while not self.queue.empty() or self._jobs:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
 
     @property
+    def pending_clips(self) -> int:
+        """Clips queued or in a batch."""
+        return sum(len(job.clips) for job in self._jobs)
+
+    @property
     def load(self) -> int:
         """Clips in the server: queued, in a batch, or held by requests still decoding."""
-        return self.pending_clips + self.admitted_clips
+        return self.pending_clips + sum(ticket.clips for ticket in self._decoding)
+
+    def backlog(self) -> list[Waiting]:
+        """Every request in the server in the order it will run: queued ones (submit order),
+        then those still decoding (admission order)."""
+        now = time.perf_counter()
+        queued = [Waiting(now - job.arrived, len(job.clips), True) for job in self._jobs]
+        return queued + [Waiting(now - t.arrived, t.clips, False) for t in self._decoding]
 
     @contextlib.contextmanager
     def admission(self, clips: int) -> Iterator[Ticket]:
@@ -80,11 +103,11 @@ class Batcher:
         when there is none. Submitting with the ticket turns the hold into queued clips."""
         self._make_room(clips)
         ticket = Ticket(clips)
-        self.admitted_clips += clips
+        self._decoding[ticket] = None
         try:
             yield ticket
         finally:
-            self.admitted_clips -= ticket.clips
+            self._decoding.pop(ticket, None)
 
     def _make_room(self, clips: int) -> None:
         if self.load + clips > self.max_queue:
@@ -96,13 +119,14 @@ class Batcher:
         """Queue `[n, ...]` clips (on `rung`, or where the policy puts them; with the room
         `ticket` holds, else only if there is room); returns their logits `[n, classes]`, the
         queue wait (s) and the rung they ran on."""
-        if ticket is not None and ticket.clips:
-            self.admitted_clips -= ticket.clips
-            ticket.clips = 0
+        if ticket is not None and ticket in self._decoding:
+            del self._decoding[ticket]
+            arrived = ticket.arrived
         else:
             self._make_room(len(clips))
-        job = _Job(clips, asyncio.get_running_loop().create_future(), rung)
-        self.pending_clips += len(clips)
+            arrived = time.perf_counter()
+        job = _Job(clips, asyncio.get_running_loop().create_future(), rung, arrived)
+        self._jobs[job] = None
         await self.queue.put(job)
         return await job.future
 
@@ -122,7 +146,7 @@ class Batcher:
                     break
                 jobs.append(job)
                 size += len(job.clips)
-            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.load))
+            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.backlog()))
 
     async def _run(self, jobs: list[_Job], rung: int) -> None:
         live = [j for j in jobs if not j.future.done()]  # a disconnected client's job is cancelled
@@ -143,7 +167,8 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(err)
         finally:
-            self.pending_clips -= sum(len(j.clips) for j in jobs)
+            for job in jobs:
+                del self._jobs[job]
 
     def _chunked(self, batch: np.ndarray, rung: int) -> np.ndarray:
         """One request may bring more views than max_batch: run them in model-sized chunks."""

@@ -1,16 +1,20 @@
 """A ladder of merge ratios served as one model, and the load policy that picks a rung per batch.
 
-The policy is a few pure functions (`predicted_seconds`, `choose_rung`, `ewma`) and one small
+The policy is a few pure functions (`latest_finish`, `choose_rung`, `ewma`) and one small
 stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
 their level measured online from every batch — the time a request spends outside the model
-(decoding and preprocessing, measured online), and the rung in use). For each batch of auto
-requests it picks the least-merged rung whose predicted completion of every clip in the
-server (queued, or admitted and still decoding), plus one more full batch (a request arriving
-now first waits for the batch in flight), plus a request's own time outside the model, meets
-the latency target; it climbs the ladder as the queue grows and comes back down only when a lower
-rung predicts well inside the target (hysteresis), so it does not flap. It never refuses
-work: when no rung meets the target it uses the most merged one, and the bounded queue stays
-the only source of 503s.
+(decoding and preprocessing, measured online), and the rung in use).
+
+For each batch of auto requests it picks the least-merged rung on which every request in the
+server — queued, in this batch, or still decoding — and one arriving now finishes within the
+latency target, counting from when each arrived: a request's finish is the time it has
+already spent (at least its decoding) plus the model time of every clip up to and including
+its own; the newcomer also waits for one full batch (the one that will be running). Requests
+that have waited long push the ladder up before the queue is long, which is what keeps the
+tail (p99), not only the mean, inside the target. The policy climbs at once and comes back
+down only when a lower rung predicts well inside the target (hysteresis), so it does not
+flap. It never refuses work: when no rung meets the target it uses the most merged one, and
+the bounded queue stays the only source of 503s.
 
 A single model is a ladder of one rung, and without a target every auto batch runs on the
 least-merged rung: exactly the server without a ladder.
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from export.ladder import is_ladder, read_ladder, rung_name
 from service.backends import Backend, BackendOptions, ModelLoadError, load_backend
+from service.batcher import Waiting
 
 # Descend to a less-merged rung only when it predicts at most this fraction of the target:
 # a queue that hovers around one rung's limit does not make batches alternate between rungs.
@@ -58,33 +63,41 @@ def predicted_seconds(queued_clips: int, cost_per_clip: float) -> float:
     return queued_clips * cost_per_clip
 
 
+def latest_finish(backlog: Sequence[tuple[float, int]], cost_per_clip: float) -> float:
+    """When the last of `backlog` — `(seconds already spent, clips)` per request, in the order
+    they run, one at a time — finishes, counted from each one's arrival."""
+    done, latest = 0, 0.0
+    for spent, clips in backlog:
+        done += clips
+        latest = max(latest, spent + done * cost_per_clip)
+    return latest
+
+
 def ewma(previous: float, sample: float, alpha: float = EWMA_ALPHA) -> float:
     """Exponentially weighted mean: `alpha` of the new sample, the rest of the history."""
     return alpha * sample + (1 - alpha) * previous
 
 
-def choose_rung(
-    queued_clips: int, costs: Sequence[float], target_s: float, current: int, descend_below: float = DESCEND_BELOW
-) -> int:
-    """The rung (index into `costs`, least merged first) for a batch when `queued_clips` wait.
+def choose_rung(finish: Sequence[float], target_s: float, current: int, descend_below: float = DESCEND_BELOW) -> int:
+    """The rung (index, least merged first) for a batch, from each rung's predicted `finish`.
 
     Climb at once to the least-merged rung that meets `target_s` (the most merged one when
     none does); descend from `current` only to a rung predicting at most `descend_below *
     target_s`, else stay (unless `current` itself now misses the target and a lower rung
-    meets it). The choice is a fixed point: asked again with the same queue, it stays."""
-    fits = [i for i, c in enumerate(costs) if predicted_seconds(queued_clips, c) <= target_s]
-    want = fits[0] if fits else len(costs) - 1
+    meets it). The choice is a fixed point: asked again with the same finishes, it stays."""
+    fits = [i for i, f in enumerate(finish) if f <= target_s]
+    want = fits[0] if fits else len(finish) - 1
     if want >= current or current not in fits:
         return want
     for i in range(want, current):
-        if predicted_seconds(queued_clips, costs[i]) <= descend_below * target_s:
+        if finish[i] <= descend_below * target_s:
             return i
     return current
 
 
 class LoadPolicy:
-    """The rung for each batch of auto requests: `choose(queued_clips) -> rung index`;
-    `observe` feeds it each batch's measured time. Runs on the event loop (no locking)."""
+    """The rung for each batch of auto requests: `choose(backlog) -> rung index`; `observe`
+    feeds it each batch's measured time. Runs on the event loop (no locking)."""
 
     def __init__(
         self, costs: Sequence[float], target_s: float | None, in_flight: int = 0, alpha: float = EWMA_ALPHA
@@ -95,13 +108,18 @@ class LoadPolicy:
         self.outside_s = 0.0  # a request's seconds outside the model (decoding, preprocessing): EWMA
         self.current = 0
 
-    def choose(self, queued_clips: int) -> int:
-        """`queued_clips`: every clip in the server (queued, in a batch, or still decoding)."""
+    def choose(self, backlog: Sequence[Waiting]) -> int:
+        """`backlog`: every request in the server, in the order they will run."""
         if self.target_s is None:  # no target: always the least-merged rung
             return 0
-        budget = max(0.0, self.target_s - self.outside_s)  # what the model's share of the target is
-        self.current = choose_rung(queued_clips + self.in_flight, self.costs, budget, self.current)
+        self.current = choose_rung([self.finish(backlog, cost) for cost in self.costs], self.target_s, self.current)
         return self.current
+
+    def finish(self, backlog: Sequence[Waiting], cost_per_clip: float) -> float:
+        """The latest finish of `backlog` and of a request arriving now, on a rung of this cost.
+        A request still decoding will have spent at least a typical decoding before its clips run."""
+        spent = [(w.age_s if w.decoded else max(w.age_s, self.outside_s), w.clips) for w in backlog]
+        return latest_finish([*spent, (self.outside_s, self.in_flight)], cost_per_clip)
 
     def observe_outside(self, seconds: float) -> None:
         """A request's measured seconds outside the model (its decoding and preprocessing)."""

@@ -8,15 +8,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, QueueFullError
+from service.batcher import Batcher, QueueFullError, Waiting
 
 
 def _batcher(seen: list, max_queue: int = 4) -> Batcher:
     def run(clips: np.ndarray, rung: int) -> np.ndarray:
         return np.zeros((len(clips), 2), np.float32)
 
-    def choose(load: int) -> int:
-        seen.append(load)
+    def choose(backlog: list[Waiting]) -> int:
+        seen.append([(w.clips, w.decoded) for w in backlog])
         return 0
 
     return Batcher(run, max_batch=8, max_wait_ms=1, max_queue=max_queue, choose=choose)
@@ -35,8 +35,8 @@ def test_admission_holds_room_while_decoding_and_hands_it_to_the_queue():
                 await batcher.submit(np.zeros((2, 1)))  # a tensor request sees the same bound
             assert batcher.load == 3  # the refusals took nothing
             logits, _, rung = await batcher.submit(np.zeros((3, 1)), ticket=ticket)  # the hold becomes queue
-            assert logits.shape == (3, 2) and rung == 0 and ticket.clips == 0
-        assert batcher.load == 0 and seen == [3]  # the policy was asked with the clips in the server
+            assert logits.shape == (3, 2) and rung == 0
+        assert batcher.load == 0 and seen == [[(3, True)]]  # the policy was asked with the clips in the server
         with batcher.admission(4):
             pass  # released: the whole queue is free again
         with batcher.admission(1):
@@ -54,7 +54,7 @@ def test_the_policy_counts_clips_still_decoding():
         batcher.start()
         with batcher.admission(5), batcher.admission(1) as ticket:
             await batcher.submit(np.zeros((1, 1)), ticket=ticket)
-        assert seen == [6]  # 5 decoding + the 1 being batched
+        assert seen == [[(1, True), (5, False)]]  # the 1 being batched, then 5 decoding
         await batcher.stop()
 
     asyncio.run(scenario())

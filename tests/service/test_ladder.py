@@ -15,53 +15,86 @@ from hypothesis import strategies as st
 from export.ladder import LADDER_FILE, RungEntry, parse_reductions, write_ladder
 from service.app import create_app
 from service.backends import BackendOptions, ModelLoadError
+from service.batcher import Waiting
 from service.cli import main
-from service.ladder import DESCEND_BELOW, LoadPolicy, choose_rung, ewma, load_rungs, predicted_seconds
+from service.ladder import (
+    DESCEND_BELOW,
+    LoadPolicy,
+    choose_rung,
+    ewma,
+    latest_finish,
+    load_rungs,
+    predicted_seconds,
+)
 from service.settings import Settings
 from tests.service.conftest import TINY_META, write_tiny_onnx
 
 costs_st = st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=5)
-queue_st = st.integers(0, 256)
+finish_st = st.lists(st.floats(0.0, 20.0), min_size=1, max_size=5)
+backlog_st = st.lists(st.tuples(st.floats(0.0, 5.0), st.integers(1, 8)), max_size=20)  # (seconds spent, clips)
 target_st = st.floats(1e-3, 10.0)
 
 
-def _fits(queued, cost, target):
-    return predicted_seconds(queued, cost) <= target
+def _queued(*clips: int, age_s: float = 0.0) -> list[Waiting]:
+    return [Waiting(age_s, n, True) for n in clips]
 
 
 @settings(max_examples=300, deadline=None)
-@given(costs_st, queue_st, target_st, st.data())
-def test_choose_rung_meets_the_target_when_any_rung_can_and_is_a_fixed_point(costs, queued, target, data):
-    current = data.draw(st.integers(0, len(costs) - 1))
-    rung = choose_rung(queued, costs, target, current)
-    assert 0 <= rung < len(costs)
-    fitting = [i for i, c in enumerate(costs) if _fits(queued, c, target)]
+@given(finish_st, target_st, st.data())
+def test_choose_rung_meets_the_target_when_any_rung_can_and_is_a_fixed_point(finish, target, data):
+    current = data.draw(st.integers(0, len(finish) - 1))
+    rung = choose_rung(finish, target, current)
+    assert 0 <= rung < len(finish)
+    fitting = [i for i, f in enumerate(finish) if f <= target]
     if fitting:
         assert rung in fitting and rung >= fitting[0]  # meets it, never less merged than the least that fits
     else:
-        assert rung == len(costs) - 1  # nothing fits: the most merged rung, never a refusal
+        assert rung == len(finish) - 1  # nothing fits: the most merged rung, never a refusal
     if rung < current:  # it came down: only to a rung well inside the target, or the current one missed it
-        assert predicted_seconds(queued, costs[rung]) <= DESCEND_BELOW * target or current not in fitting
-    assert choose_rung(queued, costs, target, rung) == rung  # asked again, it stays: no flapping
+        assert finish[rung] <= DESCEND_BELOW * target or current not in fitting
+    assert choose_rung(finish, target, rung) == rung  # asked again, it stays: no flapping
 
 
 @settings(max_examples=300, deadline=None)
-@given(costs_st, queue_st, queue_st, target_st, st.data())
-def test_choose_rung_climbs_as_the_queue_grows(costs, q1, q2, target, data):
+@given(backlog_st, backlog_st, costs_st)
+def test_latest_finish_counts_each_request_from_its_arrival(backlog, more, costs):
+    cost = costs[0]
+    latest = latest_finish(backlog, cost)
+    done = 0
+    for spent, clips in backlog:  # every request finishes by then
+        done += clips
+        assert spent + done * cost <= latest + 1e-9
+    assert latest_finish(backlog + more, cost) >= latest  # more work behind never finishes sooner
+    assert all(latest_finish(backlog, cost) <= latest_finish(backlog, c) + 1e-9 for c in costs if c >= cost)
+    total = sum(clips for _, clips in backlog)
+    assert latest_finish([(0.0, total)], cost) == pytest.approx(predicted_seconds(total, cost))  # a fresh queue
+
+
+@settings(max_examples=300, deadline=None)
+@given(costs_st, backlog_st, backlog_st, target_st, st.data())
+def test_choose_rung_climbs_as_work_and_waiting_grow(costs, backlog, more, target, data):
     costs = sorted(costs, reverse=True)  # more merged, cheaper
     current = data.draw(st.integers(0, len(costs) - 1))
-    low, high = sorted((q1, q2))
-    assert choose_rung(low, costs, target, current) <= choose_rung(high, costs, target, current)
-    assert choose_rung(0, costs, target, current) == 0  # an empty queue: back to the least merged
+    older = [(spent + data.draw(st.floats(0, 1)), clips) for spent, clips in backlog]  # the same queue, later
+
+    def rung(work):
+        return choose_rung([latest_finish(work, c) for c in costs], target, current)
+
+    assert rung(backlog) <= rung(backlog + more) and rung(backlog) <= rung(older)
+    assert rung([]) == 0  # an empty server: back to the least merged
 
 
 def test_hysteresis_holds_a_rung_inside_the_band():
     costs, target = [0.1, 0.05], 1.0  # rung 0 serves 10 clips in the target, rung 1 serves 20
-    assert choose_rung(12, costs, target, current=0) == 1  # 1.2 s on rung 0: climb
+
+    def finish(queued):
+        return [predicted_seconds(queued, c) for c in costs]
+
+    assert choose_rung(finish(12), target, current=0) == 1  # 1.2 s on rung 0: climb
     for queued in (9, 10, 9, 10):  # 0.9-1.0 s on rung 0: within the target, not within 80% of it
-        assert choose_rung(queued, costs, target, current=1) == 1
-        assert choose_rung(queued, costs, target, current=0) == 0
-    assert choose_rung(8, costs, target, current=1) == 0  # 0.8 s: well inside, come down
+        assert choose_rung(finish(queued), target, current=1) == 1
+        assert choose_rung(finish(queued), target, current=0) == 0
+    assert choose_rung(finish(8), target, current=1) == 0  # 0.8 s: well inside, come down
 
 
 @given(st.floats(0, 10), st.floats(0, 10), st.floats(0.01, 1))
@@ -72,22 +105,33 @@ def test_ewma_stays_between_history_and_sample(previous, sample, alpha):
 
 def test_load_policy_learns_costs_online_and_without_a_target_stays_least_merged():
     policy = LoadPolicy([0.01, 0.005], target_s=0.1, in_flight=2)  # a batch of 2 may be running
-    assert policy.choose(4) == 0 and policy.choose(9) == 1 and policy.current == 1
+    assert policy.choose(_queued(4)) == 0 and policy.choose(_queued(4, 5)) == 1 and policy.current == 1
     policy.observe(1, clips=4, seconds=0.2)  # rung 1 is slower than thought: 50 ms per clip
     assert 0.005 < policy.costs[1] < 0.05 and policy.predict(4, 1) == pytest.approx(4 * policy.costs[1])
     assert policy.costs[0] == pytest.approx(2 * policy.costs[1])  # the machine is slower: every rung with it
-    assert LoadPolicy([0.01, 0.005], target_s=None).choose(1000) == 0
+    assert LoadPolicy([0.01, 0.005], target_s=None).choose(_queued(1000)) == 0
+
+
+def test_load_policy_climbs_for_a_request_that_has_waited():
+    policy = LoadPolicy([0.01, 0.005], target_s=0.1)
+    assert policy.choose(_queued(1, 1)) == 0  # two fresh clips: 20 ms on rung 0
+    # the same two clips, but the first arrived 95 ms ago: 105 ms on rung 0, 100 ms on rung 1
+    assert policy.choose([Waiting(0.095, 1, True), Waiting(0.0, 1, True)]) == 1
 
 
 def test_load_policy_takes_the_time_outside_the_model_off_the_target():
     policy = LoadPolicy([0.01, 0.005], target_s=0.1)
-    assert policy.choose(8) == 0  # 80 ms of model time fits 100 ms
+    assert policy.choose(_queued(8)) == 0  # 80 ms of model time fits 100 ms
     policy.observe_outside(0.05)  # but each request also decodes for 50 ms
-    assert policy.choose(8) == 1  # 8 clips on rung 1: 40 ms + 50 ms
+    assert policy.choose(_queued(8)) == 1  # 8 clips on rung 1: 40 ms + 50 ms
     policy.observe_outside(0.01)
     assert 0.01 < policy.outside_s < 0.05  # an EWMA, after the first sample
     policy.observe_outside(0.5)
-    assert policy.choose(100) == 1  # nothing fits: the most merged rung, never a refusal
+    assert policy.choose(_queued(100)) == 1  # nothing fits: the most merged rung, never a refusal
+    policy = LoadPolicy([0.01, 0.005], target_s=0.1)
+    policy.observe_outside(0.06)
+    # a request still decoding for 10 ms so far will have decoded for ~60 ms before its 5 clips run
+    assert policy.choose([Waiting(0.01, 5, False)]) == 1  # 60 + 50 ms on rung 0 misses 100 ms, rung 1 fits
 
 
 def test_parse_reductions():
