@@ -6,9 +6,10 @@ its room with `admission(clips)` before it is decoded, so an overloaded server r
 without spending the decoding on it. A backend error fails only the requests of that batch.
 
 A ladder of merge ratios: a job may be pinned to a rung; a batch holds either pinned jobs of
-one rung or auto jobs, whose rung `choose(backlog)` picks when the batch starts from every
-request in the server (`Waiting`: how long it has been in, its clips, whether it is decoded),
-in the order they will run. A model of one rung has only rung 0.
+one rung or auto jobs, whose rung `choose(demand)` picks when the batch starts from the
+`Demand` on the server: every request in it (`Waiting`: how long it has been in, its clips,
+whether it is decoded) in the order they will run, and the clips admitted per second over
+the last `RATE_WINDOW_S`. A model of one rung has only rung 0.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -40,7 +42,7 @@ class Ticket:
     """Room held for a request's clips while it decodes (`Batcher.admission`)."""
 
     clips: int
-    arrived: float = field(default_factory=time.perf_counter)
+    arrived: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,17 @@ class Waiting:
     decoded: bool  # False: still decoding, its model work not yet queued
 
 
+@dataclass(frozen=True)
+class Demand:
+    """What the load policy sees when a batch of auto jobs starts."""
+
+    backlog: list[Waiting]  # every request in the server, in the order they will run
+    clips_per_s: float  # admitted over the last RATE_WINDOW_S
+
+
+RATE_WINDOW_S = 20.0  # the arrival rate is counted over this long: ~20 requests at 1/s
+
+
 class Batcher:
     def __init__(
         self,
@@ -60,13 +73,14 @@ class Batcher:
         max_wait_ms: float,
         max_queue: int,
         on_batch: Callable[[int, float, int], None] = lambda size, seconds, rung: None,
-        choose: Callable[[list[Waiting]], int] = lambda backlog: 0,  # the rung for a batch of auto jobs
+        choose: Callable[[Demand], int] = lambda demand: 0,  # the rung for a batch of auto jobs
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.max_queue, self.on_batch, self.choose = max_queue, on_batch, choose
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._jobs: dict[_Job, None] = {}  # queued or in a batch, in the order they will run
         self._decoding: dict[Ticket, None] = {}  # room held by requests still decoding (`admission`)
+        self._arrivals: deque[tuple[float, int]] = deque()  # (time, clips) admitted in the last RATE_WINDOW_S
         self._carried: _Job | None = None  # taken from the queue, but for another rung: starts the next batch
         self._task: asyncio.Task | None = None
 
@@ -90,20 +104,30 @@ class Batcher:
         """Clips in the server: queued, in a batch, or held by requests still decoding."""
         return self.pending_clips + sum(ticket.clips for ticket in self._decoding)
 
-    def backlog(self) -> list[Waiting]:
-        """Every request in the server in the order it will run: queued ones (submit order),
-        then those still decoding (admission order)."""
+    def demand(self) -> Demand:
+        """Every request in the server in the order it will run — queued ones (submit order),
+        then those still decoding (admission order) — and the recent arrival rate."""
         now = time.perf_counter()
         queued = [Waiting(now - job.arrived, len(job.clips), True) for job in self._jobs]
-        return queued + [Waiting(now - t.arrived, t.clips, False) for t in self._decoding]
+        decoding = [Waiting(now - t.arrived, t.clips, False) for t in self._decoding]
+        return Demand(queued + decoding, self._arrived(now, 0) / RATE_WINDOW_S)
+
+    def _arrived(self, now: float, clips: int) -> int:
+        """Record `clips` admitted at `now`; the clips admitted over the last RATE_WINDOW_S."""
+        if clips:
+            self._arrivals.append((now, clips))
+        while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
+            self._arrivals.popleft()
+        return sum(n for _, n in self._arrivals)
 
     @contextlib.contextmanager
     def admission(self, clips: int) -> Iterator[Ticket]:
         """Hold room for `clips` while a request decodes; `QueueFullError` (before any work)
         when there is none. Submitting with the ticket turns the hold into queued clips."""
         self._make_room(clips)
-        ticket = Ticket(clips)
+        ticket = Ticket(clips, time.perf_counter())
         self._decoding[ticket] = None
+        self._arrived(ticket.arrived, clips)
         try:
             yield ticket
         finally:
@@ -125,6 +149,7 @@ class Batcher:
         else:
             self._make_room(len(clips))
             arrived = time.perf_counter()
+            self._arrived(arrived, len(clips))
         job = _Job(clips, asyncio.get_running_loop().create_future(), rung, arrived)
         self._jobs[job] = None
         await self.queue.put(job)
@@ -146,7 +171,7 @@ class Batcher:
                     break
                 jobs.append(job)
                 size += len(job.clips)
-            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.backlog()))
+            await self._run(jobs, first.rung if first.rung is not None else self.choose(self.demand()))
 
     async def _run(self, jobs: list[_Job], rung: int) -> None:
         live = [j for j in jobs if not j.future.done()]  # a disconnected client's job is cancelled

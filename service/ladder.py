@@ -1,6 +1,6 @@
 """A ladder of merge ratios served as one model, and the load policy that picks a rung per batch.
 
-The policy is a few pure functions (`latest_finish`, `choose_rung`, `ewma`) and one small
+The policy is a few pure functions (`latest_finish`, `keeps_up`, `choose_rung`, `ewma`) and one small
 stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
 their level measured online from every batch — the time a request spends outside the model
 (decoding and preprocessing, measured online), and the rung in use).
@@ -10,8 +10,11 @@ server — queued, in this batch, or still decoding — and one arriving now fin
 latency target, counting from when each arrived: a request's finish is the time it has
 already spent (at least its decoding) plus the model time of every clip up to and including
 its own; the newcomer also waits for one full batch (the one that will be running). Requests
-that have waited long push the ladder up before the queue is long, which is what keeps the
-tail (p99), not only the mean, inside the target. The policy climbs at once and comes back
+that have waited long push the ladder up before the queue is long. And a rung that cannot
+keep up with the clips arriving (recent arrivals x its cost above `MAX_UTILISATION`) is not
+a candidate whatever the queue is now: it would let the next Poisson burst build a queue
+that no later batch can clear in time. Both keep the tail (p99), not only the mean, inside
+the target. The policy climbs at once and comes back
 down only when a lower rung predicts well inside the target (hysteresis), so it does not
 flap. It never refuses work: when no rung meets the target it uses the most merged one, and
 the bounded queue stays the only source of 503s.
@@ -28,11 +31,14 @@ from pathlib import Path
 
 from export.ladder import is_ladder, read_ladder, rung_name
 from service.backends import Backend, BackendOptions, ModelLoadError, load_backend
-from service.batcher import Waiting
+from service.batcher import Demand, Waiting
 
 # Descend to a less-merged rung only when it predicts at most this fraction of the target:
 # a queue that hovers around one rung's limit does not make batches alternate between rungs.
 DESCEND_BELOW = 0.8
+# A rung is a candidate only while arrivals keep it at most this busy: a queue in front of a
+# server busier than ~90% grows long in every burst (Poisson arrivals).
+MAX_UTILISATION = 0.9
 EWMA_ALPHA = 0.3  # weight of the newest batch in a rung's cost per clip
 
 
@@ -73,6 +79,11 @@ def latest_finish(backlog: Sequence[tuple[float, int]], cost_per_clip: float) ->
     return latest
 
 
+def keeps_up(clips_per_s: float, cost_per_clip: float, max_utilisation: float = MAX_UTILISATION) -> bool:
+    """Whether a rung of this cost serves clips arriving at this rate with room to spare."""
+    return clips_per_s * cost_per_clip <= max_utilisation
+
+
 def ewma(previous: float, sample: float, alpha: float = EWMA_ALPHA) -> float:
     """Exponentially weighted mean: `alpha` of the new sample, the rest of the history."""
     return alpha * sample + (1 - alpha) * previous
@@ -96,7 +107,7 @@ def choose_rung(finish: Sequence[float], target_s: float, current: int, descend_
 
 
 class LoadPolicy:
-    """The rung for each batch of auto requests: `choose(backlog) -> rung index`; `observe`
+    """The rung for each batch of auto requests: `choose(demand) -> rung index`; `observe`
     feeds it each batch's measured time. Runs on the event loop (no locking)."""
 
     def __init__(
@@ -108,11 +119,14 @@ class LoadPolicy:
         self.outside_s = 0.0  # a request's seconds outside the model (decoding, preprocessing): EWMA
         self.current = 0
 
-    def choose(self, backlog: Sequence[Waiting]) -> int:
-        """`backlog`: every request in the server, in the order they will run."""
+    def choose(self, demand: Demand) -> int:
         if self.target_s is None:  # no target: always the least-merged rung
             return 0
-        self.current = choose_rung([self.finish(backlog, cost) for cost in self.costs], self.target_s, self.current)
+        finish = [
+            self.finish(demand.backlog, cost) if keeps_up(demand.clips_per_s, cost) else float("inf")
+            for cost in self.costs
+        ]
+        self.current = choose_rung(finish, self.target_s, self.current)
         return self.current
 
     def finish(self, backlog: Sequence[Waiting], cost_per_clip: float) -> float:

@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from export.ladder import LADDER_FILE, RungEntry, parse_reductions, write_ladder
 from service.app import create_app
 from service.backends import BackendOptions, ModelLoadError
-from service.batcher import Waiting
+from service.batcher import Demand, Waiting
 from service.cli import main
 from service.ladder import (
     DESCEND_BELOW,
     LoadPolicy,
     choose_rung,
     ewma,
+    keeps_up,
     latest_finish,
     load_rungs,
     predicted_seconds,
@@ -35,8 +36,8 @@ backlog_st = st.lists(st.tuples(st.floats(0.0, 5.0), st.integers(1, 8)), max_siz
 target_st = st.floats(1e-3, 10.0)
 
 
-def _queued(*clips: int, age_s: float = 0.0) -> list[Waiting]:
-    return [Waiting(age_s, n, True) for n in clips]
+def _queued(*clips: int, age_s: float = 0.0, clips_per_s: float = 0.0) -> Demand:
+    return Demand([Waiting(age_s, n, True) for n in clips], clips_per_s)
 
 
 @settings(max_examples=300, deadline=None)
@@ -116,7 +117,17 @@ def test_load_policy_climbs_for_a_request_that_has_waited():
     policy = LoadPolicy([0.01, 0.005], target_s=0.1)
     assert policy.choose(_queued(1, 1)) == 0  # two fresh clips: 20 ms on rung 0
     # the same two clips, but the first arrived 95 ms ago: 105 ms on rung 0, 100 ms on rung 1
-    assert policy.choose([Waiting(0.095, 1, True), Waiting(0.0, 1, True)]) == 1
+    assert policy.choose(Demand([Waiting(0.095, 1, True), Waiting(0.0, 1, True)], 0.0)) == 1
+
+
+def test_load_policy_skips_a_rung_that_cannot_keep_up_with_arrivals():
+    policy = LoadPolicy([0.01, 0.005], target_s=0.1)
+    assert policy.choose(_queued(1, clips_per_s=50)) == 0  # rung 0 is 50% busy: fine
+    # one clip queued fits rung 0, but 95 clips/s keep rung 0 95% busy: the next burst would
+    # queue past the target, so rung 1 (48% busy) now
+    assert policy.choose(_queued(1, clips_per_s=95)) == 1
+    assert policy.choose(_queued(1, clips_per_s=1000)) == 1  # no rung keeps up: the most merged one
+    assert not keeps_up(95, 0.01) and keeps_up(90, 0.01) and keeps_up(0, 10.0)
 
 
 def test_load_policy_takes_the_time_outside_the_model_off_the_target():
@@ -131,7 +142,7 @@ def test_load_policy_takes_the_time_outside_the_model_off_the_target():
     policy = LoadPolicy([0.01, 0.005], target_s=0.1)
     policy.observe_outside(0.06)
     # a request still decoding for 10 ms so far will have decoded for ~60 ms before its 5 clips run
-    assert policy.choose([Waiting(0.01, 5, False)]) == 1  # 60 + 50 ms on rung 0 misses 100 ms, rung 1 fits
+    assert policy.choose(Demand([Waiting(0.01, 5, False)], 0.0)) == 1  # 60 + 50 ms on rung 0 misses 100 ms, rung 1 fits
 
 
 def test_parse_reductions():
