@@ -1,9 +1,11 @@
 """Token-merging math as small pure functions (no state, no Python loops over tokens).
 
-Every merger here decides an *assignment* `A` of shape `[b, n', n]` (one-hot columns:
-token `i` goes to output slot `o` where `A[o, i] == 1`) and then applies it: to features
-with one matmul, to the integer statistics (sizes, positions) with an integer product and
-sum (`add_assigned`). This keeps merging inside an ONNX/TensorRT
+Every merger here decides an *assignment* (`Assignment`): the one-hot matrix `A` of shape
+`[b, n', n]` (token `i` goes to output slot `o` where `A[o, i] == 1`), the token each slot
+starts from and the `r` tokens merged away; and then applies it: to features with one
+matmul, to the integer statistics (sizes, positions) exactly in integers (`add_assigned`:
+the kept tokens' rows gathered, plus an integer product and sum over only the `r` merged-away
+tokens). This keeps merging inside an ONNX/TensorRT
 graph: static shapes (n, n', m, r are Python ints), constant-K TopK, Equal + MatMul,
 no scatter, no masked in-place writes. Output slots keep the original token order
 (canonical order), so near-ties cannot reorder the tokens the next layer sees.
@@ -19,12 +21,26 @@ single frame (variance 0, velocity 0) into one with an arbitrary velocity.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 NUM_STATS = 9
 _BIG = 1e4  # larger than any cosine or distance used below
 _TIE = 1e-6  # deterministic tie-break: earlier tokens win exact ties
+
+
+class Assignment(NamedTuple):
+    """One merge decision (leading dims `...` = batch, and any broadcast dims)."""
+
+    matrix: torch.Tensor  # [..., n', n] float one-hot: token i goes to slot o where matrix[o, i] == 1
+    kept: torch.Tensor  # [..., n'] int64: the token each slot starts from (ascending)
+    merged: torch.Tensor  # [..., r] int64: the tokens merged away (into other slots)
+
+    def unsqueeze(self, dim: int) -> Assignment:
+        """The same decision with a broadcast dim inserted at leading position `dim` (>= 0)."""
+        return Assignment(self.matrix.unsqueeze(dim), self.kept.unsqueeze(dim), self.merged.unsqueeze(dim))
 
 
 def initial_stats(t: int, h: int, w: int) -> torch.Tensor:
@@ -56,24 +72,24 @@ def _one_hot_rows(index: torch.Tensor, n: int) -> torch.Tensor:
     return (index[..., :, None] == positions).float().sum(-2)  # indices are distinct
 
 
-def _assignment(dest: torch.Tensor, is_src: torch.Tensor, r: int) -> torch.Tensor:
-    """One-hot assignment from each token's destination.
+def _assignment(dest: torch.Tensor, is_src: torch.Tensor, src: torch.Tensor) -> Assignment:
+    """The assignment from each token's destination.
 
     Args:
         dest: `[b, n]` original index of the token each token ends up in.
         is_src: `[b, n]` 1.0 for tokens that merge away (exactly r per row).
-        r: tokens removed per row.
+        src: `[b, r]` the indices of those tokens.
     Returns:
-        `[b, n - r, n]` float; output slots are the kept tokens in original order.
+        matrix `[b, n - r, n]`, output slots the kept tokens in original order; kept; merged.
     """
-    n = dest.shape[-1]
+    n, r = dest.shape[-1], src.shape[-1]
     positions = torch.arange(n, device=dest.device, dtype=torch.int32)
     # Kept tokens sorted back to original order with a constant-K TopK (no argsort), on
     # integer keys: a runtime that lowers float math to bf16 (exact for integers up to 256
     # only) would tie a late kept token with a merged-away one and leave a slot empty.
     key = positions + (is_src > 0).to(torch.int32) * n  # merged-away tokens sort last
     kept = torch.topk(-key, n - r, dim=-1).indices  # (b, n-r), ascending original index
-    return (dest[..., None, :] == kept[..., :, None]).float()  # (b, n-r, n)
+    return Assignment((dest[..., None, :] == kept[..., :, None]).float(), kept, src)  # (b, n-r, n)
 
 
 def dpc_knn_score(metric: torch.Tensor, k: int) -> torch.Tensor:
@@ -108,7 +124,7 @@ def sttm_assignment(metric: torch.Tensor, meta: int, r: int, k: int = 5) -> torc
         r: tokens merged away per group, 0 <= r <= n - meta.
         k: DPC-kNN neighbours.
     Returns:
-        `[b, n - r, n]` one-hot assignment.
+        the assignment (matrix `[b, n - r, n]`).
     """
     n = metric.shape[-2]
     if not (1 <= meta <= n - r and r >= 0):
@@ -124,7 +140,7 @@ def sttm_assignment(metric: torch.Tensor, meta: int, r: int, k: int = 5) -> torc
     is_src = _one_hot_rows(src_idx, n)  # (b, n)
     positions = torch.arange(n, device=metric.device).expand_as(match)
     dest = torch.where(is_src > 0, meta_idx.gather(-1, match), positions)  # (b, n)
-    return _assignment(dest, is_src, r)
+    return _assignment(dest, is_src, src_idx)
 
 
 def tome_assignment(metric: torch.Tensor, r: int) -> torch.Tensor:
@@ -135,7 +151,7 @@ def tome_assignment(metric: torch.Tensor, r: int) -> torch.Tensor:
         metric: `[b, n, d]` keys averaged over heads.
         r: tokens merged away, 0 <= r <= ceil(n / 2).
     Returns:
-        `[b, n - r, n]` one-hot assignment.
+        the assignment (matrix `[b, n - r, n]`).
     """
     n = metric.shape[-2]
     n_a = (n + 1) // 2
@@ -154,29 +170,38 @@ def tome_assignment(metric: torch.Tensor, r: int) -> torch.Tensor:
     b_pos = torch.arange(1, n, 2, device=metric.device).expand(*match.shape[:-1], n - n_a)  # (b, n_b)
     dest = torch.cat([dest_a, b_pos], -1).index_select(-1, order)  # (b, n)
     is_src = torch.cat([src_a, torch.zeros_like(b_pos, dtype=src_a.dtype)], -1).index_select(-1, order)
-    return _assignment(dest, is_src, r)
+    return _assignment(dest, is_src, 2 * src)  # A token a sits at 2a
 
 
-def merge_tokens(assign: torch.Tensor, x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_tokens(assign: Assignment, x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Size-weighted merge by an assignment (broadcasts over leading dims).
 
     Args:
-        assign: `[..., n', n]` one-hot.
+        assign: matrix `[..., n', n]`, kept `[..., n']`, merged `[..., r]`.
         x: `[..., n, c]` features.
         stats: `[..., n, 9]` additive statistics; `stats[..., 0]` is the size s.
     Returns:
         `x' = A (s x) / (A s)` `[..., n', c]` and `stats' = A stats` `[..., n', 9]`.
     """
     merged = add_assigned(assign, stats)  # (..., n', 9)
-    x = (assign @ (x * sizes(stats, x))) / sizes(merged, x)  # (..., n', c)
+    x = (assign.matrix @ (x * sizes(stats, x))) / sizes(merged, x)  # (..., n', c)
     return x, merged
 
 
-def add_assigned(assign: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-    """`A stats` in int32, exactly: `[..., n', n]` one-hot, `[..., n, k]` -> `[..., n', k]`.
-    A product and a sum rather than a matmul: TensorRT has no integer matmul (the
-    `[..., n', n, k]` product is a few MB per clip at VideoMAE-B's merges)."""
-    return (assign.to(stats.dtype).unsqueeze(-1) * stats.unsqueeze(-3)).sum(-2, dtype=stats.dtype)
+def add_assigned(assign: Assignment, stats: torch.Tensor) -> torch.Tensor:
+    """`A stats` in int32, exactly: `[..., n, k]` -> `[..., n', k]`. Each slot's own row,
+    gathered, plus the rows merged into it: an integer product and sum over the `r` merged-away
+    tokens only (TensorRT has no integer matmul; over all `n` tokens the product was most of
+    the merge's cost in bf16 and ToMe's, which merges in every block, several times over)."""
+    n_out, r, k = assign.kept.shape[-1], assign.merged.shape[-1], stats.shape[-1]
+    lead = stats.shape[:-2]
+
+    def rows(index: torch.Tensor) -> torch.Tensor:  # stats rows at `index [..., m]` -> [..., m, k]
+        return stats.gather(-2, index[..., None].expand(*lead, index.shape[-1], k))
+
+    into = assign.matrix.gather(-1, assign.merged[..., None, :].expand(*assign.matrix.shape[:-2], n_out, r))
+    joined = (into.to(stats.dtype).unsqueeze(-1) * rows(assign.merged).unsqueeze(-3)).sum(-2, dtype=stats.dtype)
+    return rows(assign.kept) + joined  # (..., n', k)
 
 
 def fuse_frame_pairs(x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,8 +61,8 @@ class ToMeMerge(Recorder):
         self.r = step.r
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        assign = tome_assignment(metric.mean(1), self.r)[:, None]  # (B', 1, n', n)
-        self._recorded(assign)
+        assign = tome_assignment(metric.mean(1), self.r).unsqueeze(1)  # matrix (B', 1, n', n)
+        self._recorded(assign.matrix)
         return merge_tokens(assign, x, stats)
 
 
@@ -73,8 +73,8 @@ class STTMMerge(Recorder):
         self.motion = MotionEmbedding(dim, grid)
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor, metric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        assign = sttm_assignment(metric.mean(1), self.meta, self.r, self.knn)[:, None]  # (B', 1, n', n)
-        self._recorded(assign)
+        assign = sttm_assignment(metric.mean(1), self.meta, self.r, self.knn).unsqueeze(1)  # matrix (B', 1, n', n)
+        self._recorded(assign.matrix)
         x, stats = merge_tokens(assign, x, stats)  # (B', F, n', C), (B', F, n', 9)
         return x + self.motion(stats), stats
 

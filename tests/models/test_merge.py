@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.merge import (
+    Assignment,
     _assignment,
+    add_assigned,
     initial_stats,
     merge_tokens,
     motion_features,
@@ -18,8 +20,13 @@ from models.merge import (
 from models.mergers import MotionEmbedding
 
 
-def _check_assignment(assign: torch.Tensor, n: int, r: int) -> None:
-    assert assign.shape[-2:] == (n - r, n)
+def _check_assignment(assignment: Assignment, n: int, r: int) -> None:
+    assign, kept, merged = assignment
+    assert assign.shape[-2:] == (n - r, n) and kept.shape[-1] == n - r and merged.shape[-1] == r
+    assert torch.equal(assign.gather(-1, kept[..., None]).squeeze(-1), torch.ones(kept.shape))  # slot o holds kept[o]
+    assert torch.equal(
+        torch.sort(torch.cat([kept, merged], -1), -1).values, torch.arange(n).expand(kept.shape[:-1] + (n,))
+    )
     assert torch.equal(assign.sum(-2), torch.ones(assign.shape[:-2] + (n,)))  # every token goes once
     assert bool((assign.sum(-1) >= 1).all())  # every output slot holds at least itself
 
@@ -30,8 +37,8 @@ def test_sttm_assignment_is_valid_and_keeps_meta_tokens(n, frac, meta_frac, seed
     meta = max(1, round(meta_frac * n))
     r = round(frac * (n - meta))
     metric = torch.randn(3, n, 8, generator=torch.Generator().manual_seed(seed))
-    assign = sttm_assignment(metric, meta, r)
-    _check_assignment(assign, n, r)
+    _check_assignment(sttm_assignment(metric, meta, r), n, r)
+    assign = sttm_assignment(metric, meta, r).matrix
     assert bool((assign.sum(-1) > 1).sum(-1).le(meta).all())  # only meta tokens absorb others
 
 
@@ -40,8 +47,8 @@ def test_sttm_assignment_is_valid_and_keeps_meta_tokens(n, frac, meta_frac, seed
 def test_tome_assignment_merges_a_into_b(n, frac, seed):
     r = round(frac * min((n + 1) // 2, n - 1))
     metric = torch.randn(2, n, 8, generator=torch.Generator().manual_seed(seed))
-    assign = tome_assignment(metric, r)
-    _check_assignment(assign, n, r)
+    _check_assignment(tome_assignment(metric, r), n, r)
+    assign = tome_assignment(metric, r).matrix
     # a slot holds at most one B (odd) token, and a slot with several members holds exactly one
     odd = assign[..., 1::2].sum(-1)  # (b, n')
     assert bool((odd <= 1).all())
@@ -51,7 +58,8 @@ def test_tome_assignment_merges_a_into_b(n, frac, seed):
 def test_output_slots_keep_original_order():
     dest = torch.tensor([[0, 0, 2, 3, 3, 5]])  # tokens 1 -> 0 and 4 -> 3 merge away
     is_src = torch.tensor([[0.0, 1.0, 0.0, 0.0, 1.0, 0.0]])
-    assign = _assignment(dest, is_src, 2)
+    assign, kept, merged = _assignment(dest, is_src, torch.tensor([[1, 4]]))
+    assert kept.tolist() == [[0, 2, 3, 5]] and merged.tolist() == [[1, 4]]
     expected = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1.0]])
     assert torch.equal(assign[0], expected)
 
@@ -59,7 +67,7 @@ def test_output_slots_keep_original_order():
 def test_zero_merges_is_identity():
     metric = torch.randn(2, 10, 4)
     for assign in (sttm_assignment(metric, 3, 0), tome_assignment(metric, 0)):
-        assert torch.equal(assign, torch.eye(10).expand(2, 10, 10))
+        assert torch.equal(assign.matrix, torch.eye(10).expand(2, 10, 10))
 
 
 @settings(max_examples=30, deadline=None)
@@ -98,8 +106,8 @@ def test_motion_features_are_the_moments_of_the_merged_patches(grid, outputs, se
     gen = torch.Generator().manual_seed(seed)
     n0 = grid[0] * grid[1] * grid[2]
     dest = torch.randint(0, outputs, (n0,), generator=gen)
-    assign = torch.nn.functional.one_hot(dest, outputs).T.float()[None]  # (1, outputs, n0)
-    _, stats = merge_tokens(assign, torch.zeros(1, n0, 1), initial_stats(*grid)[None])
+    assign = torch.nn.functional.one_hot(dest, outputs).T.int()  # (outputs, n0)
+    stats = (assign.unsqueeze(-1) * initial_stats(*grid)).sum(-2, dtype=torch.int32)[None]  # (1, outputs, 9)
     feats = motion_features(stats, grid)[0].double()
     t, h, w = (g.reshape(-1).double() for g in torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij"))
     t, h, w = (t + 0.5) / grid[0], (h + 0.5) / grid[1], (w + 0.5) / grid[2]
@@ -131,7 +139,7 @@ def test_merge_is_size_weighted_average():
     x = torch.tensor([[[1.0], [3.0], [10.0]]])
     stats = initial_stats(1, 1, 3)[None].clone()
     stats[..., 0] = torch.tensor([1, 3, 1])  # sizes
-    assign = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    assign = Assignment(torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]), torch.tensor([[0, 2]]), torch.tensor([[1]]))
     merged, merged_stats = merge_tokens(assign, x, stats)
     torch.testing.assert_close(merged, torch.tensor([[[2.5], [10.0]]]))  # (1*1 + 3*3) / 4
     assert torch.equal(merged_stats[..., 0], torch.tensor([[4, 1]], dtype=torch.int32))
@@ -163,6 +171,20 @@ def test_motion_branch_starts_as_exact_noop(seed):
 
 def test_decisions_are_deterministic_with_ties():
     metric = torch.ones(2, 12, 4)  # every token identical: only the tie-break decides
-    assert torch.equal(sttm_assignment(metric, 3, 5), sttm_assignment(metric, 3, 5))
-    assert torch.equal(sttm_assignment(metric, 3, 5)[0], sttm_assignment(metric, 3, 5)[1])
-    assert torch.equal(tome_assignment(metric, 4), tome_assignment(metric, 4))
+    assert torch.equal(sttm_assignment(metric, 3, 5).matrix, sttm_assignment(metric, 3, 5).matrix)
+    assert torch.equal(sttm_assignment(metric, 3, 5).matrix[0], sttm_assignment(metric, 3, 5).matrix[1])
+    assert torch.equal(tome_assignment(metric, 4).matrix, tome_assignment(metric, 4).matrix)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 40), frac=st.floats(0, 1), frames=st.integers(1, 3), seed=st.integers(0, 999))
+def test_statistics_merge_exactly_as_the_full_product(n, frac, frames, seed):
+    """The kept rows plus the merged-away rows equal `A stats` over every token, broadcast
+    over frames that share a decision (TimeSformer's tubes)."""
+    gen = torch.Generator().manual_seed(seed)
+    metric = torch.randn(2, n, 8, generator=gen)
+    tome_r = round(frac * min((n + 1) // 2, n - 1))
+    for assign in (sttm_assignment(metric, 1, round(frac * (n - 1))), tome_assignment(metric, tome_r)):
+        stats = torch.randint(0, 10**6, (2, frames, n, 9), generator=gen, dtype=torch.int32)
+        full = (assign.matrix.long()[:, None, :, :, None] * stats.long()[:, :, None]).sum(-2)  # (2, F, n', 9)
+        assert torch.equal(add_assigned(assign.unsqueeze(1), stats), full.int())
