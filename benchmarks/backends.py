@@ -5,12 +5,14 @@ exported graph.
 
     python -m benchmarks.backends [--model videomae-b] [--reduction 0.38] [--repeats 5]
                                   [--merges none tome sttm] [--calib-clips 8]
+                                  [--runtimes "openvino bf16" ...]
 
 Each model is exported (and validated against PyTorch), and exported again as an int8
 OpenVINO IR (`sttm export --format openvino --precision int8 --calib generated`: NNCF,
 calibrated on `--calib-clips` generated clips, held to PyTorch by the int8 gate); each
 backend x precision is opened as the server opens it (`service.backends.load_backend`, the
-load-time precision check included: a refused combination is listed with its reason). Input: one clip of a generated
+load-time precision check included: a refused combination is listed with its reason);
+`--runtimes` times only those (e.g. many repeats of one precision). Input: one clip of a generated
 10 s 640x272 H.264 video, decoded and sampled by `media.load_clip`. Runners are timed
 interleaved so machine noise hits all alike; median of `--repeats`, batch 1.
 """
@@ -32,6 +34,7 @@ from media import load_clip
 from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
 
+PYTORCH = "pytorch eager"
 RUNTIMES = {  # name -> how the server opens it
     "onnxruntime fp32 plain graph": BackendOptions("onnxruntime", "fp32", fuse=False),
     "onnxruntime fp32": BackendOptions("onnxruntime", "fp32"),  # attention in ORT's fused kernel
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[speed_flags()])
     parser.add_argument("--merges", nargs="+", default=["none", "tome", "sttm"], choices=["none", "tome", "sttm"])
     parser.add_argument("--calib-clips", type=int, default=8, help="int8 calibration clips (generated)")
+    parser.add_argument("--runtimes", nargs="+", default=[PYTORCH, *RUNTIMES], choices=[PYTORCH, *RUNTIMES])
     args = parser.parse_args(argv)
     runners, refused, gflops, gate = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -56,16 +60,18 @@ def main(argv: list[str] | None = None) -> None:
             gflops[merge] = model.gflops()
             path = Path(scratch) / f"{merge}.onnx"
             run_export(args.model, path, merge=merge, reduction=reduction, quiet=True)
-            try:
-                ir = run_export(args.model, path.with_suffix(".xml"), merge=merge, reduction=reduction, quiet=True,
-                                fmt="openvino", precision="int8", calib="generated", calib_clips=args.calib_clips,
-                                ir_runner=_served)  # fmt: skip
-                gate[merge] = ir.reports[-1].max_abs_diff
-            except ValidationError as err:
-                refused[(merge, "openvino int8")] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"
-            runners[(merge, "pytorch eager")] = lambda m=model: m(torch.from_numpy(video)).numpy()
+            if "openvino int8" in args.runtimes:  # calibrated only when asked for
+                try:
+                    ir = run_export(args.model, path.with_suffix(".xml"), merge=merge, reduction=reduction, quiet=True,
+                                    fmt="openvino", precision="int8", calib="generated", calib_clips=args.calib_clips,
+                                    ir_runner=_served)  # fmt: skip
+                    gate[merge] = ir.reports[-1].max_abs_diff
+                except ValidationError as err:
+                    refused[(merge, "openvino int8")] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"
+            if PYTORCH in args.runtimes:
+                runners[(merge, PYTORCH)] = lambda m=model: m(torch.from_numpy(video)).numpy()
             for name, options in RUNTIMES.items():
-                if (merge, name) in refused:
+                if (merge, name) in refused or name not in args.runtimes:
                     continue
                 try:
                     file = path.with_suffix(".xml") if options.precision == "int8" else path
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                 except ModelLoadError as err:
                     refused[(merge, name)] = str(err).split(": ", 1)[-1]
         seconds = interleaved_medians(runners, args.repeats)
-    base = seconds[("none", "onnxruntime fp32")]
+    base = seconds.get(("none", "onnxruntime fp32"))  # the baseline column, when it was timed
     print(f"# {args.model}, batch 1, model only, torch {torch.__version__}, {platform.machine()}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}, reduction {args.reduction}")  # fmt: skip
     print("| merge | runtime | GFLOPs (MACs) | latency ms | vs ORT fp32 none | vs same runtime none |")
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     for (merge, name), sec in seconds.items():
         own = seconds.get(("none", name))
         vs_own = f"{own / sec:.2f}x" if own else "-"
-        print(f"| {merge} | {name} | {gflops[merge]:.1f} | {sec * 1000:.0f} | {base / sec:.2f}x | {vs_own} |")
+        vs_base = f"{base / sec:.2f}x" if base else "-"
+        print(f"| {merge} | {name} | {gflops[merge]:.1f} | {sec * 1000:.0f} | {vs_base} | {vs_own} |")
     for merge, diff in gate.items():
         print(f"# {merge}: int8 IR vs PyTorch max abs logit diff {diff:.3g} (gate 0.1)")
     for (merge, name), reason in refused.items():
