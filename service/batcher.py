@@ -110,15 +110,16 @@ class Batcher:
         now = time.perf_counter()
         queued = [Waiting(now - job.arrived, len(job.clips), True) for job in self._jobs]
         decoding = [Waiting(now - t.arrived, t.clips, False) for t in self._decoding]
-        return Demand(queued + decoding, self._arrived(now, 0) / RATE_WINDOW_S)
+        self._forget_arrivals(now)
+        return Demand(queued + decoding, sum(n for _, n in self._arrivals) / RATE_WINDOW_S)
 
-    def _arrived(self, now: float, clips: int) -> int:
-        """Record `clips` admitted at `now`; the clips admitted over the last RATE_WINDOW_S."""
-        if clips:
-            self._arrivals.append((now, clips))
+    def _record_arrival(self, now: float, clips: int) -> None:
+        self._arrivals.append((now, clips))
+        self._forget_arrivals(now)  # bounded even when no auto batch asks for the rate
+
+    def _forget_arrivals(self, now: float) -> None:
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        return sum(n for _, n in self._arrivals)
 
     @contextlib.contextmanager
     def admission(self, clips: int) -> Iterator[Ticket]:
@@ -127,7 +128,7 @@ class Batcher:
         self._make_room(clips)
         ticket = Ticket(clips, time.perf_counter())
         self._decoding[ticket] = None
-        self._arrived(ticket.arrived, clips)
+        self._record_arrival(ticket.arrived, clips)
         try:
             yield ticket
         finally:
@@ -149,7 +150,7 @@ class Batcher:
         else:
             self._make_room(len(clips))
             arrived = time.perf_counter()
-            self._arrived(arrived, len(clips))
+            self._record_arrival(arrived, len(clips))
         job = _Job(clips, asyncio.get_running_loop().create_future(), rung, arrived)
         self._jobs[job] = None
         await self.queue.put(job)

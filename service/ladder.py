@@ -122,18 +122,19 @@ class LoadPolicy:
     def choose(self, demand: Demand) -> int:
         if self.target_s is None:  # no target: always the least-merged rung
             return 0
+        work = self.work(demand.backlog)  # the same for every rung: formed once
         finish = [
-            self.finish(demand.backlog, cost) if keeps_up(demand.clips_per_s, cost) else float("inf")
-            for cost in self.costs
+            latest_finish(work, cost) if keeps_up(demand.clips_per_s, cost) else float("inf") for cost in self.costs
         ]
         self.current = choose_rung(finish, self.target_s, self.current)
         return self.current
 
-    def finish(self, backlog: Sequence[Waiting], cost_per_clip: float) -> float:
-        """The latest finish of `backlog` and of a request arriving now, on a rung of this cost.
-        A request still decoding will have spent at least a typical decoding before its clips run."""
+    def work(self, backlog: Sequence[Waiting]) -> list[tuple[float, int]]:
+        """`(seconds spent, clips)` of `backlog` and of a request arriving now, in the order they
+        run. A request still decoding will have spent at least a typical decoding before its
+        clips run; the newcomer also waits for one full batch (`in_flight`)."""
         spent = [(w.age_s if w.decoded else max(w.age_s, self.outside_s), w.clips) for w in backlog]
-        return latest_finish([*spent, (self.outside_s, self.in_flight)], cost_per_clip)
+        return [*spent, (self.outside_s, self.in_flight)]
 
     def observe_outside(self, seconds: float) -> None:
         """A request's measured seconds outside the model (its decoding and preprocessing)."""
