@@ -49,6 +49,32 @@ def test_openvino_fp32_matches_onnx_runtime_and_reads_the_metadata(tiny_onnx):
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
+def test_openvino_runs_fixed_batch_sizes_in_chunks(tiny_onnx):
+    """Compiled for a batch of 1 and of `max_batch` (static shapes): any batch runs as
+    largest-batch chunks and single clips, in order, with the same answers as ONNX Runtime."""
+    from service.backends import ov
+
+    served = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", max_batch=2))
+    reference = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
+    clips = moving_squares(served.meta.input_spec, 5)
+    np.testing.assert_allclose(served(clips), reference(clips), atol=1e-4)
+    calls = []
+
+    def fixed(size):
+        def run(video, more):
+            assert len(video) == len(more) == size  # every input is cut alike
+            calls.append(size)
+            return [video * size, more]
+
+        return run
+
+    video, more = np.arange(7.0)[:, None], np.arange(7)[:, None]
+    outputs = ov._batched({1: fixed(1), 4: fixed(4)})(video, more)
+    assert calls == [4, 1, 1, 1]
+    np.testing.assert_array_equal(outputs[0][:, 0], [0, 4, 8, 12, 4, 5, 6])
+    np.testing.assert_array_equal(outputs[1], more)
+
+
 def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_onnx, monkeypatch):
     low = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
     assert low.precision == "bf16"  # the tiny model passes the check
