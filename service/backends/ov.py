@@ -78,8 +78,9 @@ def load(path: Path, options: BackendOptions) -> Backend:
     return Backend(_logits(infer), meta, path, provider, precision, explain)
 
 
-def _checked(core: openvino.Core, model, meta: ModelMetadata, precision: str, infer: Infer, reference: Infer,
-             threads: int) -> tuple[Infer, str]:
+def _checked(
+    core: openvino.Core, model, meta: ModelMetadata, precision: str, infer: Infer, reference: Infer, threads: int
+) -> tuple[Infer, str]:
     """The fastest form of `precision` that agrees with fp32: the whole model in it, else
     the merge decisions in fp32 (`_decisions_in_fp32`). Raises `ValidationError` (the whole
     model's) when neither agrees."""
