@@ -35,12 +35,12 @@ from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
 
 PYTORCH = "pytorch eager"
-RUNTIMES = {  # name -> how the server opens it
-    "onnxruntime fp32 plain graph": BackendOptions("onnxruntime", "fp32", fuse=False),
-    "onnxruntime fp32": BackendOptions("onnxruntime", "fp32"),  # attention in ORT's fused kernel
-    "openvino fp32": BackendOptions("openvino", "fp32"),
-    "openvino bf16": BackendOptions("openvino", "bf16"),
-    "openvino int8": BackendOptions("openvino", "int8"),
+RUNTIMES = {  # name -> how the server opens it, for batches of 1 (OpenVINO: no max-batch model besides)
+    "onnxruntime fp32 plain graph": BackendOptions("onnxruntime", "fp32", max_batch=1, fuse=False),
+    "onnxruntime fp32": BackendOptions("onnxruntime", "fp32", max_batch=1),  # attention in ORT's fused kernel
+    "openvino fp32": BackendOptions("openvino", "fp32", max_batch=1),
+    "openvino bf16": BackendOptions("openvino", "bf16", max_batch=1),
+    "openvino int8": BackendOptions("openvino", "int8", max_batch=1),
 }
 
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _served(path: Path, precision: str):
     """An IR as the server runs it (`sttm export` validates with the same)."""
-    return load_backend(path, BackendOptions("openvino", precision, check=False)).run
+    return load_backend(path, BackendOptions("openvino", precision, max_batch=1, check=False)).run
 
 
 if __name__ == "__main__":

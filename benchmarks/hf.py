@@ -84,7 +84,7 @@ def ours(out: Path, clip: str, repeats: int) -> None:
     from service.backends import BackendOptions, load_backend
 
     for variant, kind, precision in RUNS:
-        backend = load_backend(out / f"videomae-b-{variant}.onnx", BackendOptions(kind, precision))
+        backend = load_backend(out / f"videomae-b-{variant}.onnx", BackendOptions(kind, precision, max_batch=1))
         backend.warm_up()
 
         def run(backend=backend):

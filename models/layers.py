@@ -38,6 +38,8 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self._qkv(x).reshape(B, N, 3, self.heads, C // self.heads)  # (B, N, 3, h, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d)
+        if bias is not None:
+            bias = bias.to(q.dtype)  # the sizes' log is fp32; SDPA wants the mask in q's dtype (fp16 on GPUs)
         if self.explicit:
             attn = (q @ k.transpose(-2, -1)) * self.scale  # (B, h, N, N)
             if bias is not None:

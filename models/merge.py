@@ -184,7 +184,9 @@ def merge_tokens(assign: Assignment, x: torch.Tensor, stats: torch.Tensor) -> tu
         `x' = A (s x) / (A s)` `[..., n', c]` and `stats' = A stats` `[..., n', 9]`.
     """
     merged = add_assigned(assign, stats)  # (..., n', 9)
-    x = (assign.matrix @ (x * sizes(stats, x))) / sizes(merged, x)  # (..., n', c)
+    x = (assign.matrix.to(x.dtype) @ (x * sizes(stats, x))) / sizes(
+        merged, x
+    )  # (..., n', c); one-hot: exact in any dtype
     return x, merged
 
 
