@@ -253,8 +253,8 @@ async def bench(
     """Drive `URL + endpoint` with the clip at each concurrency level; a report for `render`.
 
     `warmup` requests are sent (and not counted) before the first level. With `pid`, the
-    server's RSS is read after answer number `rss_mark` (counted over all levels) and at
-    the end; `ConnectionError`/`FileNotFoundError` when the server or the clip is missing."""
+    server's RSS is read after answer number `rss_mark` (counted over all levels; the midpoint
+    of a shorter run) and at the end; `ConnectionError`/`FileNotFoundError` when the server or the clip is missing."""
     clip = Path(clip)
     if not clip.is_file():
         raise FileNotFoundError(f"clip {clip} does not exist")
@@ -266,6 +266,7 @@ async def bench(
         body: dict = {"content": content, "headers": v2_headers}
     else:
         body = {"files": {"file": (clip.name, data, mimetypes.guess_type(clip.name)[0] or "video/mp4")}}
+    rss_mark = min(rss_mark, max(1, requests * len(levels) // 2))  # a short run: its midpoint
     base = url.rstrip("/")
     endpoint = endpoint or (V2_ENDPOINT if protocol == "v2" else "/v1/classify")
     target = base + "/" + endpoint.lstrip("/")
@@ -290,7 +291,7 @@ async def bench(
     report = {"url": target, "clip": str(clip), "clip_bytes": len(data), "requests": requests, "levels": summaries}
     if watch:
         end_rss, end_fds = watch.rss_mb(), watch.fds()
-        at_mark = mark or {"rss": math.nan, "fds": -1}  # fewer answers than rss_mark
+        at_mark = mark or {"rss": math.nan, "fds": -1}  # failed requests: fewer answers than rss_mark
         report["server"] = {
             "pid": pid,
             "rss_mark": rss_mark,

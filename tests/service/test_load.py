@@ -211,10 +211,12 @@ def test_short_soak_no_errors_no_growth_no_temp_files(server, clip):
 
 def test_bench_cli_json_table_and_errors(server, clip, capsys):
     argv = ["bench", "serve", server.url, "--clip", str(clip), "--concurrency", "1,2", "--requests", "4"]
-    assert main([*argv, "--json"]) == 0
+    assert main([*argv, "--json", "--pid", str(server.proc.pid)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [lv["concurrency"] for lv in report["levels"]] == [1, 2] and report["url"] == f"{server.url}/v1/classify"
     assert all(lv["errors"] == 0 and lv["requests"] == 4 for lv in report["levels"])
+    soak = report["server"]  # 8 answers, fewer than the default mark (100): memory read at the midpoint
+    assert soak["rss_mark"] == 4 and soak["rss_mb_at_mark"] > 0 and soak["fds_at_mark"] > 0
     assert main(argv) == 0
     assert "| concurrency | requests | errors | req/s | p50 ms |" in capsys.readouterr().out
     # errors are counted by status, and make the exit code non-zero
