@@ -17,7 +17,7 @@ On a dynamic batch dimension OpenVINO's CPU plugin neither fuses the elementwise
 matmuls and attention nor folds shape arithmetic (it kept the keys of the first block in fp32
 for a `ShapeOf`): VideoMAE-B STTM 0.38 in bf16 ran 7% slower (203 vs 189 ms a clip, batch 1;
 184 vs 175 ms at batch 4), the unmerged model 2.5% slower. The price is one compiled model more
-(~0.4 GB for VideoMAE-B) where `max_batch` > 1. Two keep the stored, dynamic batch, because
+(~0.3 GB for VideoMAE-B in bf16) where `max_batch` > 1. Two keep the stored, dynamic batch, because
 OpenVINO 2026.4 computes them wrongly with a fixed one: an int8 IR (see `load`) and the two-part
 model of the exact decisions (see `_checked`).
 Compiled models are cached in `options.cache` (OpenVINO's `CACHE_DIR`), so a restart does
