@@ -93,8 +93,9 @@ def _checked(
         return infer, "openvino:CPU"
     except ValidationError as err:
         whole = err
-    # on the model as stored (a dynamic batch): OpenVINO 2026.4 fuses the attention of a cut model
-    # with static shapes into kernels that compute the demo wrongly in bf16 (max diff 4.2)
+    # on the model as stored (a dynamic batch): with static shapes OpenVINO 2026.4 fuses the cut
+    # model's second part into snippets that compute the demo wrongly in bf16 (max diff 4.2;
+    # right with SNIPPETS_MODE=DISABLE)
     exact = _decisions_in_fp32(core, model, precision, threads)
     if exact is None:
         raise whole
@@ -143,9 +144,7 @@ def _decisions_in_fp32(core: openvino.Core, model, precision: str, threads: int)
 
 
 def _fixed(model, batch: int):
-    """A copy of `model` with its batch dimension fixed to `batch` (the rest as stored). (Not
-    constant-folded here: that would fold an int8 IR's weight dequantisation into fp32 weights
-    before the plugin marks it — int8 3x slower and off by 2 logits.)"""
+    """A copy of `model` with its batch dimension fixed to `batch` (the rest as stored)."""
     fixed = model.clone()
     shape = fixed.inputs[0].get_partial_shape()
     shape[0] = batch
