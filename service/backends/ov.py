@@ -11,15 +11,18 @@ whole model in bf16 fails it, the merge decisions are kept exact: every node a m
 rest — the blocks after each decision's inputs, the merges' application, the head — in bf16,
 as two compiled models run back to back (OpenVINO's CPU plugin takes no per-node precision
 from Python). A combination that fails both is refused (`auto` falls back to fp32).
-Shapes are static: the model is compiled for a batch of 1 and for the batcher's largest batch
-(`options.max_batch`), and a batch of another size runs as largest-batch chunks and single clips.
-On a dynamic batch dimension OpenVINO's CPU plugin neither fuses the elementwise ops into the
-matmuls and attention nor folds shape arithmetic (it kept the keys of the first block in fp32
-for a `ShapeOf`): VideoMAE-B STTM 0.38 in bf16 ran 7% slower (203 vs 189 ms a clip, batch 1;
-184 vs 175 ms at batch 4), the unmerged model 2.5% slower. The price is one compiled model more
-(~0.3 GB for VideoMAE-B in bf16) where `max_batch` > 1. Two keep the stored, dynamic batch, because
-OpenVINO 2026.4 computes them wrongly with a fixed one: an int8 IR (see `load`) and the two-part
-model of the exact decisions (see `_checked`).
+Clips run one at a time, on a model compiled for a batch of 1 (static shapes): a lone clip on
+all the threads (OpenVINO's LATENCY hint); a batch of several on the CPU's streams at once (the
+THROUGHPUT hint's second compiled model: each stream a share of the cores and a clip of its
+own), as many clips as a multiple of the streams fill, the rest alone. Measured on 2 cores,
+VideoMAE-B STTM 0.38 bf16: a dynamic batch dimension cost 7% (the plugin neither fused the
+elementwise ops into the matmuls and attention nor folded shape arithmetic, and kept the first
+block's keys in fp32 for a `ShapeOf`: 203 vs 189 ms a clip); 2 streams of 1 thread ran 170 ms a
+clip against 189 ms one after the other on 2 threads, and a static batch of 4 175 ms. The
+streams model exists where `max_batch` >= its streams >= 2 (~0.3 GB more for VideoMAE-B in
+bf16). Two keep the stored, dynamic batch, because OpenVINO 2026.4 computes them wrongly with
+a fixed one: an int8 IR (see `load`) and the two-part model of the exact decisions (see
+`_checked`).
 Compiled models are cached in `options.cache` (OpenVINO's `CACHE_DIR`), so a restart does
 not recompile.
 """
@@ -54,19 +57,18 @@ def load(path: Path, options: BackendOptions) -> Backend:
         raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
     meta = _metadata(model, path)
     precision = _precision(options.precision, core, meta.precision)
-    # fixed batch sizes, but an int8 IR keeps its dynamic batch: OpenVINO 2026.4 computes one
-    # with a fixed batch wrongly (tiny STTM int8: max diff 0.58 vs PyTorch, 0.04 dynamic)
-    sizes = sorted({1, max(1, options.max_batch)}) if precision != "int8" else []
+    # a batch of 1, but an int8 IR keeps its dynamic batch: OpenVINO 2026.4 computes one with a
+    # fixed batch wrongly (tiny STTM int8: max diff 0.58 vs PyTorch, 0.04 dynamic)
+    single = model if precision == "int8" else _fixed(model, 1)
 
     def compiled(at: str) -> Infer:
-        if not sizes:
-            return _compiled(core, model, at, options.threads)
-        return _batched({b: _compiled(core, _fixed(model, b), at, options.threads) for b in sizes})
+        return _clip_by_clip(_compiled(core, single, at, options.threads),
+                             _streams(core, single, at, options.threads, options.max_batch))  # fmt: skip
 
     infer = compiled(precision)
     provider = "openvino:CPU"
     if precision in ("bf16", "fp16") and options.check:
-        reference = _batched({1: _compiled(core, _fixed(model, 1), "fp32", options.threads)})  # clip by clip
+        reference = _clip_by_clip(_compiled(core, single, "fp32", options.threads))
         try:
             infer, provider = _checked(core, model, meta, precision, infer, reference, options.threads)
         except ValidationError as err:
@@ -152,18 +154,17 @@ def _fixed(model, batch: int):
     return fixed
 
 
-def _batched(runs: dict[int, Infer]) -> Infer:
-    """One function over models compiled for the batch sizes in `runs` (1 among them): a batch
-    runs in chunks of the largest size that fits, the outputs joined along the batch."""
-    sizes = sorted(runs, reverse=True)
+def _clip_by_clip(alone: Infer, streams: tuple[Infer, int] | None = None) -> Infer:
+    """A batch through models that take one clip: `streams` = (run, count) takes any number of
+    clips and runs `count` at once; as many clips as a multiple of `count` fill go there, the
+    rest to `alone`, one by one (a clip alone is faster on all the threads than on a stream's
+    share). Outputs joined along the batch, in order."""
+    run_many, count = streams or (None, 0)
 
     def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
-        parts, start = [], 0
-        while start < len(video):
-            size = next(b for b in sizes if b <= len(video) - start)
-            chunk = slice(start, start + size)
-            parts.append(runs[size](video[chunk], *(m[chunk] for m in more)))
-            start += size
+        many = len(video) - len(video) % count if run_many and len(video) >= count else 0
+        parts = [run_many(video[:many], *(m[:many] for m in more))] if many else []
+        parts += [alone(video[i : i + 1], *(m[i : i + 1] for m in more)) for i in range(many, len(video))]
         return parts[0] if len(parts) == 1 else [np.concatenate(out) for out in zip(*parts, strict=True)]
 
     return infer
@@ -227,13 +228,18 @@ def _precision(requested: str, core: openvino.Core, stored: str) -> str:
     return requested
 
 
-def _compiled(core: openvino.Core, model, precision: str, threads: int) -> Infer:
-    """The model compiled at `precision`, as a thread-safe function `(video, *more inputs) ->
-    [outputs]` (one infer request per thread; output 0 is the logits)."""
-    config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+def _config(precision: str, threads: int, hint: str) -> dict:
+    config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(model, "CPU", config)
+    return config
+
+
+def _compiled(core: openvino.Core, model, precision: str, threads: int) -> Infer:
+    """The model compiled at `precision` for one request on all the threads, as a thread-safe
+    function `(video, *more inputs) -> [outputs]` (one infer request per thread; output 0 is
+    the logits)."""
+    compiled = core.compile_model(model, "CPU", _config(precision, threads, "LATENCY"))
     local = threading.local()
 
     def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
@@ -243,6 +249,36 @@ def _compiled(core: openvino.Core, model, precision: str, threads: int) -> Infer
         return [result[i].copy() for i in range(len(compiled.outputs))]
 
     return infer
+
+
+def _streams(core: openvino.Core, model, precision: str, threads: int, max_batch: int) -> tuple[Infer, int] | None:
+    """The model (batch 1) compiled for the CPU's streams (the THROUGHPUT hint), as (a thread-safe
+    function over any number of clips, run as many at once as there are streams; the stream
+    count). None where batches cannot fill two streams (`max_batch`, or one stream here)."""
+    if max_batch < 2:
+        return None
+    compiled = core.compile_model(model, "CPU", _config(precision, threads, "THROUGHPUT"))
+    count = int(compiled.get_property("NUM_STREAMS"))
+    if not 2 <= count <= max_batch:
+        return None
+    local = threading.local()
+
+    def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
+        if not hasattr(local, "queue"):
+            local.queue = openvino.AsyncInferQueue(compiled, count)
+        outputs: list = [None] * len(video)
+
+        def done(request: openvino.InferRequest, i: int) -> None:
+            outputs[i] = [request.get_output_tensor(k).data.copy() for k in range(len(compiled.outputs))]
+
+        local.queue.set_callback(done)
+        for i in range(len(video)):
+            clip = [np.ascontiguousarray(video[i : i + 1], np.float32), *(m[i : i + 1] for m in more)]
+            local.queue.start_async(clip, i)
+        local.queue.wait_all()
+        return [np.concatenate(out) for out in zip(*outputs, strict=True)]
+
+    return infer, count
 
 
 def _check(run, reference, meta: ModelMetadata, precision: str) -> None:

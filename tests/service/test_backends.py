@@ -49,30 +49,40 @@ def test_openvino_fp32_matches_onnx_runtime_and_reads_the_metadata(tiny_onnx):
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
-def test_openvino_runs_fixed_batch_sizes_in_chunks(tiny_onnx):
-    """Compiled for a batch of 1 and of `max_batch` (static shapes): any batch runs as
-    largest-batch chunks and single clips, in order, with the same answers as ONNX Runtime."""
+def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
+    """Compiled for one clip (static shapes): a batch fills the CPU's streams with as many clips
+    as a multiple of the streams allows, the rest run alone on all the threads — in order, with
+    the same answers as ONNX Runtime."""
     from service.backends import ov
 
-    served = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", max_batch=2))
+    served = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", max_batch=4))
     reference = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
     clips = moving_squares(served.meta.input_spec, 5)
     np.testing.assert_allclose(served(clips), reference(clips), atol=1e-4)
+    core = openvino.Core()
+    streams = ov._streams(core, ov._fixed(core.read_model(str(tiny_onnx)), 1), "fp32", 2, max_batch=4)
+    assert streams is not None and streams[1] == 2  # 2 cores: 2 streams of 1 thread
+    np.testing.assert_allclose(streams[0](clips)[0], reference(clips), atol=1e-4)
+    assert ov._streams(core, core.read_model(str(tiny_onnx)), "fp32", 2, max_batch=1) is None  # never a batch
+
     calls = []
 
-    def fixed(size):
+    def fake(name):
         def run(video, more):
-            assert len(video) == len(more) == size  # every input is cut alike
-            calls.append(size)
-            return [video * size, more]
+            assert len(video) == len(more)  # every input is cut alike
+            calls.append((name, len(video)))
+            return [video * (10 if name == "streams" else 1), more]
 
         return run
 
     video, more = np.arange(7.0)[:, None], np.arange(7)[:, None]
-    outputs = ov._batched({1: fixed(1), 4: fixed(4)})(video, more)
-    assert calls == [4, 1, 1, 1]
-    np.testing.assert_array_equal(outputs[0][:, 0], [0, 4, 8, 12, 4, 5, 6])
+    outputs = ov._clip_by_clip(fake("alone"), (fake("streams"), 3))(video, more)
+    assert calls == [("streams", 6), ("alone", 1)]
+    np.testing.assert_array_equal(outputs[0][:, 0], [0, 10, 20, 30, 40, 50, 6])
     np.testing.assert_array_equal(outputs[1], more)
+    calls.clear()
+    ov._clip_by_clip(fake("alone"), (fake("streams"), 3))(video[:2], more[:2])  # fewer than the streams
+    assert calls == [("alone", 1), ("alone", 1)]
 
 
 def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_onnx, monkeypatch):
