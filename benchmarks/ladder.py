@@ -2,6 +2,7 @@
 
     python -m benchmarks.ladder [--model vit-s|videomae-b] [--workdir DIR] [--seconds 180]
                                 [--loads 1.5,3] [--target-x 4] [--reductions 0,0.25,0.38,0.5] [--accuracy]
+                                [--backend onnxruntime|openvino]
 
 1. A model whose inference dominates (`--model`: ViT-S at 16 frames x 160, or VideoMAE-B at
    16 x 224; deterministic random weights) exported as a ladder (`sttm export --reduction ...`).
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", action="store_true", help="only the memory each rung adds, per backend")
     parser.add_argument("--servers", default="fixed,ladder", help="which servers to run at each load")
     parser.add_argument("--capacity", type=float, help="unmerged clips/s of an earlier run (not re-probed)")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                        help="the servers' STTM_BACKEND (openvino: bf16 where the CPU has it)")  # fmt: skip
     args = parser.parse_args(argv)
 
     from export.ladder import parse_reductions, read_ladder
@@ -269,20 +272,21 @@ def main(argv: list[str] | None = None) -> None:
     data = make_clip(args.workdir).read_bytes()
     capacity = args.capacity
     if capacity is None:
-        with Server(fixed) as url:
+        with Server(fixed, STTM_BACKEND=args.backend) as url:
             capacity = asyncio.run(closed_loop(url, data, concurrency=4, requests=30))
     target_ms = 1000 * args.target_x / capacity
     _log(f"unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms")
     rows = []
     for load in (float(x) for x in args.loads.split(",")):
-        servers = (("fixed", fixed, {}), ("ladder", ladder, {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}))
+        target = {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}
+        servers = (("fixed", fixed, {}), ("ladder", ladder, target))
         for kind, model, env in (s for s in servers if s[0] in args.servers.split(",")):
-            with Server(model, **env) as url:
+            with Server(model, **env, STTM_BACKEND=args.backend) as url:
                 row = {"load": load, "server": kind, **asyncio.run(open_loop(url, data, load * capacity, args.seconds))}
             rows.append(row)
             print(json.dumps(row), flush=True)
     accuracy = demo_ladder(args.workdir, reductions) if args.accuracy else {}
-    print(f"\n{args.model}, unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms, "
+    print(f"\n{args.model} on {args.backend}, unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms, "
           f"{args.seconds:.0f} s per run\n")  # fmt: skip
     print("| load | server | offered/s | answered/s | p50 ms | p99 ms | 503s | clips per rung | load-weighted top-1 |")
     print("|---|---|---|---|---|---|---|---|---|")
