@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
                         help="the servers' STTM_BACKEND (openvino: bf16 where the CPU has it)")  # fmt: skip
     args = parser.parse_args(argv)
+    # a SIGTERM to this script unwinds it, so a running `Server` stops its child (it outlived us)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from export.ladder import parse_reductions, read_ladder
 
