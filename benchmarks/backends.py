@@ -35,7 +35,7 @@ from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
 
 PYTORCH = "pytorch eager"
-RUNTIMES = {  # name -> how the server opens it, for batches of 1 (OpenVINO: no max-batch model besides)
+RUNTIMES = {  # name -> how the server opens it, for batches of 1 (OpenVINO: no streams model besides)
     "onnxruntime fp32 plain graph": BackendOptions("onnxruntime", "fp32", max_batch=1, fuse=False),
     "onnxruntime fp32": BackendOptions("onnxruntime", "fp32", max_batch=1),  # attention in ORT's fused kernel
     "openvino fp32": BackendOptions("openvino", "fp32", max_batch=1),

@@ -279,9 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     target_ms = 1000 * args.target_x / capacity
     _log(f"unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms")
     rows = []
+    target = {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}
+    servers = (("fixed", fixed, {}), ("ladder", ladder, target))
     for load in (float(x) for x in args.loads.split(",")):
-        target = {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}
-        servers = (("fixed", fixed, {}), ("ladder", ladder, target))
         for kind, model, env in (s for s in servers if s[0] in args.servers.split(",")):
             with Server(model, **env, STTM_BACKEND=args.backend) as url:
                 row = {"load": load, "server": kind, **asyncio.run(open_loop(url, data, load * capacity, args.seconds))}

@@ -61,14 +61,16 @@ def load(path: Path, options: BackendOptions) -> Backend:
     # fixed batch wrongly (tiny STTM int8: max diff 0.58 vs PyTorch, 0.04 dynamic)
     single = model if precision == "int8" else _fixed(model, 1)
 
-    def compiled(at: str) -> Infer:
-        return _clip_by_clip(_compiled(core, single, at, options.threads),
-                             _streams(core, single, at, options.threads, options.max_batch))  # fmt: skip
+    def served(at: str, alone: Infer | None = None) -> Infer:
+        """Batches at precision `at`: a lone clip on `alone` (compiled here if not given), the rest on the streams."""
+        alone = alone or _compiled(core, single, at, options.threads)
+        return _clip_by_clip(alone, _streams(core, single, at, options.threads, options.max_batch))
 
-    infer = compiled(precision)
+    infer = served(precision)
     provider = "openvino:CPU"
     if precision in ("bf16", "fp16") and options.check:
-        reference = _clip_by_clip(_compiled(core, single, "fp32", options.threads))
+        alone_fp32 = _compiled(core, single, "fp32", options.threads)  # the check's, and the fallback's
+        reference = _clip_by_clip(alone_fp32)
         try:
             infer, provider = _checked(core, model, meta, precision, infer, reference, options.threads)
         except ValidationError as err:
@@ -77,7 +79,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
                      "not even with the merge decisions in fp32"  # fmt: skip
             if options.precision != "auto":
                 raise ModelLoadError(f"{path}: {reason}: serve it with --precision fp32") from None
-            infer, precision, provider = compiled("fp32"), "fp32", f"openvino:CPU ({reason}: fp32)"
+            infer, precision, provider = served("fp32", alone_fp32), "fp32", f"openvino:CPU ({reason}: fp32)"
     names = [output.get_names() for output in model.outputs]
     merges = next((i for i, n in enumerate(names) if meta.merge_output and meta.merge_output in n), None)
     explain = None if merges is None else _explainer(infer, merges)
@@ -161,10 +163,10 @@ def _clip_by_clip(alone: Infer, streams: tuple[Infer, int] | None = None) -> Inf
     share). Outputs joined along the batch, in order."""
     run_many, count = streams or (None, 0)
 
-    def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
+    def infer(video: np.ndarray) -> list[np.ndarray]:
         many = len(video) - len(video) % count if run_many and len(video) >= count else 0
-        parts = [run_many(video[:many], *(m[:many] for m in more))] if many else []
-        parts += [alone(video[i : i + 1], *(m[i : i + 1] for m in more)) for i in range(many, len(video))]
+        parts = [run_many(video[:many])] if many else []
+        parts += [alone(video[i : i + 1]) for i in range(many, len(video))]
         return parts[0] if len(parts) == 1 else [np.concatenate(out) for out in zip(*parts, strict=True)]
 
     return infer
@@ -263,18 +265,17 @@ def _streams(core: openvino.Core, model, precision: str, threads: int, max_batch
         return None
     local = threading.local()
 
-    def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
+    def done(request: openvino.InferRequest, slot: tuple[list, int]) -> None:
+        outputs, i = slot
+        outputs[i] = [request.get_output_tensor(k).data.copy() for k in range(len(compiled.outputs))]
+
+    def infer(video: np.ndarray) -> list[np.ndarray]:
         if not hasattr(local, "queue"):
             local.queue = openvino.AsyncInferQueue(compiled, count)
+            local.queue.set_callback(done)
         outputs: list = [None] * len(video)
-
-        def done(request: openvino.InferRequest, i: int) -> None:
-            outputs[i] = [request.get_output_tensor(k).data.copy() for k in range(len(compiled.outputs))]
-
-        local.queue.set_callback(done)
         for i in range(len(video)):
-            clip = [np.ascontiguousarray(video[i : i + 1], np.float32), *(m[i : i + 1] for m in more)]
-            local.queue.start_async(clip, i)
+            local.queue.start_async([np.ascontiguousarray(video[i : i + 1], np.float32)], (outputs, i))
         local.queue.wait_all()
         return [np.concatenate(out) for out in zip(*outputs, strict=True)]
 
