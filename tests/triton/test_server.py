@@ -150,16 +150,50 @@ def _counts(ports, model: str) -> tuple[float, float]:
     return found["nv_inference_count"], found["nv_inference_exec_count"]
 
 
+def _unload(client, name: str, timeout_s: float = 60) -> None:
+    """Unloads a model and waits until it is gone: Triton unloads in the background, and the
+    server is not ready (strict readiness) while a model is unloading."""
+    client.unload_model(name)
+    deadline = time.monotonic() + timeout_s
+    while not client.is_server_ready() or any(
+        m["name"] == name and m.get("state") not in ("UNAVAILABLE", None) for m in client.get_model_repository_index()
+    ):
+        assert time.monotonic() < deadline, f"{name} did not unload in {timeout_s} s"
+        time.sleep(0.2)
+
+
 def test_concurrent_requests_are_batched(triton, http, clips):
-    ports, client = triton[1], http
+    """16 clip tensors sent at once to the model run in fewer executions, each answer the
+    model's own. The model is loaded once more with a 1 s queue delay instead of the
+    exported 5 ms: how many arrive within 5 ms of each other is up to the client's and the
+    machine's speed (on a busy 2-core CI machine, none did), while whether the model takes
+    batches and answers each request of one alike is what is tested. Through the ensemble
+    the decoders hand the model one clip at a time as each finishes decoding, so it is
+    checked for consistent answers."""
+    repo, ports, client = triton[2], triton[1], http
+    shutil.copytree(repo / "sttm", repo / "sttm_patient")
+    config = repo / "sttm_patient" / "config.pbtxt"
+    text = config.read_text().replace('name: "sttm"', 'name: "sttm_patient"')
+    config.write_text(text.replace("max_queue_delay_microseconds: 5000", "max_queue_delay_microseconds: 1000000"))
+    client.load_model("sttm_patient")
+    meta = read_metadata(DEMO_ONNX)
     data = next(iter(clips.values())).read_bytes()
-    count0, exec0 = _counts(ports, "sttm")
-    pending = [client.async_infer("sttm_video", _inputs(httpclient, data)) for _ in range(16)]
+    clip = load_clip(data, meta.input_spec, Views(), Limits(max_pixels=MAX_PIXELS)).tensor  # (1, 3, T, S, S)
+    tensor = httpclient.InferInput(meta.input_name, list(clip.shape), "FP32")
+    tensor.set_data_from_numpy(np.ascontiguousarray(clip, dtype=np.float32), binary_data=True)
+    try:
+        count0, exec0 = _counts(ports, "sttm_patient")  # its warm-up request counts too
+        pending = [client.async_infer("sttm_patient", [tensor]) for _ in range(16)]
+        logits = [p.get_result(timeout=120).as_numpy(meta.output_name) for p in pending]
+        count1, exec1 = _counts(ports, "sttm_patient")
+    finally:
+        _unload(client, "sttm_patient")
+    assert count1 - count0 == 16 and exec1 - exec0 < 16  # some of them ran together
+    for answer in logits:  # batched or alone, the same logits
+        np.testing.assert_allclose(answer, logits[0], atol=1e-4)
+    pending = [client.async_infer("sttm_video", _inputs(httpclient, data)) for _ in range(8)]
     answers = [_labels_scores(p.get_result(timeout=120)) for p in pending]
     assert all(labels == answers[0][0] for labels, _ in answers)
-    count1, exec1 = _counts(ports, "sttm")
-    assert count1 - count0 == 16
-    assert exec1 - exec0 < count1 - count0  # Triton's dynamic batcher ran some of them together
 
 
 def _refusal(data: bytes) -> VideoError:
