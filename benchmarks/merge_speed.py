@@ -2,12 +2,13 @@
 
     python -m benchmarks.merge_speed [--model videomae-b] [--reduction 0.38] [--repeats 5]
                                      [--device cpu|cuda] [--dtype fp32|fp16|bf16]
-                                     [--batches 1 32] [--compile]
+                                     [--batches 1 32] [--compile [--compile-mode MODE]]
 
 e.g. the GPU table: `python -m benchmarks.merge_speed --device cuda --dtype fp16 --batches 1 32
 --compile` (eager at every batch; `--compile` adds `torch.compile` for none and STTM at the
-largest batch). Runs are interleaved (none, tome, sttm, none, ...) so machine noise hits all
-alike; on a GPU every call is synchronised. The median per runner is reported with its ratio
+largest batch; `--compile-mode reduce-overhead` replays it as CUDA graphs, which takes the
+per-kernel launch cost off small batches). Runs are interleaved (none, tome, sttm, none, ...)
+so machine noise hits all alike; on a GPU every call is synchronised. The median per runner is reported with its ratio
 to the unmerged model at the same batch and mode.
 """
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     parser.add_argument("--compile", action="store_true", help="add torch.compile for none and STTM, largest batch")
+    parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -51,15 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         for name, model in models.items():
             runners[(name, "eager", batch)] = _synchronised(model, video)
     if args.compile:
-        batch = max(args.batches)
+        batch, mode = max(args.batches), "compile" + ("" if args.compile_mode == "default" else f" {args.compile_mode}")
         video = torch.randn(batch, 3, cfg.num_frames, cfg.image_size, cfg.image_size, device=device, dtype=dtype)
         for name in COMPILED:
             started = time.perf_counter()
-            compiled = torch.compile(models[name])
+            compiled = torch.compile(models[name], mode=args.compile_mode)
             with torch.inference_mode():
                 compiled(video)  # compile outside the timed rounds
-            print(f"# {name}: torch.compile at batch {batch} took {time.perf_counter() - started:.0f} s")
-            runners[(name, "compile", batch)] = _synchronised(compiled, video)
+            print(f"# {name}: {mode} at batch {batch} took {time.perf_counter() - started:.0f} s")
+            runners[(name, mode, batch)] = _synchronised(compiled, video)
     seconds = interleaved_medians(runners, args.repeats)
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

@@ -165,8 +165,10 @@ def tome_assignment(metric: torch.Tensor, r: int) -> torch.Tensor:
     src_a = _one_hot_rows(src, n_a)  # (b, n_a)
     a_pos = torch.arange(0, n, 2, device=metric.device).expand_as(match)  # (b, n_a)
     dest_a = torch.where(src_a > 0, 2 * match + 1, a_pos)  # (b, n_a) original indices
-    # Back to original order: A/B interleave is static, so this is a constant-index gather.
-    order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)]).argsort().to(metric.device)
+    # Back to original order: token i sits at i // 2 among A (even i) or n_a + i // 2 among B.
+    # Built on the device: a host-made index would be copied over, stalling a GPU's stream.
+    order = torch.arange(n, device=metric.device)
+    order = order // 2 + (order % 2) * n_a
     b_pos = torch.arange(1, n, 2, device=metric.device).expand(*match.shape[:-1], n - n_a)  # (b, n_b)
     dest = torch.cat([dest_a, b_pos], -1).index_select(-1, order)  # (b, n)
     is_src = torch.cat([src_a, torch.zeros_like(b_pos, dtype=src_a.dtype)], -1).index_select(-1, order)
@@ -217,7 +219,7 @@ def fuse_frame_pairs(x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor
     return (x * sizes(stats, x)).sum(2) / sizes(merged, x), merged
 
 
-def motion_features(stats: torch.Tensor, grid: tuple[int, int, int], eps: float = 1e-4) -> torch.Tensor:
+def motion_features(stats: torch.Tensor, cells: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Motion of the patches a token absorbed, from its integer statistics.
 
     Least-squares velocity of the merged patches' (h, w) over t, plus their mean
@@ -226,16 +228,17 @@ def motion_features(stats: torch.Tensor, grid: tuple[int, int, int], eps: float 
     `[t, h, w, v_h, v_w, sd_t, sd_h, sd_w, log s]`. The (co)variances are computed as the
     exact integers `s Σab - Σa Σb` (int64: they outgrow int32 on large clips) before any
     float is formed, so they are exact in any precision: a token within one frame has
-    variance and velocity exactly 0.
+    variance and velocity exactly 0. `cells` is the grid `(T, H, W)` as a `[3]` tensor on
+    `stats`' device (a module's buffer: a constant built here would be copied from the host,
+    which stalls a GPU's stream at every merge).
     """
-    T, H, W = grid
     s = stats[..., 0:1].long()
     first = stats[..., 1:4].long()  # Σt, Σh, Σw
     second = stats[..., 4:9].long()  # Σtt, Σth, Σtw, Σhh, Σww
     a, b = [0, 0, 0, 1, 2], [0, 1, 2, 1, 2]  # the pairs of `second`
     central = (s * second - first[..., a] * first[..., b]).float()  # s² x (co)variances, in cells²
     size = s.float()
-    cells = torch.tensor([T, H, W], dtype=torch.float32, device=stats.device)
+    cells = cells.float()
     mean = (first.float() / size + 0.5) / cells  # (..., 3): t, h, w
     moments = central / (size * size) / (cells[a] * cells[b])  # (..., 5): tt, th, tw, hh, ww
     var_t, cov_th, cov_tw, var_h, var_w = moments.split(1, -1)

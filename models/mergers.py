@@ -46,13 +46,13 @@ class MotionEmbedding(nn.Module):
 
     def __init__(self, dim: int, grid: tuple[int, int, int]) -> None:
         super().__init__()
-        self.grid = grid
+        self.register_buffer("cells", torch.tensor(grid, dtype=torch.int32), persistent=False)  # (T, H, W)
         self.proj = nn.Linear(NUM_STATS, dim)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, stats: torch.Tensor) -> torch.Tensor:
-        return self.proj(motion_features(stats, self.grid).to(self.proj.weight.dtype))
+        return self.proj(motion_features(stats, self.cells).to(self.proj.weight.dtype))
 
 
 class ToMeMerge(Recorder):
