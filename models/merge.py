@@ -219,6 +219,13 @@ def fuse_frame_pairs(x: torch.Tensor, stats: torch.Tensor) -> tuple[torch.Tensor
     return (x * sizes(stats, x)).sum(2) / sizes(merged, x), merged
 
 
+def _pair_product(v: torch.Tensor) -> torch.Tensor:
+    """`[..., 3] (t, h, w) -> [..., 5] (tt, th, tw, hh, ww)`, the pairs of `second`. Slices, not a
+    list index: indexing with a Python list copies the list to the device, stalling a GPU."""
+    left = torch.cat([v[..., :1].expand(*v.shape[:-1], 3), v[..., 1:]], -1)  # t t t h w
+    return left * torch.cat([v, v[..., 1:]], -1)  # x t h w h w
+
+
 def motion_features(stats: torch.Tensor, cells: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Motion of the patches a token absorbed, from its integer statistics.
 
@@ -235,12 +242,11 @@ def motion_features(stats: torch.Tensor, cells: torch.Tensor, eps: float = 1e-4)
     s = stats[..., 0:1].long()
     first = stats[..., 1:4].long()  # Σt, Σh, Σw
     second = stats[..., 4:9].long()  # Σtt, Σth, Σtw, Σhh, Σww
-    a, b = [0, 0, 0, 1, 2], [0, 1, 2, 1, 2]  # the pairs of `second`
-    central = (s * second - first[..., a] * first[..., b]).float()  # s² x (co)variances, in cells²
+    central = (s * second - _pair_product(first)).float()  # s² x (co)variances, in cells²
     size = s.float()
     cells = cells.float()
     mean = (first.float() / size + 0.5) / cells  # (..., 3): t, h, w
-    moments = central / (size * size) / (cells[a] * cells[b])  # (..., 5): tt, th, tw, hh, ww
+    moments = central / (size * size) / _pair_product(cells)  # (..., 5): tt, th, tw, hh, ww
     var_t, cov_th, cov_tw, var_h, var_w = moments.split(1, -1)
     velocity = torch.cat([cov_th, cov_tw], -1) / (var_t + eps)  # (..., 2)
     spread = torch.cat([var_t, var_h, var_w], -1).add(eps).sqrt()  # (..., 3)

@@ -190,8 +190,13 @@ def test_statistics_merge_exactly_as_the_full_product(n, frac, frames, seed):
         assert torch.equal(add_assigned(assign.unsqueeze(1), stats), full.int())
 
 
+def _leaves(index) -> list:
+    return [i for part in index for i in _leaves(part)] if isinstance(index, tuple) else [index]
+
+
 class _HostData(torch.overrides.TorchFunctionMode):
-    """Records every call that builds a tensor from host data or touches a CPU tensor."""
+    """Records every call that builds a tensor from host data (a Python list as an index
+    too) or touches a CPU tensor."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -200,7 +205,8 @@ class _HostData(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-        if func in (torch.tensor, torch.as_tensor) or any(t.device.type == "cpu" for t in tensors):
+        listed = func is torch.Tensor.__getitem__ and any(isinstance(i, list) for i in _leaves(args[1]))
+        if func in (torch.tensor, torch.as_tensor) or listed or any(t.device.type == "cpu" for t in tensors):
             self.calls.append(getattr(func, "__qualname__", str(func)))
         return out
 
