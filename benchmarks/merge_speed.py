@@ -8,8 +8,8 @@ e.g. the GPU table: `python -m benchmarks.merge_speed --device cuda --dtype fp16
 --compile` (eager at every batch; `--compile` adds `torch.compile` for none and STTM at the
 largest batch; `--compile-mode reduce-overhead` replays it as CUDA graphs, which takes the
 per-kernel launch cost off small batches). Runs are interleaved (none, tome, sttm, none, ...)
-so machine noise hits all alike; on a GPU every call is synchronised. The median per runner is reported with its ratio
-to the unmerged model at the same batch and mode.
+so machine noise hits all alike; on a GPU every call is synchronised. The median per runner
+is reported with its ratio to the unmerged model at the same batch and mode.
 """
 
 from __future__ import annotations

@@ -186,9 +186,8 @@ def merge_tokens(assign: Assignment, x: torch.Tensor, stats: torch.Tensor) -> tu
         `x' = A (s x) / (A s)` `[..., n', c]` and `stats' = A stats` `[..., n', 9]`.
     """
     merged = add_assigned(assign, stats)  # (..., n', 9)
-    x = (assign.matrix.to(x.dtype) @ (x * sizes(stats, x))) / sizes(
-        merged, x
-    )  # (..., n', c); one-hot: exact in any dtype
+    matrix = assign.matrix.to(x.dtype)  # one-hot: exact in any dtype
+    x = (matrix @ (x * sizes(stats, x))) / sizes(merged, x)  # (..., n', c)
     return x, merged
 
 

@@ -215,9 +215,9 @@ class _HostData(torch.overrides.TorchFunctionMode):
 @pytest.mark.parametrize("method", ["tome", "sttm"])
 def test_merging_builds_nothing_on_the_host(preset, method):
     """On a GPU a tensor made on the host and copied over (`torch.tensor(..., device=)`, a CPU
-    index `.to(device)`) waits for the stream to drain at every merge: measured on an H100 at
-    batch 1, that stall made STTM 2.8x slower than the unmerged model. Run on the meta device,
-    every tensor of the forward pass must be made where the model lives."""
+    index `.to(device)`, a Python list as an index) waits for the stream to drain at every
+    merge (`torch.cuda.set_sync_debug_mode("error")` caught them on an H100). Run on the meta
+    device, every tensor of the forward pass must be made where the model lives."""
     from models import PRESETS, MergeConfig, build_model
 
     cfg = PRESETS[preset]

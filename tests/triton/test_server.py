@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -150,6 +151,14 @@ def _counts(ports, model: str) -> tuple[float, float]:
     return found["nv_inference_count"], found["nv_inference_exec_count"]
 
 
+def _copy_model(repo: Path, name: str) -> Path:
+    """A copy of the exported `sttm` model under another name, not loaded; its folder."""
+    shutil.copytree(repo / "sttm", repo / name)
+    config = repo / name / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "sttm"', f'name: "{name}"'))
+    return repo / name
+
+
 def _unload(client, name: str, timeout_s: float = 60) -> None:
     """Unloads a model and waits until it is gone: Triton unloads in the background, and the
     server is not ready (strict readiness) while a model is unloading."""
@@ -171,10 +180,11 @@ def test_concurrent_requests_are_batched(triton, http, clips):
     the decoders hand the model one clip at a time as each finishes decoding, so it is
     checked for consistent answers."""
     repo, ports, client = triton[2], triton[1], http
-    shutil.copytree(repo / "sttm", repo / "sttm_patient")
-    config = repo / "sttm_patient" / "config.pbtxt"
-    text = config.read_text().replace('name: "sttm"', 'name: "sttm_patient"')
-    config.write_text(text.replace("max_queue_delay_microseconds: 5000", "max_queue_delay_microseconds: 1000000"))
+    config = _copy_model(repo, "sttm_patient") / "config.pbtxt"
+    text, delays = re.subn(r"max_queue_delay_microseconds: \d+", "max_queue_delay_microseconds: 1000000",
+                           config.read_text())  # fmt: skip
+    assert delays == 1
+    config.write_text(text)
     client.load_model("sttm_patient")
     meta = read_metadata(DEMO_ONNX)
     data = next(iter(clips.values())).read_bytes()
@@ -226,10 +236,7 @@ def test_bad_clips_are_per_request_errors_and_the_server_stays_ready(http, clips
 def test_a_broken_model_file_is_not_ready_with_a_reason(triton, http, damage):
     repo, client = triton[2], http
     name = f"broken_{damage}"
-    shutil.copytree(repo / "sttm", repo / name)
-    config = repo / name / "config.pbtxt"
-    config.write_text(config.read_text().replace('name: "sttm"', f'name: "{name}"'))
-    model_file = repo / name / "1" / "model.onnx"
+    model_file = _copy_model(repo, name) / "1" / "model.onnx"
     if damage == "missing":
         model_file.unlink()
     else:
