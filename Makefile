@@ -15,7 +15,7 @@ TRITON_VENV := .venv-triton
 TRITON_BIN := $(TRITON_VENV)/bin
 SOURCES := models export service media benchmarks tests
 
-.PHONY: serve test lint install install-serve install-triton bench demo paper-table
+.PHONY: serve test lint install install-serve install-triton system-packages bench demo paper-table
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -65,8 +65,13 @@ lint: install
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/lint-imports --no-logo
 
+# The system programs the tests drive (chromium, GStreamer's RTSP server): installed when
+# missing, or one line naming the command, before anything else runs.
+system-packages:
+	scripts/system-packages
+
 # tests/service in a pytest process of its own (as .venv-serve runs it), beside the rest.
-test: lint install-serve install-triton
+test: system-packages lint install-serve install-triton
 	$(BIN)/pytest --ignore=tests/service
 	$(BIN)/pytest tests/service
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
