@@ -15,7 +15,7 @@ TRITON_VENV := .venv-triton
 TRITON_BIN := $(TRITON_VENV)/bin
 SOURCES := models export service media benchmarks tests
 
-.PHONY: serve test lint install install-serve install-triton system-packages bench demo paper-table
+.PHONY: serve test lint install install-serve install-triton system-packages bench demo paper-table docs
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -72,10 +72,17 @@ system-packages:
 
 # tests/service in a pytest process of its own (as .venv-serve runs it), beside the rest.
 test: system-packages lint install-serve install-triton
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 	$(BIN)/pytest --ignore=tests/service
 	$(BIN)/pytest tests/service
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
 	$(SERVE_BIN)/pytest tests/service tests/media
+
+# The docs site (docs/, mkdocs.yml) on http://127.0.0.1:8001/; `make test` builds it with --strict
+# (not -q: quiet mode drops the warnings that --strict counts, and a broken site would pass).
+# (NO_MKDOCS_2_WARNING: silences Material's end-of-life banner.)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 bench: install
 	$(BIN)/python -m benchmarks.merge_speed

@@ -82,7 +82,7 @@ def test_default_model_is_the_bundled_demo_and_names_the_action(clips):
         info = client.get("/v1/models").json()[0]
         assert info["name"] == "demo" and info["labels"] == CLASSES and info["merge"] == "sttm"
         top = {name: _post(client, _clip(clips, name)).json()["predictions"][0]["label"] for name in CLASSES}
-    # one clip per class from a seed the demo never saw (its unseen-seed top-1 is in README);
+    # one clip per class from a seed the demo never saw (its unseen-seed top-1 is in docs/benchmarks/accuracy.md);
     # translations it gets right without fail, and 10 of the 12 in all
     assert all(top[name] == name for name in CLASSES[:4]), top
     assert sum(top[name] == name for name in CLASSES) >= 10, top
