@@ -19,10 +19,16 @@ def _sidecars(args: argparse.Namespace):
 def _info(args: argparse.Namespace) -> None:
     from models import load_model
     from models.info import describe, render
+    from service.backends import installed
+    from service.backends.cpu import auto_plan, this_cpu
 
     model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=_sidecars(args))
-    info = describe(model)
-    print(json.dumps(info, indent=2) if args.json else render(info))
+    info = {**describe(model), "served_here": auto_plan(this_cpu(), installed("openvino"))}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    plan = info["served_here"]
+    print(f"{render(info)}\nserved here      {plan['backend']} {plan['precision']}: {plan['reason']}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -117,7 +123,7 @@ def _eval(args: argparse.Namespace) -> None:
     result = evaluate(args.model, args.data, args.split, args.merge, args.reduction, args.batch_size, args.workers,
                       args.on_error, exported, sidecars=None if exported else _sidecars(args))  # fmt: skip
     if exported is not None:
-        result = {**result, "backend": exported.provider, "precision": exported.precision}
+        result = {**result, "backend": exported.provider, "precision": exported.precision, "reason": exported.reason}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -167,6 +173,10 @@ def _serve(args: argparse.Namespace) -> None:
         from export.ladder import read_ladder
 
         read_ladder(settings.model)  # a ladder without ladder.json or with a missing rung: one line, exit 2
+    elif settings.require_model:
+        from service.backends import check_request
+
+        check_request(settings.model, settings.backend_options)  # what this CPU cannot run: one line, exit 2
     uvicorn.run(
         "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
         log_level=args.log_level, timeout_graceful_shutdown=30,

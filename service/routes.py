@@ -103,6 +103,7 @@ async def models(classifier: ClassifierDep) -> list[ModelInfo]:
             gflops_unmerged=m.gflops_unmerged,
             backend=classifier.backend.provider,
             precision=classifier.backend.precision,
+            reason=classifier.backend.reason,
             rungs=rungs,
         )  # fmt: skip
     ]

@@ -256,6 +256,7 @@ class ModelInfo(BaseModel):
     gflops_unmerged: float
     backend: str
     precision: str
+    reason: str = Field("", description="why this runtime and precision run here (the CPU's units, a flag, a fallback)")
     rungs: list[RungInfo] = Field(description="a ladder of merge ratios, least merged first (one for a single model)")
 
 

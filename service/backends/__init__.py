@@ -3,9 +3,9 @@
 A backend is a function `[B, 3, T, S, S]` float32 -> logits `[B, classes]` plus the model's
 metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime opens a file
 (`BackendOptions.kind`, `auto` by default):
-- `.onnx`: OpenVINO on the CPU (`backends.ov`: AMX bf16 where the CPU has it) when it is
-  installed and no GPU provider is asked for, else ONNX Runtime (`backends.ort`: CPU, or
-  TensorRT/CUDA providers where present);
+- `.onnx`: on the CPU, the runtime that is fastest on this CPU kind (`backends.cpu`): OpenVINO
+  (`backends.ov`) where it runs bf16 on matrix units (AMX / AVX512-BF16), ONNX Runtime
+  (`backends.ort`) elsewhere; ONNX Runtime where a GPU provider (TensorRT/CUDA) is asked for;
 - `.xml`: an OpenVINO IR (`sttm export --format openvino`, e.g. statically quantised to
   int8), on OpenVINO;
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
@@ -22,6 +22,7 @@ and `auto` falls back to fp32.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from export.metadata import ENGINE_SUFFIXES, IR_SUFFIX, ModelMetadata
+from service.backends.cpu import Choice, choose_runtime, this_cpu
 
 Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -62,6 +64,7 @@ class Backend:
     # `[B, 3, T, S, S]` -> (logits, merge_index `[B, t*h*w]` int32) in one call, where the file
     # has the output (`sttm export` of a merged model); None for older files and engines
     explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    reason: str = ""  # why this runtime and precision, in one line (`/v1/models`, `sttm info`, the page)
 
     def __call__(self, video: np.ndarray) -> np.ndarray:
         """`[B, 3, T, S, S]` float32 -> logits `[B, classes]`."""
@@ -82,40 +85,60 @@ def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
     kind = resolve_kind(path, options)
-    if kind == "tensorrt":
+    if kind.value == "tensorrt":
         from service.backends import trt
 
-        return trt.load(path)
-    if kind == "openvino":
+        backend = trt.load(path)
+    elif kind.value == "openvino":
         from service.backends import ov
 
-        return ov.load(path, options)
-    from service.backends import ort
+        backend = ov.load(path, options)
+    else:
+        from service.backends import ort
 
-    return ort.load(path, options)
+        backend = ort.load(path, options)
+    return dataclasses.replace(backend, reason="; ".join(r for r in (kind.reason, backend.reason) if r))
 
 
-def resolve_kind(path: Path, options: BackendOptions) -> str:
+def check_request(path: str | Path, options: BackendOptions = BackendOptions()) -> None:
+    """Raise `ModelLoadError` (one line) where `load_backend` would refuse what `options` ask
+    of this file on this CPU, without compiling anything: `sttm serve` says it and exits
+    before the server starts. Where it passes, loading can still fail (a corrupt file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    kind = resolve_kind(path, options).value
+    if kind == "openvino" and options.precision not in ("auto", "fp32"):
+        from service.backends import ov
+
+        ov.decide_precision(path, options.precision)
+
+
+def resolve_kind(path: Path, options: BackendOptions) -> Choice:
     """`auto`: a TensorRT engine runs on TensorRT, an OpenVINO IR on OpenVINO; an ONNX file on
-    OpenVINO when it is installed and only the CPU provider is asked for, else on ONNX Runtime.
-    A runtime that cannot open the file, or is not installed, is a `ModelLoadError`."""
+    ONNX Runtime where a GPU provider is asked for, else on the CPU runtime that is fastest on
+    this CPU (`cpu.choose_runtime`). A runtime that cannot open the file, or is not installed,
+    is a `ModelLoadError`."""
     engine, ir = path.suffix in ENGINE_SUFFIXES, path.suffix == IR_SUFFIX
-    kind = options.kind
+    kind, reason = options.kind, f"--backend {options.kind}"
     if kind == "auto":
-        cpu_only = list(options.providers) == ["CPUExecutionProvider"]
-        onnx = "openvino" if cpu_only and _installed("openvino") else "onnxruntime"
-        kind = "tensorrt" if engine else "openvino" if ir else onnx
+        if engine or ir:
+            kind, reason = ("tensorrt", "a TensorRT engine") if engine else ("openvino", "an OpenVINO IR")
+        elif list(options.providers) != ["CPUExecutionProvider"]:
+            kind, reason = "onnxruntime", f"providers {', '.join(options.providers)}"
+        else:
+            kind, reason = dataclasses.astuple(choose_runtime(this_cpu(), installed("openvino")))
     if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
         what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
         raise ModelLoadError(f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
                              "files, ONNX Runtime ONNX files)")  # fmt: skip
-    if kind == "openvino" and not _installed("openvino"):
+    if kind == "openvino" and not installed("openvino"):
         raise ModelLoadError("--backend openvino: OpenVINO is not installed (pip install openvino, in the cpu extra)")
     if kind != "openvino" and options.precision not in ("auto", "fp32"):
         raise ModelLoadError(f"{kind} runs the precision the file stores (sttm export --precision); "
                              f"--precision {options.precision} needs --backend openvino")  # fmt: skip
-    return kind
+    return Choice(kind, reason)
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None

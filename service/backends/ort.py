@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime
 
 from export.agreement import ValidationError, compare, moving_squares
 from export.metadata import ModelMetadata
 from service.backends import Backend, BackendOptions, ModelLoadError
+from service.backends.cpu import int8_weights_problem, this_cpu
 
 CHECK_CLIPS = 2
 
@@ -24,6 +26,8 @@ def load(path: Path, options: BackendOptions) -> Backend:
         meta = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
     except ValueError as err:
         raise ModelLoadError(f"{path}: {err}") from None
+    if meta.precision == "int8" and (problem := int8_weights_problem(this_cpu(), largest_int8_weight(path))):
+        raise ModelLoadError(f"{path}: {problem}")
     available = onnxruntime.get_available_providers()
     chosen = [p for p in options.providers if p in available]
     note = ""
@@ -41,7 +45,21 @@ def load(path: Path, options: BackendOptions) -> Backend:
 
     has_merges = bool(meta.merge_output) and meta.merge_output in {o.name for o in session.get_outputs()}
     runs_on = f"onnxruntime:{session.get_providers()[0]}{note}"
-    return Backend(run, meta, path, runs_on, meta.precision, explain if has_merges else None)
+    return Backend(run, meta, path, runs_on, meta.precision, explain if has_merges else None,
+                   reason=f"{meta.precision}: what the file stores")  # fmt: skip
+
+
+def largest_int8_weight(path: Path) -> int:
+    """The largest |weight| of the file's int8 matmuls (0 where it has none)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    weights = {w.name: w for w in proto.graph.initializer if w.data_type == onnx.TensorProto.INT8}
+    slot = {"MatMulInteger": 1, "ConvInteger": 1, "QLinearMatMul": 3, "QLinearConv": 3}  # the weight input
+    names = (n.input[slot[n.op_type]] for n in proto.graph.node if n.op_type in slot and len(n.input) > slot[n.op_type])
+    found = [numpy_helper.to_array(weights[name]) for name in names if name in weights]
+    return max((int(np.abs(w.astype(np.int16)).max()) for w in found if w.size), default=0)
 
 
 def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int):

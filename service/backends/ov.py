@@ -29,6 +29,7 @@ not recompile.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ import openvino
 from export.agreement import ValidationError, compare, moving_squares
 from export.metadata import PREFIX, ModelMetadata
 from service.backends import Backend, BackendOptions, ModelLoadError
+from service.backends.cpu import Choice, choose_precision, int8_weights_problem, this_cpu
 
 # INFERENCE_PRECISION_HINT values: what the ops that are not quantised compute in
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
@@ -56,7 +58,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
     except RuntimeError as err:
         raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
     meta = _metadata(model, path)
-    precision = _precision(options.precision, core, meta.precision)
+    precision, reason = dataclasses.astuple(_decided(model, path, meta, options.precision))
     # a batch of 1, but an int8 IR keeps its dynamic batch: OpenVINO 2026.4 computes one with a
     # fixed batch wrongly (tiny STTM int8: max diff 0.58 vs PyTorch, 0.04 dynamic)
     single = model if precision == "int8" else _fixed(model, 1)
@@ -74,16 +76,46 @@ def load(path: Path, options: BackendOptions) -> Backend:
         try:
             infer, provider = _checked(core, model, meta, precision, infer, reference, options.threads)
         except ValidationError as err:
-            reason = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
+            failed = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
                      f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs), " \
                      "not even with the merge decisions in fp32"  # fmt: skip
             if options.precision != "auto":
-                raise ModelLoadError(f"{path}: {reason}: serve it with --precision fp32") from None
-            infer, precision, provider = served("fp32", alone_fp32), "fp32", f"openvino:CPU ({reason}: fp32)"
+                raise ModelLoadError(f"{path}: {failed}: serve it with --precision fp32") from None
+            infer, provider = served("fp32", alone_fp32), f"openvino:CPU ({failed}: fp32)"
+            precision, reason = "fp32", f"auto: fp32, {precision} failed its check at load"
     names = [output.get_names() for output in model.outputs]
     merges = next((i for i, n in enumerate(names) if meta.merge_output and meta.merge_output in n), None)
     explain = None if merges is None else _explainer(infer, merges)
-    return Backend(_logits(infer), meta, path, provider, precision, explain)
+    return Backend(_logits(infer), meta, path, provider, precision, explain, reason)
+
+
+def decide_precision(path: Path, requested: str) -> Choice:
+    """The precision `load` runs the file in, decided without compiling it (`check_request`);
+    `ModelLoadError` where this CPU or the file cannot run `requested`."""
+    try:
+        model = openvino.Core().read_model(str(path))
+    except RuntimeError as err:
+        raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+    return _decided(model, path, _metadata(model, path), requested)
+
+
+def _decided(model, path: Path, meta: ModelMetadata, requested: str) -> Choice:
+    """`cpu.choose_precision` for this CPU, and an int8 model's weights held to what this CPU
+    computes exactly (`cpu.int8_weights_problem`)."""
+    try:
+        choice = choose_precision(this_cpu(), requested, meta.precision)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    if choice.value == "int8" and (problem := int8_weights_problem(this_cpu(), _largest_int8_weight(model))):
+        raise ModelLoadError(f"{path}: {problem}")
+    return choice
+
+
+def _largest_int8_weight(model) -> int:
+    """The largest |value| of the model's int8 constants (its quantised weights)."""
+    constants = (op for op in model.get_ops() if op.get_type_name() == "Constant")
+    weights = [op.get_data() for op in constants if op.get_element_type() == openvino.Type.i8]
+    return max((int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size), default=0)
 
 
 def _checked(
@@ -207,27 +239,6 @@ def _metadata(model, path: Path) -> ModelMetadata:
         return ModelMetadata.from_props(props)
     except ValueError as err:
         raise ModelLoadError(f"{path}: {err}") from None
-
-
-def _precision(requested: str, core: openvino.Core, stored: str) -> str:
-    """`auto`: bf16 where the CPU has bf16 units, else fp32. bf16 asked for on a CPU without
-    them: fp16 if it has fp16 units. int8 is what a quantised model stores, not a run-time
-    hint: a quantised model runs int8 and only int8."""
-    units = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    if stored == "int8":
-        if requested not in ("auto", "int8"):
-            raise ModelLoadError(f"the model is quantised to int8: it runs --precision int8 (or auto), not {requested}")
-        return "int8"
-    if requested == "int8":
-        raise ModelLoadError("--precision int8 on OpenVINO needs a statically quantised model: sttm export MODEL "
-                             "--format openvino --precision int8 --calib DATA -o OUT.xml")  # fmt: skip
-    if requested == "auto":
-        return "bf16" if "BF16" in units else "fp32"
-    if requested == "bf16" and "BF16" not in units:
-        requested = "fp16"
-    if requested == "fp16" and "FP16" not in units:
-        raise ModelLoadError("this CPU has neither bf16 nor fp16 units: use --precision fp32")
-    return requested
 
 
 def _config(precision: str, threads: int, hint: str) -> dict:

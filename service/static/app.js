@@ -97,7 +97,7 @@ async function loadModel() {
     state.labels = m.labels;
     const merge = m.merge === "none" ? "no merging" : `${m.merge} ${Math.round(m.reduction * 100)}%`;
     $("model-info").textContent = `${m.name}: ${m.arch}, ${m.frames} frames × ${m.input_size}px, ${merge}, ` +
-      `${m.labels.length} labels, ${m.backend} ${m.precision}`;
+      `${m.labels.length} labels, ${m.backend} ${m.precision}` + (m.reason ? ` (${m.reason})` : "");
     const rungs = (m.rungs || []).map((r) => (typeof r === "object" ? r.reduction : r));
     $("reduction-field").hidden = rungs.length < 2;
     $("reduction").replaceChildren(

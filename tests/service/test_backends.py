@@ -4,24 +4,34 @@ load-time precision check that refuses (or, under `auto`, avoids) a combination 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from export import agreement
 from export.agreement import moving_squares
-from service.backends import BackendOptions, ModelLoadError, load_backend, resolve_kind
+from service import backends
+from service.backends import BackendOptions, ModelLoadError, check_request, load_backend, resolve_kind
+from service.backends import cpu as cpus
 from service.settings import DEMO_ONNX
 
 openvino = pytest.importorskip("openvino")
-HAS_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+HAS_BF16 = cpus.this_cpu().bf16
+AMX = cpus.CpuFeatures(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}))
+EPYC = cpus.CpuFeatures(frozenset({"avx2", "fma"}))
 
 
-def test_auto_picks_openvino_on_the_cpu_and_onnx_runtime_for_gpu_providers(tiny_onnx, tmp_path):
-    assert resolve_kind(tiny_onnx, BackendOptions()) == "openvino"
+def test_auto_picks_the_runtime_for_this_cpu_and_onnx_runtime_for_gpu_providers(tiny_onnx, tmp_path, monkeypatch):
+    here = resolve_kind(tiny_onnx, BackendOptions())
+    assert here == cpus.choose_runtime(cpus.this_cpu(), openvino_installed=True)  # what this CPU runs fastest
+    assert load_backend(tiny_onnx).reason.startswith(here.reason)  # and the backend says why
+    for fake, expected in ((AMX, "openvino"), (EPYC, "onnxruntime")):
+        monkeypatch.setattr(backends, "this_cpu", lambda fake=fake: fake)
+        assert resolve_kind(tiny_onnx, BackendOptions()).value == expected
     gpu = BackendOptions(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert resolve_kind(tiny_onnx, gpu) == "onnxruntime"
+    assert resolve_kind(tiny_onnx, gpu).value == "onnxruntime"
     engine = tmp_path / "m.plan"
     engine.write_bytes(b"x")
-    assert resolve_kind(engine, BackendOptions()) == "tensorrt"
+    assert resolve_kind(engine, BackendOptions()).value == "tensorrt"
     with pytest.raises(ModelLoadError, match="cannot run on tensorrt"):
         resolve_kind(tiny_onnx, BackendOptions(kind="tensorrt"))
     with pytest.raises(ModelLoadError, match="cannot run on openvino"):
@@ -31,10 +41,8 @@ def test_auto_picks_openvino_on_the_cpu_and_onnx_runtime_for_gpu_providers(tiny_
 
 
 def test_openvino_without_openvino_is_one_clear_error(tiny_onnx, monkeypatch):
-    from service import backends
-
-    monkeypatch.setattr(backends, "_installed", lambda module: False)
-    assert resolve_kind(tiny_onnx, BackendOptions()) == "onnxruntime"  # auto: what is there
+    monkeypatch.setattr(backends, "installed", lambda module: False)
+    assert resolve_kind(tiny_onnx, BackendOptions()).value == "onnxruntime"  # auto: what is there
     with pytest.raises(ModelLoadError, match="OpenVINO is not installed"):
         load_backend(tiny_onnx, BackendOptions(kind="openvino"))
 
@@ -84,15 +92,37 @@ def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
     assert calls == [("alone", 1), ("alone", 1)]
 
 
+def test_bf16_is_what_this_cpu_decides(tiny_onnx):
+    """bf16 units: auto runs bf16 (checked at load); none: auto runs fp32 and says why, and an
+    explicit bf16 is one line naming what the CPU lacks, before anything is compiled."""
+    auto = load_backend(tiny_onnx, BackendOptions(kind="openvino"))
+    if HAS_BF16:
+        assert auto.precision == "bf16" and "bf16" in auto.reason
+        return
+    assert auto.precision == "fp32" and "no bf16 units" in auto.reason
+    for request in ("bf16", "fp16"):
+        with pytest.raises(ModelLoadError, match="units") as refused:
+            check_request(tiny_onnx, BackendOptions(kind="openvino", precision=request))
+        assert "\n" not in str(refused.value)
+        with pytest.raises(ModelLoadError, match="units"):
+            load_backend(tiny_onnx, BackendOptions(kind="openvino", precision=request))
+
+
 def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_onnx, monkeypatch):
+    """The load-time check's mechanics, on a CPU taken for one with bf16 units (where it has
+    none, OpenVINO runs the bf16 hint in fp32: the check and fallback are what is tested)."""
+    from service.backends import ov
+
+    monkeypatch.setattr(ov, "this_cpu", lambda: AMX)
     low = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
     assert low.precision == "bf16"  # the tiny model passes the check
-    assert load_backend(tiny_onnx, BackendOptions()).precision == "bf16"  # auto: bf16 where it passes
+    assert load_backend(tiny_onnx, BackendOptions("openvino")).precision == "bf16"  # auto: bf16 where it passes
     monkeypatch.setitem(agreement.TOLERANCE, "bf16", -1.0)  # now nothing passes
     with pytest.raises(ModelLoadError, match="bf16 does not match its fp32 .* --precision fp32"):
         load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
-    fallback = load_backend(tiny_onnx, BackendOptions())
+    fallback = load_backend(tiny_onnx, BackendOptions("openvino"))
     assert fallback.precision == "fp32" and "does not match" in fallback.provider
+    assert "bf16 failed its check at load" in fallback.reason
     unchecked = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16", check=False))
     assert unchecked.precision == "bf16"  # `sttm validate` checks against PyTorch instead
 
@@ -138,7 +168,7 @@ def test_an_openvino_ir_runs_on_openvino_in_the_precision_it_stores(tiny_onnx, t
     a quantised one says int8 there (tests/export/test_ir.py quantises a real model)."""
     model = openvino.Core().read_model(str(tiny_onnx))
     openvino.save_model(model, str(tmp_path / "m.xml"), compress_to_fp16=False)
-    assert resolve_kind(tmp_path / "m.xml", BackendOptions()) == "openvino"
+    assert resolve_kind(tmp_path / "m.xml", BackendOptions()).value == "openvino"
     with pytest.raises(ModelLoadError, match="OpenVINO IR .* cannot run on onnxruntime"):
         resolve_kind(tmp_path / "m.xml", BackendOptions(kind="onnxruntime"))
     ir = load_backend(tmp_path / "m.xml", BackendOptions(precision="fp32"))
@@ -176,3 +206,28 @@ def test_merge_output_is_served_where_the_file_has_it(tiny_onnx, kind):
     assert index.dtype == np.int32 and index.shape == (2, t * h * w)
     np.testing.assert_array_equal(index, reference.explain(clips)[1])
     assert load_backend(tiny_onnx, BackendOptions(kind=kind, precision="fp32")).explain is None
+
+
+def test_int8_weights_that_saturate_on_this_cpu_are_refused_at_load(tiny_onnx, tmp_path, monkeypatch):
+    """A file quantised with full-range int8 weights (an older export) is exact only with VNNI:
+    on a CPU without it, it is refused at load with the reason and the fix; today's 7-bit
+    weights load everywhere."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from service.backends import ort
+
+    full, seven = tmp_path / "full.onnx", tmp_path / "seven.onnx"
+    for path, reduce in ((full, False), (seven, True)):
+        quantize_dynamic(tiny_onnx, path, op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=reduce,
+                         weight_type=QuantType.QInt8)  # fmt: skip
+        model = onnx.load(path)
+        model.metadata_props.append(onnx.StringStringEntryProto(key="sttm.precision", value='"int8"'))
+        onnx.save(model, path)
+    assert ort.largest_int8_weight(full) == 127 and ort.largest_int8_weight(seven) <= 64
+    assert ort.largest_int8_weight(tiny_onnx) == 0
+    monkeypatch.setattr(ort, "this_cpu", lambda: EPYC)
+    with pytest.raises(ModelLoadError, match="saturates on a CPU without VNNI .* export it again"):
+        load_backend(full, BackendOptions("onnxruntime"))
+    assert load_backend(seven, BackendOptions("onnxruntime")).precision == "int8"
+    monkeypatch.setattr(ort, "this_cpu", lambda: AMX)
+    assert load_backend(full, BackendOptions("onnxruntime")).precision == "int8"

@@ -71,6 +71,24 @@ def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path):
     assert err.startswith("sttm serve: error: model file") and err.count("\n") == 1
 
 
+def test_serve_refuses_what_this_cpu_cannot_run_in_one_line_before_starting(capsys, tiny_onnx, monkeypatch):
+    """An explicit precision the CPU lacks units for: one line and exit 2 (never uvicorn's
+    "Application startup failed"); the CPU is taken for an AVX2-only one so this holds anywhere."""
+    import uvicorn
+
+    from service.backends import cpu, ov
+
+    monkeypatch.setattr(ov, "this_cpu", lambda: cpu.CpuFeatures(frozenset({"avx2", "fma"})))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    for name in ("STTM_MODEL", "STTM_BACKEND", "STTM_PRECISION"):
+        monkeypatch.delenv(name, raising=False)  # _serve sets them for its workers
+    argv = ["serve", "--model", str(tiny_onnx), "--backend", "openvino", "--precision", "bf16"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: --precision bf16: this CPU has neither bf16 nor fp16 units")
+    assert err.count("\n") == 1
+
+
 def test_predict_json_and_bad_file(capsys, tmp_path):
     import numpy as np
 
