@@ -33,6 +33,7 @@ from export.pipeline import run_export
 from media import load_clip
 from models import load_model
 from service.backends import BackendOptions, ModelLoadError, load_backend
+from service.backends.cpu import this_cpu
 
 PYTORCH = "pytorch eager"
 RUNTIMES = {  # name -> how the server opens it, for batches of 1 (OpenVINO: no streams model besides)
@@ -41,6 +42,7 @@ RUNTIMES = {  # name -> how the server opens it, for batches of 1 (OpenVINO: no 
     "openvino fp32": BackendOptions("openvino", "fp32", max_batch=1),
     "openvino bf16": BackendOptions("openvino", "bf16", max_batch=1),
     "openvino int8": BackendOptions("openvino", "int8", max_batch=1),
+    "onnxruntime int8": BackendOptions("onnxruntime", "auto", max_batch=1),  # the int8 ONNX export (7-bit weights)
 }
 
 
@@ -60,29 +62,38 @@ def main(argv: list[str] | None = None) -> None:
             gflops[merge] = model.gflops()
             path = Path(scratch) / f"{merge}.onnx"
             run_export(args.model, path, merge=merge, reduction=reduction, quiet=True)
-            if "openvino int8" in args.runtimes:  # calibrated only when asked for
+            files = {
+                "openvino int8": path.with_suffix(".xml"),
+                "onnxruntime int8": path.with_name(f"{merge}-int8.onnx"),
+            }
+            int8 = {  # the int8 exports, each held to PyTorch by the int8 gate; only those asked for
+                "openvino int8": dict(
+                    fmt="openvino", calib="generated", calib_clips=args.calib_clips, ir_runner=_served
+                ),
+                "onnxruntime int8": {},
+            }
+            for name in (name for name in int8 if name in args.runtimes):
                 try:
-                    ir = run_export(args.model, path.with_suffix(".xml"), merge=merge, reduction=reduction, quiet=True,
-                                    fmt="openvino", precision="int8", calib="generated", calib_clips=args.calib_clips,
-                                    ir_runner=_served)  # fmt: skip
-                    gate[merge] = ir.reports[-1].max_abs_diff
+                    done = run_export(args.model, files[name], merge=merge, reduction=reduction, quiet=True,
+                                      precision="int8", **int8[name])  # fmt: skip
+                    gate[(merge, name)] = done.reports[-1].max_abs_diff
                 except ValidationError as err:
-                    refused[(merge, "openvino int8")] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"
+                    refused[(merge, name)] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"
             if PYTORCH in args.runtimes:
                 runners[(merge, PYTORCH)] = lambda m=model: m(torch.from_numpy(video)).numpy()
             for name, options in RUNTIMES.items():
                 if (merge, name) in refused or name not in args.runtimes:
                     continue
                 try:
-                    file = path.with_suffix(".xml") if options.precision == "int8" else path
-                    run = load_backend(file, options).run
+                    run = load_backend(files.get(name, path), options).run
                     runners[(merge, name)] = lambda r=run: r(video)
                 except ModelLoadError as err:
                     refused[(merge, name)] = str(err).split(": ", 1)[-1]
         seconds = interleaved_medians(runners, args.repeats)
     base = seconds.get(("none", "onnxruntime fp32"))  # the baseline column, when it was timed
     print(f"# {args.model}, batch 1, model only, torch {torch.__version__}, {platform.machine()}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}, reduction {args.reduction}")  # fmt: skip
+          f"{torch.get_num_threads()} threads, median of {args.repeats}, reduction {args.reduction}, "
+          f"CPU {this_cpu().describe()}")  # fmt: skip
     print("| merge | runtime | GFLOPs (MACs) | latency ms | vs ORT fp32 none | vs same runtime none |")
     print("|---|---|---|---|---|---|")
     for (merge, name), sec in seconds.items():
@@ -90,8 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         vs_own = f"{own / sec:.2f}x" if own else "-"
         vs_base = f"{base / sec:.2f}x" if base else "-"
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | {sec * 1000:.0f} | {vs_base} | {vs_own} |")
-    for merge, diff in gate.items():
-        print(f"# {merge}: int8 IR vs PyTorch max abs logit diff {diff:.3g} (gate 0.1)")
+    for (merge, name), diff in gate.items():
+        print(f"# {merge}: {name} vs PyTorch max abs logit diff {diff:.3g} (gate 0.1)")
     for (merge, name), reason in refused.items():
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | refused: {reason} | - | - |")
 

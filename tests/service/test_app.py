@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from models.synth import CLASSES, write_mp4
 from service.app import create_app
+from service.backends.cpu import choose_runtime, this_cpu
 from service.settings import DEMO_ONNX, Settings
 
 
@@ -46,7 +47,8 @@ def _post(client, data: bytes, path="/v1/classify", params=None, raw=False, **kw
     return client.post(path, files={"file": ("clip.mp4", data, "video/mp4")}, params=params, **kw)
 
 
-DEFAULT_RUNTIME = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"  # `auto` for an ONNX
+# `auto` for an ONNX file: what is fastest on this CPU
+DEFAULT_RUNTIME = choose_runtime(this_cpu(), importlib.util.find_spec("openvino") is not None).value
 
 
 def _metric(client, name: str, auth: str | None = None) -> float:
@@ -129,6 +131,7 @@ def test_multi_view_timeline_and_models(client_for, clips):
     assert windows[-1]["end_s"] == t.json()["video"]["duration_s"]  # the last, partial window covers the end
     info = client.get("/v1/models").json()[0]
     assert info["labels"] == CLASSES and info["frames"] == 8 and info["backend"].startswith(DEFAULT_RUNTIME)
+    assert info["precision"] in ("fp32", "bf16") and info["reason"]  # what runs, and why (the CPU's units, a flag)
 
 
 def test_v2_protocol(client_for):

@@ -61,6 +61,8 @@ def _open(driver, server, key: str | None = API_KEY) -> None:
     driver.get(server.url + "/")
     if key is not None:
         _wait(driver, lambda d: "frames" in d.find_element(By.ID, "model-info").text, what="the model description")
+        # the runtime, its precision and why (the test server names its backend)
+        assert "onnxruntime" in (text := driver.find_element(By.ID, "model-info").text) and "--backend" in text
     driver.get_log("browser")  # what happened before is not this test's
 
 
