@@ -10,7 +10,7 @@ breaks beside this project's torch: run `prepare` and `ours` with the project's 
 
 `hf` imports nothing from this project (run it as a file, so the other venv never needs
 this project installed); `prepare` needs the export extra (torch) and transformers, `ours`
-only the serving path (media, service.backends).
+only the serving path (media, runtime.backends).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def hf(out: Path, clip: str, repeats: int) -> None:
 
 def ours(out: Path, clip: str, repeats: int) -> None:
     from media import Limits, Views, load_clip
-    from service.backends import BackendOptions, load_backend
+    from runtime.backends import BackendOptions, load_backend
 
     for variant, kind, precision in RUNS:
         backend = load_backend(out / f"videomae-b-{variant}.onnx", BackendOptions(kind, precision, max_batch=1))

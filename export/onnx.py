@@ -17,8 +17,8 @@ import torch
 from onnx import numpy_helper
 
 from export.errors import ExportError
-from export.metadata import ModelMetadata
 from models import VideoClassifier
+from runtime.metadata import ModelMetadata
 
 SCOPES = "pkg.torch.onnx.name_scopes"  # a node's metadata: the modules the dynamo exporter traced it in
 # Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.

@@ -8,27 +8,20 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from export.agreement import ValidationError, ValidationReport
-from export.ladder import RungEntry, rung_name, write_ladder
-from export.metadata import sidecar_path
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for, read_metadata
-from export.validate import check_merge_index, onnxruntime_runner, validate
+from export.validate import check_merge_index, open_onnx, validate
 from models.checkpoint import Sidecars
+from runtime import BackendOptions, load_backend
+from runtime.agreement import ValidationError, ValidationReport
+from runtime.ladder_file import RungEntry, rung_name, write_ladder
+from runtime.metadata import sidecar_path
 
 Format = Literal["onnx", "tensorrt", "triton", "openvino"]
-# Opens a built engine as a function `[B, 3, T, S, S]` -> logits: the server's own runner
-# (`service.backends.trt.TensorRTRunner`), passed in by the caller since export sits below the service.
-EngineRunner = Callable[[Path], Callable[[np.ndarray], np.ndarray]]
-# Opens an OpenVINO IR as the server runs it in a precision (`service.backends.load_backend`), also passed in.
-IRRunner = Callable[[Path, str], Callable[[np.ndarray], np.ndarray]]
 
 
 @dataclass
@@ -82,18 +75,16 @@ def run_export(
     max_batch: int = 8,
     name: str | None = None,
     quiet: bool = False,
-    engine_runner: EngineRunner | None = None,
     triton_runtime: str = "python",
     instances: int = 1,
     decoders: int = 2,
     sidecars: Sidecars | None = None,
-    ir_runner: IRRunner | None = None,
     calib: str | Path | None = None,
     calib_clips: int = 64,
 ) -> ExportResult:
-    """Export `model_ref`, validate every file written, and return the files. A TensorRT
-    engine is validated by running it with `engine_runner` (required when one is built), an
-    OpenVINO IR with `ir_runner` (`fmt="openvino"`). int8 IRs are calibrated on `calib_clips`
+    """Export `model_ref`, validate every file written, and return the files. Each file is
+    opened for its validation as the server opens it (`runtime.load_backend`): the ONNX file on
+    ONNX Runtime, a TensorRT engine on TensorRT, an OpenVINO IR on OpenVINO. int8 IRs are calibrated on `calib_clips`
     clips of the data set directory `calib`, or on generated clips with `calib="generated"`."""
     from export import tensorrt
     from models import load_model
@@ -107,8 +98,6 @@ def run_export(
     if ir and precision == "fp16":
         raise ExportError("--format openvino stores fp32 or int8; bf16/fp16 are run-time precisions "
                           "(sttm serve --backend openvino --precision bf16)")  # fmt: skip
-    if ir and ir_runner is None:
-        raise ExportError("writing an OpenVINO IR needs an ir_runner to validate it with")
     if ir and precision == "int8" and calib is None:
         raise ExportError("--precision int8 with --format openvino is calibrated: give --calib DATA (a data set "
                           "directory) or --calib generated")  # fmt: skip
@@ -121,8 +110,6 @@ def run_export(
     builds_engine = fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None)
     if fmt == "triton" and (triton_runtime not in ("python", "platform") or min(instances, decoders) < 1):
         raise ExportError("--triton-runtime must be python or platform, --instances and --triton-decoders >= 1")
-    if builds_engine and engine_runner is None:
-        raise ExportError("building a TensorRT engine needs an engine_runner to validate it with")
     if fmt == "triton":
         onnx_path, repo = None, out
     elif ir:  # the ONNX file is a step on the way; the IR is what is written
@@ -143,15 +130,15 @@ def run_export(
         with progress.step(f"exporting ONNX ({meta.merge}, {meta.gflops:.2f} GMACs/clip)"):
             export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, max_batch)))
         with progress.step("validating with ONNX Runtime"):
-            ort_run = onnxruntime_runner(str(target))
+            ort_run = open_onnx(target)
             result.reports.append(validate(model, ort_run, "onnxruntime-cpu", meta.precision))
             if meta.merge_output and meta.precision == "fp32":  # low precisions may flip near-tied decisions
-                patches = check_merge_index(model, str(target))
+                patches = check_merge_index(model, ort_run)
         progress.show(result.reports[-1].table())
         if meta.merge_output and meta.precision == "fp32":
             progress.show(f"{meta.merge_output}: equal to PyTorch on all {patches} patches")
         if ir:
-            return _write_ir(model, target, ir_path, precision, ir_runner, calib, calib_clips, progress, result)
+            return _write_ir(model, target, ir_path, precision, calib, calib_clips, progress, result)
         if onnx_path:
             target = Path(shutil.move(target, onnx_path))
         engine = None
@@ -164,8 +151,8 @@ def run_export(
                                       timing_cache=engine.parent / "timing.cache")  # fmt: skip
             with progress.step("validating TensorRT against ONNX Runtime"):
                 try:
-                    result.reports.append(validate(model, engine_runner(engine), "tensorrt", precision,
-                                                   reference=ort_run))  # fmt: skip
+                    served = load_backend(engine, BackendOptions("tensorrt"))  # as `sttm serve` runs it
+                    result.reports.append(validate(model, served, "tensorrt", precision, reference=ort_run))
                 except ValidationError:
                     for path in (engine, sidecar_path(engine)):
                         path.unlink(missing_ok=True)  # never leave an engine that failed validation
@@ -184,8 +171,8 @@ def run_export(
     return result
 
 
-def _write_ir(model, onnx_path: Path, out: Path, precision: str, runner: IRRunner, calib, clips: int,
-              progress: Progress, result: ExportResult) -> ExportResult:  # fmt: skip
+def _write_ir(model, onnx_path: Path, out: Path, precision: str, calib, clips: int, progress: Progress,
+              result: ExportResult) -> ExportResult:  # fmt: skip
     """The validated ONNX file as an OpenVINO IR (int8: calibrated), validated against PyTorch
     as the server runs it; written to `out` (+ `.bin`) only when it passes."""
     from export.ir import calibration_clips, write_ir
@@ -200,7 +187,9 @@ def _write_ir(model, onnx_path: Path, out: Path, precision: str, runner: IRRunne
     with progress.step(f"writing the OpenVINO IR ({precision}{', NNCF' if calibration is not None else ''})"):
         staged = write_ir(onnx_path, scratch / out.name, calibration, progress.quiet)
     with progress.step("validating the OpenVINO IR"):
-        result.reports.append(validate(model, runner(staged, precision), "openvino", precision))
+        # as the server runs it in `precision`, unchecked at load: held to PyTorch here
+        served = load_backend(staged, BackendOptions("openvino", precision, check=False))
+        result.reports.append(validate(model, served, "openvino", precision))
     progress.show(result.reports[-1].table())
     result.files = [
         Path(shutil.move(staged, out)),
@@ -219,7 +208,6 @@ def run_ladder_export(
     max_batch: int = 8,
     name: str | None = None,
     quiet: bool = False,
-    engine_runner: EngineRunner | None = None,
     eval_data: str | Path | None = None,
     eval_split: str = "test",
     **options,
@@ -244,7 +232,7 @@ def run_ladder_export(
         target = out if fmt == "triton" else out / f"{rung}{'.plan' if fmt == 'tensorrt' else '.onnx'}"
         done = run_export(model_ref, target, merge=merge or "sttm", reduction=reduction, fmt=fmt,
                           precision=precision, max_batch=max_batch, name=rung if fmt == "triton" else name,
-                          quiet=quiet, engine_runner=engine_runner, **options)  # fmt: skip
+                          quiet=quiet, **options)  # fmt: skip
         result.files += done.files
         result.reports += done.reports
         # the rung's ONNX file; in a Triton repository, <model>/<version>/model.onnx

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
-from export.metadata import ModelMetadata
+from runtime.metadata import ModelMetadata
 
 Runtime = Literal["python", "platform"]
 KINDS = {"python": "KIND_CPU", "onnxruntime_onnx": "KIND_AUTO", "tensorrt_plan": "KIND_GPU"}  # AUTO: the GPU if any

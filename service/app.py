@@ -10,9 +10,9 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
 from service.auth import Protected
-from service.backends import ModelLoadError
 from service.classify import open_classifier
 from service.metrics import Metrics
 from service.runtime import Runtime

@@ -26,10 +26,10 @@ import numpy as np
 from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
 from media.sampling import Sampling, window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
-from service.backends import Backend
+from runtime.backends import Backend
+from runtime.postprocess import Prediction, average_views, softmax, top_k
 from service.batcher import Batcher, QueueFullError, Ticket
 from service.ladder import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
-from service.postprocess import Prediction, average_views, softmax, top_k
 from service.segments import Segment, segments
 from service.settings import Settings
 

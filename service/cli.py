@@ -26,14 +26,13 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from export.ladder import parse_reductions
     from export.pipeline import run_export, run_ladder_export
-    from service.backends.trt import TensorRTRunner  # validates an engine as the server will run it
+    from runtime.ladder_file import parse_reductions
 
     common = dict(merge=args.merge, fmt=args.format, precision=args.precision, max_batch=args.max_batch,
-                  name=args.name, quiet=args.quiet, engine_runner=TensorRTRunner, triton_runtime=args.triton_runtime,
-                  instances=args.instances, decoders=args.triton_decoders, sidecars=_sidecars(args),
-                  ir_runner=_openvino_runner, calib=args.calib, calib_clips=args.calib_clips)  # fmt: skip
+                  name=args.name, quiet=args.quiet, triton_runtime=args.triton_runtime, instances=args.instances,
+                  decoders=args.triton_decoders, sidecars=_sidecars(args), calib=args.calib,
+                  calib_clips=args.calib_clips)  # fmt: skip
     if args.reduction is not None and "," in args.reduction:  # a ladder: one model per value + ladder.json
         result = run_ladder_export(args.model, args.output, parse_reductions(args.reduction),
                                    eval_data=args.eval_data, eval_split=args.eval_split, **common)  # fmt: skip
@@ -46,13 +45,6 @@ def _export(args: argparse.Namespace) -> None:
         print(path)
 
 
-def _openvino_runner(path, precision: str):
-    """An OpenVINO IR as the server runs it in `precision`, unchecked: the caller holds it to PyTorch."""
-    from service.backends import BackendOptions, load_backend
-
-    return load_backend(path, BackendOptions("openvino", precision, check=False)).run
-
-
 def _validate(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
@@ -61,7 +53,7 @@ def _validate(args: argparse.Namespace) -> int:
     from export.pipeline import model_name
     from export.validate import validate
     from models import load_model
-    from service.backends import BackendOptions, load_backend
+    from runtime.backends import BackendOptions, load_backend
 
     model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=_sidecars(args))
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,11 +95,11 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from export.evaluate import evaluate
-    from export.metadata import EXPORTED_SUFFIXES
+    from runtime.metadata import EXPORTED_SUFFIXES
 
     exported = None
     if args.model.endswith(EXPORTED_SUFFIXES):  # an exported model: as the server runs it
-        from service.backends import BackendOptions, load_backend
+        from runtime.backends import BackendOptions, load_backend
 
         exported = load_backend(args.model, BackendOptions(args.backend or "auto", args.precision or "auto"))
     elif args.backend or args.precision:
@@ -164,7 +156,7 @@ def _serve(args: argparse.Namespace) -> None:
     if not settings.model.exists() and settings.require_model:
         raise OSError(f"model file {settings.model} does not exist")
     if settings.model.is_dir() and settings.require_model:
-        from export.ladder import read_ladder
+        from runtime.ladder_file import read_ladder
 
         read_ladder(settings.model)  # a ladder without ladder.json or with a missing rung: one line, exit 2
     uvicorn.run(

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.ladder import is_ladder, read_ladder, rung_name
-from service.backends import Backend, BackendOptions, ModelLoadError, load_backend
+from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend
+from runtime.ladder_file import is_ladder, read_ladder, rung_name
 from service.batcher import Demand, Waiting
 
 # Descend to a less-merged rung only when it predicts at most this fraction of the target:

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from media import Limits
-from service.backends import BackendOptions, Kind, Precision
+from runtime.backends import BackendOptions, Kind, Precision
 
 DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
 

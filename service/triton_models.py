@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.metadata import ModelMetadata
 from media import VideoError, Views, load_clip
-from service.backends import load_backend
-from service.postprocess import average_views, top_k
+from runtime.backends import load_backend
+from runtime.metadata import ModelMetadata
+from runtime.postprocess import average_views, top_k
 from service.settings import Settings
 
 VIEW_OPTIONS = ("num_clips", "crops", "frame_interval")  # optional INT32 inputs of the preprocess model

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from export.onnx import read_metadata
-from export.validate import onnxruntime_runner
+from export.validate import open_onnx
 from models.formats import NAMES
 from service.cli import main
 from tests.torch_helpers import CLASSES, FORMATS, write_format
@@ -39,7 +39,7 @@ def test_info_and_export_name_the_format_and_validate(tmp_path, capsys, fmt):
     video = torch.randn(2, 3, frames, size, size, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         expected = ref(pixel_values=video.transpose(1, 2)).logits.numpy()
-    got = onnxruntime_runner(str(tmp_path / "m.onnx"))(video.numpy())
+    got = open_onnx(tmp_path / "m.onnx")(video.numpy())
     assert np.abs(got - expected).max() <= 1e-4
 
 

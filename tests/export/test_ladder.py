@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from export.ladder import read_ladder
 from export.onnx import read_metadata
 from export.pipeline import run_ladder_export
-from service.backends import BackendOptions
+from runtime.backends import BackendOptions
+from runtime.ladder_file import read_ladder
 from service.cli import main
 from service.ladder import load_rungs
 

@@ -94,7 +94,7 @@ def test_a_torch_command_without_torch_is_one_line(capsys):
 
 def test_validate_holds_a_runtime_to_pytorch(capsys, monkeypatch):
     pytest.importorskip("torch")
-    from export import agreement
+    from runtime import agreement
 
     argv = ["validate", "vit-tiny", "--merge", "sttm", "--reduction", "0.3", "--backend", "onnxruntime"]
     assert main(argv) == 0

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export.ladder import LADDER_FILE, RungEntry, parse_reductions, write_ladder
+from runtime.backends import BackendOptions, ModelLoadError
+from runtime.ladder_file import LADDER_FILE, RungEntry, parse_reductions, write_ladder
 from service.app import create_app
-from service.backends import BackendOptions, ModelLoadError
 from service.batcher import Demand, Waiting
 from service.cli import main
 from service.ladder import (

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = """
 import os, sys, time
 from pathlib import Path
-from service.backends import Backend
+from runtime.backends import Backend
 
 flag, real = Path(os.environ["SLOW_FLAG"]), Backend.__call__
 

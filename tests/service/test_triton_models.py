@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.metadata import ModelMetadata
 from media import VideoError, Views
-from service.postprocess import average_views, top_k
+from runtime.metadata import ModelMetadata
+from runtime.postprocess import average_views, top_k
 from service.settings import Settings
 from service.triton_models import answer, clip_tensor, split_rows, views_of
 

@@ -16,7 +16,7 @@ machines).
 Precision (`BackendOptions.precision`): what the runtime computes in. ONNX Runtime and
 TensorRT run what the file stores (`sttm export --precision`); OpenVINO can run a plain
 fp32 file in bf16/fp16 and runs an int8 IR, and a low run-time precision is held at load to the same rule as an export
-(`export.agreement`) against the runtime's own fp32: a failing combination is refused,
+(`runtime.agreement`) against the runtime's own fp32: a failing combination is refused,
 and `auto` falls back to fp32.
 """
 
@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from export.metadata import ENGINE_SUFFIXES, IR_SUFFIX, ModelMetadata
+from runtime.metadata import ENGINE_SUFFIXES, IR_SUFFIX, ModelMetadata
 
 Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -83,14 +83,14 @@ def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -
         raise ModelLoadError(f"model file {path} does not exist")
     kind = resolve_kind(path, options)
     if kind == "tensorrt":
-        from service.backends import trt
+        from runtime.backends import trt
 
         return trt.load(path)
     if kind == "openvino":
-        from service.backends import ov
+        from runtime.backends import ov
 
         return ov.load(path, options)
-    from service.backends import ort
+    from runtime.backends import ort
 
     return ort.load(path, options)
 

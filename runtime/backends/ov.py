@@ -5,7 +5,7 @@ against PyTorch when written), whose quantised matmuls run in int8 (AMX / VNNI) 
 rest — the merge decisions included — in fp32.
 
 A low precision is checked at load, with the rule every export is held to
-(`export.agreement`), against the same file compiled in fp32 on generated clips. Where the
+(`runtime.agreement`), against the same file compiled in fp32 on generated clips. Where the
 whole model in bf16 fails it, the merge decisions are kept exact: every node a merge decision
 (a TopK: nearest neighbours, density peaks, matches) depends on is compiled in fp32 and the
 rest — the blocks after each decision's inputs, the merges' application, the head — in bf16,
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import openvino
 
-from export.agreement import ValidationError, compare, moving_squares
-from export.metadata import PREFIX, ModelMetadata
-from service.backends import Backend, BackendOptions, ModelLoadError
+from runtime.agreement import ValidationError, compare, moving_squares
+from runtime.backends import Backend, BackendOptions, ModelLoadError
+from runtime.metadata import PREFIX, ModelMetadata
 
 # INFERENCE_PRECISION_HINT values: what the ops that are not quantised compute in
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}

@@ -9,8 +9,8 @@ import re
 import onnx
 import pytest
 
-from export import agreement
-from service.backends import BackendOptions, load_backend
+from runtime import agreement
+from runtime.backends import BackendOptions, load_backend
 
 pytest.importorskip("torch")  # the graphs are real exports
 

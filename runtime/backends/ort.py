@@ -8,9 +8,9 @@ from pathlib import Path
 
 import onnxruntime
 
-from export.agreement import ValidationError, compare, moving_squares
-from export.metadata import ModelMetadata
-from service.backends import Backend, BackendOptions, ModelLoadError
+from runtime.agreement import ValidationError, compare, moving_squares
+from runtime.backends import Backend, BackendOptions, ModelLoadError
+from runtime.metadata import ModelMetadata
 
 CHECK_CLIPS = 2
 
@@ -50,7 +50,7 @@ def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata,
     nothing fuses or it disagrees."""
     import onnx
 
-    from service.backends import fusion
+    from runtime.backends import fusion
 
     try:
         graph, count = fusion.fuse(onnx.load(str(path)))

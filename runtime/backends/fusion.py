@@ -7,7 +7,7 @@ Runtime on the CPU the backend rewrites, in memory, each attention the exporter 
 `[B, 1, 1, N]` expanded to the `[B, 1, N, N]` it takes), then lets ONNX Runtime's own
 transformer optimizer fuse residual + LayerNorm (`SkipLayerNormalization`) and bias + GELU.
 Any attention that does not match the pattern is left as it is. The backend holds the result
-to the plain graph at load (`export.agreement`, fp32 rule) and falls back to it otherwise.
+to the plain graph at load (`runtime.agreement`, fp32 rule) and falls back to it otherwise.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import agreement
-from export.agreement import moving_squares
-from service.backends import BackendOptions, ModelLoadError, load_backend, resolve_kind
+from runtime import agreement
+from runtime.agreement import moving_squares
+from runtime.backends import BackendOptions, ModelLoadError, load_backend, resolve_kind
 from service.settings import DEMO_ONNX
 
 openvino = pytest.importorskip("openvino")
@@ -31,7 +31,7 @@ def test_auto_picks_openvino_on_the_cpu_and_onnx_runtime_for_gpu_providers(tiny_
 
 
 def test_openvino_without_openvino_is_one_clear_error(tiny_onnx, monkeypatch):
-    from service import backends
+    from runtime import backends
 
     monkeypatch.setattr(backends, "_installed", lambda module: False)
     assert resolve_kind(tiny_onnx, BackendOptions()) == "onnxruntime"  # auto: what is there
@@ -53,7 +53,7 @@ def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
     """Compiled for one clip (static shapes): a batch fills the CPU's streams with as many clips
     as a multiple of the streams allows, the rest run alone on all the threads — in order, with
     the same answers as ONNX Runtime."""
-    from service.backends import ov
+    from runtime.backends import ov
 
     served = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", max_batch=4))
     reference = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
@@ -100,7 +100,7 @@ def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_on
 def test_the_split_at_the_merge_decisions_computes_the_same_model(tiny_onnx):
     """Two compiled parts — what the decisions depend on, and the rest fed from it — are the
     same function as the whole model (both in fp32 here): every output, merge_index included."""
-    from service.backends import ov
+    from runtime.backends import ov
 
     core = openvino.Core()
     model = core.read_model(str(DEMO_ONNX))

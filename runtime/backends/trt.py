@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.metadata import read_sidecar
-from service.backends import Backend, ModelLoadError
+from runtime.backends import Backend, ModelLoadError
+from runtime.metadata import read_sidecar
 
 
 def load(path: Path) -> Backend:
