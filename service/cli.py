@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _triton(args: argparse.Namespace) -> None:
-    from service.tritonserver import Ports, run
+    from tritonserve.launch import Ports, run
 
     run(args.repo, Ports(args.http_port, args.grpc_port, args.metrics_port), args.host, args.tritonserver_arg)
 

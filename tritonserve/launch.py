@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "nvidia-pytriton"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds service/, media/, export/, models/
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds tritonserve/, runtime/, media/, ...
 
 
 @dataclass(frozen=True)

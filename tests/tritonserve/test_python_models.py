@@ -9,8 +9,8 @@ import pytest
 from media import VideoError, Views
 from runtime.metadata import ModelMetadata
 from runtime.postprocess import average_views, top_k
-from service.settings import Settings
-from service.triton_models import answer, clip_tensor, split_rows, views_of
+from runtime.settings import RuntimeSettings
+from tritonserve.python_models import answer, clip_tensor, split_rows, views_of
 
 META = ModelMetadata("m", "vit", ("a", "b", "c"), 4, 32, (0.5,) * 3, (0.5,) * 3, 32, "dense", 2, "none", 0.0, 1.0, 1.0)
 
@@ -43,8 +43,8 @@ def test_answer_is_classify_top_k_of_the_averaged_views():
 
 def test_an_upload_over_the_limit_is_refused_before_decoding():
     with pytest.raises(VideoError) as caught:
-        clip_tensor(b"\0" * 2048, META, Views(), Settings(max_upload_mb=0.001))
+        clip_tensor(b"\0" * 2048, META, Views(), RuntimeSettings(max_upload_mb=0.001))
     assert caught.value.code == "too_large"
     with pytest.raises(VideoError) as caught:
-        clip_tensor(b"not a video", META, Views(), Settings())
+        clip_tensor(b"not a video", META, Views(), RuntimeSettings())
     assert caught.value.code == "not_a_video"

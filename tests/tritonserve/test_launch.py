@@ -8,7 +8,7 @@ import os
 import sys
 import sysconfig
 
-from service.tritonserver import PROJECT_ROOT, Ports, backend_dir, command, environment
+from tritonserve.launch import PROJECT_ROOT, Ports, backend_dir, command, environment
 
 
 def _wheel(root):

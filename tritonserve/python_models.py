@@ -4,7 +4,7 @@ Triton's stub process, where `triton_python_backend_utils` exists; the pure part
 batching, answers) are plain functions, tested without Triton.
 
 - `Preprocess`: one clip's bytes -> the model's input `[views, 3, T, S, S]`, by `media.load_clip`
-  with the same limits, views cap and refusals as `sttm serve` (all from `STTM_*`, `Settings`);
+  with the same limits, views cap and refusals as `sttm serve` (all from `STTM_*`, `RuntimeSettings`);
   a refused clip is an error response for that request (`<code>: <message>`), never a crash.
 - `ModelRunner`: the exported ONNX model on our CPU backend (`load_backend`: OpenVINO or ONNX
   Runtime, `STTM_BACKEND` / `STTM_PRECISION`), for Triton builds without an ONNX Runtime backend;
@@ -24,7 +24,7 @@ from media import VideoError, Views, load_clip
 from runtime.backends import load_backend
 from runtime.metadata import ModelMetadata
 from runtime.postprocess import average_views, top_k
-from service.settings import Settings
+from runtime.settings import RuntimeSettings
 
 VIEW_OPTIONS = ("num_clips", "crops", "frame_interval")  # optional INT32 inputs of the preprocess model
 DEFAULT_TOP_K = 5
@@ -64,7 +64,7 @@ def views_of(options: dict[str, int | None], max_views: int) -> Views:
     return views
 
 
-def clip_tensor(data: bytes, meta: ModelMetadata, views: Views, settings: Settings) -> np.ndarray:
+def clip_tensor(data: bytes, meta: ModelMetadata, views: Views, settings: RuntimeSettings) -> np.ndarray:
     """One clip's encoded bytes -> `[views, 3, T, S, S]` float32; `VideoError` when refused."""
     if len(data) > settings.max_upload_mb * (1 << 20):
         raise VideoError("too_large", f"the upload is over {settings.max_upload_mb:g} MB")
@@ -86,7 +86,7 @@ class Preprocess:
     def initialize(self, args: dict) -> None:
         sidecar = json.loads((_version_dir(args) / "metadata.json").read_text())
         self.meta = ModelMetadata.from_dict(sidecar["metadata"])
-        self.settings = Settings()
+        self.settings = RuntimeSettings()
         # a clip's views reach the model as one batch: no more than its max_batch_size
         self.max_views = min(self.settings.max_views, int(sidecar["max_batch"]))
 
@@ -107,7 +107,9 @@ class Preprocess:
 
 class ModelRunner:
     def initialize(self, args: dict) -> None:
-        self.backend = load_backend(_version_dir(args) / "model.onnx", Settings().backend_options)  # ModelLoadError
+        self.backend = load_backend(
+            _version_dir(args) / "model.onnx", RuntimeSettings().backend_options
+        )  # ModelLoadError
         self.meta = self.backend.meta
 
     def execute(self, requests: list) -> list:
