@@ -142,7 +142,7 @@ class Server:
         self.env = {**os.environ, **SERVER, **env, "STTM_MODEL": str(model), "STTM_PORT": str(PORT)}
 
     def __enter__(self) -> str:
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "cli", "serve", "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=Path(__file__).resolve().parents[1])
         url = f"http://127.0.0.1:{PORT}"
         deadline = time.monotonic() + 300

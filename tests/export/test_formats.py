@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from cli.main import main
 from export.onnx import read_metadata
 from export.validate import open_onnx
 from models.formats import NAMES
-from service.cli import main
 from tests.torch_helpers import CLASSES, FORMATS, write_format
 
 

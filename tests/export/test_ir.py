@@ -8,13 +8,13 @@ import onnx
 import openvino
 import pytest
 
+from cli.main import main
 from export.ir import calibration_clips, write_ir
 from export.onnx import export_onnx, merger_nodes, metadata_for
 from export.validate import open_onnx, validate
 from models import load_model
 from runtime.agreement import moving_squares
 from runtime.backends import BackendOptions, ModelLoadError, load_backend
-from service.cli import main
 
 
 @pytest.fixture(scope="module")

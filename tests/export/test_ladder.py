@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from cli.main import main
 from export.onnx import read_metadata
 from export.pipeline import run_ladder_export
 from runtime.backends import BackendOptions
 from runtime.ladder_file import read_ladder
-from service.cli import main
 from service.ladder import load_rungs
 
 

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.main import main
 from runtime.backends import BackendOptions, ModelLoadError
 from runtime.ladder_file import LADDER_FILE, RungEntry, parse_reductions, write_ladder
 from service.app import create_app
 from service.batcher import Demand, Waiting
-from service.cli import main
 from service.ladder import (
     DESCEND_BELOW,
     LoadPolicy,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from service.cli import main
+from cli.main import main
 
 
 def test_info_json(capsys):
