@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.decode import make_clip
 from benchmarks.timing import interleaved_medians, speed_flags
-from export.pipeline import run_export
+from export.run import run_export
 from media import load_clip
 from models import load_model
 from runtime.agreement import ValidationError

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from export.evaluate import evaluate
-from export.pipeline import run_export
+from export.run import run_export
 from models.synth import CLASSES, PAIRS, SynthConfig, generate
 from models.train import TrainConfig, train
 

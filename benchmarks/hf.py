@@ -44,7 +44,7 @@ def prepare(out: Path) -> None:
     import torch
     import transformers
 
-    from export.pipeline import run_export
+    from export.run import run_export
 
     hf_dir = out / "videomae-b"
     if not (hf_dir / "config.json").is_file():

@@ -67,7 +67,7 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
     """`model` (`MODELS`: a preset, resized) with random weights (seed 0), exported as a ladder."""
     import torch
 
-    from export.pipeline import run_ladder_export
+    from export.run import run_ladder_export
     from models import build_model, load_model, save_model
 
     preset, changes = MODELS[model]
@@ -84,7 +84,7 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
 def demo_ladder(workdir: Path, reductions: list[float]) -> dict[float, dict]:
     """The demo at every rung: top-1 on 360 clips of an unseen seed, per rung."""
     from benchmarks.experiments import unseen_data
-    from export.pipeline import run_ladder_export
+    from export.run import run_ladder_export
     from runtime.ladder_file import read_ladder
 
     out = workdir / f"demo-ladder{_suffix(reductions)}"

@@ -10,7 +10,7 @@ from cli.flags import Flags, sidecars_of
 
 
 def _export(args: argparse.Namespace) -> None:
-    from export.pipeline import run_export, run_ladder_export
+    from export.run import run_export, run_ladder_export
     from runtime.ladder_file import parse_reductions
 
     common = dict(merge=args.merge, fmt=args.format, precision=args.precision, max_batch=args.max_batch,
@@ -34,7 +34,7 @@ def _validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from export.onnx import export_onnx, metadata_for
-    from export.pipeline import model_name
+    from export.run import model_name
     from export.validate import validate
     from models import load_model
     from runtime import BackendOptions, load_backend

@@ -54,11 +54,11 @@ async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> Ti
 
 def timeline(model: str, video: str, opts: TimelineOptions, fmt: str = "json", **settings) -> str:
     """`/v1/timeline`'s answer for one video, as JSON, WebVTT or CSV text. Raises VideoError."""
-    from service import formats
+    from service import timeline_formats
     from service.settings import Settings
 
     answer = asyncio.run(_timeline(Settings(model=model, **settings), video, opts))
-    return answer.model_dump_json(indent=2) if fmt == "json" else formats.render(fmt, answer.segments)
+    return answer.model_dump_json(indent=2) if fmt == "json" else timeline_formats.render(fmt, answer.segments)
 
 
 def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:

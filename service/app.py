@@ -12,10 +12,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
+from service.app_state import Runtime
 from service.auth import Protected
 from service.classify import open_classifier
 from service.metrics import Metrics
-from service.runtime import Runtime
 from service.settings import Settings
 from service.streams import Streams
 from service.upload import BodyLimit

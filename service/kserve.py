@@ -11,9 +11,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service import __version__
+from service.app_state import ClassifierDep, RuntimeDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.runtime import ClassifierDep, RuntimeDep
 from service.schemas import InferRequest, InferResponse, ModelReadiness, Readiness, TensorOut
 
 TAGS = ["v2 (KServe / Triton)"]

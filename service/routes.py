@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service import formats
+from service import timeline_formats
+from service.app_state import ClassifierDep, RuntimeDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.runtime import ClassifierDep, RuntimeDep
 from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, RungInfo, TimelineQuery, TimelineResponse
 from service.upload import video_body
 
@@ -72,10 +72,10 @@ async def timeline(
         result = await classifier.timeline(file, query.options(), started)
     rt.metrics.observe(result.latency)
     answer = TimelineResponse.of(result)
-    fmt = formats.negotiate(query.format, request.headers.get("accept"))
+    fmt = timeline_formats.negotiate(query.format, request.headers.get("accept"))
     if fmt == "json":
         return answer
-    return Response(formats.render(fmt, answer.segments), media_type=formats.MEDIA_TYPES[fmt])
+    return Response(timeline_formats.render(fmt, answer.segments), media_type=timeline_formats.MEDIA_TYPES[fmt])
 
 
 @router.get("/models", response_model=list[ModelInfo], responses=documented(401, 503))

@@ -14,9 +14,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from media.stream import Pipe
+from service.app_state import ClassifierDep, Runtime, RuntimeDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.runtime import ClassifierDep, Runtime, RuntimeDep
 from service.schemas import StreamInfo, StreamOptions, StreamRequest
 from service.sources import AllowList, resolve
 from service.streams import Stream, Streams

@@ -75,7 +75,7 @@ def test_the_product_keeps_every_contract(pristine):
         ("models/config.py", "from service import app", "layers", "models.config -> service.app"),
         ("media/sampling.py", "import models.config", "layers", "media.sampling -> models.config"),
         # the command sits above all
-        ("export/pipeline.py", "import cli.main", "layers", "export.pipeline -> cli.main"),
+        ("export/run.py", "import cli.main", "layers", "export.run -> cli.main"),
         ("service/batcher.py", "import cli.loadtest", "layers", "service.batcher -> cli.loadtest"),
         ("service/app.py", "import benchmarks", "no-benchmarks", "service.app -> benchmarks"),
         ("cli/loadtest.py", "import service.app", "client-not-server", "cli.loadtest -> service.app"),

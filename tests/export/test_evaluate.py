@@ -8,7 +8,7 @@ import pytest
 
 from cli.main import main
 from export.evaluate import evaluate
-from export.pipeline import run_export
+from export.run import run_export
 from models import load_model
 from models.explain import explain, merge_groups
 from models.synth import CLASSES

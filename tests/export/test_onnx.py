@@ -132,7 +132,7 @@ def test_hf_videomae_export_matches_transformers(tmp_path):
 
 
 def test_int8_export_quantises_weight_matmuls_only(tmp_path):
-    from export.pipeline import ExportError, run_export
+    from export.run import ExportError, run_export
 
     result = run_export("vit-tiny", tmp_path / "q.onnx", merge="sttm", reduction=0.38, precision="int8", quiet=True)
     assert result.reports[0].ok and result.reports[0].tolerance == 1e-1
@@ -148,7 +148,7 @@ def test_int8_export_quantises_weight_matmuls_only(tmp_path):
 
 
 def test_fp16_export_keeps_merge_math_in_fp32(tmp_path):
-    from export.pipeline import run_export
+    from export.run import run_export
 
     result = run_export("vit-tiny", tmp_path / "half.onnx", merge="sttm", reduction=0.38, precision="fp16", quiet=True)
     assert result.reports[0].ok and result.reports[0].tolerance == 5e-2
@@ -196,7 +196,7 @@ def test_validation_allows_top1_flips_only_at_near_ties():
 
 
 def test_a_failed_validation_leaves_no_output_file(tmp_path, monkeypatch):
-    from export.pipeline import run_export
+    from export.run import run_export
     from runtime import agreement
     from runtime.agreement import ValidationError
 

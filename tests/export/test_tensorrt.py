@@ -6,7 +6,7 @@ import pytest
 
 from export import tensorrt
 from export.onnx import ExportError
-from export.pipeline import run_export
+from export.run import run_export
 
 
 def test_clear_error_without_tensorrt_or_gpu(tmp_path):

@@ -10,10 +10,10 @@ import pytest
 
 from cli.main import main
 from export.onnx import read_metadata
-from export.pipeline import run_ladder_export
+from export.run import run_ladder_export
 from runtime.backends import BackendOptions
 from runtime.ladder_file import read_ladder
-from service.ladder import load_rungs
+from service.ladder_policy import load_rungs
 
 
 def test_export_a_ladder_with_eval_data(data_and_model, tmp_path, capsys):

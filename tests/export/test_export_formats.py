@@ -13,7 +13,7 @@ import torch
 from cli.main import main
 from export.onnx import read_metadata
 from export.validate import open_onnx
-from models.formats import NAMES
+from models.checkpoint_formats import NAMES
 from tests.torch_helpers import CLASSES, FORMATS, write_format
 
 

@@ -17,7 +17,7 @@ from runtime.backends import BackendOptions, ModelLoadError
 from runtime.ladder_file import LADDER_FILE, RungEntry, parse_reductions, write_ladder
 from service.app import create_app
 from service.batcher import Demand, Waiting
-from service.ladder import (
+from service.ladder_policy import (
     DESCEND_BELOW,
     LoadPolicy,
     choose_rung,
