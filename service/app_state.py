@@ -15,7 +15,7 @@ from service.streams import Streams
 
 
 @dataclass
-class Runtime:
+class AppState:
     settings: Settings
     metrics: Metrics
     classifier: Classifier | None = None  # set once the model is loaded and warmed up
@@ -27,16 +27,16 @@ class Runtime:
         return self.classifier is not None
 
 
-def get_runtime(request: Request) -> Runtime:
+def get_app_state(request: Request) -> AppState:
     return request.app.state.runtime
 
 
 def get_classifier(request: Request) -> Classifier:
-    runtime = get_runtime(request)
+    runtime = get_app_state(request)
     if runtime.classifier is None:
         raise ApiError(503, "not_ready", runtime.load_error or "the model is still loading", retry_after=1)
     return runtime.classifier
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AppStateDep = Annotated[AppState, Depends(get_app_state)]
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]

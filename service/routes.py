@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service import timeline_formats
-from service.app_state import ClassifierDep, RuntimeDep
+from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
 from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, RungInfo, TimelineQuery, TimelineResponse
@@ -43,7 +43,7 @@ def _options(model, query: dict, fields: dict):
 @router.post("/classify", response_model=ClassifyResponse, response_model_exclude_none=True, responses=ERRORS,
              openapi_extra=VIDEO_BODY)  # fmt: skip
 async def classify(
-    request: Request, rt: RuntimeDep, classifier: ClassifierDep, query: Annotated[ClassifyQuery, Query()]
+    request: Request, rt: AppStateDep, classifier: ClassifierDep, query: Annotated[ClassifyQuery, Query()]
 ) -> ClassifyResponse:
     """Classify one clip (multipart `file` or a raw `video/*` body). Options may also be
     sent as multipart form fields. `explain=true` adds `merges`: which patches were merged."""
@@ -61,7 +61,7 @@ TEXT_FORMATS = {media_type: {"schema": {"type": "string"}} for media_type in ("t
 @router.post("/timeline", response_model=TimelineResponse, responses={**ERRORS, 200: {"content": TEXT_FORMATS}},
              openapi_extra=VIDEO_BODY)  # fmt: skip
 async def timeline(
-    request: Request, rt: RuntimeDep, classifier: ClassifierDep, query: Annotated[TimelineQuery, Query()]
+    request: Request, rt: AppStateDep, classifier: ClassifierDep, query: Annotated[TimelineQuery, Query()]
 ) -> TimelineResponse | Response:
     """Classify a whole video window by window (`window_s`, `stride_s`; the last window may be
     partial) and merge the windows into action segments (`min_score`, `min_windows`). JSON,
