@@ -23,7 +23,10 @@ COPY pyproject.toml README.md ./
 COPY media ./media
 COPY models ./models
 COPY export ./export
+COPY runtime ./runtime
 COPY service ./service
+COPY tritonserve ./tritonserve
+COPY cli ./cli
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir ".[serve,cpu]"
 
@@ -57,7 +60,10 @@ COPY pyproject.toml README.md ./
 COPY media ./media
 COPY models ./models
 COPY export ./export
+COPY runtime ./runtime
 COPY service ./service
+COPY tritonserve ./tritonserve
+COPY cli ./cli
 # --system-site-packages: the base image's TensorRT Python bindings satisfy the `gpu` extra.
 RUN python3 -m venv --system-site-packages /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir ".[serve,gpu]" \
@@ -101,7 +107,10 @@ COPY pyproject.toml README.md ./
 COPY media ./media
 COPY models ./models
 COPY export ./export
+COPY runtime ./runtime
 COPY service ./service
+COPY tritonserve ./tritonserve
+COPY cli ./cli
 RUN python3 -m pip install --no-cache-dir --target /opt/sttm ".[serve,cpu]" "numpy<2"
 ENV PYTHONPATH=/opt/sttm \
     PYTHONUNBUFFERED=1

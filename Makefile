@@ -13,7 +13,7 @@ SERVE_BIN := $(SERVE_VENV)/bin
 # own environment: the serving extras + nvidia-pytriton. tests/triton start Triton from there.
 TRITON_VENV := .venv-triton
 TRITON_BIN := $(TRITON_VENV)/bin
-SOURCES := models export service media benchmarks tests
+SOURCES := cli models export service tritonserve runtime media benchmarks tests
 
 .PHONY: serve test lint install install-serve install-triton system-packages bench demo paper-table docs
 
@@ -76,7 +76,7 @@ test: system-packages lint install-serve install-triton
 	$(BIN)/pytest --ignore=tests/service
 	$(BIN)/pytest tests/service
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
-	$(SERVE_BIN)/pytest tests/service tests/media
+	$(SERVE_BIN)/pytest tests/service tests/media tests/runtime tests/tritonserve tests/cli
 
 # The docs site (docs/, mkdocs.yml) on http://127.0.0.1:8001/; `make test` builds it with --strict
 # (not -q: quiet mode drops the warnings that --strict counts, and a broken site would pass).

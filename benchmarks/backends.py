@@ -1,6 +1,6 @@
 """Model-only latency per backend x precision: PyTorch eager (SDPA), ONNX Runtime fp32,
 OpenVINO fp32, bf16 and int8 — unmerged vs ToMe vs STTM, in one run. ONNX Runtime twice:
-as the server runs it (attention fused at load, `service.backends.fusion`) and on the plain
+as the server runs it (attention fused at load, `runtime.backends.fusion`) and on the plain
 exported graph.
 
     python -m benchmarks.backends [--model videomae-b] [--reduction 0.38] [--repeats 5]
@@ -10,7 +10,7 @@ exported graph.
 Each model is exported (and validated against PyTorch), and exported again as an int8
 OpenVINO IR (`sttm export --format openvino --precision int8 --calib generated`: NNCF,
 calibrated on `--calib-clips` generated clips, held to PyTorch by the int8 gate); each
-backend x precision is opened as the server opens it (`service.backends.load_backend`, the
+backend x precision is opened as the server opens it (`runtime.backends.load_backend`, the
 load-time precision check included: a refused combination is listed with its reason);
 `--runtimes` times only those (e.g. many repeats of one precision). Input: one clip of a generated
 10 s 640x272 H.264 video, decoded and sampled by `media.load_clip`. Runners are timed
@@ -28,12 +28,12 @@ import torch
 
 from benchmarks.decode import make_clip
 from benchmarks.timing import interleaved_medians, speed_flags
-from export.agreement import ValidationError
-from export.pipeline import run_export
+from export.run import run_export
 from media import load_clip
 from models import load_model
-from service.backends import BackendOptions, ModelLoadError, load_backend
-from service.backends.cpu import this_cpu
+from runtime.agreement import ValidationError
+from runtime.backends import BackendOptions, ModelLoadError, load_backend
+from runtime.backends.cpu import this_cpu
 
 PYTORCH = "pytorch eager"
 RUNTIMES = {  # name -> how the server opens it, for batches of 1 (OpenVINO: no streams model besides)
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> None:
                 "onnxruntime int8": path.with_name(f"{merge}-int8.onnx"),
             }
             int8 = {  # the int8 exports, each held to PyTorch by the int8 gate; only those asked for
-                "openvino int8": dict(
-                    fmt="openvino", calib="generated", calib_clips=args.calib_clips, ir_runner=_served
-                ),
+                "openvino int8": dict(fmt="openvino", calib="generated", calib_clips=args.calib_clips),
                 "onnxruntime int8": {},
             }
             for name in (name for name in int8 if name in args.runtimes):
@@ -105,11 +103,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {merge}: {name} vs PyTorch max abs logit diff {diff:.3g} (gate 0.1)")
     for (merge, name), reason in refused.items():
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | refused: {reason} | - | - |")
-
-
-def _served(path: Path, precision: str):
-    """An IR as the server runs it (`sttm export` validates with the same)."""
-    return load_backend(path, BackendOptions("openvino", precision, max_batch=1, check=False)).run
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from export.evaluate import evaluate
-from export.pipeline import run_export
+from export.run import run_export
 from models.synth import CLASSES, PAIRS, SynthConfig, generate
 from models.train import TrainConfig, train
 
@@ -122,7 +122,7 @@ def order_accuracy(result: dict, labels: list[str]) -> float:
 def ort_clips_per_s(checkpoint: Path, variants: list[tuple[str, float]], repeats: int = 30) -> dict:
     """ONNX Runtime CPU clips/s at batch 1 for each (merge, reduction) export of `checkpoint`,
     measured round-robin in one loop so that machine noise hits every variant alike."""
-    import onnxruntime as ort
+    from export.validate import open_onnx
 
     sessions = {}
     for merge, reduction in variants:
@@ -130,14 +130,14 @@ def ort_clips_per_s(checkpoint: Path, variants: list[tuple[str, float]], repeats
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file():
             run_export(str(checkpoint), path, merge=merge, reduction=reduction, quiet=True)
-        sessions[merge, reduction] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    shape = sessions[variants[0]].get_inputs()[0].shape  # (batch, 3, T, S, S)
-    video = np.random.default_rng(0).standard_normal((1, *shape[1:]), dtype=np.float32)
+        sessions[merge, reduction] = open_onnx(path)  # the plain graph on ONNX Runtime's CPU provider
+    shape = sessions[variants[0]].input_shape(1)  # (1, 3, T, S, S)
+    video = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     times = {key: [] for key in sessions}
     for i in range(repeats + 1):
         for key, session in sessions.items():
             start = time.perf_counter()
-            session.run(None, {"video": video})
+            session(video)
             if i:  # the first round warms up
                 times[key].append(time.perf_counter() - start)
     return {key: 1.0 / statistics.median(t) for key, t in times.items()}

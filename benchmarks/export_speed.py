@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.timing import interleaved_medians, speed_flags
 from export.onnx import export_onnx, metadata_for
-from export.validate import onnxruntime_runner, validate
+from export.validate import open_onnx, validate
 from models import PRESETS, MergeConfig, build_model
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             export_onnx(model, path, metadata_for(model, args.model))
             exported = time.perf_counter() - start
-            run = onnxruntime_runner(str(path))
+            run = open_onnx(path)
             report = validate(model, run, "onnxruntime-cpu", batches=(1,), clips=2)
             print(f"# {name}: exported in {exported:.0f} s, ORT vs PyTorch max abs diff {report.max_abs_diff:.1e}")
             runners[f"pytorch {name}"] = lambda m=model: m(video)

@@ -10,7 +10,7 @@ breaks beside this project's torch: run `prepare` and `ours` with the project's 
 
 `hf` imports nothing from this project (run it as a file, so the other venv never needs
 this project installed); `prepare` needs the export extra (torch) and transformers, `ours`
-only the serving path (media, service.backends).
+only the serving path (media, runtime.backends).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def prepare(out: Path) -> None:
     import torch
     import transformers
 
-    from export.agreement import ValidationError
-    from export.pipeline import run_export
+    from export.run import run_export
+    from runtime.agreement import ValidationError
 
     hf_dir = out / "videomae-b"
     if not (hf_dir / "config.json").is_file():
@@ -85,7 +85,7 @@ def hf(out: Path, clip: str, repeats: int) -> None:
 
 def ours(out: Path, clip: str, repeats: int) -> None:
     from media import Limits, Views, load_clip
-    from service.backends import BackendOptions, ModelLoadError, load_backend
+    from runtime.backends import BackendOptions, ModelLoadError, load_backend
 
     for variant, kind, precision in RUNS:
         try:  # what this CPU cannot run (or `prepare` could not export here) is skipped, with the reason

@@ -67,7 +67,7 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
     """`model` (`MODELS`: a preset, resized) with random weights (seed 0), exported as a ladder."""
     import torch
 
-    from export.pipeline import run_ladder_export
+    from export.run import run_ladder_export
     from models import build_model, load_model, save_model
 
     preset, changes = MODELS[model]
@@ -84,8 +84,8 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
 def demo_ladder(workdir: Path, reductions: list[float]) -> dict[float, dict]:
     """The demo at every rung: top-1 on 360 clips of an unseen seed, per rung."""
     from benchmarks.experiments import unseen_data
-    from export.ladder import read_ladder
-    from export.pipeline import run_ladder_export
+    from export.run import run_ladder_export
+    from runtime.ladder_file import read_ladder
 
     out = workdir / f"demo-ladder{_suffix(reductions)}"
     if not (out / "ladder.json").is_file():
@@ -108,8 +108,8 @@ def make_clip(workdir: Path) -> Path:
 _MEMORY_PROBE = """
 import json, sys
 from pathlib import Path
-from export.ladder import read_ladder
-from service.backends import BackendOptions, load_backend
+from runtime.ladder_file import read_ladder
+from runtime.backends import BackendOptions, load_backend
 def anon():
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("RssAnon:"))
 ladder, kind = Path(sys.argv[1]), sys.argv[2]
@@ -142,7 +142,7 @@ class Server:
         self.env = {**os.environ, **SERVER, **env, "STTM_MODEL": str(model), "STTM_PORT": str(PORT)}
 
     def __enter__(self) -> str:
-        cmd = [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "cli", "serve", "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=Path(__file__).resolve().parents[1])
         url = f"http://127.0.0.1:{PORT}"
         deadline = time.monotonic() + 300
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     # a SIGTERM to this script unwinds it, so a running `Server` stops its child (it outlived us)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    from export.ladder import parse_reductions, read_ladder
+    from runtime.ladder_file import parse_reductions, read_ladder
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     reductions = parse_reductions(args.reductions)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where the clips are generated (and kept)")
     args = parser.parse_args(argv)
 
-    from service.predict import predict  # after parsing: --help needs no serving stack
+    from cli.predict import predict  # after parsing: --help needs no serving stack
 
     clips = make_clips(args.workdir, args.seconds)
     results = predict(args.model, [str(path) for path in clips.values() for _ in range(args.repeats)])

@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.experiments import UNSEEN, data, unseen_data
-from export.agreement import ValidationError, compare, moving_squares
 from export.evaluate import evaluate
 from export.ir import calibration_clips, write_ir
-from service.backends import BackendOptions, ModelLoadError, load_backend
+from runtime.agreement import ValidationError, compare, moving_squares
+from runtime.backends import BackendOptions, ModelLoadError, load_backend
 from service.settings import DEMO_ONNX
 
 COMBINATIONS = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))

@@ -73,7 +73,7 @@ def live(levels: list[int], seconds: float, workdir: Path) -> list[dict]:
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert rtsp.stdout.readline().strip() == "ready"
         env = {**os.environ, "STTM_STREAM_ALLOW": "127.0.0.1", "STTM_MAX_STREAMS": str(n)}
-        server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+        server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port),
                                    "--log-level", "warning"], cwd=REPO, env=env)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
@@ -153,7 +153,7 @@ def long_file(minutes: float, workdir: Path) -> dict:
     clip = looped_clip(workdir / f"long_{minutes:g}min_1280x720.mp4", minute, round(minutes))
     made = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "service.cli", "predict", "demo", str(clip), "--timeline",
+    out = subprocess.run([sys.executable, "-m", "cli", "predict", "demo", str(clip), "--timeline",
                           "--stride-s", "1", "--format", "csv"], cwd=REPO, capture_output=True, text=True)  # fmt: skip
     seconds = time.perf_counter() - t0
     if out.returncode:

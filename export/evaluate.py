@@ -4,27 +4,16 @@ labelled split, through the same decoding and preprocessing as the server."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from export.metadata import ModelMetadata
-from export.onnx import read_metadata
-from export.validate import onnxruntime_runner
+from export.validate import open_onnx
 from models.checkpoint import Sidecars
 from models.data import VideoDataset, collate, load_split
-
-
-@dataclass(frozen=True)
-class Exported:
-    """An exported model opened for evaluation: its metadata and `[B, 3, T, S, S] -> logits`."""
-
-    meta: ModelMetadata
-    run: Callable[[np.ndarray], np.ndarray]
+from runtime import Backend
 
 
 def _scores(run, loader, labels: tuple[str, ...]) -> dict:
@@ -71,16 +60,16 @@ def evaluate(
     batch_size: int = 8,
     workers: int = 2,
     on_error: str = "skip",
-    exported=None,
+    exported: Backend | None = None,
     sidecars: Sidecars | None = None,
 ) -> dict:
     """Top-1/top-5/per-class accuracy, GFLOPs per clip and clips/s.
 
-    `exported`: an exported model already opened by the caller (`sttm eval` opens it with the
-    serving backends, whose `Backend` has the same two fields); else an `.onnx` `model_ref`
-    runs on ONNX Runtime's CPU provider and a checkpoint in PyTorch."""
+    `exported`: an exported model already opened by the caller (`sttm eval`: with
+    `runtime.load_backend`, as the server runs it); else an `.onnx` `model_ref` runs on ONNX
+    Runtime's CPU provider (`open_onnx`) and a checkpoint in PyTorch."""
     if exported is None and str(model_ref).endswith(".onnx"):
-        exported = Exported(read_metadata(model_ref), onnxruntime_runner(str(model_ref)))
+        exported = open_onnx(model_ref)
     if exported is not None:
         if merge is not None or reduction is not None:
             raise ValueError("an exported model has its merging built in: drop --merge/--reduction")

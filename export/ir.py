@@ -3,7 +3,7 @@ OpenVINO's own format, in fp32 or statically quantised to int8 by post-training 
 with NNCF (OpenVINO's quantiser). The server's OpenVINO backend loads it.
 
 Activation ranges come from calibration clips — decoded from a data set directory (the
-layout `models.data` reads) or generated (`export.agreement.moving_squares`, a seed the
+layout `models.data` reads) or generated (`runtime.agreement.moving_squares`, a seed the
 validation clips never use). Every node the exporter traced inside a merger
 (`export.onnx.merger_nodes`: similarities, density peaks, TopK, the one-hot merge, the
 log-size bias) is left out of quantisation, so merge decisions are made in fp32; so are the
@@ -25,11 +25,11 @@ import numpy as np
 import onnx
 import openvino
 
-from export.agreement import moving_squares
 from export.errors import ExportError
-from export.metadata import PREFIX
 from export.onnx import merger_nodes, module_nodes
 from media import InputSpec
+from runtime.agreement import moving_squares
+from runtime.metadata import PREFIX
 
 CALIBRATION_SEED = 1  # the validation clips are seed 0
 

@@ -17,8 +17,8 @@ import torch
 from onnx import numpy_helper
 
 from export.errors import ExportError
-from export.metadata import ModelMetadata
 from models import VideoClassifier
+from runtime.metadata import ModelMetadata
 
 SCOPES = "pkg.torch.onnx.name_scopes"  # a node's metadata: the modules the dynamo exporter traced it in
 # Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.
@@ -162,7 +162,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def to_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Dynamic int8 quantisation for CPUs (ONNX Runtime): the weight matmuls get 7-bit
-    per-channel weights (`reduce_range`: exact on every x86-64 CPU, see `service.backends.cpu`)
+    per-channel weights (`reduce_range`: exact on every x86-64 CPU, see `runtime.backends.cpu`)
     and per-call quantised activations (MatMulInteger). Matmuls of two
     activations (attention, similarities, the one-hot merge) and every node of a merger stay
     fp32, so merge decisions are made at full precision. Not for TensorRT (no MatMulInteger)."""

@@ -1,5 +1,6 @@
 """ONNX -> serialized TensorRT engine (TensorRT 10 and 11). The engine is run — by the
-server and by the export's validation — with `service.backends.trt.TensorRTRunner`.
+server and by the export's validation — with `runtime.backends.trt.TensorRTRunner`
+(`runtime.load_backend`).
 
 Import-guarded: `tensorrt` exists only on NVIDIA machines. An engine is tied to the GPU
 and the TensorRT version, so a JSON sidecar (`<engine>.json`) records the cache key
@@ -13,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from export.errors import ExportError
-from export.metadata import ModelMetadata, sidecar_path
+from runtime.metadata import ModelMetadata, sidecar_path
 
 
 def unavailable_reason() -> str | None:

@@ -9,9 +9,9 @@
     <repo>/<name>_video/        the ensemble: `video` (BYTES) -> `labels` (BYTES), `scores` (FP32)
 
 The Python-backend models run inside Triton's stub process, not inside this package: each
-`model.py` written here only imports its class from `service.triton_models`
-(the serving layer, which sits above export and may not be imported from here). So the code
-Triton runs is the package's own, linted and tested, and the repository only names it.
+`model.py` written here only imports its class from `tritonserve.python_models` (Triton's
+side, which uses media and the runtime only; export does not import it). So the code Triton
+runs is the package's own, linted and tested, and the repository only names it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
-from export.metadata import ModelMetadata
+from runtime.metadata import ModelMetadata
 
 Runtime = Literal["python", "platform"]
 KINDS = {"python": "KIND_CPU", "onnxruntime_onnx": "KIND_AUTO", "tensorrt_plan": "KIND_GPU"}  # AUTO: the GPU if any
@@ -36,7 +36,7 @@ import sys
 
 sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-from service.triton_models import {cls} as TritonPythonModel  # noqa: E402, F401
+from tritonserve.python_models import {cls} as TritonPythonModel  # noqa: E402, F401
 '''
 
 

@@ -7,14 +7,19 @@ every clip and the max abs difference of logits is within tolerance.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from export.agreement import ValidationReport, compare, moving_squares
 from export.errors import ExportError
-from export.onnx import read_metadata
 from models import VideoClassifier
+from runtime import Backend, BackendOptions, load_backend
+from runtime.agreement import ValidationReport, compare, moving_squares
+
+# ONNX Runtime on the CPU, the graph as written (no fusion pass at load): the reference an
+# export is validated with
+PLAIN_ONNX = BackendOptions("onnxruntime", "auto", check=False, fuse=False)
 
 
 def validation_clips(model: VideoClassifier, count: int, seed: int = 0) -> torch.Tensor:
@@ -43,35 +48,28 @@ def validate(
     return compare(run, videos.numpy(), expected, backend, precision, name, batches)
 
 
-def check_merge_index(model: VideoClassifier, path: str, clips: int = 6) -> int:
-    """The exported `merge_index` equals PyTorch's on the validation clips, patch for patch
-    (merge decisions are discrete: fp32 graphs must make the same ones). Returns the number
-    of patches compared; raises `ExportError` naming how many differ."""
-    import onnxruntime as ort
+def open_onnx(path: str | Path) -> Backend:
+    """A written ONNX file on ONNX Runtime's CPU provider, as stored: opened by the runtime the
+    server uses (`runtime.load_backend`), so export and serving share one way to open it."""
+    return load_backend(path, PLAIN_ONNX)
 
+
+def check_merge_index(model: VideoClassifier, backend: Backend, clips: int = 6) -> int:
+    """The exported `merge_index` (from `backend.explain`) equals PyTorch's on the validation
+    clips, patch for patch (merge decisions are discrete: fp32 graphs must make the same ones).
+    Returns the number of patches compared; raises `ExportError` naming how many differ."""
     from models.explain import WithMergeIndex
 
+    meta = backend.meta
+    if backend.explain is None:
+        raise ExportError(f"{backend.path}: no {meta.merge_output or 'merge_index'} output to check")
     videos = validation_clips(model, clips)
     with torch.no_grad():
         _, expected = WithMergeIndex(model)(videos)  # (clips, N) int32
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    meta = read_metadata(path)
-    got = session.run([meta.merge_output], {meta.input_name: videos.numpy()})[0]
+    _, got = backend.explain(videos.numpy())
     if got.dtype != np.int32 or got.shape != tuple(expected.shape):
         raise ExportError(f"{meta.merge_output}: {got.dtype} {got.shape}, expected int32 {tuple(expected.shape)}")
     wrong = int((got != expected.numpy()).sum())
     if wrong:
         raise ExportError(f"{meta.merge_output} differs from PyTorch on {wrong} of {got.size} patches")
     return got.size
-
-
-def onnxruntime_runner(path: str, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """A CPU ONNX Runtime session as a function (warnings and above are logged)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 2
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda video: session.run(None, {name: video})[0]

@@ -16,6 +16,7 @@ from torch import nn
 
 from media import InputSpec
 from models import mmconfig
+from models.checkpoint_formats import NAMES, identify
 from models.config import MMACTION_TIMESFORMER_PRE, MMACTION_VIT_PRE, PRESETS, TIMESFORMER_PRE, MergeConfig, ModelConfig
 from models.convert import (
     CheckpointError,
@@ -31,7 +32,6 @@ from models.convert import (
     videomae_original,
     vit_clip_from_tokens,
 )
-from models.formats import NAMES, identify
 from models.schedule import gmacs, make_schedule
 from models.timesformer import TimeSformer
 from models.vit import VideoViT

@@ -10,12 +10,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
+from service.app_state import AppState
 from service.auth import Protected
-from service.backends import ModelLoadError
 from service.classify import open_classifier
 from service.metrics import Metrics
-from service.runtime import Runtime
 from service.settings import Settings
 from service.streams import Streams
 from service.upload import BodyLimit
@@ -26,7 +26,7 @@ class OneLineStartupError:
     one line. (Starlette puts the whole traceback into `lifespan.startup.failed`, which uvicorn
     logs before exiting; other start-up failures keep their traceback.)"""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(self, app: ASGIApp, runtime: AppState) -> None:
         self.app, self.runtime = app, runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runtime: Runtime = app.state.runtime
+        runtime: AppState = app.state.runtime
         async with AsyncExitStack() as stack:
             try:
                 on_batch = runtime.metrics.observe_batch
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Action recognition with video transformers and spatial-temporal token merging.",
         lifespan=lifespan,
     )
-    app.state.runtime = Runtime(settings=settings, metrics=Metrics())
+    app.state.runtime = AppState(settings=settings, metrics=Metrics())
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream_routes.router)
@@ -81,14 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False, dependencies=Protected)
     async def metrics(request: Request) -> Response:
-        runtime: Runtime = request.app.state.runtime
+        runtime: AppState = request.app.state.runtime
         runtime.metrics.queue.set(runtime.classifier.batcher.pending_clips if runtime.classifier else 0)
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
         """Requests by route and status, in flight, and the time each took."""
-        runtime: Runtime = request.app.state.runtime
+        runtime: AppState = request.app.state.runtime
         runtime.metrics.inflight.inc()
         started = time.perf_counter()
         try:

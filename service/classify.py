@@ -5,7 +5,7 @@ Plain data in (`ClassifyOptions`, `TimelineOptions`), plain data out (`Classific
 `Timeline`); the HTTP schemas and the CLI only translate. Decoding runs in a thread pool,
 inference through the dynamic batcher; every stage is timed.
 
-The model may be a ladder of merge ratios (`service.ladder`): options carry `reduction`
+The model may be a ladder of merge ratios (`service.ladder_policy`): options carry `reduction`
 (a rung's nominal value, or None for the load policy's choice) and every answer names the
 rung it ran on (`reduction`, `gflops`).
 """
@@ -26,10 +26,10 @@ import numpy as np
 from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
 from media.sampling import Sampling, window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
-from service.backends import Backend
+from runtime.backends import Backend
+from runtime.postprocess import Prediction, average_views, softmax, top_k
 from service.batcher import Batcher, QueueFullError, Ticket
-from service.ladder import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
-from service.postprocess import Prediction, average_views, softmax, top_k
+from service.ladder_policy import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
 from service.segments import Segment, segments
 from service.settings import Settings
 

@@ -11,9 +11,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service import __version__
+from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.runtime import ClassifierDep, RuntimeDep
 from service.schemas import InferRequest, InferResponse, ModelReadiness, Readiness, TensorOut
 
 TAGS = ["v2 (KServe / Triton)"]
@@ -44,7 +44,7 @@ async def live() -> dict:
 
 
 @health.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
-async def ready(rt: RuntimeDep):
+async def ready(rt: AppStateDep):
     return JSONResponse({"ready": rt.ready}, status_code=200 if rt.ready else 503)
 
 
@@ -68,7 +68,7 @@ async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
     response_model=ModelReadiness,
     responses={**documented(401, 404, 422), 503: {"model": ModelReadiness, "description": NOT_READY}},
 )
-async def model_ready(name: str, rt: RuntimeDep):
+async def model_ready(name: str, rt: AppStateDep):
     if rt.ready:
         _rung(rt.classifier, name)
     return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)

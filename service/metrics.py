@@ -41,7 +41,7 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
 
     def observe_batch(self, run) -> None:
-        """One model call (a `service.ladder.BatchRun`)."""
+        """One model call (a `service.ladder_policy.BatchRun`)."""
         reduction = f"{run.rung.reduction:g}"
         self.batch.observe(run.clips)
         self.rung_clips.labels(reduction).inc(run.clips)

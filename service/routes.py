@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service import formats
+from service import timeline_formats
+from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.runtime import ClassifierDep, RuntimeDep
 from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, RungInfo, TimelineQuery, TimelineResponse
 from service.upload import video_body
 
@@ -43,7 +43,7 @@ def _options(model, query: dict, fields: dict):
 @router.post("/classify", response_model=ClassifyResponse, response_model_exclude_none=True, responses=ERRORS,
              openapi_extra=VIDEO_BODY)  # fmt: skip
 async def classify(
-    request: Request, rt: RuntimeDep, classifier: ClassifierDep, query: Annotated[ClassifyQuery, Query()]
+    request: Request, rt: AppStateDep, classifier: ClassifierDep, query: Annotated[ClassifyQuery, Query()]
 ) -> ClassifyResponse:
     """Classify one clip (multipart `file` or a raw `video/*` body). Options may also be
     sent as multipart form fields. `explain=true` adds `merges`: which patches were merged."""
@@ -61,7 +61,7 @@ TEXT_FORMATS = {media_type: {"schema": {"type": "string"}} for media_type in ("t
 @router.post("/timeline", response_model=TimelineResponse, responses={**ERRORS, 200: {"content": TEXT_FORMATS}},
              openapi_extra=VIDEO_BODY)  # fmt: skip
 async def timeline(
-    request: Request, rt: RuntimeDep, classifier: ClassifierDep, query: Annotated[TimelineQuery, Query()]
+    request: Request, rt: AppStateDep, classifier: ClassifierDep, query: Annotated[TimelineQuery, Query()]
 ) -> TimelineResponse | Response:
     """Classify a whole video window by window (`window_s`, `stride_s`; the last window may be
     partial) and merge the windows into action segments (`min_score`, `min_windows`). JSON,
@@ -72,10 +72,10 @@ async def timeline(
         result = await classifier.timeline(file, query.options(), started)
     rt.metrics.observe(result.latency)
     answer = TimelineResponse.of(result)
-    fmt = formats.negotiate(query.format, request.headers.get("accept"))
+    fmt = timeline_formats.negotiate(query.format, request.headers.get("accept"))
     if fmt == "json":
         return answer
-    return Response(formats.render(fmt, answer.segments), media_type=formats.MEDIA_TYPES[fmt])
+    return Response(timeline_formats.render(fmt, answer.segments), media_type=timeline_formats.MEDIA_TYPES[fmt])
 
 
 @router.get("/models", response_model=list[ModelInfo], responses=documented(401, 503))

@@ -14,9 +14,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from media.stream import Pipe
+from service.app_state import AppState, AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.runtime import ClassifierDep, Runtime, RuntimeDep
 from service.schemas import StreamInfo, StreamOptions, StreamRequest
 from service.sources import AllowList, resolve
 from service.streams import Stream, Streams
@@ -26,7 +26,7 @@ KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a qui
 PIPE_BYTES = 8 << 20  # media a client may have in flight before its writes wait
 
 
-def get_streams(runtime: RuntimeDep) -> Streams:
+def get_streams(runtime: AppStateDep) -> Streams:
     if runtime.streams is None:
         raise ApiError(503, "not_ready", runtime.load_error or "the model is still loading", retry_after=1)
     return runtime.streams
@@ -37,7 +37,7 @@ StreamsDep = Annotated[Streams, Depends(get_streams)]
 
 @router.post("", status_code=201, response_model=StreamInfo, dependencies=Protected,
              responses=documented(400, 401, 403, 422, 429, 503))  # fmt: skip
-async def create(body: StreamRequest, rt: RuntimeDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
+async def create(body: StreamRequest, rt: AppStateDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
     """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be in
     `STTM_STREAM_ALLOW`; redirects are followed here and each hop re-checked."""
     allow = AllowList.parse(rt.settings.stream_allow)
@@ -64,7 +64,7 @@ async def delete_stream(sid: str, streams: StreamsDep) -> Response:
 @router.get("/{sid}/events", dependencies=Protected, responses={**documented(401, 404, 503),
             200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}})  # fmt: skip
 async def events(
-    sid: str, rt: RuntimeDep, streams: StreamsDep, last_event_id: Annotated[str | None, Header()] = None
+    sid: str, rt: AppStateDep, streams: StreamsDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
     """Server-Sent Events: `window`, `segment`, `end` (and `started`), each with an `id:`; a
     late subscriber gets the kept events from the first (or after `Last-Event-ID`)."""
@@ -83,7 +83,7 @@ async def events(
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
-def _ws_authorized(ws: WebSocket, runtime: Runtime) -> bool:
+def _ws_authorized(ws: WebSocket, runtime: AppState) -> bool:
     """`?key=` (browsers cannot set headers on a WebSocket) or `Authorization: Bearer`."""
     key = runtime.settings.api_key
     if key is None:
@@ -105,7 +105,7 @@ async def push(ws: WebSocket) -> None:
     """Client push: the first message is the options as JSON text; then binary media chunks
     as a MediaRecorder emits them (WebM/Matroska or fragmented MP4); `{"type": "end"}` when
     done. The server sends `{"event", "data"}` messages with the SSE events' payloads."""
-    runtime: Runtime = ws.app.state.runtime
+    runtime: AppState = ws.app.state.runtime
     if not _ws_authorized(ws, runtime):
         await ws.close(code=1008, reason="a valid key is required")
         return

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from cli.main import main
 from export.evaluate import evaluate
-from export.pipeline import run_export
+from export.run import run_export
 from models import load_model
 from models.explain import explain, merge_groups
 from models.synth import CLASSES
-from service.cli import main
 
 
 def test_checkpoint_and_onnx_agree(data_and_model):

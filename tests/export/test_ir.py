@@ -8,13 +8,13 @@ import onnx
 import openvino
 import pytest
 
-from export.agreement import moving_squares
+from cli.main import main
 from export.ir import calibration_clips, write_ir
 from export.onnx import export_onnx, merger_nodes, metadata_for
-from export.validate import onnxruntime_runner, validate
+from export.validate import open_onnx, validate
 from models import load_model
-from service.backends import BackendOptions, ModelLoadError, load_backend
-from service.cli import main
+from runtime.agreement import moving_squares
+from runtime.backends import BackendOptions, ModelLoadError, load_backend
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_fp32_ir_matches_onnx_runtime(tiny_sttm, tmp_path):
     model, path = tiny_sttm
     backend = load_backend(write_ir(path, tmp_path / "tiny.xml"), BackendOptions("openvino", "fp32"))
     videos = moving_squares(model.input_spec, 3)
-    np.testing.assert_allclose(backend(videos), onnxruntime_runner(str(path))(videos), atol=1e-4)
+    np.testing.assert_allclose(backend(videos), open_onnx(path)(videos), atol=1e-4)
     with pytest.raises(ModelLoadError, match="statically quantised model: sttm export"):
         load_backend(path, BackendOptions("openvino", "int8"))  # a plain export is not int8
 

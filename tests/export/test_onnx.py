@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from export.onnx import FORBIDDEN_OPS, export_onnx, inferred_shapes, metadata_for, op_types, read_metadata
-from export.validate import check_merge_index, onnxruntime_runner, validate
+from export.validate import check_merge_index, open_onnx, validate
 from models import load_model
 from tests.torch_helpers import write_hf
 
@@ -48,11 +48,11 @@ def _constant_names(proto: onnx.ModelProto) -> set[str]:
 @pytest.mark.parametrize("name,merge", CASES)
 def test_ort_matches_pytorch_at_batch_1_and_3(exported, name, merge):
     model, path = exported(name, merge)
-    report = validate(model, onnxruntime_runner(str(path)), "onnxruntime-cpu", batches=(1, 3))
+    report = validate(model, open_onnx(path), "onnxruntime-cpu", batches=(1, 3))
     assert report.ok and report.max_abs_diff <= 1e-3
     assert [r.batch for r in report.rows] == [1, 3]
     if merge != "none":  # the merge decisions in the graph are PyTorch's, patch for patch
-        assert check_merge_index(model, str(path)) == 6 * np.prod(model.config.grid)
+        assert check_merge_index(model, open_onnx(path)) == 6 * np.prod(model.config.grid)
 
 
 @pytest.mark.parametrize("name,merge", CASES)
@@ -115,7 +115,7 @@ def test_parity_at_realistic_token_counts(exported, merge):
     """1568 tokens and hundreds of merges: near-ties must not reorder tokens (canonical order)."""
     model, path = exported("vit-tiny", merge, 0.38, num_frames=16, image_size=224)
     assert model.config.num_tokens == 1568
-    report = validate(model, onnxruntime_runner(str(path)), "onnxruntime-cpu", batches=(1, 3))
+    report = validate(model, open_onnx(path), "onnxruntime-cpu", batches=(1, 3))
     assert report.max_abs_diff <= 1e-3
 
 
@@ -126,13 +126,13 @@ def test_hf_videomae_export_matches_transformers(tmp_path):
     video = torch.randn(3, 3, 8, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         expected = reference(pixel_values=video.transpose(1, 2)).logits.numpy()
-    got = onnxruntime_runner(str(tmp_path / "m.onnx"))(video.numpy())
+    got = open_onnx(tmp_path / "m.onnx")(video.numpy())
     assert np.abs(got - expected).max() <= 1e-4
     assert read_metadata(tmp_path / "m.onnx").labels == tuple(reference.config.id2label[i] for i in range(5))
 
 
 def test_int8_export_quantises_weight_matmuls_only(tmp_path):
-    from export.pipeline import ExportError, run_export
+    from export.run import ExportError, run_export
 
     result = run_export("vit-tiny", tmp_path / "q.onnx", merge="sttm", reduction=0.38, precision="int8", quiet=True)
     assert result.reports[0].ok and result.reports[0].tolerance == 1e-1
@@ -148,7 +148,7 @@ def test_int8_export_quantises_weight_matmuls_only(tmp_path):
 
 
 def test_fp16_export_keeps_merge_math_in_fp32(tmp_path):
-    from export.pipeline import run_export
+    from export.run import run_export
 
     result = run_export("vit-tiny", tmp_path / "half.onnx", merge="sttm", reduction=0.38, precision="fp16", quiet=True)
     assert result.reports[0].ok and result.reports[0].tolerance == 5e-2
@@ -177,12 +177,12 @@ def test_weights_exact_in_half_precision_are_stored_as_half_losslessly(tmp_path)
 
     assert halves(tmp_path / "half.onnx") > 0 and halves(tmp_path / "full.onnx") == 0
     assert (tmp_path / "half.onnx").stat().st_size < 0.8 * (tmp_path / "full.onnx").stat().st_size
-    report = validate(model, onnxruntime_runner(str(tmp_path / "half.onnx")), "onnxruntime-cpu")
+    report = validate(model, open_onnx(tmp_path / "half.onnx"), "onnxruntime-cpu")
     assert report.ok and report.max_abs_diff < 1e-4  # computation stays fp32
 
 
 def test_validation_allows_top1_flips_only_at_near_ties():
-    from export.agreement import ValidationError
+    from runtime.agreement import ValidationError
 
     model = load_model("vit-tiny")
     reference = np.array([[1.0, 0.99, 0.0], [2.0, 0.0, 1.0]], np.float32)  # clip 0: margin 0.01
@@ -196,9 +196,9 @@ def test_validation_allows_top1_flips_only_at_near_ties():
 
 
 def test_a_failed_validation_leaves_no_output_file(tmp_path, monkeypatch):
-    from export import agreement
-    from export.agreement import ValidationError
-    from export.pipeline import run_export
+    from export.run import run_export
+    from runtime import agreement
+    from runtime.agreement import ValidationError
 
     monkeypatch.setitem(agreement.TOLERANCE, "fp32", -1.0)  # nothing can pass
     with pytest.raises(ValidationError):

@@ -25,7 +25,7 @@ def test_repository_layout_and_config(exported, tmp_path):
     assert (directory / "labels.txt").read_text().splitlines() == list(model.labels)
     config = _config(directory)
     assert config.name == "vit-tiny" and config.backend == "python"  # our CPU backend, by default
-    assert "service.triton_models import ModelRunner" in (directory / "1" / "model.py").read_text()
+    assert "tritonserve.python_models import ModelRunner" in (directory / "1" / "model.py").read_text()
     assert config.max_batch_size == 8
     assert [i.name for i in config.input] == ["video"] and list(config.input[0].dims) == [3, 8, 64, 64]
     assert config.input[0].data_type == pb.TYPE_FP32

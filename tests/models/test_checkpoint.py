@@ -132,7 +132,7 @@ def test_hf_directory_with_pytorch_model_bin(tmp_path):
 def test_the_bundled_demo_loads_by_name_fits_its_budget_and_matches_its_onnx():
     from pathlib import Path
 
-    from export.validate import onnxruntime_runner, validate
+    from export.validate import open_onnx, validate
     from models.synth import CLASSES
 
     demo = Path(__file__).resolve().parents[2] / "models" / "demo"
@@ -140,5 +140,5 @@ def test_the_bundled_demo_loads_by_name_fits_its_budget_and_matches_its_onnx():
     model = load_model("demo")
     assert model.labels == tuple(CLASSES) and model.config.input_motion
     assert (model.merge_config.method, model.merge_config.reduction) == ("sttm", 0.38)
-    report = validate(model, onnxruntime_runner(str(demo / "demo.onnx")), "onnxruntime-cpu")
+    report = validate(model, open_onnx(demo / "demo.onnx"), "onnxruntime-cpu")
     assert report.ok  # the served file is the shipped checkpoint

@@ -163,7 +163,7 @@ def test_torchrun_ddp_two_processes_gloo(motion, tmp_path):
     out, _ = motion
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "service.cli", "train", str(out), "--model", "vit-tiny", "-o", str(tmp_path / "ddp"),
+           "-m", "cli", "train", str(out), "--model", "vit-tiny", "-o", str(tmp_path / "ddp"),
            "--epochs", "1", "--batch-size", "4", "--workers", "0", "--max-steps", "2"]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]

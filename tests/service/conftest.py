@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from export.metadata import ModelMetadata
 from models.synth import CLASSES, SynthConfig, generate
+from runtime.metadata import ModelMetadata
 
 TINY_META = ModelMetadata(
     name="tiny", arch="vit", labels=tuple(CLASSES), num_frames=8, image_size=64, mean=(0.485, 0.456, 0.406),

@@ -34,8 +34,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from export.metadata import ModelMetadata
 from media import Limits, VideoError, load_clip, probe
+from runtime.metadata import ModelMetadata
 
 Mutation = Callable[[bytes, np.random.Generator, list[bytes]], bytes]
 EDGE = 4096  # bytes at either end of a file, where the headers are (mp4 moov is at the end, mkv's at the start)
@@ -403,7 +403,7 @@ def fuzz(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.backends import load_backend
+    from runtime.backends import load_backend
     from service.settings import Settings
 
     settings = Settings()

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.synth import CLASSES, write_mp4
+from runtime.backends.cpu import choose_runtime, this_cpu
 from service.app import create_app
-from service.backends.cpu import choose_runtime, this_cpu
 from service.settings import DEMO_ONNX, Settings
 
 
@@ -287,8 +287,8 @@ def test_openapi_documents_the_endpoints(client_for):
 
 
 def test_tensorrt_provider_gets_batch_profiles_and_a_cache(tiny_onnx, tmp_path):
-    from service.backends import BackendOptions, load_backend
-    from service.backends.ort import provider
+    from runtime.backends import BackendOptions, load_backend
+    from runtime.backends.ort import provider
 
     meta = load_backend(tiny_onnx).meta
     name, options = provider("TensorrtExecutionProvider", meta, 8, tmp_path / "engines")
@@ -306,7 +306,7 @@ def _engine_with_sidecar(tiny_onnx, tmp_path):
     """A `.plan` path with the JSON sidecar `sttm export --format tensorrt` writes."""
     from dataclasses import asdict
 
-    from service.backends import load_backend
+    from runtime.backends import load_backend
 
     meta = load_backend(tiny_onnx).meta
     plan = tmp_path / "tiny.plan"
@@ -316,7 +316,7 @@ def _engine_with_sidecar(tiny_onnx, tmp_path):
 
 
 def test_a_tensorrt_engine_is_served_with_its_sidecar_metadata(tiny_onnx, tmp_path, clips, monkeypatch, client_for):
-    from service.backends import load_backend, trt
+    from runtime.backends import load_backend, trt
 
     plan, meta = _engine_with_sidecar(tiny_onnx, tmp_path)
     onnx_run = load_backend(tiny_onnx).run
@@ -339,7 +339,7 @@ def test_a_tensorrt_engine_is_served_with_its_sidecar_metadata(tiny_onnx, tmp_pa
 
 
 def test_an_engine_without_sidecar_or_tensorrt_fails_to_load_clearly(tiny_onnx, tmp_path):
-    from service.backends import ModelLoadError, load_backend
+    from runtime.backends import ModelLoadError, load_backend
 
     plan, _ = _engine_with_sidecar(tiny_onnx, tmp_path)
     with pytest.raises(ModelLoadError, match="needs tensorrt and cuda-python"):  # this machine has no TensorRT

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from media import Limits
+from runtime.backends import load_backend
 from service.app import create_app
-from service.backends import load_backend
 from service.settings import Settings
 from tests.service.fuzz import corpus, declare_samples, flat_h264, fuzz, make_case
 

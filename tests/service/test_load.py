@@ -2,7 +2,7 @@
 generator (`sttm bench serve`), a short soak (memory, temp files), a model that cannot be
 loaded, clients that go away mid-upload or mid-inference, and SIGTERM with requests in flight.
 
-The servers run `service.cli serve` in a subprocess whose ONNX Runtime call can be slowed
+The servers run `python -m cli serve` in a subprocess whose ONNX Runtime call can be slowed
 down from the test (`SLOW_FLAG`: a file holding seconds to sleep per model call), so that
 "mid-inference" is a real window rather than a race."""
 
@@ -27,8 +27,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.cli import main
-from service.client.loadtest import (
+from cli.loadtest import (
     Sample,
     ServerWatch,
     bench,
@@ -38,6 +37,7 @@ from service.client.loadtest import (
     server_tmpdir,
     summarize,
 )
+from cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER = """
 import os, sys, time
 from pathlib import Path
-from service.backends import Backend
+from runtime.backends import Backend
 
 flag, real = Path(os.environ["SLOW_FLAG"]), Backend.__call__
 
@@ -55,7 +55,7 @@ def slowed(self, video):
     return real(self, video)
 
 Backend.__call__ = slowed
-from service.cli import main
+from cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -239,7 +239,7 @@ def test_bench_cli_unreachable_server_or_missing_clip_is_one_line(clip, tmp_path
 
 def test_corrupt_model_exits_non_zero_with_one_line(tmp_path):
     (tmp_path / "corrupt.onnx").write_bytes(b"not an onnx file")
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--model", str(tmp_path / "corrupt.onnx"),
+    cmd = [sys.executable, "-m", "cli", "serve", "--model", str(tmp_path / "corrupt.onnx"),
            "--port", str(_free_port())]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.formats import csv_text, negotiate, vtt
 from service.segments import Segment, segments
+from service.timeline_formats import csv_text, negotiate, vtt
 
 LABELS = ("right", "left", "up")
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from cli.main import main
 from service.app import create_app
-from service.cli import main
 from service.settings import DEMO_ONNX, Settings
 
 

@@ -26,12 +26,12 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
+from cli.loadtest import bench
 from export.onnx import read_metadata
 from export.triton import write_repository
 from media import Limits, VideoError, Views, load_clip
 from models.synth import CLASSES, SynthConfig, generate
 from service.classify import ClassifyOptions, open_classifier
-from service.client.loadtest import bench
 from service.settings import DEMO_ONNX, Settings
 from tests.media.clips import numbered_clip
 
@@ -72,7 +72,7 @@ def triton(tmp_path_factory):
     write_repository(repo, "sttm", read_metadata(DEMO_ONNX), DEMO_ONNX, max_batch=8)  # what `sttm export` writes
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
     log = open(tmp_path_factory.mktemp("log") / "triton.log", "w+")  # noqa: SIM115 - lives as long as the server
-    argv = [TRITON_PYTHON, "-m", "service.cli", "triton", str(repo), *(f"--{k}-port={v}" for k, v in ports.items()),
+    argv = [TRITON_PYTHON, "-m", "cli", "triton", str(repo), *(f"--{k}-port={v}" for k, v in ports.items()),
             "--tritonserver-arg=--model-control-mode=explicit", "--tritonserver-arg=--load-model=*"]  # fmt: skip
     process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **SETTINGS}, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -1,0 +1,55 @@
+"""The `sttm` command: the parser, built from each command group's pieces, and `main`.
+Subcommands import their (possibly torch-heavy) modules lazily, so serving never pulls in torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli import bench, export, model, predict, serve
+from cli.flags import shared
+
+# Each adds one subcommand (or a group: `bench`), in the order `sttm --help` lists them.
+COMMANDS = (
+    serve.add_serve,
+    serve.add_triton,
+    predict.add_predict,
+    model.add_info,
+    export.add_export,
+    export.add_validate,
+    model.add_synth,
+    model.add_train,
+    export.add_eval,
+    model.add_explain,
+    bench.add_bench,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    flags = shared()
+    parser = argparse.ArgumentParser(prog="sttm", description="Video action recognition with token merging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub, flags)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.run(args) or 0
+    except ModuleNotFoundError as err:  # a serving-only install (no torch) running a torch command
+        print(f"sttm {args.command}: error: needs the '{err.name}' package, which this environment lacks "
+              "(pip install torch==2.13.0, then pip install -e '.[export]')", file=sys.stderr)  # fmt: skip
+        return 2
+    except (ValueError, OSError, RuntimeError) as err:  # CheckpointError / ExportError / ValidationError
+        first, *rest = str(err).splitlines() or [type(err).__name__]
+        print(f"sttm {args.command}: error: {first}", file=sys.stderr)
+        if rest:  # a validation report: the table follows the one-line error
+            print("\n".join(rest), file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The model commands (torch): `sttm info`, `sttm synth`, `sttm train`, `sttm explain`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from cli.flags import Flags, sidecars_of
+
+
+def _info(args: argparse.Namespace) -> None:
+    from models import load_model
+    from models.info import describe, render
+    from runtime.backends import installed
+    from runtime.backends.cpu import auto_plan, this_cpu
+
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=sidecars_of(args))
+    info = {**describe(model), "served_here": auto_plan(this_cpu(), installed("openvino"))}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    plan = info["served_here"]
+    print(f"{render(info)}\nserved here      {plan['backend']} {plan['precision']}: {plan['reason']}")
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from models.synth import SynthConfig, generate
+
+    sizes = generate(args.out, args.clips_per_class, SynthConfig(args.size, args.frames, args.seed), args.workers)
+    print(json.dumps({"out": str(args.out), **sizes}))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from models.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
+        on_error=args.on_error, max_steps=args.max_steps,
+        augment=tuple(s.strip() for s in args.augment.split(",")) if args.augment else None,
+    )  # fmt: skip
+    summary = train(args.data, args.model, args.output, args.merge, args.reduction, cfg, resume=args.resume,
+                    sidecars=sidecars_of(args))  # fmt: skip
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from models import load_model
+    from models.explain import explain
+
+    model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=sidecars_of(args))
+    print(explain(model, args.video, args.output))
+
+
+def add_info(sub, f: Flags) -> None:
+    info = sub.add_parser("info", parents=[f.checkpoint, f.merge, f.json],
+                          help="describe a model: architecture, GFLOPs, tokens per layer")  # fmt: skip
+    info.set_defaults(run=_info)
+
+
+def add_synth(sub, f: Flags) -> None:
+    syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")
+    syn.add_argument("out")
+    syn.add_argument("--clips-per-class", type=int, required=True)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--size", type=int, default=128)
+    syn.add_argument("--frames", type=int, default=32)
+    syn.add_argument("--workers", type=int, default=2)
+    syn.set_defaults(run=_synth)
+
+
+def add_train(sub, f: Flags) -> None:
+    tr = sub.add_parser("train", parents=[f.merge, f.sidecars],
+                        help="train or fine-tune on a path,label CSV or class-per-folder tree")  # fmt: skip
+    tr.add_argument("data", help="directory with train.csv/val.csv (or train/<class>/, val/<class>/)")
+    tr.add_argument("--model", required=True, help="built-in config or checkpoint to start from")
+    tr.add_argument("-o", "--output", required=True, help="run directory: best/, last/, summary.json")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--workers", type=int, default=2)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    tr.add_argument("--augment", default=None, metavar="LIST",
+                    help="label-aware symmetries, e.g. hflip,vflip,reverse (default: hflip where the data set "
+                         "allows it); each must be declared in the data set's dataset.json")  # fmt: skip
+    tr.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="a corrupt video in the list")
+    tr.set_defaults(run=_train)
+
+
+def add_explain(sub, f: Flags) -> None:
+    ex = sub.add_parser("explain", parents=[f.checkpoint, f.merge],
+                        help="draw which patches the merger fused, over the clip's frames")  # fmt: skip
+    ex.add_argument("video")
+    ex.add_argument("-o", "--output", required=True, help="PNG path")
+    ex.set_defaults(run=_explain)

@@ -1,0 +1,113 @@
+"""`sttm predict`: the classify use case, locally, without a server — the same decoding,
+batching and answer as `/v1/classify` (each result is that route's JSON plus the path); with
+`--timeline`, `/v1/timeline`'s. The serving stack is imported inside the functions: building
+the `sttm` parser imports none of it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from cli.flags import Flags
+
+if TYPE_CHECKING:
+    from service.classify import ClassifyOptions, TimelineOptions
+    from service.schemas import TimelineResponse
+    from service.settings import Settings
+
+
+async def _predict(settings: Settings, videos: list[str], opts: ClassifyOptions) -> list[dict]:
+    from media import VideoError
+    from service.classify import open_classifier
+    from service.schemas import ClassifyResponse
+
+    results = []
+    async with open_classifier(settings) as classifier:
+        for video in videos:
+            try:
+                answer = ClassifyResponse.of(await classifier.classify(video, opts)).model_dump()
+            except (VideoError, OSError) as err:
+                answer = {"error": {"code": getattr(err, "code", "io_error"), "message": str(err)}}
+            results.append({"path": video, **answer})
+    return results
+
+
+def predict(model: str, videos: list[str], top_k: int = 5, **settings) -> list[dict]:
+    """One result per video: `/v1/classify`'s answer, or `{"error": {"code", "message"}}`.
+    `settings`: any other `Settings` field (e.g. `backend`, `precision`); the rest come from
+    `STTM_*` variables, as for the server."""
+    from service.classify import ClassifyOptions
+    from service.settings import Settings
+
+    return asyncio.run(_predict(Settings(model=model, **settings), videos, ClassifyOptions(top_k=top_k)))
+
+
+async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> TimelineResponse:
+    from service.classify import open_classifier
+    from service.schemas import TimelineResponse
+
+    async with open_classifier(settings) as classifier:
+        return TimelineResponse.of(await classifier.timeline(video, opts))
+
+
+def timeline(model: str, video: str, opts: TimelineOptions, fmt: str = "json", **settings) -> str:
+    """`/v1/timeline`'s answer for one video, as JSON, WebVTT or CSV text. Raises VideoError."""
+    from service import timeline_formats
+    from service.settings import Settings
+
+    answer = asyncio.run(_timeline(Settings(model=model, **settings), video, opts))
+    return answer.model_dump_json(indent=2) if fmt == "json" else timeline_formats.render(fmt, answer.segments)
+
+
+def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:
+    from service.classify import TimelineOptions
+
+    if len(args.videos) != 1:
+        raise ValueError("--timeline takes one video")
+    opts = TimelineOptions(args.top_k, args.window_s, args.stride_s, args.min_score)
+    if args.window_s <= 0 or args.stride_s < 0.01:
+        raise ValueError("--window-s must be > 0 and --stride-s at least 0.01")
+    text = timeline(args.model, args.videos[0], opts, args.format, **runtime)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _print(results: list[dict]) -> None:
+    for result in results:
+        print(result["path"])
+        if "error" in result:
+            print(f"  error: {result['error']['message']}")
+            continue
+        for p in result["predictions"]:
+            print(f"  {p['score']:6.1%}  {p['label']}")
+        lat = result["latency_ms"]
+        print(f"  decode {lat['decode']:.0f} ms, preprocess {lat['preprocess']:.0f} ms, "
+              f"inference {lat['inference']:.0f} ms, total {lat['total']:.0f} ms")  # fmt: skip
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    runtime = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
+    if args.timeline:
+        return _timeline_command(args, runtime)
+    results = predict(args.model, args.videos, args.top_k, **runtime)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print(results)
+    return 2 if any("error" in r for r in results) else 0
+
+
+def add_predict(sub, f: Flags) -> None:
+    pre = sub.add_parser("predict", parents=[f.exported, f.runtime, f.json],
+                         help="classify video files locally, without a server")  # fmt: skip
+    pre.add_argument("videos", nargs="+")
+    pre.add_argument("--top-k", type=int, default=5)
+    pre.add_argument("--timeline", action="store_true",
+                     help="one video window by window, with its action segments (as POST /v1/timeline)")  # fmt: skip
+    pre.add_argument("--window-s", type=float, default=2.0, help="--timeline: window length (s)")
+    pre.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
+    pre.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")
+    pre.add_argument("--format", choices=["json", "vtt", "csv"], default="json", help="--timeline: output")
+    pre.set_defaults(run=_predict_command)

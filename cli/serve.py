@@ -1,0 +1,65 @@
+"""`sttm serve` (the HTTP server) and `sttm triton` (a Triton repository on nvidia-pytriton's server)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cli.flags import Flags
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.settings import Settings
+
+    # Flags become STTM_* variables so that every worker process builds the same Settings.
+    for name in ("model", "host", "port", "backend", "precision"):
+        if getattr(args, name) is not None:
+            os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
+    settings = Settings()
+    if not settings.model.exists() and settings.require_model:
+        raise OSError(f"model file {settings.model} does not exist")
+    if settings.model.is_dir() and settings.require_model:
+        from runtime.ladder_file import read_ladder
+
+        read_ladder(settings.model)  # a ladder without ladder.json or with a missing rung: one line, exit 2
+    elif settings.require_model:
+        from runtime.backends import check_request
+
+        check_request(settings.model, settings.backend_options)  # what this CPU cannot run: one line, exit 2
+    uvicorn.run(
+        "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
+        log_level=args.log_level, timeout_graceful_shutdown=30,
+    )  # fmt: skip
+
+
+def _triton(args: argparse.Namespace) -> None:
+    from tritonserve.launch import Ports, run
+
+    run(args.repo, Ports(args.http_port, args.grpc_port, args.metrics_port), args.host, args.tritonserver_arg)
+
+
+def add_serve(sub, f: Flags) -> None:
+    srv = sub.add_parser("serve", parents=[f.runtime],
+                         help="serve a model over HTTP (settings also from STTM_* variables)")  # fmt: skip
+    srv.add_argument("--model", default=None, help="exported .onnx or a ladder directory (default: the bundled "
+                                                   "demo model)")  # fmt: skip
+    srv.add_argument("--host", default=None)
+    srv.add_argument("--port", type=int, default=None)
+    srv.add_argument("--workers", type=int, default=1, help="processes; each holds its own copy of the model")
+    srv.add_argument("--log-level", default="info")
+    srv.set_defaults(run=_serve)
+
+
+def add_triton(sub, f: Flags) -> None:
+    tri = sub.add_parser("triton", help="serve a Triton repository (sttm export --format triton) with the Triton "
+                                        "server of the nvidia-pytriton package, in the foreground")  # fmt: skip
+    tri.add_argument("repo", help="the model repository directory")
+    tri.add_argument("--http-port", type=int, default=8100)
+    tri.add_argument("--grpc-port", type=int, default=8101)
+    tri.add_argument("--metrics-port", type=int, default=8102)
+    tri.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    tri.add_argument("--tritonserver-arg", action="append", default=[], metavar="FLAG",
+                     help="another tritonserver flag, repeatable, e.g. --tritonserver-arg=--log-verbose=1")  # fmt: skip
+    tri.set_defaults(run=_triton)

@@ -1,0 +1,144 @@
+"""Model runners behind one small interface: `load_backend(path, options) -> Backend`.
+
+A backend is a function `[B, 3, T, S, S]` float32 -> logits `[B, classes]` plus the model's
+metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime opens a file
+(`BackendOptions.kind`, `auto` by default):
+- `.onnx`: on the CPU, the runtime that is fastest on this CPU kind (`backends.cpu`): OpenVINO
+  (`backends.ov`) where it runs bf16 on matrix units (AMX / AVX512-BF16), ONNX Runtime
+  (`backends.ort`) elsewhere; ONNX Runtime where a GPU provider (TensorRT/CUDA) is asked for;
+- `.xml`: an OpenVINO IR (`sttm export --format openvino`, e.g. statically quantised to
+  int8), on OpenVINO;
+- `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
+  metadata in the `<engine>.json` sidecar.
+Each runtime module is imported only when a file needs it (TensorRT exists only on NVIDIA
+machines).
+
+Precision (`BackendOptions.precision`): what the runtime computes in. ONNX Runtime and
+TensorRT run what the file stores (`sttm export --precision`); OpenVINO can run a plain
+fp32 file in bf16/fp16 and runs an int8 IR, and a low run-time precision is held at load to the same rule as an export
+(`runtime.agreement`) against the runtime's own fp32: a failing combination is refused,
+and `auto` falls back to fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from runtime.backends.cpu import Choice, choose_runtime, this_cpu
+from runtime.metadata import ENGINE_SUFFIXES, IR_SUFFIX, ModelMetadata
+
+Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+
+
+class ModelLoadError(RuntimeError):
+    """The model file cannot be served here; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    kind: Kind = "auto"
+    precision: Precision = "auto"
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])  # ORT, in order of preference
+    threads: int = 0  # intra-op threads; 0: the runtime decides
+    max_batch: int = 8  # largest batch the batcher sends (engine profiles)
+    cache: Path | None = None  # compiled-engine cache directory
+    check: bool = True  # hold a low run-time precision to the runtime's own fp32 at load (`sttm validate`: to PyTorch)
+    fuse: bool = True  # ONNX Runtime on the CPU: fused attention kernels (a graph pass at load, checked there)
+
+
+@dataclass(frozen=True)
+class Backend:
+    run: Callable[[np.ndarray], np.ndarray]  # `[B, 3, T, S, S]` float32 -> logits `[B, classes]`; thread-safe
+    meta: ModelMetadata
+    path: Path
+    provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "openvino:CPU", "tensorrt"
+    precision: str = "fp32"  # what it computes in (ONNX Runtime, TensorRT: what the file stores)
+    # `[B, 3, T, S, S]` -> (logits, merge_index `[B, t*h*w]` int32) in one call, where the file
+    # has the output (`sttm export` of a merged model); None for older files and engines
+    explain: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    reason: str = ""  # why this runtime and precision, in one line (`/v1/models`, `sttm info`, the page)
+
+    def __call__(self, video: np.ndarray) -> np.ndarray:
+        """`[B, 3, T, S, S]` float32 -> logits `[B, classes]`."""
+        return self.run(video)
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        m = self.meta
+        return (batch, 3, m.num_frames, m.image_size, m.image_size)
+
+    def warm_up(self, batches: tuple[int, ...] = (1,)) -> None:
+        for b in batches:
+            self(np.zeros(self.input_shape(b), np.float32))
+
+
+def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -> Backend:
+    """Open an exported model with the runtime `options.kind` names (or the best one here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    kind = resolve_kind(path, options)
+    if kind.value == "tensorrt":
+        from runtime.backends import trt
+
+        backend = trt.load(path)
+    elif kind.value == "openvino":
+        from runtime.backends import ov
+
+        backend = ov.load(path, options)
+    else:
+        from runtime.backends import ort
+
+        backend = ort.load(path, options)
+    return dataclasses.replace(backend, reason="; ".join(r for r in (kind.reason, backend.reason) if r))
+
+
+def check_request(path: str | Path, options: BackendOptions = BackendOptions()) -> None:
+    """Raise `ModelLoadError` (one line) where `load_backend` would refuse what `options` ask
+    of this file on this CPU, without compiling anything: `sttm serve` says it and exits
+    before the server starts. Where it passes, loading can still fail (a corrupt file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    kind = resolve_kind(path, options).value
+    if kind == "openvino" and options.precision not in ("auto", "fp32"):
+        from runtime.backends import ov
+
+        ov.decide_precision(path, options.precision)
+
+
+def resolve_kind(path: Path, options: BackendOptions) -> Choice:
+    """`auto`: a TensorRT engine runs on TensorRT, an OpenVINO IR on OpenVINO; an ONNX file on
+    ONNX Runtime where a GPU provider is asked for, else on the CPU runtime that is fastest on
+    this CPU (`cpu.choose_runtime`). A runtime that cannot open the file, or is not installed,
+    is a `ModelLoadError`."""
+    engine, ir = path.suffix in ENGINE_SUFFIXES, path.suffix == IR_SUFFIX
+    kind, reason = options.kind, f"--backend {options.kind}"
+    if kind == "auto":
+        if engine or ir:
+            kind, reason = ("tensorrt", "a TensorRT engine") if engine else ("openvino", "an OpenVINO IR")
+        elif list(options.providers) != ["CPUExecutionProvider"]:
+            kind, reason = "onnxruntime", f"providers {', '.join(options.providers)}"
+        else:
+            kind, reason = dataclasses.astuple(choose_runtime(this_cpu(), installed("openvino")))
+    if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
+        what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
+        raise ModelLoadError(f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
+                             "files, ONNX Runtime ONNX files)")  # fmt: skip
+    if kind == "openvino" and not installed("openvino"):
+        raise ModelLoadError("--backend openvino: OpenVINO is not installed (pip install openvino, in the cpu extra)")
+    if kind != "openvino" and options.precision not in ("auto", "fp32"):
+        raise ModelLoadError(f"{kind} runs the precision the file stores (sttm export --precision); "
+                             f"--precision {options.precision} needs --backend openvino")  # fmt: skip
+    return Choice(kind, reason)
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

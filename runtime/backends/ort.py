@@ -1,0 +1,118 @@
+"""ONNX Runtime: a session on the first available of the configured providers. On the CPU,
+the attention the exporter decomposed runs in ORT's fused kernels (`backends.fusion`, a graph
+pass at load, held to the plain graph there; the file itself stays standard ONNX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from runtime.agreement import ValidationError, compare, moving_squares
+from runtime.backends import Backend, BackendOptions, ModelLoadError
+from runtime.backends.cpu import int8_weights_problem, this_cpu
+from runtime.metadata import ModelMetadata
+
+CHECK_CLIPS = 2
+
+
+def load(path: Path, options: BackendOptions) -> Backend:
+    """The metadata is read from a CPU session; for ONNX Runtime's TensorRT provider, explicit
+    batch profiles (1..max_batch) and an engine cache keep it from rebuilding engines when the
+    batch size changes; CUDA and CPU follow as fallbacks."""
+    session = _session(path, ["CPUExecutionProvider"], options.threads)
+    try:
+        meta = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+    except ValueError as err:
+        raise ModelLoadError(f"{path}: {err}") from None
+    if meta.precision == "int8" and (problem := int8_weights_problem(this_cpu(), largest_int8_weight(path))):
+        raise ModelLoadError(f"{path}: {problem}")
+    available = onnxruntime.get_available_providers()
+    chosen = [p for p in options.providers if p in available]
+    note = ""
+    if chosen and chosen != ["CPUExecutionProvider"]:
+        session = _session(path, [provider(p, meta, options.max_batch, options.cache) for p in chosen], options.threads)
+    elif options.fuse and meta.precision != "fp16":  # ORT's fused attention kernels on the CPU are fp32
+        session, note = _fused(path, session, meta, options.threads)
+
+    def run(video):  # thread-safe: ORT sessions are
+        return session.run([meta.output_name], {meta.input_name: video})[0]
+
+    def explain(video):  # one call: the logits and every patch's final token
+        logits, index = session.run([meta.output_name, meta.merge_output], {meta.input_name: video})
+        return logits, index
+
+    has_merges = bool(meta.merge_output) and meta.merge_output in {o.name for o in session.get_outputs()}
+    runs_on = f"onnxruntime:{session.get_providers()[0]}{note}"
+    return Backend(run, meta, path, runs_on, meta.precision, explain if has_merges else None,
+                   reason=f"{meta.precision}: what the file stores")  # fmt: skip
+
+
+def largest_int8_weight(path: Path) -> int:
+    """The largest |weight| of the file's int8 matmuls (0 where it has none)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    weights = {w.name: w for w in proto.graph.initializer if w.data_type == onnx.TensorProto.INT8}
+    slot = {"MatMulInteger": 1, "ConvInteger": 1, "QLinearMatMul": 3, "QLinearConv": 3}  # the weight input
+    names = (n.input[slot[n.op_type]] for n in proto.graph.node if n.op_type in slot and len(n.input) > slot[n.op_type])
+    found = [numpy_helper.to_array(weights[name]) for name in names if name in weights]
+    return max((int(np.abs(w.astype(np.int16)).max()) for w in found if w.size), default=0)
+
+
+def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int):
+    """(a session on the graph with fused attention, a note for the provider name), held to
+    the `plain` session by the fp32 rule on generated clips; the plain session (and why) when
+    nothing fuses or it disagrees."""
+    import onnx
+
+    from runtime.backends import fusion
+
+    try:
+        graph, count = fusion.fuse(onnx.load(str(path)))
+    except Exception as err:  # noqa: BLE001 - an optimisation: the plain graph serves the same answers
+        return plain, f" (attention not fused: {str(err).splitlines()[0][:120]})"
+    if not count:
+        return plain, ""
+    session = _session(graph.SerializeToString(), ["CPUExecutionProvider"], threads, str(path))
+    videos = moving_squares(meta.input_spec, CHECK_CLIPS)
+    expected = plain.run([meta.output_name], {meta.input_name: videos})[0]
+    try:  # one call of 2 clips: the batched path (the bias expanded per clip)
+        compare(lambda v: session.run([meta.output_name], {meta.input_name: v})[0], videos, expected,
+                "onnxruntime-fused", "fp32", "onnxruntime", batches=(2,))  # fmt: skip
+    except ValidationError as err:
+        return plain, f" (fused attention differs by {err.report.max_abs_diff:.3g}: unfused)"
+    return session, f" (fused attention x{count})"
+
+
+def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):
+    """A provider entry: the name, or for TensorRT (name, options) with shape profiles."""
+    if name != "TensorrtExecutionProvider":
+        return name
+    shape = f"3x{meta.num_frames}x{meta.image_size}x{meta.image_size}"
+    options = {
+        "trt_profile_min_shapes": f"{meta.input_name}:1x{shape}",
+        "trt_profile_opt_shapes": f"{meta.input_name}:{max(1, max_batch // 2)}x{shape}",
+        "trt_profile_max_shapes": f"{meta.input_name}:{max_batch}x{shape}",
+        "trt_fp16_enable": meta.precision == "fp16",
+        "trt_engine_cache_enable": cache is not None,
+        "trt_timing_cache_enable": cache is not None,
+    }
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        options["trt_engine_cache_path"] = options["trt_timing_cache_path"] = str(cache)
+    return (name, options)
+
+
+def _session(model: Path | bytes, providers: list, threads: int, name: str = "") -> onnxruntime.InferenceSession:
+    """A session on a file, or on a serialized model (`name` says which file it came from)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                            providers=providers)  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
+        raise ModelLoadError(f"cannot load {name or model}: {str(err).splitlines()[0][:200]}") from None

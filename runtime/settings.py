@@ -1,0 +1,43 @@
+"""What opening a model and feeding it clips takes, from `STTM_*` environment variables: the
+runtime (`STTM_BACKEND`, `STTM_PRECISION`, ...) and the limits a clip is decoded under. Shared
+by the HTTP server (`service.settings.Settings` adds its own) and Triton's Python models, so
+both refuse the same clips and open the model the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from media import Limits
+from runtime.backends import BackendOptions, Kind, Precision
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STTM_", env_file=None, extra="ignore")
+
+    backend: Kind = "auto"  # auto: OpenVINO on the CPU when installed, else ONNX Runtime; engines: TensorRT
+    precision: Precision = "auto"  # what the runtime computes in; auto: bf16 on CPUs with bf16 units (OpenVINO)
+    # ONNX Runtime providers, in order of preference; those not installed are skipped
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = 0  # 0: ONNX Runtime decides
+    engine_cache: Path | None = None  # TensorRT provider: engine + timing cache directory (a volume)
+    max_batch: int = 8  # dynamic batching: the largest batch the model is sent
+    # decoding
+    max_upload_mb: float = 200.0
+    max_pixels: int = 3840 * 2160
+    max_duration_s: float = 3600.0
+    decode_timeout_s: float = 30.0
+    max_views: int = 30  # num_clips x crops
+
+    @property
+    def backend_options(self) -> BackendOptions:
+        """How the model runner is opened."""
+        return BackendOptions(self.backend, self.precision, self.providers, self.intra_op_threads, self.max_batch,
+                              self.engine_cache)  # fmt: skip
+
+    @property
+    def limits(self) -> Limits:
+        """The decoding limits these settings impose."""
+        return Limits(self.max_pixels, self.max_duration_s, self.decode_timeout_s)

@@ -1,1 +1,0 @@
-"""Client code that talks to a running server over HTTP (no server modules imported)."""

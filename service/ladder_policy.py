@@ -1,0 +1,197 @@
+"""A ladder of merge ratios served as one model, and the load policy that picks a rung per batch.
+
+The policy is a few pure functions (`latest_finish`, `keeps_up`, `choose_rung`, `ewma`) and one small
+stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
+their level measured online from every batch — the time a request spends outside the model
+(decoding and preprocessing, measured online), and the rung in use).
+
+For each batch of auto requests it picks the least-merged rung on which every request in the
+server — queued, in this batch, or still decoding — and one arriving now finishes within the
+latency target, counting from when each arrived: a request's finish is the time it has
+already spent (at least its decoding) plus the model time of every clip up to and including
+its own; the newcomer also waits for one full batch (the one that will be running). Requests
+that have waited long push the ladder up before the queue is long. And a rung that cannot
+keep up with the clips arriving (recent arrivals x its cost above `MAX_UTILISATION`) is not
+a candidate whatever the queue is now: it would let the next Poisson burst build a queue
+that no later batch can clear in time. Both keep the tail (p99), not only the mean, inside
+the target. The policy climbs at once and comes back
+down only when a lower rung predicts well inside the target (hysteresis), so it does not
+flap. It never refuses work: when no rung meets the target it uses the most merged one, and
+the bounded queue stays the only source of 503s.
+
+A single model is a ladder of one rung, and without a target every auto batch runs on the
+least-merged rung: exactly the server without a ladder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend
+from runtime.ladder_file import is_ladder, read_ladder, rung_name
+from service.batcher import Demand, Waiting
+
+# Descend to a less-merged rung only when it predicts at most this fraction of the target:
+# a queue that hovers around one rung's limit does not make batches alternate between rungs.
+DESCEND_BELOW = 0.8
+# A rung is a candidate only while arrivals keep it at most this busy: a queue in front of a
+# server busier than ~90% grows long in every burst (Poisson arrivals).
+MAX_UTILISATION = 0.9
+EWMA_ALPHA = 0.3  # weight of the newest batch in a rung's cost per clip
+
+
+@dataclass(frozen=True)
+class Rung:
+    reduction: float  # nominal, as in ladder.json
+    name: str  # KServe v2 / Triton model name of this rung, e.g. demo_r038
+    backend: Backend
+    measured: dict = field(default_factory=dict)  # accuracy / speed measured at export
+
+    @property
+    def gflops(self) -> float:
+        return self.backend.meta.gflops
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One model call, as the metrics see it."""
+
+    clips: int
+    seconds: float
+    rung: Rung
+    predicted_s: float  # what the policy expected from the cost per clip before this batch
+
+
+def predicted_seconds(queued_clips: int, cost_per_clip: float) -> float:
+    """Time to run every queued clip on a rung that costs `cost_per_clip` seconds per clip."""
+    return queued_clips * cost_per_clip
+
+
+def latest_finish(backlog: Sequence[tuple[float, int]], cost_per_clip: float) -> float:
+    """When the last of `backlog` — `(seconds already spent, clips)` per request, in the order
+    they run, one at a time — finishes, counted from each one's arrival."""
+    done, latest = 0, 0.0
+    for spent, clips in backlog:
+        done += clips
+        latest = max(latest, spent + done * cost_per_clip)
+    return latest
+
+
+def keeps_up(clips_per_s: float, cost_per_clip: float, max_utilisation: float = MAX_UTILISATION) -> bool:
+    """Whether a rung of this cost serves clips arriving at this rate with room to spare."""
+    return clips_per_s * cost_per_clip <= max_utilisation
+
+
+def ewma(previous: float, sample: float, alpha: float = EWMA_ALPHA) -> float:
+    """Exponentially weighted mean: `alpha` of the new sample, the rest of the history."""
+    return alpha * sample + (1 - alpha) * previous
+
+
+def choose_rung(finish: Sequence[float], target_s: float, current: int, descend_below: float = DESCEND_BELOW) -> int:
+    """The rung (index, least merged first) for a batch, from each rung's predicted `finish`.
+
+    Climb at once to the least-merged rung that meets `target_s` (the most merged one when
+    none does); descend from `current` only to a rung predicting at most `descend_below *
+    target_s`, else stay (unless `current` itself now misses the target and a lower rung
+    meets it). The choice is a fixed point: asked again with the same finishes, it stays."""
+    fits = [i for i, f in enumerate(finish) if f <= target_s]
+    want = fits[0] if fits else len(finish) - 1
+    if want >= current or current not in fits:
+        return want
+    for i in range(want, current):
+        if finish[i] <= descend_below * target_s:
+            return i
+    return current
+
+
+class LoadPolicy:
+    """The rung for each batch of auto requests: `choose(demand) -> rung index`; `observe`
+    feeds it each batch's measured time. Runs on the event loop (no locking)."""
+
+    def __init__(
+        self, costs: Sequence[float], target_s: float | None, in_flight: int = 0, alpha: float = EWMA_ALPHA
+    ) -> None:
+        self.costs = list(costs)  # seconds per clip per rung, least merged first
+        self.target_s, self.alpha = target_s, alpha
+        self.in_flight = in_flight  # clips of the batch a new request may find running (max_batch)
+        self.outside_s = 0.0  # a request's seconds outside the model (decoding, preprocessing): EWMA
+        self.current = 0
+
+    def choose(self, demand: Demand) -> int:
+        if self.target_s is None:  # no target: always the least-merged rung
+            return 0
+        work = self.work(demand.backlog)  # the same for every rung: formed once
+        finish = [
+            latest_finish(work, cost) if keeps_up(demand.clips_per_s, cost) else float("inf") for cost in self.costs
+        ]
+        self.current = choose_rung(finish, self.target_s, self.current)
+        return self.current
+
+    def work(self, backlog: Sequence[Waiting]) -> list[tuple[float, int]]:
+        """`(seconds spent, clips)` of `backlog` and of a request arriving now, in the order they
+        run. A request still decoding will have spent at least a typical decoding before its
+        clips run; the newcomer also waits for one full batch (`in_flight`)."""
+        spent = [(w.age_s if w.decoded else max(w.age_s, self.outside_s), w.clips) for w in backlog]
+        return [*spent, (self.outside_s, self.in_flight)]
+
+    def observe_outside(self, seconds: float) -> None:
+        """A request's measured seconds outside the model (its decoding and preprocessing)."""
+        self.outside_s = ewma(self.outside_s, seconds, self.alpha) if self.outside_s else seconds
+
+    def predict(self, clips: int, rung: int) -> float:
+        return predicted_seconds(clips, self.costs[rung])
+
+    def observe(self, rung: int, clips: int, seconds: float) -> None:
+        """A batch's measured time moves its rung's cost (EWMA) and every other rung's by the
+        same factor: a machine that got busier slows every rung, and a rung not used for a
+        while must not look as fast as it was (the rungs' ratios stay the warm-up's)."""
+        scale = ewma(self.costs[rung], seconds / clips, self.alpha) / self.costs[rung]
+        self.costs = [c * scale for c in self.costs]
+
+
+def find_rung(rungs: Sequence[Rung], reduction: float) -> int:
+    """The index of the rung whose nominal reduction is `reduction`; ValueError listing them."""
+    for i, rung in enumerate(rungs):
+        if abs(rung.reduction - reduction) < 1e-6:
+            return i
+    values = ", ".join(f"{r.reduction:g}" for r in rungs)
+    raise ValueError(f"reduction must be 'auto' or one of this model's rungs: {values}")
+
+
+def load_rungs(path: str | Path, options: BackendOptions) -> tuple[str, list[Rung]]:
+    """Open a ladder directory (every rung, least merged first) or a single model file (a
+    ladder of one rung). ModelLoadError in one line: a missing or corrupt rung, no
+    ladder.json, or a rung whose labels or input spec differ from the first rung's."""
+    path = Path(path)
+    if not path.is_dir():
+        backend = load_backend(path, options)
+        meta = backend.meta
+        return meta.name, [Rung(meta.reduction, rung_name(meta.name, meta.reduction), backend)]
+    if not is_ladder(path):
+        raise ModelLoadError(f"{path} is a directory without ladder.json: serve a model file or a ladder")
+    try:
+        name, entries = read_ladder(path)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    rungs: list[Rung] = []
+    for entry in entries:
+        try:
+            backend = load_backend(path / entry.file, options)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"ladder {path}: rung {entry.reduction:g}: {err}") from None
+        if rungs and (why := _mismatch(rungs[0].backend, backend)):
+            raise ModelLoadError(f"ladder {path}: rung {entry.reduction:g} ({entry.file}) is refused: {why}")
+        rungs.append(Rung(entry.reduction, entry.name, backend, entry.measured))
+    return name, rungs
+
+
+def _mismatch(first: Backend, other: Backend) -> str | None:
+    """Why two rungs cannot answer for one model (None when they can)."""
+    a, b = first.meta, other.meta
+    if a.labels != b.labels:
+        return f"its labels differ from the first rung's ({len(b.labels)} vs {len(a.labels)}: {b.labels[:3]}...)"
+    if a.input_spec != b.input_spec or (a.input_name, a.output_name) != (b.input_name, b.output_name):
+        return f"its input spec differs ({b.input_spec} vs {a.input_spec})"
+    return None

@@ -1,0 +1,150 @@
+"""The `sttm` command line: output, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from cli.main import main
+
+
+def test_info_json(capsys):
+    pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
+    assert main(["info", "videomae-b", "--merge", "sttm", "--reduction", "0.38", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arch"] == "vit" and info["frames"] == 16 and info["num_labels"] == 400
+    assert info["gflops_unmerged"] > 179 and info["gflops_saved"] >= 0.37
+    assert info["tokens_per_layer"][0] == 1568 and info["tokens_per_layer"][-1] < 1568
+
+
+def test_info_text(capsys):
+    pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
+    assert main(["info", "timesformer-tiny", "--merge", "tome", "--reduction", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture     timesformer" in out and "tokens per layer" in out and "tome" in out
+
+
+def test_bad_model_is_one_line_error(capsys, tmp_path):
+    pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
+    assert main(["info", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm info: error:") and err.count("\n") == 1
+
+
+def test_unreachable_reduction_is_one_line_error(capsys):
+    pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
+    assert main(["info", "vit-tiny", "--merge", "sttm", "--reduction", "0.97"]) == 2
+    assert "cannot save" in capsys.readouterr().err
+
+
+def test_export_onnx_then_triton(capsys, tmp_path):
+    pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
+    assert main(["export", "vit-tiny", "-o", str(tmp_path / "m.onnx"), "--merge", "sttm", "--reduction", "0.3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "m.onnx")
+    assert "result: PASS" in captured.err and "| batch | clips |" in captured.err  # the validation table
+    assert main(["export", "vit-tiny", "-o", str(tmp_path / "repo"), "--format", "triton", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and (tmp_path / "repo" / "vit-tiny" / "config.pbtxt").is_file()
+
+
+def test_export_errors_are_one_line(capsys, tmp_path):
+    pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for argv in (
+        ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "m.onnx")],
+        ["export", "vit-tiny", "-o", str(blocker / "m.onnx")],  # parent is a file: unwritable
+        ["export", "vit-tiny", "-o", str(tmp_path / "m.plan"), "--format", "tensorrt"],  # no TensorRT here
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        lines = err.splitlines()  # progress lines may come first; the error is one line, last
+        assert lines[-1].startswith("sttm export: error:") and "Traceback" not in err, err
+
+
+def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path):
+    assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: model file") and err.count("\n") == 1
+
+
+def test_serve_refuses_what_this_cpu_cannot_run_in_one_line_before_starting(capsys, tiny_onnx, monkeypatch):
+    """An explicit precision the CPU lacks units for: one line and exit 2 (never uvicorn's
+    "Application startup failed"); the CPU is taken for an AVX2-only one so this holds anywhere."""
+    import uvicorn
+
+    from runtime.backends import cpu, ov
+
+    monkeypatch.setattr(ov, "this_cpu", lambda: cpu.CpuFeatures(frozenset({"avx2", "fma"})))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    for name in ("STTM_MODEL", "STTM_BACKEND", "STTM_PRECISION"):
+        monkeypatch.delenv(name, raising=False)  # _serve sets them for its workers
+    argv = ["serve", "--model", str(tiny_onnx), "--backend", "openvino", "--precision", "bf16"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: --precision bf16: this CPU has neither bf16 nor fp16 units")
+    assert err.count("\n") == 1
+
+
+def test_predict_json_and_bad_file(capsys, tmp_path):
+    import numpy as np
+
+    from models.synth import write_mp4
+
+    write_mp4(tmp_path / "c.mp4", np.zeros((8, 96, 96, 3), np.uint8))
+    (tmp_path / "bad.mp4").write_text("nope")
+    assert main(["predict", "demo", str(tmp_path / "c.mp4"), str(tmp_path / "bad.mp4"), "--json", "--top-k", "2"]) == 2
+    results = json.loads(capsys.readouterr().out)
+    assert len(results[0]["predictions"]) == 2 and results[1]["error"]["code"] == "not_a_video"
+
+
+def test_a_torch_command_without_torch_is_one_line(capsys):
+    """In the serving environment (no torch), `sttm info` says what is missing in one line."""
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here: this is the serving environment's check")
+    assert main(["info", "vit-tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm info: error: needs the 'torch' package") and err.count("\n") == 1
+
+
+def test_validate_holds_a_runtime_to_pytorch(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    from runtime import agreement
+
+    argv = ["validate", "vit-tiny", "--merge", "sttm", "--reduction", "0.3", "--backend", "onnxruntime"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime:CPUExecutionProvider (fused attention x4) fp32 vs pytorch (tolerance 0.001)" in out  # as served
+    assert "result: PASS" in out
+    monkeypatch.setitem(agreement.TOLERANCE, "fp32", -1.0)  # nothing passes
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm validate: error:") and "result: FAIL" in err and "Traceback" not in err
+
+
+def test_runtime_flags_refuse_what_cannot_run_in_one_line(capsys, tmp_path):
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"unused")
+    predict = ["predict", "demo", str(clip), "--backend", "onnxruntime", "--precision", "bf16"]
+    cases = [(predict, "needs --backend openvino")]
+    if importlib.util.find_spec("torch"):  # `sttm eval` reads data sets with torch
+        cases.append((["eval", "vit-tiny", str(tmp_path), "--backend", "openvino"], "export MODEL first"))
+    for argv, needle in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+
+
+def test_triton_without_its_wheel_or_repository_is_one_line(capsys, monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
+    assert main(["triton", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "sttm triton: error: the 'nvidia-pytriton' package is not installed (pip install nvidia-pytriton; "
+        "Linux x86_64/arm64 only)\n"
+    )
+    assert main(["triton", str(tmp_path / "nowhere")]) == 2
+    assert "is not a directory" in capsys.readouterr().err

@@ -1,0 +1,232 @@
+"""The model runners: which runtime opens a file, OpenVINO next to ONNX Runtime, and the
+load-time precision check that refuses (or, under `auto`, avoids) a combination that fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from runtime import agreement, backends
+from runtime.agreement import moving_squares
+from runtime.backends import BackendOptions, ModelLoadError, check_request, load_backend, resolve_kind
+from runtime.backends import cpu as cpus
+from service.settings import DEMO_ONNX
+
+openvino = pytest.importorskip("openvino")
+HAS_BF16 = cpus.this_cpu().bf16
+AMX = cpus.CpuFeatures(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}))
+EPYC = cpus.CpuFeatures(frozenset({"avx2", "fma"}))
+
+
+def test_auto_picks_the_runtime_for_this_cpu_and_onnx_runtime_for_gpu_providers(tiny_onnx, tmp_path, monkeypatch):
+    here = resolve_kind(tiny_onnx, BackendOptions())
+    assert here == cpus.choose_runtime(cpus.this_cpu(), openvino_installed=True)  # what this CPU runs fastest
+    assert load_backend(tiny_onnx).reason.startswith(here.reason)  # and the backend says why
+    for fake, expected in ((AMX, "openvino"), (EPYC, "onnxruntime")):
+        monkeypatch.setattr(backends, "this_cpu", lambda fake=fake: fake)
+        assert resolve_kind(tiny_onnx, BackendOptions()).value == expected
+    gpu = BackendOptions(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert resolve_kind(tiny_onnx, gpu).value == "onnxruntime"
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"x")
+    assert resolve_kind(engine, BackendOptions()).value == "tensorrt"
+    with pytest.raises(ModelLoadError, match="cannot run on tensorrt"):
+        resolve_kind(tiny_onnx, BackendOptions(kind="tensorrt"))
+    with pytest.raises(ModelLoadError, match="cannot run on openvino"):
+        resolve_kind(engine, BackendOptions(kind="openvino"))
+    with pytest.raises(ModelLoadError, match="needs --backend openvino"):
+        resolve_kind(tiny_onnx, BackendOptions(kind="onnxruntime", precision="bf16"))
+
+
+def test_openvino_without_openvino_is_one_clear_error(tiny_onnx, monkeypatch):
+    monkeypatch.setattr(backends, "installed", lambda module: False)
+    assert resolve_kind(tiny_onnx, BackendOptions()).value == "onnxruntime"  # auto: what is there
+    with pytest.raises(ModelLoadError, match="OpenVINO is not installed"):
+        load_backend(tiny_onnx, BackendOptions(kind="openvino"))
+
+
+def test_openvino_fp32_matches_onnx_runtime_and_reads_the_metadata(tiny_onnx):
+    ov = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32"))
+    ort = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
+    assert ov.meta == ort.meta and ov.provider == "openvino:CPU" and ov.precision == "fp32"
+    clips = moving_squares(ov.meta.input_spec, 3)
+    np.testing.assert_allclose(ov(clips), ort(clips), atol=1e-4)
+    assert ov(clips[:1]).shape == (1, len(ov.meta.labels))
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
+def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
+    """Compiled for one clip (static shapes): a batch fills the CPU's streams with as many clips
+    as a multiple of the streams allows, the rest run alone on all the threads — in order, with
+    the same answers as ONNX Runtime."""
+    from runtime.backends import ov
+
+    served = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", max_batch=4))
+    reference = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
+    clips = moving_squares(served.meta.input_spec, 5)
+    np.testing.assert_allclose(served(clips), reference(clips), atol=1e-4)
+    core = openvino.Core()
+    streams = ov._streams(core, ov._fixed(core.read_model(str(tiny_onnx)), 1), "fp32", 2, max_batch=4)
+    assert streams is not None and streams[1] == 2  # 2 cores: 2 streams of 1 thread
+    np.testing.assert_allclose(streams[0](clips)[0], reference(clips), atol=1e-4)
+    assert ov._streams(core, core.read_model(str(tiny_onnx)), "fp32", 2, max_batch=1) is None  # never a batch
+
+    calls = []
+
+    def fake(name):
+        def run(video):
+            calls.append((name, len(video)))
+            return [video * (10 if name == "streams" else 1), video.astype(int)]
+
+        return run
+
+    video = np.arange(7.0)[:, None]
+    outputs = ov._clip_by_clip(fake("alone"), (fake("streams"), 3))(video)
+    assert calls == [("streams", 6), ("alone", 1)]
+    np.testing.assert_array_equal(outputs[0][:, 0], [0, 10, 20, 30, 40, 50, 6])  # every output, in order
+    np.testing.assert_array_equal(outputs[1][:, 0], np.arange(7))
+    calls.clear()
+    ov._clip_by_clip(fake("alone"), (fake("streams"), 3))(video[:2])  # fewer than the streams
+    assert calls == [("alone", 1), ("alone", 1)]
+
+
+def test_bf16_is_what_this_cpu_decides(tiny_onnx):
+    """bf16 units: auto runs bf16 (checked at load); none: auto runs fp32 and says why, and an
+    explicit bf16 is one line naming what the CPU lacks, before anything is compiled."""
+    auto = load_backend(tiny_onnx, BackendOptions(kind="openvino"))
+    if HAS_BF16:
+        assert auto.precision == "bf16" and "bf16" in auto.reason
+        return
+    assert auto.precision == "fp32" and "no bf16 units" in auto.reason
+    for request in ("bf16", "fp16"):
+        with pytest.raises(ModelLoadError, match="units") as refused:
+            check_request(tiny_onnx, BackendOptions(kind="openvino", precision=request))
+        assert "\n" not in str(refused.value)
+        with pytest.raises(ModelLoadError, match="units"):
+            load_backend(tiny_onnx, BackendOptions(kind="openvino", precision=request))
+
+
+def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_onnx, monkeypatch):
+    """The load-time check's mechanics, on a CPU taken for one with bf16 units (where it has
+    none, OpenVINO runs the bf16 hint in fp32: the check and fallback are what is tested)."""
+    from runtime.backends import ov
+
+    monkeypatch.setattr(ov, "this_cpu", lambda: AMX)
+    low = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
+    assert low.precision == "bf16"  # the tiny model passes the check
+    assert load_backend(tiny_onnx, BackendOptions("openvino")).precision == "bf16"  # auto: bf16 where it passes
+    monkeypatch.setitem(agreement.TOLERANCE, "bf16", -1.0)  # now nothing passes
+    with pytest.raises(ModelLoadError, match="bf16 does not match its fp32 .* --precision fp32"):
+        load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16"))
+    fallback = load_backend(tiny_onnx, BackendOptions("openvino"))
+    assert fallback.precision == "fp32" and "does not match" in fallback.provider
+    assert "bf16 failed its check at load" in fallback.reason
+    unchecked = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="bf16", check=False))
+    assert unchecked.precision == "bf16"  # `sttm validate` checks against PyTorch instead
+
+
+def test_the_split_at_the_merge_decisions_computes_the_same_model(tiny_onnx):
+    """Two compiled parts — what the decisions depend on, and the rest fed from it — are the
+    same function as the whole model (both in fp32 here): every output, merge_index included."""
+    from runtime.backends import ov
+
+    core = openvino.Core()
+    model = core.read_model(str(DEMO_ONNX))
+    split = ov._decisions_in_fp32(core, model, "fp32", 0)
+    whole = ov._compiled(core, model, "fp32", 0)  # after the split: the model it was cut from is intact
+    clips = moving_squares(load_backend(DEMO_ONNX, BackendOptions("onnxruntime")).meta.input_spec, 3)
+    for a, b in zip(whole(clips), split(clips), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    unmerged = core.read_model(str(tiny_onnx))
+    assert ov._decisions_in_fp32(core, unmerged, "fp32", 0) is None  # no decisions: nothing to split
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
+def test_the_demo_serves_in_bf16_with_its_merge_decisions_exact():
+    """The one trained model: in bf16 as a whole, near-tied merge decisions flip and the
+    check refuses it; with the decisions in fp32 it passes and keeps fp32's answers."""
+    served = load_backend(DEMO_ONNX, BackendOptions("openvino", "bf16"))
+    assert served.precision == "bf16" and served.provider == "openvino:CPU (merge decisions in fp32)"
+    reference = load_backend(DEMO_ONNX, BackendOptions("openvino", "fp32"))
+    clips = moving_squares(served.meta.input_spec, 8, seed=7)
+    low, high = served(clips), reference(clips)
+    assert np.abs(low - high).max() < agreement.TOLERANCE["bf16"]
+    assert (low.argmax(1) == high.argmax(1)).all()
+    logits, merges = served.explain(clips[:2])
+    assert merges.shape == (2, int(np.prod(served.meta.merge_grid)))
+
+
+def test_int8_needs_a_quantised_model(tiny_onnx):
+    with pytest.raises(ModelLoadError, match="int8 .* --format openvino --precision int8 --calib"):
+        load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="int8"))
+
+
+def test_an_openvino_ir_runs_on_openvino_in_the_precision_it_stores(tiny_onnx, tmp_path):
+    """`sttm export --format openvino` writes an IR (.xml + .bin) with the metadata in its rt_info;
+    a quantised one says int8 there (tests/export/test_ir.py quantises a real model)."""
+    model = openvino.Core().read_model(str(tiny_onnx))
+    openvino.save_model(model, str(tmp_path / "m.xml"), compress_to_fp16=False)
+    assert resolve_kind(tmp_path / "m.xml", BackendOptions()).value == "openvino"
+    with pytest.raises(ModelLoadError, match="OpenVINO IR .* cannot run on onnxruntime"):
+        resolve_kind(tmp_path / "m.xml", BackendOptions(kind="onnxruntime"))
+    ir = load_backend(tmp_path / "m.xml", BackendOptions(precision="fp32"))
+    ort = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
+    clips = moving_squares(ir.meta.input_spec, 2)
+    assert ir.meta == ort.meta and ir.precision == "fp32"
+    np.testing.assert_allclose(ir(clips), ort(clips), atol=1e-4)
+    model.set_rt_info('"int8"', ["framework", "sttm.precision"])
+    openvino.save_model(model, str(tmp_path / "q.xml"), compress_to_fp16=False)
+    assert load_backend(tmp_path / "q.xml").precision == "int8"  # auto: what the file stores
+    assert load_backend(tmp_path / "q.xml", BackendOptions(precision="int8")).precision == "int8"
+    with pytest.raises(ModelLoadError, match="quantised to int8: it runs --precision int8 .* not fp32"):
+        load_backend(tmp_path / "q.xml", BackendOptions(precision="fp32"))
+
+
+def test_compiled_models_are_cached(tiny_onnx, tmp_path):
+    cache = tmp_path / "cache"
+    first = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", cache=cache))
+    assert any(cache.iterdir())  # OpenVINO's compiled blob
+    again = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", cache=cache))
+    clips = moving_squares(first.meta.input_spec, 2)
+    np.testing.assert_array_equal(first(clips), again(clips))
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_merge_output_is_served_where_the_file_has_it(tiny_onnx, kind):
+    """The demo export carries `merge_index`: both CPU runtimes return it beside the same logits
+    (exact ids: the decisions are fp32); a file without the output has no explain."""
+    demo = load_backend(DEMO_ONNX, BackendOptions(kind=kind, precision="fp32"))
+    reference = load_backend(DEMO_ONNX, BackendOptions(kind="onnxruntime"))
+    clips = moving_squares(demo.meta.input_spec, 2)
+    logits, index = demo.explain(clips)
+    np.testing.assert_allclose(logits, demo(clips), atol=1e-4)
+    t, h, w = demo.meta.merge_grid
+    assert index.dtype == np.int32 and index.shape == (2, t * h * w)
+    np.testing.assert_array_equal(index, reference.explain(clips)[1])
+    assert load_backend(tiny_onnx, BackendOptions(kind=kind, precision="fp32")).explain is None
+
+
+def test_int8_weights_that_saturate_on_this_cpu_are_refused_at_load(tiny_onnx, tmp_path, monkeypatch):
+    """A file quantised with full-range int8 weights (an older export) is exact only with VNNI:
+    on a CPU without it, it is refused at load with the reason and the fix; today's 7-bit
+    weights load everywhere."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from runtime.backends import ort
+
+    full, seven = tmp_path / "full.onnx", tmp_path / "seven.onnx"
+    for path, reduce in ((full, False), (seven, True)):
+        quantize_dynamic(tiny_onnx, path, op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=reduce,
+                         weight_type=QuantType.QInt8)  # fmt: skip
+        model = onnx.load(path)
+        model.metadata_props.append(onnx.StringStringEntryProto(key="sttm.precision", value='"int8"'))
+        onnx.save(model, path)
+    assert ort.largest_int8_weight(full) == 127 and ort.largest_int8_weight(seven) <= 64
+    assert ort.largest_int8_weight(tiny_onnx) == 0
+    monkeypatch.setattr(ort, "this_cpu", lambda: EPYC)
+    with pytest.raises(ModelLoadError, match="saturates on a CPU without VNNI .* export it again"):
+        load_backend(full, BackendOptions("onnxruntime"))
+    assert load_backend(seven, BackendOptions("onnxruntime")).precision == "int8"
+    monkeypatch.setattr(ort, "this_cpu", lambda: AMX)
+    assert load_backend(full, BackendOptions("onnxruntime")).precision == "int8"

@@ -1,0 +1,56 @@
+"""ONNX Runtime's fused attention, a graph pass at load: every attention our exporter writes
+fuses (unmerged or merged, ViT and TimeSformer), the answers stay PyTorch's, the file itself is
+not touched, and a fused graph that disagrees with the plain one is not served."""
+
+from __future__ import annotations
+
+import re
+
+import onnx
+import pytest
+
+from runtime import agreement
+from runtime.backends import BackendOptions, load_backend
+
+pytest.importorskip("torch")  # the graphs are real exports
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`exported(name, merge) -> (model, path)`, each exported once."""
+    from export.onnx import export_onnx, metadata_for
+    from models import load_model
+
+    cache = {}
+
+    def get(name: str, merge: str):
+        if (name, merge) not in cache:
+            model = load_model(name, merge=merge, reduction=0.3 if merge != "none" else 0.0)
+            path = tmp_path_factory.mktemp("fusion") / f"{name}-{merge}.onnx"
+            cache[name, merge] = model, export_onnx(model, path, metadata_for(model, name))
+        return cache[name, merge]
+
+    return get
+
+
+@pytest.mark.parametrize("name,merge", [("vit-tiny", "none"), ("vit-tiny", "sttm"), ("timesformer-tiny", "tome")])
+def test_every_attention_runs_fused_and_matches_pytorch(exported, name, merge):
+    from export.validate import validate
+
+    model, path = exported(name, merge)
+    written = path.read_bytes()
+    fused = load_backend(path, BackendOptions("onnxruntime"))
+    attentions = sum(n.op_type == "Softmax" for n in onnx.load(path).graph.node)
+    assert re.search(r"fused attention x(\d+)", fused.provider).group(1) == str(attentions)
+    assert validate(model, fused.run, fused.provider, "fp32").ok  # within 1e-3 of PyTorch, same top-1
+    assert path.read_bytes() == written  # the exported file stays standard ONNX (TensorRT, OpenVINO)
+    plain = load_backend(path, BackendOptions("onnxruntime", fuse=False))
+    assert plain.provider == "onnxruntime:CPUExecutionProvider"
+
+
+def test_a_fused_graph_that_disagrees_is_not_served(exported, monkeypatch):
+    model, path = exported("vit-tiny", "sttm")
+    monkeypatch.setitem(agreement.TOLERANCE, "fp32", -1.0)  # nothing agrees now
+    backend = load_backend(path, BackendOptions("onnxruntime"))
+    assert backend.provider.endswith("unfused)")
+    assert backend(agreement.moving_squares(backend.meta.input_spec, 1)).shape == (1, len(model.labels))
