@@ -169,10 +169,11 @@ class Server:
 async def _one(client: httpx.AsyncClient, url: str, data: bytes, results: list, sent: float) -> None:
     try:
         r = await client.post(f"{url}/v1/classify", files={"file": ("c.mp4", data, "video/mp4")})
-        reduction = r.json().get("reduction") if r.status_code == 200 else None
-        results.append((r.status_code, time.perf_counter() - sent, reduction, time.perf_counter()))
+        body = r.json() if r.status_code == 200 else {}
+        results.append((r.status_code, time.perf_counter() - sent, body.get("reduction"), time.perf_counter(),
+                        body.get("latency_ms")))  # fmt: skip
     except httpx.TransportError as err:
-        results.append((type(err).__name__, time.perf_counter() - sent, None, time.perf_counter()))
+        results.append((type(err).__name__, time.perf_counter() - sent, None, time.perf_counter(), None))
 
 
 async def closed_loop(url: str, data: bytes, concurrency: int, requests: int) -> float:
@@ -203,6 +204,7 @@ async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: in
             await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
             tasks.append(asyncio.create_task(_one(client, url, data, results, time.perf_counter())))
         await asyncio.gather(*tasks)
+    async with httpx.AsyncClient(timeout=30) as client:  # a fresh connection: the server may close idle ones
         metrics = (await client.get(f"{url}/metrics")).text
     ok = [r for r in results if r[0] == 200]
     span = max(r[3] for r in results) - started
@@ -219,7 +221,48 @@ async def open_loop(url: str, data: bytes, rate: float, seconds: float, seed: in
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
         "share": {f"{k:g}": v / len(ok) for k, v in sorted(shares.items())},
         "actual_over_predicted": _batch_bias(metrics),
+        "mean_batch": _mean(metrics, "sttm_batch_size"),
+        "slowest_ms": _slowest(ok),
+        "during_slowest": _during_slowest(ok),
     }
+
+
+def _mean(metrics: str, histogram: str) -> float | None:
+    """A histogram's mean, summed over its labels, from the /metrics text."""
+    total = {"sum": 0.0, "count": 0.0}
+    for line in metrics.splitlines():
+        for part in total:
+            if line.startswith(f"{histogram}_{part}"):
+                total[part] += float(line.split()[-1])
+    return round(total["sum"] / total["count"], 3) if total["count"] else None
+
+
+def _slowest(ok: list, share: float = 0.02) -> dict[str, float]:
+    """Where the slowest `share` of answered requests (those at and above ~p98) spent their
+    time, mean ms: decoding + preprocessing, queued for the model, in the model, and outside
+    the server's own timing (the upload, HTTP, the client's event loop on the same cores)."""
+    tail = sorted(ok, key=lambda r: r[1])[-max(1, round(share * len(ok))) :]
+    if not tail or any(r[4] is None for r in tail):
+        return {}
+    stages = {
+        "client": [1000 * r[1] for r in tail],
+        "decode": [r[4]["decode"] + r[4]["preprocess"] for r in tail],
+        "queue": [r[4]["queue"] for r in tail],
+        "model": [r[4]["inference"] for r in tail],
+        "outside_server": [1000 * r[1] - r[4]["total"] for r in tail],
+    }
+    return {k: round(statistics.mean(v)) for k, v in stages.items()}
+
+
+def _during_slowest(ok: list) -> dict[str, float]:
+    """The rungs of the answers sent back while the slowest request waited (share of them):
+    all on the most merged rung means the ladder was at its top, and its wait was more work
+    than any rung clears in time, not a policy that chose too little merging."""
+    if not ok:
+        return {}
+    slowest = max(ok, key=lambda r: r[1])
+    during = Counter(r[2] for r in ok if slowest[3] - slowest[1] <= r[3] <= slowest[3])
+    return {f"{k:g}": round(v / sum(during.values()), 2) for k, v in sorted(during.items())}
 
 
 def _batch_bias(metrics: str) -> dict[str, float]:
@@ -290,14 +333,16 @@ def main(argv: list[str] | None = None) -> None:
     accuracy = demo_ladder(args.workdir, reductions) if args.accuracy else {}
     print(f"\n{args.model} on {args.backend}, unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms, "
           f"{args.seconds:.0f} s per run\n")  # fmt: skip
-    print("| load | server | offered/s | answered/s | p50 ms | p99 ms | 503s | clips per rung | load-weighted top-1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| load | server | offered/s | answered/s | p50 ms | p99 ms | 503s | clips per rung | load-weighted top-1 |"
+          " actual / predicted per rung |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         share = ", ".join(f"{k}: {v:.0%}" for k, v in r["share"].items())
         weighted = sum(v * accuracy[float(k)]["top1"] for k, v in r["share"].items()) if accuracy else None
+        bias = ", ".join(f"{k}: {v:.2f}" for k, v in r["actual_over_predicted"].items())
         print(f"| {r['load']:g}x | {r['server']} | {r['offered_per_s']:.2f} | {r['throughput_per_s']:.2f} | "
               f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['rejected_503']} of {r['sent']} | {share} | "
-              f"{'' if weighted is None else f'{weighted:.1%}'} |")  # fmt: skip
+              f"{'' if weighted is None else f'{weighted:.1%}'} | {bias} |")  # fmt: skip
     if accuracy:
         print("\n| demo rung | top-1 (360 unseen clips) | model clips/s |\n|---|---|---|")
         for reduction, m in accuracy.items():

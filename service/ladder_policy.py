@@ -1,9 +1,19 @@
 """A ladder of merge ratios served as one model, and the load policy that picks a rung per batch.
 
-The policy is a few pure functions (`latest_finish`, `keeps_up`, `choose_rung`, `ewma`) and one small
-stateful object (`LoadPolicy`: each rung's cost per clip — the rungs' ratios timed at warm-up,
-their level measured online from every batch — the time a request spends outside the model
-(decoding and preprocessing, measured online), and the rung in use).
+The policy is a few pure functions (`latest_finish`, `keeps_up`, `choose_rung`, `ewma`,
+`rung_cost`, `learn_cost`) and one small stateful object (`LoadPolicy`: each rung's cost per
+clip — learned from the batches that rung serves, a machine-wide level carrying a slowdown to
+the rungs not in use — the time a request spends outside the model (decoding and
+preprocessing, measured online), and the rung in use).
+
+Each rung learns its own cost, because the rungs' ratios are not the same on every CPU nor
+the same under load as for one clip timed alone at warm-up (on an AVX2-only EPYC the warm-up
+ratios were off by 0.77-1.71x under load). A rung's first `SETTLE_BATCHES` batches are
+averaged (the warm-up timing stands in only before its first); after that an EWMA follows
+it. Once a rung has settled, how far its batches stray from its own estimate is the
+machine's doing (a busier machine), and moves a shared level that every rung's estimate
+follows from its last batch on: a rung not used for a while does not look as fast as it was,
+and one rung's warm-up error never drags the others.
 
 For each batch of auto requests it picks the least-merged rung on which every request in the
 server — queued, in this batch, or still decoding — and one arriving now finishes within the
@@ -40,6 +50,9 @@ DESCEND_BELOW = 0.8
 # server busier than ~90% grows long in every burst (Poisson arrivals).
 MAX_UTILISATION = 0.9
 EWMA_ALPHA = 0.3  # weight of the newest batch in a rung's cost per clip
+# A rung's first batches are averaged into its own cost; after this many its surprises move
+# the machine-wide level (before, they are mostly the warm-up's error for that rung).
+SETTLE_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,45 @@ def ewma(previous: float, sample: float, alpha: float = EWMA_ALPHA) -> float:
     return alpha * sample + (1 - alpha) * previous
 
 
+@dataclass(frozen=True)
+class RungCost:
+    """What the policy knows of one rung's cost: seconds per clip, as measured when the
+    machine-wide level was `level`, from `batches` of its own batches (0: the warm-up's)."""
+
+    per_clip: float
+    level: float = 1.0
+    batches: int = 0
+
+
+def rung_cost(rung: RungCost, level: float) -> float:
+    """A rung's seconds per clip now: its own estimate, moved as the machine has moved since."""
+    return rung.per_clip * level / rung.level
+
+
+def learn_cost(
+    costs: Sequence[RungCost],
+    level: float,
+    rung: int,
+    per_clip: float,
+    alpha: float = EWMA_ALPHA,
+    settle: int = SETTLE_BATCHES,
+) -> tuple[list[RungCost], float]:
+    """`(costs, level)` after a batch of `rung` measured `per_clip` seconds per clip.
+
+    The rung's estimate (where the level has moved it since its last batch) moves to the
+    mean of its first `settle` batches, then by EWMA. Only a settled rung's surprise moves
+    the level, by the factor its estimate moved: every other rung follows it."""
+    own = costs[rung]
+    now = rung_cost(own, level)
+    weight = 1 / (own.batches + 1) if own.batches < settle else alpha
+    learned = ewma(now, per_clip, weight)
+    if own.batches >= settle:
+        level *= learned / now
+    costs = list(costs)
+    costs[rung] = RungCost(learned, level, own.batches + 1)
+    return costs, level
+
+
 def choose_rung(finish: Sequence[float], target_s: float, current: int, descend_below: float = DESCEND_BELOW) -> int:
     """The rung (index, least merged first) for a batch, from each rung's predicted `finish`.
 
@@ -113,7 +165,8 @@ class LoadPolicy:
     def __init__(
         self, costs: Sequence[float], target_s: float | None, in_flight: int = 0, alpha: float = EWMA_ALPHA
     ) -> None:
-        self.costs = list(costs)  # seconds per clip per rung, least merged first
+        self.learned = [RungCost(c) for c in costs]  # per rung, least merged first; from the warm-up
+        self.level = 1.0  # the machine-wide level the rungs' estimates follow
         self.target_s, self.alpha = target_s, alpha
         self.in_flight = in_flight  # clips of the batch a new request may find running (max_batch)
         self.outside_s = 0.0  # a request's seconds outside the model (decoding, preprocessing): EWMA
@@ -140,15 +193,17 @@ class LoadPolicy:
         """A request's measured seconds outside the model (its decoding and preprocessing)."""
         self.outside_s = ewma(self.outside_s, seconds, self.alpha) if self.outside_s else seconds
 
+    @property
+    def costs(self) -> list[float]:
+        """Each rung's seconds per clip now, least merged first."""
+        return [rung_cost(r, self.level) for r in self.learned]
+
     def predict(self, clips: int, rung: int) -> float:
-        return predicted_seconds(clips, self.costs[rung])
+        return predicted_seconds(clips, rung_cost(self.learned[rung], self.level))
 
     def observe(self, rung: int, clips: int, seconds: float) -> None:
-        """A batch's measured time moves its rung's cost (EWMA) and every other rung's by the
-        same factor: a machine that got busier slows every rung, and a rung not used for a
-        while must not look as fast as it was (the rungs' ratios stay the warm-up's)."""
-        scale = ewma(self.costs[rung], seconds / clips, self.alpha) / self.costs[rung]
-        self.costs = [c * scale for c in self.costs]
+        """A batch's measured time teaches its rung its own cost (`learn_cost`)."""
+        self.learned, self.level = learn_cost(self.learned, self.level, rung, seconds / clips, self.alpha)
 
 
 def find_rung(rungs: Sequence[Rung], reduction: float) -> int:

@@ -19,13 +19,17 @@ from service.app import create_app
 from service.batcher import Demand, Waiting
 from service.ladder_policy import (
     DESCEND_BELOW,
+    SETTLE_BATCHES,
     LoadPolicy,
+    RungCost,
     choose_rung,
     ewma,
     keeps_up,
     latest_finish,
+    learn_cost,
     load_rungs,
     predicted_seconds,
+    rung_cost,
 )
 from service.settings import Settings
 from tests.service.conftest import TINY_META, write_tiny_onnx
@@ -107,10 +111,56 @@ def test_ewma_stays_between_history_and_sample(previous, sample, alpha):
 def test_load_policy_learns_costs_online_and_without_a_target_stays_least_merged():
     policy = LoadPolicy([0.01, 0.005], target_s=0.1, in_flight=2)  # a batch of 2 may be running
     assert policy.choose(_queued(4)) == 0 and policy.choose(_queued(4, 5)) == 1 and policy.current == 1
-    policy.observe(1, clips=4, seconds=0.2)  # rung 1 is slower than thought: 50 ms per clip
-    assert 0.005 < policy.costs[1] < 0.05 and policy.predict(4, 1) == pytest.approx(4 * policy.costs[1])
-    assert policy.costs[0] == pytest.approx(2 * policy.costs[1])  # the machine is slower: every rung with it
+    policy.observe(1, clips=4, seconds=0.2)  # rung 1 is slower than its warm-up said: 50 ms per clip
+    assert policy.costs[1] == pytest.approx(0.05) and policy.predict(4, 1) == pytest.approx(0.2)
+    assert policy.costs[0] == 0.01  # its own batches taught it; rung 0 has no reason to move
     assert LoadPolicy([0.01, 0.005], target_s=None).choose(_queued(1000)) == 0
+
+
+def _serve(costs, level, rung, per_clip, batches=1):
+    for _ in range(batches):
+        costs, level = learn_cost(costs, level, rung, per_clip)
+    return costs, level
+
+
+def test_a_rung_learns_its_own_cost_and_does_not_drag_the_others():
+    warm_up, true = [0.10, 0.05, 0.04], [0.10, 0.08, 0.03]  # on this CPU rung 1 costs 1.6x its warm-up ratio
+    costs, level = [RungCost(c) for c in warm_up], 1.0
+    costs, level = _serve(costs, level, 1, true[1], batches=20)  # only rung 1 is used
+    assert rung_cost(costs[1], level) == pytest.approx(true[1])
+    assert [rung_cost(costs[i], level) for i in (0, 2)] == pytest.approx([0.10, 0.04])  # not dragged by 1.6x
+    # rungs used in turn (as under load): each converges to its own cost; with one shared
+    # factor over the warm-up ratios they could not (each batch dragged the others)
+    for _ in range(30):
+        for rung in (0, 1, 2, 1):
+            costs, level = learn_cost(costs, level, rung, true[rung])
+    assert [rung_cost(c, level) for c in costs] == pytest.approx(true)
+
+
+def test_a_slower_machine_reaches_the_rungs_not_in_use():
+    true = [0.10, 0.08, 0.03]
+    costs, level = [RungCost(c) for c in (0.10, 0.05, 0.04)], 1.0
+    for rung in (0, 1, 2):  # every rung has settled on its own cost
+        costs, level = _serve(costs, level, rung, true[rung], batches=SETTLE_BATCHES)
+    assert level == 1.0 and [rung_cost(c, level) for c in costs] == pytest.approx(true)
+    costs, level = _serve(costs, level, 2, 1.5 * true[2], batches=30)  # the machine got 1.5x busier
+    assert [rung_cost(c, level) for c in costs] == pytest.approx([1.5 * t for t in true], rel=1e-3)  # idle rungs too
+    costs, level = _serve(costs, level, 0, 1.5 * true[0], batches=5)  # rung 0 finds it as predicted
+    assert [rung_cost(c, level) for c in costs] == pytest.approx([1.5 * t for t in true], rel=1e-3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs_st, st.data())
+def test_learn_cost_converges_on_each_rungs_own_cost_in_any_order(warm_up, data):
+    true = data.draw(st.lists(st.floats(1e-3, 1.0), min_size=len(warm_up), max_size=len(warm_up)))
+    order = data.draw(st.lists(st.integers(0, len(warm_up) - 1), max_size=40))
+    costs, level = [RungCost(c) for c in warm_up], 1.0
+    for rung in [*order, *range(len(warm_up))]:  # any order, then each rung at least once
+        costs, level = learn_cost(costs, level, rung, true[rung])
+        assert level > 0 and all(rung_cost(c, level) > 0 for c in costs)
+    # noise-free batches: a rung's first one replaces its warm-up, and a settled rung that
+    # meets its estimate moves nothing: every rung knows its own cost, whatever the order
+    assert [rung_cost(c, level) for c in costs] == pytest.approx(true)
 
 
 def test_load_policy_climbs_for_a_request_that_has_waited():
