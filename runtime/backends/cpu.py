@@ -18,6 +18,7 @@ VNNI (`vpdpbusd`) and AMX accumulate in 32 bits: any weights are exact there.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +71,36 @@ class Choice:
     reason: str
 
 
+# oneDNN's `ONEDNN_MAX_CPU_ISA` (which OpenVINO's CPU plugin honours) -> the flags it hides
+_ABOVE_AVX2 = ("avx512", "amx_", "avx_vnni")
+HIDDEN_ABOVE = {
+    "AVX2": _ABOVE_AVX2,
+    "AVX2_VNNI": ("avx512", "amx_"),
+    "AVX512_CORE": ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_", "avx_vnni"),
+    "AVX512_CORE_VNNI": ("avx512_bf16", "avx512_fp16", "amx_"),
+    "AVX512_CORE_BF16": ("avx512_fp16", "amx_"),
+    "AVX512_CORE_FP16": ("amx_",),
+}
+
+
 @functools.cache
 def this_cpu() -> CpuFeatures:
-    """This machine's CPU (Linux); no flags where `/proc/cpuinfo` cannot be read."""
+    """This machine's CPU (Linux), held to `ONEDNN_MAX_CPU_ISA` where that is set (so the
+    choices match the kernels OpenVINO uses); no flags where `/proc/cpuinfo` cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return CpuFeatures()
-    return parse_cpuinfo(text)
+    return held_to(parse_cpuinfo(text), os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+
+
+def held_to(cpu: CpuFeatures, isa: str) -> CpuFeatures:
+    """`cpu` as seen with oneDNN held to `isa` (`AVX2`, `AVX512_CORE_VNNI`, ...): the flags above
+    it hidden. Unknown or empty: unchanged."""
+    hidden = HIDDEN_ABOVE.get(isa.upper())
+    if hidden is None:
+        return cpu
+    return CpuFeatures(frozenset(f for f in cpu.flags if not f.startswith(hidden)))
 
 
 def parse_cpuinfo(text: str) -> CpuFeatures:

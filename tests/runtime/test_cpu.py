@@ -10,6 +10,7 @@ from runtime.backends.cpu import (
     auto_plan,
     choose_precision,
     choose_runtime,
+    held_to,
     int8_weights_problem,
     parse_cpuinfo,
     this_cpu,
@@ -100,3 +101,15 @@ def test_the_plan_sttm_info_shows():
     assert (amx["backend"], amx["precision"]) == ("openvino", "bf16")
     assert (epyc["backend"], epyc["precision"]) == ("onnxruntime", "fp32")
     assert "no bf16 units" in epyc["reason"] and epyc["cpu"].startswith("AVX2")
+
+
+def test_held_to_a_lower_instruction_set_the_choices_follow_it():
+    """`ONEDNN_MAX_CPU_ISA` (honoured by OpenVINO) hides what is above it: an AMX machine held to
+    AVX2 decides as an AVX2-only one, so its AVX2 paths can be tested there."""
+    amx = cpu("sapphire-rapids")
+    assert held_to(amx, "AVX2").kind == "avx2" and not held_to(amx, "avx2").vnni
+    assert choose_runtime(held_to(amx, "AVX2"), True).value == "onnxruntime"
+    vnni = held_to(amx, "AVX512_CORE_VNNI")
+    assert (vnni.kind, vnni.vnni, vnni.bf16) == ("avx512", True, False)
+    assert held_to(amx, "AVX512_CORE_BF16").bf16 and held_to(amx, "AVX512_CORE_BF16").kind == "avx512"
+    assert held_to(amx, "") == amx and held_to(amx, "NOT_AN_ISA") == amx
