@@ -14,7 +14,16 @@ from service import __version__
 from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.schemas import InferRequest, InferResponse, ModelReadiness, Readiness, TensorOut
+from service.schemas import (
+    InferRequest,
+    InferResponse,
+    ModelMetadataV2,
+    ModelReadiness,
+    Readiness,
+    ServerMetadata,
+    TensorOut,
+    TensorSpec,
+)
 
 TAGS = ["v2 (KServe / Triton)"]
 health = APIRouter(prefix="/v2/health", tags=TAGS)  # open: orchestrators probe it without a token
@@ -34,8 +43,8 @@ def _rung(classifier, name: str) -> int | None:
 
 
 @router.get("", responses=documented(401))
-async def server_metadata() -> dict:
-    return {"name": "sttm-serve", "version": __version__, "extensions": []}
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="sttm-serve", version=__version__, extensions=[])
 
 
 @health.get("/live")
@@ -49,18 +58,12 @@ async def ready(rt: AppStateDep):
 
 
 @router.get("/models/{name}", responses=documented(401, 404, 422, 503))
-async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
+async def model_metadata(name: str, classifier: ClassifierDep) -> ModelMetadataV2:
     _rung(classifier, name)
     m = classifier.backend.meta
-    return {
-        "name": name,
-        "versions": ["1"],
-        "platform": "onnxruntime_onnx",
-        "inputs": [
-            {"name": m.input_name, "datatype": "FP32", "shape": [-1, 3, m.num_frames, m.image_size, m.image_size]}
-        ],
-        "outputs": [{"name": m.output_name, "datatype": "FP32", "shape": [-1, len(m.labels)]}],
-    }
+    video = TensorSpec(name=m.input_name, datatype="FP32", shape=[-1, 3, m.num_frames, m.image_size, m.image_size])
+    logits = TensorSpec(name=m.output_name, datatype="FP32", shape=[-1, len(m.labels)])
+    return ModelMetadataV2(name=name, versions=["1"], platform="onnxruntime_onnx", inputs=[video], outputs=[logits])
 
 
 @router.get(

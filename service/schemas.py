@@ -333,6 +333,28 @@ class ModelReadiness(BaseModel):
     ready: bool
 
 
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorSpec(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataV2(BaseModel):
+    """A model's KServe v2 metadata: its one input and one output."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
 class TensorIn(BaseModel):
     name: str
     shape: list[int]
