@@ -54,7 +54,7 @@ async def live() -> dict:
 
 @health.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
 async def ready(rt: AppStateDep):
-    return JSONResponse({"ready": rt.ready}, status_code=200 if rt.ready else 503)
+    return JSONResponse(Readiness(ready=rt.ready).model_dump(), status_code=200 if rt.ready else 503)
 
 
 @router.get("/models/{name}", responses=documented(401, 404, 422, 503))
@@ -74,7 +74,7 @@ async def model_metadata(name: str, classifier: ClassifierDep) -> ModelMetadataV
 async def model_ready(name: str, rt: AppStateDep):
     if rt.ready:
         _rung(rt.classifier, name)
-    return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)
+    return JSONResponse(ModelReadiness(name=name, ready=rt.ready).model_dump(), status_code=200 if rt.ready else 503)
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503))
