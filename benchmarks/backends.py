@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.decode import make_clip
 from benchmarks.timing import interleaved_medians, speed_flags
-from export.run import run_export
+from export.run import ExportSpec, run_export
 from media import load_clip
 from models import load_model
 from runtime.agreement import ValidationError
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             model = load_model(args.model, merge=merge, reduction=reduction).eval()
             gflops[merge] = model.gflops()
             path = Path(scratch) / f"{merge}.onnx"
-            run_export(args.model, path, merge=merge, reduction=reduction, quiet=True)
+            run_export(ExportSpec(args.model, path, merge=merge, reduction=reduction, quiet=True))
             files = {
                 "openvino int8": path.with_suffix(".xml"),
                 "onnxruntime int8": path.with_name(f"{merge}-int8.onnx"),
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             for name in (name for name in int8 if name in args.runtimes):
                 try:
-                    done = run_export(args.model, files[name], merge=merge, reduction=reduction, quiet=True,
-                                      precision="int8", **int8[name])  # fmt: skip
+                    done = run_export(ExportSpec(args.model, files[name], merge=merge, reduction=reduction, quiet=True,
+                                                 precision="int8", **int8[name]))  # fmt: skip
                     gate[(merge, name)] = done.reports[-1].max_abs_diff
                 except ValidationError as err:
                     refused[(merge, name)] = f"int8 gate: max abs diff {err.report.max_abs_diff:.3g} > 0.1"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from export.evaluate import evaluate
-from export.run import run_export
+from export.run import ExportSpec, run_export
 from models.synth import CLASSES, PAIRS, SynthConfig, generate
 from models.train import TrainConfig, train
 
@@ -129,7 +129,7 @@ def ort_clips_per_s(checkpoint: Path, variants: list[tuple[str, float]], repeats
         path = RUNS / "onnx" / f"{merge}-{reduction}.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file():
-            run_export(str(checkpoint), path, merge=merge, reduction=reduction, quiet=True)
+            run_export(ExportSpec(str(checkpoint), path, merge=merge, reduction=reduction, quiet=True))
         sessions[merge, reduction] = open_onnx(path)  # the plain graph on ONNX Runtime's CPU provider
     shape = sessions[variants[0]].input_shape(1)  # (1, 3, T, S, S)
     video = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
@@ -161,7 +161,7 @@ def package(best: Path, merge: str | None = None, reduction: float | None = None
         for p in model.parameters():
             p.copy_(p.half().float())
     save_model(model, DEMO, half=True)
-    run_export(str(DEMO), DEMO / "demo.onnx", name="demo")
+    run_export(ExportSpec(str(DEMO), DEMO / "demo.onnx", name="demo"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     for seed in UNSEEN:
         result = evaluate(str(DEMO / "demo.onnx"), unseen_data(seed), "all")

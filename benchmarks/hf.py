@@ -44,7 +44,7 @@ def prepare(out: Path) -> None:
     import torch
     import transformers
 
-    from export.run import run_export
+    from export.run import ExportSpec, run_export
     from runtime.agreement import ValidationError
 
     hf_dir = out / "videomae-b"
@@ -64,8 +64,8 @@ def prepare(out: Path) -> None:
         target = out / f"videomae-b-{variant}.onnx"
         if not target.is_file():
             try:
-                run_export(str(hf_dir), target, merge=merge, reduction=0.38 if merge != "none" else 0.0,
-                           precision=precision, quiet=True)  # fmt: skip
+                run_export(ExportSpec(str(hf_dir), target, merge=merge, reduction=0.38 if merge != "none" else 0.0,
+                                      precision=precision, quiet=True))  # fmt: skip
             except ValidationError as err:  # e.g. int8 failing its gate: `ours` skips it, saying so
                 print(json.dumps({"export": target.name, "refused": str(err).splitlines()[0]}), flush=True)
 

@@ -67,7 +67,7 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
     """`model` (`MODELS`: a preset, resized) with random weights (seed 0), exported as a ladder."""
     import torch
 
-    from export.run import run_ladder_export
+    from export.run import ExportSpec, run_ladder_export
     from models import build_model, load_model, save_model
 
     preset, changes = MODELS[model]
@@ -77,21 +77,21 @@ def model_ladder(workdir: Path, model: str, reductions: list[float]) -> Path:
         cfg = load_model(preset).config.replace(**changes)
         save_model(build_model(cfg), workdir / model)
         _log(f"exporting {out}")
-        run_ladder_export(str(workdir / model), out, reductions, name=model.replace("-", ""), quiet=True)
+        run_ladder_export(ExportSpec(str(workdir / model), out, name=model.replace("-", ""), quiet=True), reductions)
     return out
 
 
 def demo_ladder(workdir: Path, reductions: list[float]) -> dict[float, dict]:
     """The demo at every rung: top-1 on 360 clips of an unseen seed, per rung."""
     from benchmarks.experiments import unseen_data
-    from export.run import run_ladder_export
+    from export.run import ExportSpec, run_ladder_export
     from runtime.ladder_file import read_ladder
 
     out = workdir / f"demo-ladder{_suffix(reductions)}"
     if not (out / "ladder.json").is_file():
         _log(f"exporting {out} and evaluating each rung")
-        run_ladder_export("demo", out, reductions, name="demo", eval_data=unseen_data(12345), eval_split="all",
-                          quiet=True)  # fmt: skip
+        run_ladder_export(ExportSpec("demo", out, name="demo", quiet=True), reductions,
+                          eval_data=unseen_data(12345), eval_split="all")  # fmt: skip
     return {r.reduction: r.measured for r in read_ladder(out)[1]}
 
 

@@ -10,21 +10,24 @@ from cli.flags import Flags, sidecars_of
 
 
 def _export(args: argparse.Namespace) -> None:
-    from export.run import run_export, run_ladder_export
+    from export.run import ExportSpec, run_export, run_ladder_export
     from runtime.ladder_file import parse_reductions
 
-    common = dict(merge=args.merge, fmt=args.format, precision=args.precision, max_batch=args.max_batch,
-                  name=args.name, quiet=args.quiet, triton_runtime=args.triton_runtime, instances=args.instances,
-                  decoders=args.triton_decoders, sidecars=sidecars_of(args), calib=args.calib,
-                  calib_clips=args.calib_clips)  # fmt: skip
-    if args.reduction is not None and "," in args.reduction:  # a ladder: one model per value + ladder.json
-        result = run_ladder_export(args.model, args.output, parse_reductions(args.reduction),
-                                   eval_data=args.eval_data, eval_split=args.eval_split, **common)  # fmt: skip
-    elif args.eval_data is not None:
+    reductions = None if args.reduction is None else parse_reductions(args.reduction)
+    ladder = args.reduction is not None and "," in args.reduction  # a ladder: one model per value + ladder.json
+    if args.eval_data is not None and not ladder:
         raise ValueError("--eval-data measures the rungs of a ladder: give --reduction a list (e.g. 0,0.25,0.5)")
+    single = None if ladder or not reductions else reductions[0]
+    spec = ExportSpec(
+        model=args.model, out=args.output, merge=args.merge, reduction=single,
+        fmt=args.format, precision=args.precision, max_batch=args.max_batch, name=args.name or "", quiet=args.quiet,
+        triton_runtime=args.triton_runtime, instances=args.instances, decoders=args.triton_decoders,
+        sidecars=sidecars_of(args), calib=args.calib, calib_clips=args.calib_clips,
+    )  # fmt: skip
+    if ladder:
+        result = run_ladder_export(spec, reductions, eval_data=args.eval_data, eval_split=args.eval_split)
     else:
-        reduction = None if args.reduction is None else parse_reductions(args.reduction)[0]
-        result = run_export(args.model, args.output, reduction=reduction, **common)
+        result = run_export(spec)
     for path in result.files:
         print(path)
 

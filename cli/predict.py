@@ -27,7 +27,7 @@ async def _predict(settings: Settings, videos: list[str], opts: ClassifyOptions)
     async with open_classifier(settings) as classifier:
         for video in videos:
             try:
-                answer = ClassifyResponse.of(await classifier.classify(video, opts)).model_dump()
+                answer = ClassifyResponse.model_validate(await classifier.classify(video, opts)).model_dump()
             except (VideoError, OSError) as err:
                 answer = {"error": {"code": getattr(err, "code", "io_error"), "message": str(err)}}
             results.append({"path": video, **answer})
@@ -49,7 +49,7 @@ async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> Ti
     from service.schemas import TimelineResponse
 
     async with open_classifier(settings) as classifier:
-        return TimelineResponse.of(await classifier.timeline(video, opts))
+        return TimelineResponse.model_validate(await classifier.timeline(video, opts))
 
 
 def timeline(model: str, video: str, opts: TimelineOptions, fmt: str = "json", **settings) -> str:
@@ -62,13 +62,20 @@ def timeline(model: str, video: str, opts: TimelineOptions, fmt: str = "json", *
 
 
 def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:
-    from service.classify import TimelineOptions
+    from pydantic import ValidationError
+
+    from service.schemas import TimelineQuery
 
     if len(args.videos) != 1:
         raise ValueError("--timeline takes one video")
-    opts = TimelineOptions(args.top_k, args.window_s, args.stride_s, args.min_score)
-    if args.window_s <= 0 or args.stride_s < 0.01:
-        raise ValueError("--window-s must be > 0 and --stride-s at least 0.01")
+    try:  # the limits of GET /v1/timeline's query
+        query = TimelineQuery(
+            top_k=args.top_k, window_s=args.window_s, stride_s=args.stride_s, min_score=args.min_score
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"--{first['loc'][0].replace('_', '-')}: {first['msg'].lower()}") from None
+    opts = query.options()
     text = timeline(args.model, args.videos[0], opts, args.format, **runtime)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0

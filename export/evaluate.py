@@ -6,21 +6,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from export.validate import open_onnx
 from models.checkpoint import Sidecars
 from models.data import VideoDataset, collate, load_split
+from models.scoring import Tally
 from runtime import Backend
 
 
 def _scores(run, loader, labels: tuple[str, ...]) -> dict:
-    n = len(labels)
-    correct1 = correct5 = total = 0
-    per_class = np.zeros((n, 2))
-    confusion = np.zeros((n, n), dtype=int)  # (true, predicted)
+    tally = Tally(labels)
     started = time.perf_counter()
     infer = 0.0
     for batch in loader:
@@ -30,24 +27,13 @@ def _scores(run, loader, labels: tuple[str, ...]) -> dict:
         t = time.perf_counter()
         logits = run(videos)
         infer += time.perf_counter() - t
-        top = np.argsort(-logits, -1)[:, : min(5, n)]
-        targets = targets.numpy()
-        hit1 = top[:, 0] == targets
-        correct1 += int(hit1.sum())
-        correct5 += int((top == targets[:, None]).any(-1).sum())
-        total += len(targets)
-        np.add.at(per_class, (targets, 1), 1)
-        np.add.at(per_class, (targets[hit1], 0), 1)
-        np.add.at(confusion, (targets, top[:, 0]), 1)
+        tally.add(logits, targets.numpy())
     wall = time.perf_counter() - started
     return {
-        "top1": correct1 / max(total, 1),
-        "top5": correct5 / max(total, 1),
-        "clips": total,
-        "clips_per_s": total / max(wall, 1e-9),  # end to end: decode + preprocess + model
-        "model_clips_per_s": total / max(infer, 1e-9),
-        "per_class": {labels[i]: per_class[i, 0] / per_class[i, 1] for i in range(n) if per_class[i, 1]},
-        "confusion": confusion.tolist(),
+        **tally.scores(),
+        "clips_per_s": tally.total / max(wall, 1e-9),  # end to end: decode + preprocess + model
+        "model_clips_per_s": tally.total / max(infer, 1e-9),
+        "confusion": tally.confusion.tolist(),
     }
 
 

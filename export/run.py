@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -65,110 +65,157 @@ def _check_writable(path: Path) -> None:
         raise ExportError(f"cannot write to {parent}: {err.strerror or err}") from None
 
 
-def run_export(
-    model_ref: str,
-    out: str | Path,
-    merge: str | None = None,
-    reduction: float | None = None,
-    fmt: Format = "onnx",
-    precision: str = "fp32",
-    max_batch: int = 8,
-    name: str | None = None,
-    quiet: bool = False,
-    triton_runtime: str = "python",
-    instances: int = 1,
-    decoders: int = 2,
-    sidecars: Sidecars | None = None,
-    calib: str | Path | None = None,
-    calib_clips: int = 64,
-) -> ExportResult:
-    """Export `model_ref`, validate every file written, and return the files. Each file is
+@dataclass(frozen=True)
+class ExportSpec:
+    """What `sttm export` writes, checked once when it is built: a spec that exists is one
+    `run_export` can carry out (save what only the machine can tell: TensorRT, a writable `out`).
+    `calib`: a data set directory, or "generated", for an int8 OpenVINO IR's calibration."""
+
+    model: str
+    out: Path
+    merge: str | None = None
+    reduction: float | None = None
+    fmt: Format = "onnx"
+    precision: str = "fp32"
+    max_batch: int = 8
+    name: str = ""  # "" -> from `model` (`model_name`)
+    quiet: bool = False
+    triton_runtime: str = "python"
+    instances: int = 1
+    decoders: int = 2
+    sidecars: Sidecars = field(default_factory=Sidecars)
+    calib: str | Path | None = None
+    calib_clips: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "name", self.name or model_name(self.model))
+        ir, int8 = self.fmt == "openvino", self.precision == "int8"
+        if self.fmt == "tensorrt" and int8:
+            raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
+        if ir and self.precision == "fp16":
+            raise ExportError("--format openvino stores fp32 or int8; bf16/fp16 are run-time precisions "
+                              "(sttm serve --backend openvino --precision bf16)")  # fmt: skip
+        if ir and int8 and self.calib is None:
+            raise ExportError("--precision int8 with --format openvino is calibrated: give --calib DATA (a data set "
+                              "directory) or --calib generated")  # fmt: skip
+        if self.calib is not None and not (ir and int8):
+            raise ExportError("--calib is for --format openvino --precision int8")
+        if self.calib not in (None, "generated") and not Path(self.calib).is_dir():
+            raise ExportError(f"--calib {self.calib}: not a data set directory")
+        if self.fmt == "triton" and (
+            self.triton_runtime not in ("python", "platform") or min(self.instances, self.decoders) < 1
+        ):
+            raise ExportError("--triton-runtime must be python or platform, --instances and --triton-decoders >= 1")
+
+    @property
+    def target(self) -> Path:
+        """The file (or, for Triton, the repository) this export writes."""
+        out = self.out
+        if self.fmt == "triton":
+            return out
+        if self.fmt == "openvino":  # the ONNX file is a step on the way; the IR is what is written
+            return out / f"{self.name}.xml" if out.is_dir() else out.with_suffix(".xml")
+        onnx_path = out / f"{self.name}.onnx" if out.is_dir() else out
+        return onnx_path.with_suffix(".onnx") if self.fmt == "tensorrt" else onnx_path
+
+
+def run_export(spec: ExportSpec) -> ExportResult:
+    """Export `spec.model`, validate every file written, and return the files. Each file is
     opened for its validation as the server opens it (`runtime.load_backend`): the ONNX file on
-    ONNX Runtime, a TensorRT engine on TensorRT, an OpenVINO IR on OpenVINO. int8 IRs are calibrated on `calib_clips`
-    clips of the data set directory `calib`, or on generated clips with `calib="generated"`."""
-    from export import tensorrt
-    from models import load_model
-
-    progress = Progress(quiet)
-    out = Path(out)
-    name = name or model_name(model_ref)
-    if fmt == "tensorrt" and precision == "int8":
-        raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
-    ir = fmt == "openvino"
-    if ir and precision == "fp16":
-        raise ExportError("--format openvino stores fp32 or int8; bf16/fp16 are run-time precisions "
-                          "(sttm serve --backend openvino --precision bf16)")  # fmt: skip
-    if ir and precision == "int8" and calib is None:
-        raise ExportError("--precision int8 with --format openvino is calibrated: give --calib DATA (a data set "
-                          "directory) or --calib generated")  # fmt: skip
-    if calib is not None and not (ir and precision == "int8"):
-        raise ExportError("--calib is for --format openvino --precision int8")
-    if calib not in (None, "generated") and not Path(calib).is_dir():
-        raise ExportError(f"--calib {calib}: not a data set directory")
-    if fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
-        raise ExportError(f"--format tensorrt: {reason}")
-    builds_engine = fmt == "tensorrt" or (fmt == "triton" and tensorrt.unavailable_reason() is None)
-    if fmt == "triton" and (triton_runtime not in ("python", "platform") or min(instances, decoders) < 1):
-        raise ExportError("--triton-runtime must be python or platform, --instances and --triton-decoders >= 1")
-    if fmt == "triton":
-        onnx_path, repo = None, out
-    elif ir:  # the ONNX file is a step on the way; the IR is what is written
-        onnx_path, ir_path = None, out / f"{name}.xml" if out.is_dir() else out.with_suffix(".xml")
-    else:
-        onnx_path = out / f"{name}.onnx" if out.is_dir() else out
-        if fmt == "tensorrt" and onnx_path.suffix != ".onnx":
-            onnx_path = onnx_path.with_suffix(".onnx")
-    _check_writable(out if fmt == "triton" else ir_path if ir else onnx_path)
-
-    with progress.step(f"loading {model_ref}"):
-        model = load_model(model_ref, merge=merge, reduction=reduction, sidecars=sidecars or Sidecars())
-    progress.show(f"[sttm export] detected {model.source.name}, {model.source.dtype} weights")
-    meta = metadata_for(model, name, "fp32" if ir else precision)  # an IR's precision is set when it is written
+    ONNX Runtime, a TensorRT engine on TensorRT, an OpenVINO IR on OpenVINO. int8 IRs are
+    calibrated on `calib_clips` clips of `calib` (a data set directory, or "generated")."""
+    progress = Progress(spec.quiet)
+    builds_engine = _preflight(spec)
+    model = _load(spec, progress)
+    meta = metadata_for(model, spec.name, "fp32" if spec.fmt == "openvino" else spec.precision)  # an IR's: at write
     result = ExportResult(files=[])
     with tempfile.TemporaryDirectory() as scratch:
-        target = Path(scratch) / "model.onnx"  # moved into place only once validated
-        with progress.step(f"exporting ONNX ({meta.merge}, {meta.gflops:.2f} GMACs/clip)"):
-            export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, max_batch)))
-        with progress.step("validating with ONNX Runtime"):
-            ort_run = open_onnx(target)
-            result.reports.append(validate(model, ort_run, "onnxruntime-cpu", meta.precision))
-            if meta.merge_output and meta.precision == "fp32":  # low precisions may flip near-tied decisions
-                patches = check_merge_index(model, ort_run)
-        progress.show(result.reports[-1].table())
-        if meta.merge_output and meta.precision == "fp32":
-            progress.show(f"{meta.merge_output}: equal to PyTorch on all {patches} patches")
-        if ir:
-            return _write_ir(model, target, ir_path, precision, calib, calib_clips, progress, result)
-        if onnx_path:
-            target = Path(shutil.move(target, onnx_path))
-        engine = None
-        if builds_engine:
-            engine = out if fmt == "tensorrt" else Path(scratch) / "model.plan"
-            if engine.suffix == ".onnx":
-                engine = engine.with_suffix(".plan")
-            with progress.step(f"building TensorRT engine ({precision}, batch 1..{max_batch})"):
-                tensorrt.build_engine(target, engine, meta, precision, max_batch,
-                                      timing_cache=engine.parent / "timing.cache")  # fmt: skip
-            with progress.step("validating TensorRT against ONNX Runtime"):
-                try:
-                    served = load_backend(engine, BackendOptions("tensorrt"))  # as `sttm serve` runs it
-                    result.reports.append(validate(model, served, "tensorrt", precision, reference=ort_run))
-                except ValidationError:
-                    for path in (engine, sidecar_path(engine)):
-                        path.unlink(missing_ok=True)  # never leave an engine that failed validation
-                    raise
-            progress.show(result.reports[-1].table())
-        if fmt == "triton":
-            from export.triton import write_repository
-
-            result.files = write_repository(
-                repo, name, meta, target, max_batch, engine, triton_runtime, instances, decoders
-            )
-            if engine is None:
-                progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
+        staged = Path(scratch) / "model.onnx"  # moved into place only once validated
+        ort_run = _export_and_validate_onnx(model, staged, meta, spec, progress, result)
+        if spec.fmt == "openvino":
+            return _write_ir(model, staged, spec.target, spec.precision, spec.calib, spec.calib_clips, progress, result)
+        onnx_path = None if spec.fmt == "triton" else Path(shutil.move(staged, spec.target))
+        onnx_file = onnx_path or staged
+        engine = (
+            _build_engine(model, onnx_file, meta, spec, Path(scratch), ort_run, progress, result)
+            if builds_engine
+            else None
+        )
+        if spec.fmt == "triton":
+            result.files = _write_triton(spec, meta, onnx_file, engine, progress)
         else:
             result.files = [onnx_path] + ([engine, sidecar_path(engine)] if engine else [])
     return result
+
+
+def _preflight(spec: ExportSpec) -> bool:
+    """What only this machine can tell, before any work: TensorRT for an engine, a writable
+    target. True when a TensorRT engine is built (always for `tensorrt`; for Triton, where it can)."""
+    from export import tensorrt
+
+    if spec.fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
+        raise ExportError(f"--format tensorrt: {reason}")
+    _check_writable(spec.target)
+    return spec.fmt == "tensorrt" or (spec.fmt == "triton" and tensorrt.unavailable_reason() is None)
+
+
+def _load(spec: ExportSpec, progress: Progress):
+    from models import load_model
+
+    with progress.step(f"loading {spec.model}"):
+        model = load_model(spec.model, merge=spec.merge, reduction=spec.reduction, sidecars=spec.sidecars)
+    progress.show(f"[sttm export] detected {model.source.name}, {model.source.dtype} weights")
+    return model
+
+
+def _export_and_validate_onnx(model, target: Path, meta, spec: ExportSpec, progress: Progress, result: ExportResult):
+    """The ONNX file at `target`, held to PyTorch on ONNX Runtime; returns that runner."""
+    with progress.step(f"exporting ONNX ({meta.merge}, {meta.gflops:.2f} GMACs/clip)"):
+        export_onnx(model, target, meta, OnnxSpec(max_batch=max(64, spec.max_batch)))
+    checks_merges = meta.merge_output and meta.precision == "fp32"  # low precisions may flip near-tied decisions
+    with progress.step("validating with ONNX Runtime"):
+        ort_run = open_onnx(target)
+        result.reports.append(validate(model, ort_run, "onnxruntime-cpu", meta.precision))
+        patches = check_merge_index(model, ort_run) if checks_merges else 0
+    progress.show(result.reports[-1].table())
+    if checks_merges:
+        progress.show(f"{meta.merge_output}: equal to PyTorch on all {patches} patches")
+    return ort_run
+
+
+def _build_engine(model, onnx_file: Path, meta, spec: ExportSpec, scratch: Path, ort_run, progress: Progress,
+                  result: ExportResult) -> Path:  # fmt: skip
+    """A TensorRT engine of `onnx_file`, held to ONNX Runtime as `sttm serve` runs it; removed on a FAIL."""
+    from export import tensorrt
+
+    engine = spec.out if spec.fmt == "tensorrt" else scratch / "model.plan"
+    if engine.suffix == ".onnx":
+        engine = engine.with_suffix(".plan")
+    with progress.step(f"building TensorRT engine ({spec.precision}, batch 1..{spec.max_batch})"):
+        tensorrt.build_engine(onnx_file, engine, meta, spec.precision, spec.max_batch,
+                              timing_cache=engine.parent / "timing.cache")  # fmt: skip
+    with progress.step("validating TensorRT against ONNX Runtime"):
+        try:
+            served = load_backend(engine, BackendOptions("tensorrt"))
+            result.reports.append(validate(model, served, "tensorrt", spec.precision, reference=ort_run))
+        except ValidationError:
+            for path in (engine, sidecar_path(engine)):
+                path.unlink(missing_ok=True)  # never leave an engine that failed validation
+            raise
+    progress.show(result.reports[-1].table())
+    return engine
+
+
+def _write_triton(spec: ExportSpec, meta, onnx_file: Path, engine: Path | None, progress: Progress) -> list[Path]:
+    from export import tensorrt
+    from export.triton import write_repository
+
+    files = write_repository(spec.out, spec.name, meta, onnx_file, spec.max_batch, engine, spec.triton_runtime,
+                             spec.instances, spec.decoders)  # fmt: skip
+    if engine is None:
+        progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
+    return files
 
 
 def _write_ir(model, onnx_path: Path, out: Path, precision: str, calib, clips: int, progress: Progress,
@@ -198,28 +245,14 @@ def _write_ir(model, onnx_path: Path, out: Path, precision: str, calib, clips: i
     return result
 
 
-def run_ladder_export(
-    model_ref: str,
-    out: str | Path,
-    reductions: list[float],
-    merge: str | None = None,
-    fmt: Format = "onnx",
-    precision: str = "fp32",
-    max_batch: int = 8,
-    name: str | None = None,
-    quiet: bool = False,
-    eval_data: str | Path | None = None,
-    eval_split: str = "test",
-    **options,
-) -> ExportResult:
-    """One validated model per reduction (`run_export` each: same weights, merge `merge` or
-    STTM) in the directory `out`, plus `out/ladder.json`. File per rung: `{name}_r038.onnx`
-    (TensorRT: `.plan` beside its `.onnx`; Triton: the model `{name}_r038` in the repository
-    `out`). With `eval_data`, each rung's ONNX file is evaluated on that split (ONNX Runtime,
-    CPU) and the accuracy and speed go into the ladder."""
-    from export.evaluate import evaluate
-
-    out, name = Path(out), name or model_name(model_ref)
+def run_ladder_export(spec: ExportSpec, reductions: list[float], eval_data: str | Path | None = None,
+                      eval_split: str = "test") -> ExportResult:  # fmt: skip
+    """One validated model per reduction (`run_export` of `spec` at each: same weights, merge
+    `spec.merge` or STTM) in the directory `spec.out`, plus `ladder.json`. File per rung:
+    `{name}_r038.onnx` (TensorRT: `.plan` beside its `.onnx`; Triton: the model `{name}_r038` in
+    the repository `out`). With `eval_data`, each rung's ONNX file is evaluated on that split
+    (ONNX Runtime, CPU) and the accuracy and speed go into the ladder."""
+    out, fmt = spec.out, spec.fmt
     if fmt == "openvino":
         raise ExportError("a ladder is written as ONNX (the OpenVINO backend serves its rungs), TensorRT engines "
                           "or a Triton repository: leave out --format openvino")  # fmt: skip
@@ -228,11 +261,10 @@ def run_ladder_export(
     out.mkdir(parents=True, exist_ok=True)
     result, rungs = ExportResult(files=[]), []
     for reduction in reductions:
-        rung = rung_name(name, reduction)
+        rung = rung_name(spec.name, reduction)
         target = out if fmt == "triton" else out / f"{rung}{'.plan' if fmt == 'tensorrt' else '.onnx'}"
-        done = run_export(model_ref, target, merge=merge or "sttm", reduction=reduction, fmt=fmt,
-                          precision=precision, max_batch=max_batch, name=rung if fmt == "triton" else name,
-                          quiet=quiet, **options)  # fmt: skip
+        done = run_export(replace(spec, out=target, merge=spec.merge or "sttm", reduction=reduction,
+                                  name=rung if fmt == "triton" else spec.name))  # fmt: skip
         result.files += done.files
         result.reports += done.reports
         # the rung's ONNX file; in a Triton repository, <model>/<version>/model.onnx
@@ -242,13 +274,19 @@ def run_ladder_export(
             else max(out.glob(f"{rung}/*/model.onnx"))
         )
         served = target if fmt == "tensorrt" else onnx_file
-        measured = {}
-        if eval_data is not None:
-            with Progress(quiet).step(f"evaluating {rung} on {eval_data} [{eval_split}]"):
-                scores = evaluate(str(onnx_file), eval_data, eval_split)
-            measured = {k: scores[k] for k in ("top1", "top5", "clips", "clips_per_s", "model_clips_per_s")}
-            measured["runtime"] = "onnxruntime-cpu"
+        measured = _measure(onnx_file, rung, eval_data, eval_split, spec.quiet) if eval_data is not None else {}
         meta = read_metadata(onnx_file)
-        rungs.append(RungEntry(reduction, rung, str(served.relative_to(out)), meta.gflops, precision, measured))
-    result.files.append(write_ladder(out, name, rungs))
+        rungs.append(RungEntry(reduction, rung, str(served.relative_to(out)), meta.gflops, spec.precision, measured))
+    result.files.append(write_ladder(out, spec.name, rungs))
     return result
+
+
+def _measure(onnx_file: Path, rung: str, eval_data: str | Path, eval_split: str, quiet: bool) -> dict:
+    """A rung's accuracy and speed on a split (ONNX Runtime, CPU), as ladder.json records it."""
+    from export.evaluate import evaluate
+
+    with Progress(quiet).step(f"evaluating {rung} on {eval_data} [{eval_split}]"):
+        scores = evaluate(str(onnx_file), eval_data, eval_split)
+    measured = {k: scores[k] for k in ("top1", "top5", "clips", "clips_per_s", "model_clips_per_s")}
+    measured["runtime"] = "onnxruntime-cpu"
+    return measured

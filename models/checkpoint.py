@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from media import InputSpec
 from models import mmconfig
 from models.checkpoint_formats import NAMES, identify
+from models.classifier import Source, VideoClassifier
 from models.config import MMACTION_TIMESFORMER_PRE, MMACTION_VIT_PRE, PRESETS, TIMESFORMER_PRE, MergeConfig, ModelConfig
 from models.convert import (
     CheckpointError,
@@ -32,9 +31,6 @@ from models.convert import (
     videomae_original,
     vit_clip_from_tokens,
 )
-from models.schedule import gmacs, make_schedule
-from models.timesformer import TimeSformer
-from models.vit import VideoViT
 
 FORMAT = "sttm-serve"
 DEMO = Path(__file__).parent / "demo"  # the bundled demo model: `load_model("demo")`
@@ -48,55 +44,6 @@ class Sidecars:
 
     labels: str | Path | None = None
     config: str | Path | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """Where a model's weights came from: the detected layout and the stored precision."""
-
-    layout: str = "builtin"
-    dtype: str = "float32"
-
-    @property
-    def name(self) -> str:
-        return NAMES[self.layout]
-
-
-class VideoClassifier(nn.Module):
-    """A backbone plus what a user needs around it: labels, preprocessing, GFLOPs."""
-
-    def __init__(self, cfg: ModelConfig, merge: MergeConfig) -> None:
-        super().__init__()
-        schedule = make_schedule(cfg, merge)
-        arch = {"vit": VideoViT, "timesformer": TimeSformer}[cfg.arch]
-        self.model = arch(cfg, merge, schedule)
-        self.config, self.merge_config, self.schedule = cfg, merge, schedule
-        self.source = Source()  # what it was loaded from (`load_model` sets it)
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.config.label_names
-
-    @property
-    def preprocessing(self):
-        return self.config.preprocessing
-
-    @property
-    def input_spec(self) -> InputSpec:
-        """What a clip must look like for this model (`media.load_clip` makes it)."""
-        cfg, pre = self.config, self.config.preprocessing
-        return InputSpec(cfg.num_frames, cfg.image_size, pre.mean, pre.std, pre.short_side, pre.sampling,
-                         pre.frame_interval)  # fmt: skip
-
-    def gflops(self, merged: bool = True) -> float:
-        """Multiply-adds per clip, in G (fvcore's convention for "GFLOPs")."""
-        if not merged:
-            return gmacs(self.config, make_schedule(self.config, MergeConfig()))
-        return gmacs(self.config, self.schedule, self.merge_config.method)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """`[B, 3, T, H, W]` float32, normalised -> logits `[B, num_classes]`."""
-        return self.model(video)
 
 
 def build_model(cfg: ModelConfig, merge: MergeConfig | None = None, seed: int = 0) -> VideoClassifier:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from models.checkpoint import VideoClassifier
+from dataclasses import asdict
+
+from models.classifier import VideoClassifier
 
 
 def describe(model: VideoClassifier) -> dict:
@@ -13,8 +15,8 @@ def describe(model: VideoClassifier) -> dict:
         "format": model.source.name,
         "weights_dtype": model.source.dtype,
         "arch": cfg.arch,
-        "frames": cfg.num_frames,
-        "input_size": cfg.image_size,
+        "frames": cfg.num_frames,  # = input.frames, kept for existing readers
+        "input_size": cfg.image_size,  # = input.size
         "token_grid": [t, h, w],
         "dim": cfg.dim,
         "depth": cfg.depth,
@@ -32,6 +34,7 @@ def describe(model: VideoClassifier) -> dict:
         "merge_steps": [
             {"layer": i, **step.__dict__} for i, step in enumerate(model.schedule.steps) if step is not None
         ],
+        "input": asdict(model.input_spec),  # the input spec as GET /v1/models spells it (media.InputSpec)
     }
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from models.checkpoint import Sidecars, VideoClassifier, build_model, load_model, save_model
 from models.data import VideoDataset, collate, load_split
+from models.scoring import Tally
 
 
 @dataclass(frozen=True)
@@ -67,27 +68,13 @@ def prepare_model(
 def evaluate(model: VideoClassifier, loader: DataLoader) -> dict:
     """Top-1 / top-5 / per-class accuracy of a PyTorch model over a loader."""
     model.eval()
-    n = len(model.labels)
-    correct1 = correct5 = total = 0
-    per_class = torch.zeros(n, 2)  # (correct, seen)
+    tally = Tally(model.labels)
     for batch in loader:
         if batch is None:
             continue
         videos, labels = batch
-        logits = model(videos)
-        top = logits.topk(min(5, n), -1).indices
-        hit1 = top[:, 0] == labels
-        correct1 += int(hit1.sum())
-        correct5 += int((top == labels[:, None]).any(-1).sum())
-        total += len(labels)
-        per_class[:, 1] += torch.bincount(labels, minlength=n).float()
-        per_class[:, 0] += torch.bincount(labels[hit1], minlength=n).float()
-    return {
-        "top1": correct1 / max(total, 1),
-        "top5": correct5 / max(total, 1),
-        "clips": total,
-        "per_class": {model.labels[i]: (per_class[i, 0] / per_class[i, 1]).item() for i in range(n) if per_class[i, 1]},
-    }
+        tally.add(model(videos).float().numpy(), labels.numpy())
+    return tally.scores()
 
 
 def train(

@@ -18,6 +18,12 @@ EXPORTED_SUFFIXES = (".onnx", IR_SUFFIX, *ENGINE_SUFFIXES)  # what `sttm export`
 
 @dataclass(frozen=True)
 class ModelMetadata:
+    """The artifact contract. Its fields are the file's keys (`sttm.num_frames`, ...), flat and
+    unchanged since the first export so that every file on disk and every deployed reader keeps
+    working; the input spec is read from it nested once, as `input_spec` (`media.InputSpec`:
+    `frames`, `size`, ...) — the spelling `GET /v1/models` (`input`), `sttm info --json`
+    (`input`) and the Python API (`VideoClassifier.input_spec`) share."""
+
     name: str
     arch: str
     labels: tuple[str, ...]
@@ -43,8 +49,15 @@ class ModelMetadata:
     @property
     def input_spec(self) -> InputSpec:
         """What a clip must look like for this model (`media.load_clip` makes it)."""
-        return InputSpec(self.num_frames, self.image_size, self.mean, self.std, self.short_side, self.sampling,
-                         self.frame_interval)  # fmt: skip
+        return InputSpec(
+            frames=self.num_frames,
+            size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            short_side=self.short_side,
+            sampling=self.sampling,
+            frame_interval=self.frame_interval,
+        )
 
     def to_props(self) -> dict[str, str]:
         """One `sttm.<field>` entry per field, each a JSON value (readable in Netron)."""

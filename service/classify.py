@@ -34,7 +34,7 @@ from service.segments import Segment, segments
 from service.settings import Settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassifyOptions:
     top_k: int = 5
     views: Views = field(default_factory=Views)
@@ -43,7 +43,7 @@ class ClassifyOptions:
     reduction: float | None = None  # a rung's nominal reduction; None: the load policy picks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TimelineOptions:
     top_k: int = 3
     window_s: float = 2.0
@@ -72,6 +72,25 @@ class Merges:
     grid: tuple[int, int, int]  # (t, h, w) patch grid; a time slice spans num_frames / t frames
     frames: list[int]  # the first frame index of each time slice
     index: np.ndarray  # (t*h*w,) int, t-major: equal ids = one merged token
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One call through the batcher: logits `[n, classes]`, the seconds it waited and ran, its rung."""
+
+    logits: np.ndarray
+    queue_s: float
+    infer_s: float
+    rung: Rung
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One explain call beside the batcher (no queue): logits, the first view's merges, seconds."""
+
+    logits: np.ndarray
+    merges: Merges
+    infer_s: float
 
 
 @dataclass(frozen=True)
@@ -170,7 +189,7 @@ class Handoff:
             await self._ready.wait()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Classifier:
     backend: Backend  # the least-merged rung's (every rung has the same labels and input spec)
     batcher: Batcher
@@ -194,15 +213,12 @@ class Classifier:
         except ValueError as err:
             raise VideoError("bad_option", str(err)) from None
 
-    async def infer(
-        self, tensor: np.ndarray, rung: int | None = None, ticket: Ticket | None = None
-    ) -> tuple[np.ndarray, float, float, Rung]:
-        """`[n, 3, T, S, S]` through the batcher on `rung` (None: the load policy's choice):
-        logits `[n, classes]`, queue and inference seconds, the rung it ran on. Raises
+    async def infer(self, tensor: np.ndarray, rung: int | None = None, ticket: Ticket | None = None) -> Inference:
+        """`[n, 3, T, S, S]` through the batcher on `rung` (None: the load policy's choice). Raises
         `QueueFullError` when the bounded queue has no room (and `ticket` holds none)."""
         started = time.perf_counter()
         logits, queue_s, ran = await self.batcher.submit(tensor, rung, ticket)
-        return logits, queue_s, time.perf_counter() - started - queue_s, self.rungs[ran]
+        return Inference(logits, queue_s, time.perf_counter() - started - queue_s, self.rungs[ran])
 
     async def classify(self, source: Source, opts: ClassifyOptions, started: float | None = None) -> Classification:
         """One clip, `opts.views` of it, softmax-averaged. `started`: when the request began."""
@@ -219,10 +235,12 @@ class Classifier:
             clip = await self._load(source, opts.views)
             self.policy.observe_outside(clip.decode_s + clip.preprocess_s)
             if explainer is not None:
-                logits, merges, queue_s, infer_s = await self._explain(explainer, clip)
-                rung = explainer
+                explained = await self._explain(explainer, clip)
+                logits, merges, queue_s, infer_s, rung = (explained.logits, explained.merges, 0.0,
+                                                          explained.infer_s, explainer)  # fmt: skip
             else:
-                logits, queue_s, infer_s, rung = await self.infer(clip.tensor, pinned, ticket)
+                ran = await self.infer(clip.tensor, pinned, ticket)
+                logits, queue_s, infer_s, rung = ran.logits, ran.queue_s, ran.infer_s, ran.rung
         return Classification(
             model=self.name,
             predictions=top_k(average_views(logits), meta.labels, opts.top_k),
@@ -245,7 +263,7 @@ class Classifier:
                                            "`sttm export` (merged models), or leave explain off")  # fmt: skip
         return rung
 
-    async def _explain(self, rung: Rung, clip) -> tuple[np.ndarray, Merges, float, float]:
+    async def _explain(self, rung: Rung, clip) -> Explanation:
         """Logits and the first view's merges from one model call on `rung`, beside the batcher."""
         if self.explaining.locked():  # no await between this check and the acquire: nobody waits
             raise QueueFullError("explain requests are running at the limit; try again")
@@ -256,7 +274,7 @@ class Classifier:
         grid = tuple(rung.backend.meta.merge_grid)  # (t, h, w)
         step = rung.backend.meta.num_frames // grid[0]  # frames per time slice
         frames = [int(i) for i in clip.indices[0][::step]]
-        return logits, Merges(grid, frames, index[0]), 0.0, infer_s
+        return Explanation(logits, Merges(grid, frames, index[0]), infer_s)
 
     async def timeline(self, source: Source, opts: TimelineOptions, started: float | None = None) -> Timeline:
         """The whole video window by window (the last, partial window too), decoded in one
@@ -353,12 +371,12 @@ class Classifier:
         async with slots:
             while True:
                 try:
-                    logits, _, infer_s, ran = await self.infer(clip.tensor, rung)
+                    ran = await self.infer(clip.tensor, rung)
                     break
                 except QueueFullError:  # uploads hold the rest of the queue: wait for room, not fail
                     await asyncio.sleep(0.05)
         seconds = time.perf_counter() - started
-        return logits, seconds, seconds - infer_s, ran
+        return ran.logits, seconds, seconds - ran.infer_s, ran.rung
 
     async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
@@ -400,8 +418,9 @@ async def open_classifier(
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
         slots = asyncio.Semaphore(max(1, min(s.stream_slots, s.max_queue // 2)))  # uploads keep the rest
-        yield Classifier(rungs[0].backend, batcher, pool, name, tuple(rungs), policy, s.limits, s.max_views,
-                         s.max_windows, slots, s.stream_stall_s)  # fmt: skip
+        yield Classifier(backend=rungs[0].backend, batcher=batcher, pool=pool, name=name, rungs=tuple(rungs),
+                         policy=policy, limits=s.limits, max_views=s.max_views, max_windows=s.max_windows,
+                         window_slots=slots, stall_timeout_s=s.stream_stall_s)  # fmt: skip
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

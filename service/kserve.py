@@ -14,7 +14,16 @@ from service import __version__
 from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.schemas import InferRequest, InferResponse, ModelReadiness, Readiness, TensorOut
+from service.schemas import (
+    InferRequest,
+    InferResponse,
+    ModelMetadataV2,
+    ModelReadiness,
+    Readiness,
+    ServerMetadata,
+    TensorOut,
+    TensorSpec,
+)
 
 TAGS = ["v2 (KServe / Triton)"]
 health = APIRouter(prefix="/v2/health", tags=TAGS)  # open: orchestrators probe it without a token
@@ -34,8 +43,8 @@ def _rung(classifier, name: str) -> int | None:
 
 
 @router.get("", responses=documented(401))
-async def server_metadata() -> dict:
-    return {"name": "sttm-serve", "version": __version__, "extensions": []}
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="sttm-serve", version=__version__, extensions=[])
 
 
 @health.get("/live")
@@ -45,22 +54,16 @@ async def live() -> dict:
 
 @health.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
 async def ready(rt: AppStateDep):
-    return JSONResponse({"ready": rt.ready}, status_code=200 if rt.ready else 503)
+    return JSONResponse(Readiness(ready=rt.ready).model_dump(), status_code=200 if rt.ready else 503)
 
 
 @router.get("/models/{name}", responses=documented(401, 404, 422, 503))
-async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
+async def model_metadata(name: str, classifier: ClassifierDep) -> ModelMetadataV2:
     _rung(classifier, name)
     m = classifier.backend.meta
-    return {
-        "name": name,
-        "versions": ["1"],
-        "platform": "onnxruntime_onnx",
-        "inputs": [
-            {"name": m.input_name, "datatype": "FP32", "shape": [-1, 3, m.num_frames, m.image_size, m.image_size]}
-        ],
-        "outputs": [{"name": m.output_name, "datatype": "FP32", "shape": [-1, len(m.labels)]}],
-    }
+    video = TensorSpec(name=m.input_name, datatype="FP32", shape=[-1, 3, m.num_frames, m.image_size, m.image_size])
+    logits = TensorSpec(name=m.output_name, datatype="FP32", shape=[-1, len(m.labels)])
+    return ModelMetadataV2(name=name, versions=["1"], platform="onnxruntime_onnx", inputs=[video], outputs=[logits])
 
 
 @router.get(
@@ -71,7 +74,7 @@ async def model_metadata(name: str, classifier: ClassifierDep) -> dict:
 async def model_ready(name: str, rt: AppStateDep):
     if rt.ready:
         _rung(rt.classifier, name)
-    return JSONResponse({"name": name, "ready": rt.ready}, status_code=200 if rt.ready else 503)
+    return JSONResponse(ModelReadiness(name=name, ready=rt.ready).model_dump(), status_code=200 if rt.ready else 503)
 
 
 @router.post("/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503))
@@ -90,6 +93,6 @@ async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> 
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except ValueError:
         raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
-    logits, _, _, _ = await classifier.infer(data, pinned)
+    logits = (await classifier.infer(data, pinned)).logits
     out = TensorOut(name=m.output_name, shape=list(logits.shape), datatype="FP32", data=logits.ravel().tolist())
     return InferResponse(model_name=name, id=request.id, outputs=[out])

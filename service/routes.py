@@ -14,7 +14,7 @@ from service import timeline_formats
 from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
 from service.errors import ApiError, documented
-from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, RungInfo, TimelineQuery, TimelineResponse
+from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, TimelineQuery, TimelineResponse
 from service.upload import video_body
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=Protected)
@@ -52,7 +52,7 @@ async def classify(
         query = _options(ClassifyQuery, dict(request.query_params), fields) if fields else query
         result = await classifier.classify(file, query.options(), started)
     rt.metrics.observe(result.latency)
-    return ClassifyResponse.of(result)
+    return ClassifyResponse.model_validate(result)
 
 
 TEXT_FORMATS = {media_type: {"schema": {"type": "string"}} for media_type in ("text/vtt", "text/csv")}
@@ -71,7 +71,7 @@ async def timeline(
         query = _options(TimelineQuery, dict(request.query_params), fields) if fields else query
         result = await classifier.timeline(file, query.options(), started)
     rt.metrics.observe(result.latency)
-    answer = TimelineResponse.of(result)
+    answer = TimelineResponse.model_validate(result)
     fmt = timeline_formats.negotiate(query.format, request.headers.get("accept"))
     if fmt == "json":
         return answer
@@ -80,30 +80,4 @@ async def timeline(
 
 @router.get("/models", response_model=list[ModelInfo], responses=documented(401, 503))
 async def models(classifier: ClassifierDep) -> list[ModelInfo]:
-    m = classifier.backend.meta
-    rungs = [
-        RungInfo(reduction=r.reduction, name=r.name, gflops=r.gflops, backend=r.backend.provider,
-                 precision=r.backend.precision, measured=r.measured)
-        for r in classifier.rungs
-    ]  # fmt: skip
-    return [
-        ModelInfo(
-            name=classifier.name,
-            arch=m.arch,
-            labels=list(m.labels),
-            frames=m.num_frames,
-            input_size=m.image_size,
-            mean=list(m.mean),
-            std=list(m.std),
-            sampling=m.sampling,
-            frame_interval=m.frame_interval,
-            merge=m.merge,
-            reduction=m.reduction,
-            gflops=m.gflops,
-            gflops_unmerged=m.gflops_unmerged,
-            backend=classifier.backend.provider,
-            precision=classifier.backend.precision,
-            reason=classifier.backend.reason,
-            rungs=rungs,
-        )  # fmt: skip
-    ]
+    return [ModelInfo.model_validate(classifier)]

@@ -8,9 +8,9 @@ from dataclasses import asdict
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, AliasPath, BaseModel, ConfigDict, Field, model_validator
 
-from media import VideoInfo, Views
+from media import Views
 from service import classify
 
 # A rung of a ladder of merge ratios, by its nominal reduction, or the load policy's choice.
@@ -24,6 +24,34 @@ REDUCTION = Field(
 
 def _rung(reduction: Reduction) -> float | None:
     return None if reduction == "auto" else float(reduction)
+
+
+def _rounded(digits: int):
+    return AfterValidator(lambda v: round(v, digits))
+
+
+# what the responses round to: seconds and video rates to ms, scores to 4 digits, milliseconds to 10 us
+Seconds = Annotated[float, _rounded(3)]
+Score = Annotated[float, _rounded(4)]
+Millis = Annotated[float, _rounded(2)]
+
+
+class TimelineLimits:
+    """The timeline's option limits, one place for the HTTP query, the stream options and the CLI."""
+
+    TOP_K = dict(ge=1, le=1000)
+    MIN_SCORE = dict(ge=0, le=1)
+    MIN_WINDOWS = dict(ge=1, le=100)
+    WINDOW_S = dict(gt=0, le=600)  # a file's timeline; a live stream's windows: at most STREAM_WINDOW_S
+    STRIDE_S = dict(ge=0.01, le=600)  # at least 10 ms: a finer stride is below any video's frame interval
+    STREAM_WINDOW_S = dict(gt=0, le=60)
+    STREAM_STRIDE_S = dict(ge=0.1, le=60)
+
+
+class Rendered(BaseModel):
+    """A response rendered from the use case's plain results by attribute (`model_validate(result)`)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class ClassifyQuery(BaseModel):
@@ -49,24 +77,28 @@ class ClassifyQuery(BaseModel):
         return self
 
     def options(self) -> classify.ClassifyOptions:
-        views = Views(None if self.sampling == "model" else self.sampling, self.frame_interval, self.num_clips,
-                      self.crops, self.start, self.end)  # fmt: skip
-        return classify.ClassifyOptions(self.top_k, views, self.clip_len, explain=self.explain,
+        views = Views(sampling=None if self.sampling == "model" else self.sampling, frame_interval=self.frame_interval,
+                      num_clips=self.num_clips, crops=self.crops, start_s=self.start, end_s=self.end)  # fmt: skip
+        return classify.ClassifyOptions(top_k=self.top_k, views=views, clip_len=self.clip_len, explain=self.explain,
                                         reduction=_rung(self.reduction))  # fmt: skip
 
 
+NO_ACTION = "a window whose top score is under it is 'no action'"
+HYSTERESIS = "segment hysteresis: windows a new label must hold"
+
+
 class TimelineQuery(BaseModel):
-    top_k: int = Field(3, ge=1, le=1000)
-    window_s: float = Field(2.0, gt=0, le=600)
-    # at least 10 ms: a finer stride is below any video's frame interval
-    stride_s: float = Field(1.0, ge=0.01, le=600, description="seconds")
-    min_score: float = Field(0.0, ge=0, le=1, description="a window whose top score is under it is 'no action'")
-    min_windows: int = Field(2, ge=1, le=100, description="segment hysteresis: windows a new label must hold")
+    top_k: int = Field(3, **TimelineLimits.TOP_K)
+    window_s: float = Field(2.0, **TimelineLimits.WINDOW_S)
+    stride_s: float = Field(1.0, **TimelineLimits.STRIDE_S, description="seconds")
+    min_score: float = Field(0.0, **TimelineLimits.MIN_SCORE, description=NO_ACTION)
+    min_windows: int = Field(2, **TimelineLimits.MIN_WINDOWS, description=HYSTERESIS)
     format: Literal["json", "vtt", "csv"] | None = Field(None, description="default: from Accept, else json")
     reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows,
+        return classify.TimelineOptions(top_k=self.top_k, window_s=self.window_s, stride_s=self.stride_s,
+                                        min_score=self.min_score, min_windows=self.min_windows,
                                         reduction=_rung(self.reduction))  # fmt: skip
 
 
@@ -75,25 +107,26 @@ class StreamOptions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    window_s: float = Field(2.0, gt=0, le=60)
-    stride_s: float = Field(1.0, ge=0.1, le=60)
-    top_k: int = Field(3, ge=1, le=1000)
-    min_score: float = Field(0.0, ge=0, le=1)
-    min_windows: int = Field(2, ge=1, le=100)
+    window_s: float = Field(2.0, **TimelineLimits.STREAM_WINDOW_S)
+    stride_s: float = Field(1.0, **TimelineLimits.STREAM_STRIDE_S)
+    top_k: int = Field(3, **TimelineLimits.TOP_K)
+    min_score: float = Field(0.0, **TimelineLimits.MIN_SCORE)
+    min_windows: int = Field(2, **TimelineLimits.MIN_WINDOWS)
     sampling: Literal["model", "uniform", "dense"] = "model"
     reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(self.top_k, self.window_s, self.stride_s, self.min_score, self.min_windows,
-                                        None if self.sampling == "model" else self.sampling,
-                                        _rung(self.reduction))  # fmt: skip
+        return classify.TimelineOptions(top_k=self.top_k, window_s=self.window_s, stride_s=self.stride_s,
+                                        min_score=self.min_score, min_windows=self.min_windows,
+                                        sampling=None if self.sampling == "model" else self.sampling,
+                                        reduction=_rung(self.reduction))  # fmt: skip
 
 
 class StreamRequest(StreamOptions):
     url: str = Field(max_length=2048, description="rtsp://, rtsps://, http(s):// (a file or an HLS playlist)")
 
 
-class StreamStats(BaseModel):
+class StreamStats(Rendered):
     frames: int
     fps_in: float
     windows: int
@@ -103,63 +136,57 @@ class StreamStats(BaseModel):
     events: int
 
 
-class StreamInfo(BaseModel):
+class StreamInfo(Rendered):
     id: str
     url: str | None = Field(description="None: client push over /v1/streams/ws")
     state: Literal["starting", "running", "retrying", "finished", "failed", "stopped"]
     reason: str | None = Field(description="why it ended")
-    window_s: float
-    stride_s: float
-    top_k: int
+    window_s: float = Field(validation_alias=AliasChoices("window_s", AliasPath("opts", "window_s")))
+    stride_s: float = Field(validation_alias=AliasChoices("stride_s", AliasPath("opts", "stride_s")))
+    top_k: int = Field(validation_alias=AliasChoices("top_k", AliasPath("opts", "top_k")))
     created: float = Field(description="Unix time")
     stats: StreamStats
 
-    @classmethod
-    def of(cls, stream) -> StreamInfo:
-        return cls(id=stream.id, url=stream.url, state=stream.state, reason=stream.reason,
-                   window_s=stream.opts.window_s, stride_s=stream.opts.stride_s, top_k=stream.opts.top_k,
-                   created=stream.created, stats=StreamStats(**stream.stats()))  # fmt: skip
 
-
-class Prediction(BaseModel):
+class Prediction(Rendered):
     label: str
     score: float
     index: int
 
-    @classmethod
-    def of(cls, p) -> Prediction:
-        return cls(label=p.label, score=p.score, index=p.index)
+
+class RoundedPrediction(Prediction):
+    """A prediction in a live stream's `window` event: its score to 4 digits."""
+
+    score: Score
 
 
-class VideoMeta(BaseModel):
-    duration_s: float
-    fps: float
+class VideoMeta(Rendered):
+    duration_s: Seconds
+    fps: Seconds
     width: int
     height: int
     codec: str
     frames: int
 
-    @classmethod
-    def of(cls, info: VideoInfo) -> VideoMeta:
-        return cls(duration_s=round(info.duration_s, 3), fps=round(info.fps, 3), width=info.width,
-                   height=info.height, codec=info.codec, frames=info.frames)  # fmt: skip
 
-
-class Latency(BaseModel):
+class Latency(Rendered):
     """Milliseconds per stage."""
 
-    decode: float
-    preprocess: float
-    queue: float
-    inference: float
-    total: float
+    decode: Millis
+    preprocess: Millis
+    queue: Millis
+    inference: Millis
+    total: Millis
 
+    @model_validator(mode="before")
     @classmethod
-    def of(cls, latency: classify.Latency) -> Latency:
-        return cls(**{stage: round(seconds * 1000, 2) for stage, seconds in asdict(latency).items()})
+    def _from_seconds(cls, data):
+        if isinstance(data, classify.Latency):  # the use case measures seconds
+            return {stage: seconds * 1000 for stage, seconds in asdict(data).items()}
+        return data
 
 
-class MergeMap(BaseModel):
+class MergeMap(Rendered):
     """What STTM/ToMe merged in the first view: for every patch of the `grid` (t, h, w) the
     final token it ended in. `ids`: base64 of little-endian uint16, t-major (`t*h*w` values);
     equal ids = one merged token. Time slice `i` starts at frame `frames[i]`."""
@@ -169,95 +196,122 @@ class MergeMap(BaseModel):
     tokens: int = Field(description="merged tokens the model kept")
     ids: str
 
+    @model_validator(mode="before")
     @classmethod
-    def of(cls, merges: classify.Merges) -> MergeMap:
-        ids = np.asarray(merges.index, dtype="<u2")
-        return cls(grid=list(merges.grid), frames=merges.frames, tokens=int(np.unique(ids).size),
-                   ids=base64.b64encode(ids.tobytes()).decode())  # fmt: skip
+    def _encode(cls, data):
+        if isinstance(data, classify.Merges):  # the index array -> base64 of uint16
+            ids = np.asarray(data.index, dtype="<u2")
+            return dict(grid=data.grid, frames=data.frames, tokens=int(np.unique(ids).size),
+                        ids=base64.b64encode(ids.tobytes()).decode())  # fmt: skip
+        return data
 
 
-class ClassifyResponse(BaseModel):
+LATENCY_MS = Field(validation_alias=AliasChoices("latency_ms", "latency"))
+
+
+class ClassifyResponse(Rendered):
     model: str
     predictions: list[Prediction]
     frames: list[int] = Field(description="frame indices used (first clip)")
     views: int
     video: VideoMeta
-    latency_ms: Latency
+    latency_ms: Latency = LATENCY_MS
     reduction: float = Field(description="the rung it ran on: its nominal reduction")
     gflops: float = Field(description="that rung's multiply-adds per clip, G")
     merges: MergeMap | None = Field(None, description="with `explain=true` only")
 
-    @classmethod
-    def of(cls, result: classify.Classification) -> ClassifyResponse:
-        merges = MergeMap.of(result.merges) if result.merges is not None else None
-        return cls(model=result.model, predictions=[Prediction.of(p) for p in result.predictions],
-                   frames=result.frames, views=result.views, video=VideoMeta.of(result.video),
-                   latency_ms=Latency.of(result.latency), reduction=result.reduction,
-                   gflops=result.gflops, merges=merges)  # fmt: skip
 
-
-class Window(BaseModel):
-    start_s: float
-    end_s: float
+class Window(Rendered):
+    start_s: Seconds
+    end_s: Seconds
     predictions: list[Prediction]
 
 
-class Segment(BaseModel):
+class StreamWindow(Rendered):
+    """A live stream's `window` event (SSE and WebSocket): times on the stream's clock."""
+
+    start_s: Seconds
+    end_s: Seconds
+    predictions: list[RoundedPrediction]
+    latency_ms: Millis = Field(description="queue + inference")
+    lag_s: Seconds = Field(description="from the window's last frame to this event")
+
+
+class Segment(Rendered):
     label: str
-    start_s: float
-    end_s: float
-    score: float = Field(description="mean probability of the label over the segment's windows")
-
-    @classmethod
-    def of(cls, s) -> Segment:
-        return cls(label=s.label, start_s=round(s.start_s, 3), end_s=round(s.end_s, 3), score=round(s.score, 4))
+    start_s: Seconds
+    end_s: Seconds
+    score: Score = Field(description="mean probability of the label over the segment's windows")
 
 
-class TimelineResponse(BaseModel):
+class TimelineResponse(Rendered):
     model: str
     windows: list[Window]
     segments: list[Segment]
     video: VideoMeta
-    latency_ms: Latency
+    latency_ms: Latency = LATENCY_MS
     reduction: float = Field(description="the rung it ran on: its nominal reduction")
     gflops: float = Field(description="that rung's multiply-adds per clip, G")
 
-    @classmethod
-    def of(cls, result: classify.Timeline) -> TimelineResponse:
-        windows = [Window(start_s=round(w.start_s, 3), end_s=round(w.end_s, 3),
-                          predictions=[Prediction.of(p) for p in w.predictions]) for w in result.windows]  # fmt: skip
-        return cls(model=result.model, windows=windows, segments=[Segment.of(s) for s in result.segments],
-                   video=VideoMeta.of(result.video), latency_ms=Latency.of(result.latency),
-                   reduction=result.reduction, gflops=result.gflops)  # fmt: skip
+
+def _from(*path: str, name: str | None = None, **field):
+    """A field read by name from a dict or a response, else at `path` of the object it renders
+    (`ModelInfo.model_validate(classifier)`: `backend.meta.arch`)."""
+    choices = (AliasPath(*path), name) if name else (AliasPath(*path),)
+    return Field(validation_alias=AliasChoices(*choices), **field)
 
 
-class RungInfo(BaseModel):
+def _meta(key: str, name: str | None = None, **field):
+    return _from("backend", "meta", key, name=name or key, **field)
+
+
+class InputInfo(Rendered):
+    """What a clip must look like for the model: `media.InputSpec`, field for field. The one
+    spelling of the input spec; `ModelInfo`'s flat `frames`, `input_size`, `mean`, `std`,
+    `sampling` and `frame_interval` repeat it for existing clients."""
+
+    frames: int = Field(description="T: frames per clip")
+    size: int = Field(description="S: the square crop, pixels")
+    mean: list[float]
+    std: list[float]
+    short_side: int = Field(description="the short side is resized to this, then cropped to `size`")
+    sampling: str = Field(description="dense (frame_interval) or uniform (segments)")
+    frame_interval: int
+
+
+class RungInfo(Rendered):
     reduction: float = Field(description="nominal: the value a request pins with reduction=")
     name: str = Field(description="its KServe v2 model name")
     gflops: float
-    backend: str
-    precision: str
+    backend: str = _from("backend", "provider", name="backend")
+    precision: str = _from("backend", "precision", name="precision")
     measured: dict = Field(description="accuracy and speed measured at export (sttm export --eval-data)")
 
 
-class ModelInfo(BaseModel):
+REASON = "why this runtime and precision run here (the CPU's units, a flag, a fallback)"
+
+
+class ModelInfo(Rendered):
+    """Rendered from the serving classifier: `ModelInfo.model_validate(classifier)`."""
+
     name: str
-    arch: str
-    labels: list[str]
-    frames: int
-    input_size: int
-    mean: list[float]
-    std: list[float]
-    sampling: str
-    frame_interval: int
-    merge: str
-    reduction: float
-    gflops: float
-    gflops_unmerged: float
-    backend: str
-    precision: str
-    reason: str = Field("", description="why this runtime and precision run here (the CPU's units, a flag, a fallback)")
+    arch: str = _meta("arch")
+    labels: list[str] = _meta("labels")
+    frames: int = _meta("num_frames", "frames", description="= input.frames")
+    input_size: int = _meta("image_size", "input_size", description="= input.size")
+    mean: list[float] = _meta("mean", description="= input.mean")
+    std: list[float] = _meta("std", description="= input.std")
+    sampling: str = _meta("sampling", description="= input.sampling")
+    frame_interval: int = _meta("frame_interval", description="= input.frame_interval")
+    merge: str = _meta("merge")
+    reduction: float = _meta("reduction")
+    gflops: float = _meta("gflops")
+    gflops_unmerged: float = _meta("gflops_unmerged")
+    backend: str = _from("backend", "provider", name="backend")
+    precision: str = _from("backend", "precision", name="precision")
+    reason: str = _from("backend", "reason", name="reason", default="", description=REASON)
     rungs: list[RungInfo] = Field(description="a ladder of merge ratios, least merged first (one for a single model)")
+    input: InputInfo = _meta("input_spec", "input", description="the input spec (media.InputSpec)")
 
 
 class ErrorDetail(BaseModel):
@@ -277,6 +331,28 @@ class Readiness(BaseModel):
 class ModelReadiness(BaseModel):
     name: str
     ready: bool
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorSpec(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataV2(BaseModel):
+    """A model's KServe v2 metadata: its one input and one output."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
 
 class TensorIn(BaseModel):

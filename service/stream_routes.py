@@ -42,17 +42,17 @@ async def create(body: StreamRequest, rt: AppStateDep, classifier: ClassifierDep
     `STTM_STREAM_ALLOW`; redirects are followed here and each hop re-checked."""
     allow = AllowList.parse(rt.settings.stream_allow)
     url = await asyncio.to_thread(resolve, body.url, allow, rt.settings.stream_stall_s)
-    return StreamInfo.of(streams.start(classifier, url, body.options()))
+    return StreamInfo.model_validate(streams.start(classifier, url, body.options()))
 
 
 @router.get("", response_model=list[StreamInfo], dependencies=Protected, responses=documented(401, 503))
 async def list_streams(streams: StreamsDep) -> list[StreamInfo]:
-    return [StreamInfo.of(s) for s in streams.list()]
+    return [StreamInfo.model_validate(s) for s in streams.list()]
 
 
 @router.get("/{sid}", response_model=StreamInfo, dependencies=Protected, responses=documented(401, 404, 503))
 async def get_stream(sid: str, streams: StreamsDep) -> StreamInfo:
-    return StreamInfo.of(streams.get(sid))
+    return StreamInfo.model_validate(streams.get(sid))
 
 
 @router.delete("/{sid}", status_code=204, dependencies=Protected, responses=documented(401, 404, 503))

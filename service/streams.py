@@ -20,11 +20,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 from media import Limits, VideoError
 from media.stream import Pipe, Progress
 from service.classify import Classifier, Handoff, TimelineOptions
 from service.errors import ApiError
 from service.metrics import Metrics
+from service.schemas import Segment, StreamWindow
 from service.segments import Segmenter
 from service.settings import Settings
 
@@ -98,6 +101,7 @@ class Stream:
     def dropped(self) -> int:
         return self._dropped_before + (self.handoff.dropped if self.handoff else 0)
 
+    @property
     def stats(self) -> dict:
         seconds = max(time.monotonic() - self.progress.started_at, 1e-3) if self.progress.started_at else 0
         return {
@@ -165,8 +169,8 @@ class Streams:
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(s, "server shutting down") for s in list(self.streams.values())))
 
-    def _emit(self, stream: Stream, name: str, data: dict) -> None:
-        stream.log.append(name, data)
+    def _emit(self, stream: Stream, name: str, data: dict | BaseModel) -> None:
+        stream.log.append(name, data.model_dump() if isinstance(data, BaseModel) else data)
 
     async def _run(self, classifier: Classifier, stream: Stream) -> None:
         s, opts = self.settings, stream.opts
@@ -192,14 +196,11 @@ class Streams:
                         last_end = end
                         self.metrics.stream_windows.inc()
                         self.metrics.stream_lag.observe(w.lag_s)
-                        self._emit(stream, "window", {
-                            "start_s": round(start, 3), "end_s": round(end, 3),
-                            "predictions": [{"label": p.label, "score": round(p.score, 4), "index": p.index}
-                                            for p in w.predictions],
-                            "latency_ms": round(w.latency_s * 1000, 2), "lag_s": round(w.lag_s, 3),
-                        })  # fmt: skip
+                        window = StreamWindow(start_s=start, end_s=end, predictions=w.predictions,
+                                              latency_ms=w.latency_s * 1000, lag_s=w.lag_s)  # fmt: skip
+                        self._emit(stream, "window", window)
                         for seg in segmenter.push(start, end, w.probs):
-                            self._emit(stream, "segment", _segment(seg))
+                            self._emit(stream, "segment", Segment.model_validate(seg))
                     if not (stream.url or "").lower().startswith("rtsp"):
                         break  # a file, a playlist with its end, the client's media: finished
                     lost = "the source closed the connection"  # a camera never ends on its own
@@ -225,7 +226,7 @@ class Streams:
         except Exception as err:  # noqa: BLE001 - the stream ends with the reason; the server goes on
             reason, stream.state = f"internal: {type(err).__name__}: {err}", "failed"
         for seg in segmenter.finish():
-            self._emit(stream, "segment", _segment(seg))
+            self._emit(stream, "segment", Segment.model_validate(seg))
         if stream.state not in ("failed", "stopped"):
             stream.state = "finished"
         stream.reason, stream.ended_at = reason, time.monotonic()
@@ -237,8 +238,3 @@ class Streams:
             self.metrics.stream_dropped.inc(stream.handoff.dropped)
             stream._dropped_before += stream.handoff.dropped
             stream.handoff = None
-
-
-def _segment(seg) -> dict:
-    return {"label": seg.label, "start_s": round(seg.start_s, 3), "end_s": round(seg.end_s, 3),
-            "score": round(seg.score, 4)}  # fmt: skip

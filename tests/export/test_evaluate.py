@@ -8,7 +8,7 @@ import pytest
 
 from cli.main import main
 from export.evaluate import evaluate
-from export.run import run_export
+from export.run import ExportSpec, run_export
 from models import load_model
 from models.explain import explain, merge_groups
 from models.synth import CLASSES
@@ -17,7 +17,7 @@ from models.synth import CLASSES
 def test_checkpoint_and_onnx_agree(data_and_model):
     root = data_and_model
     torch_result = evaluate(str(root / "ckpt"), root / "data", merge="sttm", reduction=0.3, workers=0)
-    run_export(str(root / "ckpt"), root / "m.onnx", merge="sttm", reduction=0.3, quiet=True)
+    run_export(ExportSpec(str(root / "ckpt"), root / "m.onnx", merge="sttm", reduction=0.3, quiet=True))
     onnx_result = evaluate(str(root / "m.onnx"), root / "data", workers=0)
     assert torch_result["clips"] == onnx_result["clips"] == 12
     assert torch_result["top1"] == onnx_result["top1"] and torch_result["per_class"] == onnx_result["per_class"]

@@ -10,7 +10,7 @@ import pytest
 
 from cli.main import main
 from export.onnx import read_metadata
-from export.run import run_ladder_export
+from export.run import ExportSpec, run_ladder_export
 from runtime.backends import BackendOptions
 from runtime.ladder_file import read_ladder
 from service.ladder_policy import load_rungs
@@ -43,7 +43,9 @@ def test_export_a_ladder_with_eval_data(data_and_model, tmp_path, capsys):
 
 def test_a_triton_ladder_is_one_model_per_rung(data_and_model, tmp_path):
     repo = tmp_path / "repo"
-    result = run_ladder_export(str(data_and_model / "ckpt"), repo, [0.0], fmt="triton", name="tiny", quiet=True)
+    result = run_ladder_export(
+        ExportSpec(str(data_and_model / "ckpt"), repo, fmt="triton", name="tiny", quiet=True), [0.0]
+    )
     assert result.files[-1] == repo / "ladder.json"
     config = (repo / "tiny_r000" / "config.pbtxt").read_text()
     assert 'name: "tiny_r000"' in config and (repo / "tiny_r000" / "1" / "model.onnx").is_file()

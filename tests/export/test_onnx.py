@@ -132,9 +132,11 @@ def test_hf_videomae_export_matches_transformers(tmp_path):
 
 
 def test_int8_export_quantises_weight_matmuls_only(tmp_path):
-    from export.run import ExportError, run_export
+    from export.run import ExportError, ExportSpec, run_export
 
-    result = run_export("vit-tiny", tmp_path / "q.onnx", merge="sttm", reduction=0.38, precision="int8", quiet=True)
+    result = run_export(
+        ExportSpec("vit-tiny", tmp_path / "q.onnx", merge="sttm", reduction=0.38, precision="int8", quiet=True)
+    )
     assert result.reports[0].ok and result.reports[0].tolerance == 1e-1
     proto = onnx.load(tmp_path / "q.onnx")
     assert read_metadata(tmp_path / "q.onnx").precision == "int8"
@@ -144,13 +146,14 @@ def test_int8_export_quantises_weight_matmuls_only(tmp_path):
     assert merge_ops and not merge_ops & {"MatMulInteger", "DynamicQuantizeLinear"}  # decisions stay fp32
     assert "MatMul" in ops  # attention and merge matmuls of two activations stay fp32
     with pytest.raises(ExportError, match="int8"):
-        run_export("vit-tiny", tmp_path / "q.plan", fmt="tensorrt", precision="int8", quiet=True)
+        ExportSpec("vit-tiny", tmp_path / "q.plan", fmt="tensorrt", precision="int8", quiet=True)  # refused as built
 
 
 def test_fp16_export_keeps_merge_math_in_fp32(tmp_path):
-    from export.run import run_export
+    from export.run import ExportSpec, run_export
 
-    result = run_export("vit-tiny", tmp_path / "half.onnx", merge="sttm", reduction=0.38, precision="fp16", quiet=True)
+    spec = ExportSpec("vit-tiny", tmp_path / "half.onnx", merge="sttm", reduction=0.38, precision="fp16", quiet=True)
+    result = run_export(spec)
     assert result.reports[0].ok and result.reports[0].tolerance == 5e-2
     proto = onnx.load(tmp_path / "half.onnx")
     assert read_metadata(tmp_path / "half.onnx").precision == "fp16"
@@ -196,11 +199,11 @@ def test_validation_allows_top1_flips_only_at_near_ties():
 
 
 def test_a_failed_validation_leaves_no_output_file(tmp_path, monkeypatch):
-    from export.run import run_export
+    from export.run import ExportSpec, run_export
     from runtime import agreement
     from runtime.agreement import ValidationError
 
     monkeypatch.setitem(agreement.TOLERANCE, "fp32", -1.0)  # nothing can pass
     with pytest.raises(ValidationError):
-        run_export("vit-tiny", tmp_path / "m.onnx", quiet=True)
+        run_export(ExportSpec("vit-tiny", tmp_path / "m.onnx", quiet=True))
     assert list(tmp_path.iterdir()) == []

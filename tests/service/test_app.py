@@ -83,6 +83,9 @@ def test_default_model_is_the_bundled_demo_and_names_the_action(clips):
     with TestClient(create_app()) as client:
         info = client.get("/v1/models").json()[0]
         assert info["name"] == "demo" and info["labels"] == CLASSES and info["merge"] == "sttm"
+        spec = info["input"]  # the input spec nested once, as media.InputSpec spells it; the flat fields repeat it
+        assert (spec["frames"], spec["size"], spec["mean"]) == (info["frames"], info["input_size"], info["mean"])
+        assert set(spec) == {"frames", "size", "mean", "std", "short_side", "sampling", "frame_interval"}
         top = {name: _post(client, _clip(clips, name)).json()["predictions"][0]["label"] for name in CLASSES}
     # one clip per class from a seed the demo never saw (its unseen-seed top-1 is in docs/benchmarks/accuracy.md);
     # translations it gets right without fail, and 10 of the 12 in all

@@ -1,0 +1,39 @@
+"""`ExportSpec` refuses an incoherent export when it is built, before any work; a ladder's
+rungs are the same spec at other reductions."""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError, replace
+from pathlib import Path
+
+import pytest
+
+from export.run import ExportError, ExportSpec
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(fmt="tensorrt", precision="int8"), "TensorRT engines take fp32 or fp16"),
+        (dict(fmt="openvino", precision="fp16"), "stores fp32 or int8"),
+        (dict(fmt="openvino", precision="int8"), "give --calib"),
+        (dict(calib="generated"), "--calib is for --format openvino"),
+        (dict(fmt="openvino", precision="int8", calib="/no/such/dir"), "not a data set directory"),
+        (dict(fmt="triton", triton_runtime="other"), "--triton-runtime"),
+        (dict(fmt="triton", instances=0), "--instances"),
+    ],
+)
+def test_an_incoherent_spec_is_refused_when_built(tmp_path, options, message):
+    with pytest.raises(ExportError, match=message):
+        ExportSpec("vit-tiny", tmp_path / "m.onnx", **options)
+
+
+def test_a_spec_is_frozen_and_names_its_target(tmp_path):
+    spec = ExportSpec("models/demo", str(tmp_path))
+    assert spec.out == tmp_path and spec.name == "demo" and spec.target == tmp_path / "demo.onnx"
+    with pytest.raises(FrozenInstanceError):
+        spec.precision = "fp16"
+    assert ExportSpec("vit-tiny", tmp_path / "m.plan", fmt="tensorrt").target == tmp_path / "m.onnx"
+    assert ExportSpec("vit-tiny", tmp_path / "m.onnx", fmt="openvino").target == tmp_path / "m.xml"
+    rung = replace(spec, out=tmp_path / "demo_r038.onnx", reduction=0.38)  # a ladder's rung: checked again
+    assert rung.name == "demo" and rung.target == Path(tmp_path / "demo_r038.onnx")
