@@ -8,6 +8,7 @@ processes (DDP: distributed sampler, rank-0 logging and checkpoints).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from models.checkpoint import Sidecars, VideoClassifier, build_model, load_model, save_model
 from models.data import VideoDataset, collate, load_split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,9 @@ def _rank() -> int:
 
 
 def _log(msg: str) -> None:
+    """One line of progress (an epoch's record, a resume): rank 0 alone, through logging."""
     if _rank() == 0:
-        print(msg, flush=True)
+        log.info(msg)
 
 
 def prepare_model(
@@ -114,16 +118,18 @@ def train(
     train_set = VideoDataset(train_split, spec, True, cfg.on_error, cfg.augment)
     val_set = VideoDataset(val_split, spec, False, cfg.on_error)
     sampler = DistributedSampler(train_set, seed=cfg.seed) if distributed else None
-    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate,
-                       persistent_workers=cfg.workers > 0)  # fmt: skip
+    loader_args = dict(
+        batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate, persistent_workers=cfg.workers > 0
+    )
     train_loader = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=True, **loader_args)
     val_loader = DataLoader(val_set, **loader_args)
 
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "pos_embed" in n]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)  # fmt: skip
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     steps_per_epoch = max(1, len(train_loader))
     total_steps = cfg.epochs * steps_per_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
@@ -166,23 +172,42 @@ def train(
                 break
         if _rank() == 0:
             metrics = evaluate(model, val_loader)
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_top1": metrics["top1"],
-                      "val_top5": metrics["top5"], "clips_per_s": seen / (time.perf_counter() - started)}  # fmt: skip
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "val_top1": metrics["top1"],
+                "val_top5": metrics["top5"],
+                "clips_per_s": seen / (time.perf_counter() - started),
+            }
             history.append(record)
             _log(json.dumps(record))
             if metrics["top1"] > best:
                 best = metrics["top1"]
                 save_model(model, out / "best")
             save_model(model, out / "last")
-            torch.save({"optimizer": optim.state_dict(), "epoch": epoch, "best": best, "step": step,
-                        "history": history, "config": asdict(cfg)}, out / "last" / "trainer.pt")  # fmt: skip
+            torch.save(
+                {
+                    "optimizer": optim.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "step": step,
+                    "history": history,
+                    "config": asdict(cfg),
+                },
+                out / "last" / "trainer.pt",
+            )
         if dist.is_initialized():
             dist.barrier()
         if cfg.max_steps and step >= cfg.max_steps:
             break
-    summary = {"best_val_top1": best, "epochs": len(history), "history": history,
-               "merge": model.merge_config.method, "reduction": model.merge_config.reduction,
-               "gflops": model.gflops()}  # fmt: skip
+    summary = {
+        "best_val_top1": best,
+        "epochs": len(history),
+        "history": history,
+        "merge": model.merge_config.method,
+        "reduction": model.merge_config.reduction,
+        "gflops": model.gflops(),
+    }
     if _rank() == 0:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if distributed:
