@@ -282,8 +282,12 @@ def config_from_state(
             raise CheckpointError(
                 f"the weights are for {frames} frames of {side * patch}px; requested {num_frames} x {image_size}"
             )
-        fields.update(num_frames=frames, image_size=side * patch, pool="cls",
-                      qkv_bias="qkv" if "blocks.0.attn.qkv.bias" in state else "none")  # fmt: skip
+        fields.update(
+            num_frames=frames,
+            image_size=side * patch,
+            pool="cls",
+            qkv_bias="qkv" if "blocks.0.attn.qkv.bias" in state else "none",
+        )
     else:
         fields.update(
             num_frames=num_frames or 16,
@@ -294,8 +298,16 @@ def config_from_state(
         )
     if weight.shape[1] != 3:
         raise CheckpointError(f"patch embedding takes {weight.shape[1]} channels, expected 3 (RGB)")
-    return _model_config(arch=arch, patch_size=patch, dim=dim, depth=depth, heads=heads or heads_for(dim),
-                         mlp_dim=mlp_dim, num_classes=num_classes, **fields)  # fmt: skip
+    return _model_config(
+        arch=arch,
+        patch_size=patch,
+        dim=dim,
+        depth=depth,
+        heads=heads or heads_for(dim),
+        mlp_dim=mlp_dim,
+        num_classes=num_classes,
+        **fields,
+    )
 
 
 def config_from_original(state: dict[str, torch.Tensor], num_frames: int, image_size: int) -> ModelConfig:

@@ -241,8 +241,11 @@ class Classifier:
         candidates = self.rungs if pinned is None else (self.rungs[pinned],)
         rung = next((r for r in candidates if r.backend.explain is not None), None)
         if rung is None:
-            raise VideoError("bad_option", "this model file has no merge output (explain): export it again with "
-                                           "`sttm export` (merged models), or leave explain off")  # fmt: skip
+            raise VideoError(
+                "bad_option",
+                "this model file has no merge output (explain): export it again with "
+                "`sttm export` (merged models), or leave explain off",
+            )
         return rung
 
     async def _explain(self, rung: Rung, clip) -> tuple[np.ndarray, Merges, float, float]:
@@ -272,8 +275,7 @@ class Classifier:
         windows = [w async for w in self.windows(source, opts, progress, live=False)]
         if len(windows) > self.max_windows:
             raise VideoError("too_many_windows", f"{len(windows)} windows; at most {self.max_windows}")
-        segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score,
-                        opts.min_windows)  # fmt: skip
+        segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score, opts.min_windows)
         # sums over the windows: decoding runs while earlier windows wait and infer
         queue_s, infer_s = sum(w.queue_s for w in windows), sum(w.latency_s - w.queue_s for w in windows)
         latency = Latency(progress.decode_s, 0.0, queue_s, infer_s, time.perf_counter() - started)
@@ -282,10 +284,18 @@ class Classifier:
         return Timeline(self.name, windows, segs, info, latency, rung.reduction, rung.gflops)
 
     async def windows(
-        self, source: Source | Pipe, opts: TimelineOptions, progress: Progress, *, live: bool | None = None,
-        stop: threading.Event | None = None, capacity: int = 2, on_handoff: Callable[[Handoff], None] | None = None,
-        limits: Limits | None = None, max_fps: float = 120.0,
-    ) -> AsyncIterator[Window]:  # fmt: skip
+        self,
+        source: Source | Pipe,
+        opts: TimelineOptions,
+        progress: Progress,
+        *,
+        live: bool | None = None,
+        stop: threading.Event | None = None,
+        capacity: int = 2,
+        on_handoff: Callable[[Handoff], None] | None = None,
+        limits: Limits | None = None,
+        max_fps: float = 120.0,
+    ) -> AsyncIterator[Window]:
         """Windows of `source` classified as they arrive, in order: a decoding thread, a
         bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
 
@@ -303,8 +313,17 @@ class Classifier:
 
         def produce() -> None:
             try:
-                reader = read_windows(source, spec, opts.window_s, opts.stride_s, limits or self.limits,
-                                      timeout_s=timeout, stop=stop, progress=progress, max_fps=max_fps)  # fmt: skip
+                reader = read_windows(
+                    source,
+                    spec,
+                    opts.window_s,
+                    opts.stride_s,
+                    limits or self.limits,
+                    timeout_s=timeout,
+                    stop=stop,
+                    progress=progress,
+                    max_fps=max_fps,
+                )
                 started = False
                 for clip in reader:
                     if not started and live is None:
@@ -336,8 +355,16 @@ class Classifier:
                     done, task = inflight.popleft()
                     logits, seconds, queue_s, rung = task.result()
                     probs = softmax(logits[0])
-                    yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
-                                 queue_s, time.monotonic() - done.ready_at, rung)  # fmt: skip
+                    yield Window(
+                        done.start_s,
+                        done.end_s,
+                        top_k(probs, meta.labels, opts.top_k),
+                        probs,
+                        seconds,
+                        queue_s,
+                        time.monotonic() - done.ready_at,
+                        rung,
+                    )
         finally:
             stop.set()
             handoff.close()
@@ -362,8 +389,9 @@ class Classifier:
 
     async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, load_clip, source, self.backend.meta.input_spec, views,
-                                          self.limits)  # fmt: skip
+        return await loop.run_in_executor(
+            self.pool, load_clip, source, self.backend.meta.input_spec, views, self.limits
+        )
 
 
 def _cost_per_clip(backend: Backend, batch: int) -> float:
@@ -400,8 +428,19 @@ async def open_classifier(
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
         slots = asyncio.Semaphore(max(1, min(s.stream_slots, s.max_queue // 2)))  # uploads keep the rest
-        yield Classifier(rungs[0].backend, batcher, pool, name, tuple(rungs), policy, s.limits, s.max_views,
-                         s.max_windows, slots, s.stream_stall_s)  # fmt: skip
+        yield Classifier(
+            rungs[0].backend,
+            batcher,
+            pool,
+            name,
+            tuple(rungs),
+            policy,
+            s.limits,
+            s.max_views,
+            s.max_windows,
+            slots,
+            s.stream_stall_s,
+        )
     finally:
         await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
         pool.shutdown(wait=True, cancel_futures=False)

@@ -76,9 +76,11 @@ def load(path: Path, options: BackendOptions) -> Backend:
         try:
             infer, provider = _checked(core, model, meta, precision, infer, reference, options.threads)
         except ValidationError as err:
-            failed = f"openvino {precision} does not match its fp32 on the check clips (max abs diff " \
-                     f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs), " \
-                     "not even with the merge decisions in fp32"  # fmt: skip
+            failed = (
+                f"openvino {precision} does not match its fp32 on the check clips (max abs diff "
+                f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs), "
+                "not even with the merge decisions in fp32"
+            )
             if options.precision != "auto":
                 raise ModelLoadError(f"{path}: {failed}: serve it with --precision fp32") from None
             infer, provider = served("fp32", alone_fp32), f"openvino:CPU ({failed}: fp32)"
