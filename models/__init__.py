@@ -19,7 +19,7 @@ _EXPORTS = {
     "MergeConfig": "models.config",
     "ModelConfig": "models.config",
     "Preprocessing": "models.config",
-    "CheckpointError": "models.convert",
+    "CheckpointError": "models.errors",
     "MergeStep": "models.schedule",
     "Schedule": "models.schedule",
     "gmacs": "models.schedule",

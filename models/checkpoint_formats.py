@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from models.convert import CheckpointError
+from models.errors import CheckpointError
 
 # layout id -> what `sttm info` / `sttm export` say was detected
 NAMES = {
