@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 async def _predict(settings: Settings, videos: list[str], opts: ClassifyOptions) -> list[dict]:
     from media import VideoError
-    from service.classify import open_classifier
+    from service.lifecycle import open_classifier
     from service.schemas import ClassifyResponse
 
     results = []
@@ -45,7 +45,7 @@ def predict(model: str, videos: list[str], top_k: int = 5, **settings) -> list[d
 
 
 async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> TimelineResponse:
-    from service.classify import open_classifier
+    from service.lifecycle import open_classifier
     from service.schemas import TimelineResponse
 
     async with open_classifier(settings) as classifier:

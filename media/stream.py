@@ -75,6 +75,7 @@ class Progress:
     live: bool = False
     started_at: float = 0.0
     decode_s: float = 0.0  # time spent opening, decoding and preparing (not waiting for the consumer)
+    dropped: int = 0  # windows the consumer dropped to stay live (counted by service.handoff)
 
 
 @dataclass
