@@ -12,25 +12,35 @@ def _parent() -> argparse.ArgumentParser:
 
 def _sidecars() -> argparse.ArgumentParser:
     sidecars = _parent()
-    sidecars.add_argument("--labels", default=None, metavar="FILE",
-                          help="class names, one a line (for checkpoints that do not carry them)")  # fmt: skip
-    sidecars.add_argument("--config", default=None, metavar="FILE",
-                          help="the MMAction2 config (.py) of an MMAction2 checkpoint, read as data: clip "
-                               "size, sampling, normalisation, heads")  # fmt: skip
+    sidecars.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="class names, one a line (for checkpoints that do not carry them)",
+    )
+    sidecars.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="the MMAction2 config (.py) of an MMAction2 checkpoint, read as data: clip "
+        "size, sampling, normalisation, heads",
+    )
     return sidecars
 
 
 def _checkpoint(sidecars: argparse.ArgumentParser) -> argparse.ArgumentParser:
     checkpoint = _parent()
-    checkpoint.add_argument("model", help="checkpoint path or built-in name (videomae-s/b/l, timesformer-b, "
-                                          "vit-tiny, ..., or 'demo')")  # fmt: skip
+    checkpoint.add_argument(
+        "model", help="checkpoint path or built-in name (videomae-s/b/l, timesformer-b, vit-tiny, ..., or 'demo')"
+    )
     return argparse.ArgumentParser(add_help=False, parents=[checkpoint, sidecars])
 
 
 def _merge() -> argparse.ArgumentParser:
     merge = _parent()
-    merge.add_argument("--merge", choices=["none", "tome", "sttm"], default=None, help="token merging (default: "
-                                                                                       "the checkpoint's)")  # fmt: skip
+    merge.add_argument(
+        "--merge", choices=["none", "tome", "sttm"], default=None, help="token merging (default: the checkpoint's)"
+    )
     merge.add_argument("--reduction", type=float, default=None, help="fraction of GFLOPs to save, e.g. 0.38")
     return merge
 
@@ -49,20 +59,31 @@ def _json() -> argparse.ArgumentParser:
 
 def _runtime() -> argparse.ArgumentParser:
     runtime = _parent()
-    runtime.add_argument("--backend", choices=["auto", "onnxruntime", "openvino", "tensorrt"], default=None,
-                         help="runtime of an exported model (STTM_BACKEND; auto: OpenVINO on the CPU when installed, "
-                              "else ONNX Runtime; engines: TensorRT)")  # fmt: skip
-    runtime.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default=None,
-                         help="what the runtime computes in (STTM_PRECISION; auto: bf16 on CPUs with bf16 units "
-                              "where it passes the check, else fp32)")  # fmt: skip
+    runtime.add_argument(
+        "--backend",
+        choices=["auto", "onnxruntime", "openvino", "tensorrt"],
+        default=None,
+        help="runtime of an exported model (STTM_BACKEND; auto: OpenVINO on the CPU when installed, "
+        "else ONNX Runtime; engines: TensorRT)",
+    )
+    runtime.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        default=None,
+        help="what the runtime computes in (STTM_PRECISION; auto: bf16 on CPUs with bf16 units "
+        "where it passes the check, else fp32)",
+    )
     return runtime
 
 
 def _calib() -> argparse.ArgumentParser:
     calib = _parent()
-    calib.add_argument("--calib", default=None, metavar="DATA|generated",
-                       help="int8 on OpenVINO: calibrate on clips of a data set directory (its train split), "
-                            "or on generated clips")  # fmt: skip
+    calib.add_argument(
+        "--calib",
+        default=None,
+        metavar="DATA|generated",
+        help="int8 on OpenVINO: calibrate on clips of a data set directory (its train split), or on generated clips",
+    )
     calib.add_argument("--calib-clips", type=int, default=64, help="calibration clips (default 64)")
     return calib
 

@@ -237,6 +237,32 @@ async def _check_reachable(client: httpx.AsyncClient, base: str) -> None:
         raise RuntimeError(f"{base} is up but not ready (GET /v2/health/ready: 503)")
 
 
+def _request_body(clip: Path, data: bytes, protocol: Protocol) -> dict:
+    """httpx keyword arguments of one request: a KServe v2 binary body, or a multipart upload."""
+    if protocol == "v2":
+        content, v2_headers = v2_infer_request(data)
+        return {"content": content, "headers": v2_headers}
+    return {"files": {"file": (clip.name, data, mimetypes.guess_type(clip.name)[0] or "video/mp4")}}
+
+
+def _server_report(watch: ServerWatch, pid: int, rss_mark: int, mark: dict) -> dict:
+    """The server's memory and handles at answer `rss_mark` and at the end."""
+    end_rss, end_fds = watch.rss_mb(), watch.fds()
+    at_mark = mark or {"rss": math.nan, "fds": -1}  # failed requests: fewer answers than rss_mark
+    return {
+        "pid": pid,
+        "rss_mark": rss_mark,
+        "rss_mb_at_mark": round(at_mark["rss"], 1),
+        "rss_mb_end": round(end_rss, 1),
+        "rss_growth_mb": round(end_rss - at_mark["rss"], 1),
+        "fds_at_mark": at_mark["fds"],
+        "fds_end": end_fds,
+        "tmpdir": watch.tmpdir,
+        "temp_files_left": watch.temp_files_left(),
+        "temp_handles_open": watch.temp_handles(),
+    }
+
+
 async def bench(
     url: str,
     clip: str | Path,
@@ -261,11 +287,7 @@ async def bench(
     if requests < 1:
         raise ValueError("--requests must be >= 1")
     data = clip.read_bytes()
-    if protocol == "v2":
-        content, v2_headers = v2_infer_request(data)
-        body: dict = {"content": content, "headers": v2_headers}
-    else:
-        body = {"files": {"file": (clip.name, data, mimetypes.guess_type(clip.name)[0] or "video/mp4")}}
+    body = _request_body(clip, data, protocol)
     rss_mark = min(rss_mark, max(1, requests * len(levels) // 2))  # a short run: its midpoint
     base = url.rstrip("/")
     endpoint = endpoint or (V2_ENDPOINT if protocol == "v2" else "/v1/classify")
@@ -290,18 +312,5 @@ async def bench(
             done_before += len(samples)
     report = {"url": target, "clip": str(clip), "clip_bytes": len(data), "requests": requests, "levels": summaries}
     if watch:
-        end_rss, end_fds = watch.rss_mb(), watch.fds()
-        at_mark = mark or {"rss": math.nan, "fds": -1}  # failed requests: fewer answers than rss_mark
-        report["server"] = {
-            "pid": pid,
-            "rss_mark": rss_mark,
-            "rss_mb_at_mark": round(at_mark["rss"], 1),
-            "rss_mb_end": round(end_rss, 1),
-            "rss_growth_mb": round(end_rss - at_mark["rss"], 1),
-            "fds_at_mark": at_mark["fds"],
-            "fds_end": end_fds,
-            "tmpdir": watch.tmpdir,
-            "temp_files_left": watch.temp_files_left(),
-            "temp_handles_open": watch.temp_handles(),
-        }
+        report["server"] = _server_report(watch, pid, rss_mark, mark)
     return report

@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.run(args) or 0
     except ModuleNotFoundError as err:  # a serving-only install (no torch) running a torch command
-        print(f"sttm {args.command}: error: needs the '{err.name}' package, which this environment lacks "
-              "(pip install torch==2.13.0, then pip install -e '.[export]')", file=sys.stderr)  # fmt: skip
+        print(
+            f"sttm {args.command}: error: needs the '{err.name}' package, which this environment lacks "
+            "(pip install torch==2.13.0, then pip install -e '.[export]')",
+            file=sys.stderr,
+        )
         return 2
     except (ValueError, OSError, RuntimeError) as err:  # CheckpointError / ExportError / ValidationError
         first, *rest = str(err).splitlines() or [type(err).__name__]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 
 from cli.flags import Flags, sidecars_of
 
@@ -34,13 +36,31 @@ def _synth(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from models.train import TrainConfig, train
 
+    # models logs each epoch's record and each skipped video; the command shows them on stdout
+    logger = logging.getLogger("models")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.StreamHandler(sys.stdout))
+
     cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
-        on_error=args.on_error, max_steps=args.max_steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        workers=args.workers,
+        seed=args.seed,
+        on_error=args.on_error,
+        max_steps=args.max_steps,
         augment=tuple(s.strip() for s in args.augment.split(",")) if args.augment else None,
-    )  # fmt: skip
-    summary = train(args.data, args.model, args.output, args.merge, args.reduction, cfg, resume=args.resume,
-                    sidecars=sidecars_of(args))  # fmt: skip
+    )
+    summary = train(
+        args.data,
+        args.model,
+        args.output,
+        args.merge,
+        args.reduction,
+        cfg,
+        resume=args.resume,
+        sidecars=sidecars_of(args),
+    )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
@@ -54,8 +74,9 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def add_info(sub, f: Flags) -> None:
-    info = sub.add_parser("info", parents=[f.checkpoint, f.merge, f.json],
-                          help="describe a model: architecture, GFLOPs, tokens per layer")  # fmt: skip
+    info = sub.add_parser(
+        "info", parents=[f.checkpoint, f.merge, f.json], help="describe a model: architecture, GFLOPs, tokens per layer"
+    )
     info.set_defaults(run=_info)
 
 
@@ -71,8 +92,9 @@ def add_synth(sub, f: Flags) -> None:
 
 
 def add_train(sub, f: Flags) -> None:
-    tr = sub.add_parser("train", parents=[f.merge, f.sidecars],
-                        help="train or fine-tune on a path,label CSV or class-per-folder tree")  # fmt: skip
+    tr = sub.add_parser(
+        "train", parents=[f.merge, f.sidecars], help="train or fine-tune on a path,label CSV or class-per-folder tree"
+    )
     tr.add_argument("data", help="directory with train.csv/val.csv (or train/<class>/, val/<class>/)")
     tr.add_argument("--model", required=True, help="built-in config or checkpoint to start from")
     tr.add_argument("-o", "--output", required=True, help="run directory: best/, last/, summary.json")
@@ -83,16 +105,21 @@ def add_train(sub, f: Flags) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
-    tr.add_argument("--augment", default=None, metavar="LIST",
-                    help="label-aware symmetries, e.g. hflip,vflip,reverse (default: hflip where the data set "
-                         "allows it); each must be declared in the data set's dataset.json")  # fmt: skip
+    tr.add_argument(
+        "--augment",
+        default=None,
+        metavar="LIST",
+        help="label-aware symmetries, e.g. hflip,vflip,reverse (default: hflip where the data set "
+        "allows it); each must be declared in the data set's dataset.json",
+    )
     tr.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="a corrupt video in the list")
     tr.set_defaults(run=_train)
 
 
 def add_explain(sub, f: Flags) -> None:
-    ex = sub.add_parser("explain", parents=[f.checkpoint, f.merge],
-                        help="draw which patches the merger fused, over the clip's frames")  # fmt: skip
+    ex = sub.add_parser(
+        "explain", parents=[f.checkpoint, f.merge], help="draw which patches the merger fused, over the clip's frames"
+    )
     ex.add_argument("video")
     ex.add_argument("-o", "--output", required=True, help="PNG path")
     ex.set_defaults(run=_explain)

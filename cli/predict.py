@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 async def _predict(settings: Settings, videos: list[str], opts: ClassifyOptions) -> list[dict]:
     from media import VideoError
-    from service.classify import open_classifier
+    from service.lifecycle import open_classifier
     from service.schemas import ClassifyResponse
 
     results = []
@@ -45,7 +45,7 @@ def predict(model: str, videos: list[str], top_k: int = 5, **settings) -> list[d
 
 
 async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> TimelineResponse:
-    from service.classify import open_classifier
+    from service.lifecycle import open_classifier
     from service.schemas import TimelineResponse
 
     async with open_classifier(settings) as classifier:
@@ -90,8 +90,10 @@ def _print(results: list[dict]) -> None:
         for p in result["predictions"]:
             print(f"  {p['score']:6.1%}  {p['label']}")
         lat = result["latency_ms"]
-        print(f"  decode {lat['decode']:.0f} ms, preprocess {lat['preprocess']:.0f} ms, "
-              f"inference {lat['inference']:.0f} ms, total {lat['total']:.0f} ms")  # fmt: skip
+        print(
+            f"  decode {lat['decode']:.0f} ms, preprocess {lat['preprocess']:.0f} ms, "
+            f"inference {lat['inference']:.0f} ms, total {lat['total']:.0f} ms"
+        )
 
 
 def _predict_command(args: argparse.Namespace) -> int:
@@ -107,12 +109,16 @@ def _predict_command(args: argparse.Namespace) -> int:
 
 
 def add_predict(sub, f: Flags) -> None:
-    pre = sub.add_parser("predict", parents=[f.exported, f.runtime, f.json],
-                         help="classify video files locally, without a server")  # fmt: skip
+    pre = sub.add_parser(
+        "predict", parents=[f.exported, f.runtime, f.json], help="classify video files locally, without a server"
+    )
     pre.add_argument("videos", nargs="+")
     pre.add_argument("--top-k", type=int, default=5)
-    pre.add_argument("--timeline", action="store_true",
-                     help="one video window by window, with its action segments (as POST /v1/timeline)")  # fmt: skip
+    pre.add_argument(
+        "--timeline",
+        action="store_true",
+        help="one video window by window, with its action segments (as POST /v1/timeline)",
+    )
     pre.add_argument("--window-s", type=float, default=2.0, help="--timeline: window length (s)")
     pre.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
     pre.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")

@@ -29,9 +29,14 @@ def _serve(args: argparse.Namespace) -> None:
 
         check_request(settings.model, settings.backend_options)  # what this CPU cannot run: one line, exit 2
     uvicorn.run(
-        "service.app:create_app", factory=True, host=settings.host, port=settings.port, workers=args.workers,
-        log_level=args.log_level, timeout_graceful_shutdown=30,
-    )  # fmt: skip
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+    )
 
 
 def _triton(args: argparse.Namespace) -> None:
@@ -41,10 +46,12 @@ def _triton(args: argparse.Namespace) -> None:
 
 
 def add_serve(sub, f: Flags) -> None:
-    srv = sub.add_parser("serve", parents=[f.runtime],
-                         help="serve a model over HTTP (settings also from STTM_* variables)")  # fmt: skip
-    srv.add_argument("--model", default=None, help="exported .onnx or a ladder directory (default: the bundled "
-                                                   "demo model)")  # fmt: skip
+    srv = sub.add_parser(
+        "serve", parents=[f.runtime], help="serve a model over HTTP (settings also from STTM_* variables)"
+    )
+    srv.add_argument(
+        "--model", default=None, help="exported .onnx or a ladder directory (default: the bundled demo model)"
+    )
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=int, default=None)
     srv.add_argument("--workers", type=int, default=1, help="processes; each holds its own copy of the model")
@@ -53,13 +60,21 @@ def add_serve(sub, f: Flags) -> None:
 
 
 def add_triton(sub, f: Flags) -> None:
-    tri = sub.add_parser("triton", help="serve a Triton repository (sttm export --format triton) with the Triton "
-                                        "server of the nvidia-pytriton package, in the foreground")  # fmt: skip
+    tri = sub.add_parser(
+        "triton",
+        help="serve a Triton repository (sttm export --format triton) with the Triton "
+        "server of the nvidia-pytriton package, in the foreground",
+    )
     tri.add_argument("repo", help="the model repository directory")
     tri.add_argument("--http-port", type=int, default=8100)
     tri.add_argument("--grpc-port", type=int, default=8101)
     tri.add_argument("--metrics-port", type=int, default=8102)
     tri.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    tri.add_argument("--tritonserver-arg", action="append", default=[], metavar="FLAG",
-                     help="another tritonserver flag, repeatable, e.g. --tritonserver-arg=--log-verbose=1")  # fmt: skip
+    tri.add_argument(
+        "--tritonserver-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="another tritonserver flag, repeatable, e.g. --tritonserver-arg=--log-verbose=1",
+    )
     tri.set_defaults(run=_triton)

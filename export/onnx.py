@@ -37,13 +37,26 @@ class OnnxSpec:
 def metadata_for(model: VideoClassifier, name: str, precision: str = "fp32", spec: OnnxSpec = OnnxSpec()):
     cfg, pre, merge = model.config, model.preprocessing, model.merge_config
     return ModelMetadata(
-        name=name, arch=cfg.arch, labels=model.labels, num_frames=cfg.num_frames, image_size=cfg.image_size,
-        mean=pre.mean, std=pre.std, short_side=pre.short_side, sampling=pre.sampling,
-        frame_interval=pre.frame_interval, merge=merge.method, reduction=merge.reduction,
-        gflops=float(f"{model.gflops():.6g}"), gflops_unmerged=float(f"{model.gflops(merged=False):.6g}"),
-        precision=precision, input_name=spec.input_name, output_name=spec.output_name,
-        merge_output=spec.merge_output if merge.method != "none" else "", merge_grid=cfg.grid,
-    )  # fmt: skip
+        name=name,
+        arch=cfg.arch,
+        labels=model.labels,
+        num_frames=cfg.num_frames,
+        image_size=cfg.image_size,
+        mean=pre.mean,
+        std=pre.std,
+        short_side=pre.short_side,
+        sampling=pre.sampling,
+        frame_interval=pre.frame_interval,
+        merge=merge.method,
+        reduction=merge.reduction,
+        gflops=float(f"{model.gflops():.6g}"),
+        gflops_unmerged=float(f"{model.gflops(merged=False):.6g}"),
+        precision=precision,
+        input_name=spec.input_name,
+        output_name=spec.output_name,
+        merge_output=spec.merge_output if merge.method != "none" else "",
+        merge_grid=cfg.grid,
+    )
 
 
 def example_input(model: VideoClassifier, batch: int = 2) -> torch.Tensor:
@@ -111,8 +124,11 @@ def module_nodes(proto: onnx.ModelProto, *modules: str) -> list[str]:
     """Names of the nodes traced inside a module whose attribute name is one of `modules`
     (e.g. `merge` for `model.blocks.3.merge`, `head` for `model.head`)."""
     ends = tuple(f".{module}'" for module in modules)  # the scopes are a list's repr: "['', 'model', 'model.head']"
-    inside = (n for n in proto.graph.node if any(p.key == SCOPES and any(e in p.value for e in ends)
-                                                 for p in n.metadata_props))  # fmt: skip
+    inside = (
+        n
+        for n in proto.graph.node
+        if any(p.key == SCOPES and any(e in p.value for e in ends) for p in n.metadata_props)
+    )
     return [n.name for n in inside]
 
 
@@ -132,8 +148,9 @@ def store_exact_halves(proto: onnx.ModelProto, min_size: int = 1024) -> onnx.Mod
             continue
         name = init.name
         init.CopyFrom(numpy_helper.from_array(half, f"{name}.f16"))
-        casts.append(onnx.helper.make_node("Cast", [f"{name}.f16"], [name], to=onnx.TensorProto.FLOAT,
-                                           name=f"{name}.to_f32"))  # fmt: skip
+        casts.append(
+            onnx.helper.make_node("Cast", [f"{name}.f16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}.to_f32")
+        )
     nodes = casts + list(graph.node)  # topological order: the casts read initializers only
     del graph.node[:]
     graph.node.extend(nodes)
@@ -177,9 +194,16 @@ def to_int8(proto: onnx.ModelProto) -> onnx.ModelProto:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(scratch) / "int8.onnx"
-            quantize_dynamic(proto, out, op_types_to_quantize=["MatMul"], per_channel=True,
-                             reduce_range=True, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
-                             extra_options={"MatMulConstBOnly": True})  # fmt: skip
+            quantize_dynamic(
+                proto,
+                out,
+                op_types_to_quantize=["MatMul"],
+                per_channel=True,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep,
+                extra_options={"MatMulConstBOnly": True},
+            )
             quantised = onnx.load(out)
     finally:
         root.setLevel(level)
@@ -196,21 +220,6 @@ def check_graph(proto: onnx.ModelProto) -> None:
     bad = sorted({node.op_type for node in proto.graph.node} & FORBIDDEN_OPS)
     if bad:
         raise ExportError(f"graph contains ops that break static shapes / TensorRT: {bad}")
-
-
-def op_types(proto: onnx.ModelProto) -> set[str]:
-    return {node.op_type for node in proto.graph.node}
-
-
-def inferred_shapes(proto: onnx.ModelProto) -> dict[str, list[int | str]]:
-    """Every intermediate tensor's shape after (strict) ONNX shape inference; symbolic
-    dims (the batch) appear by name."""
-    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
-    return shapes
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:

@@ -85,8 +85,11 @@ def preprocess_config(meta: ModelMetadata, name: str, instances: int) -> str:
     dims = [-1, 3, meta.num_frames, meta.image_size, meta.image_size]
     inputs = [_tensor("video", "TYPE_STRING", [1])]
     inputs += [_tensor(o, "TYPE_INT32", [1], optional=True) for o in ("num_clips", "crops", "frame_interval")]
-    return (f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
-            + _io(inputs, [_tensor("clip", "TYPE_FP32", dims)]) + _instances(instances))  # fmt: skip
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
+        + _io(inputs, [_tensor("clip", "TYPE_FP32", dims)])
+        + _instances(instances)
+    )
 
 
 def postprocess_config(meta: ModelMetadata, name: str) -> str:
@@ -117,8 +120,13 @@ def ensemble_config(meta: ModelMetadata, name: str, pre: str, model: str, post: 
         step(model, {meta.input_name: "clip"}, {meta.output_name: "logits"}),
         step(post, {"logits": "logits", "top_k": "top_k"}, {"labels": "labels", "scores": "scores"}),
     ]
-    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: 0\n' + _io(inputs, outputs)
-            + "ensemble_scheduling {\n  step [\n    " + ",\n    ".join(steps) + "\n  ]\n}\n")  # fmt: skip
+    return (
+        f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+        + _io(inputs, outputs)
+        + "ensemble_scheduling {\n  step [\n    "
+        + ",\n    ".join(steps)
+        + "\n  ]\n}\n"
+    )
 
 
 def _model_dir(repo: Path, name: str, config: str, labels: tuple[str, ...] | None = None) -> Path:

@@ -107,5 +107,7 @@ def check_sample_tables(source: str | Path | BinaryIO, max_duration_s: float) ->
     except (OSError, ValueError):  # not a seekable file: FFmpeg will say what is wrong
         return
     if samples > most:
-        raise VideoError("too_long", f"the sample tables declare {samples} samples, more than "
-                                     f"{max_duration_s:.0f} s at {MAX_FPS} fps")  # fmt: skip
+        raise VideoError(
+            "too_long",
+            f"the sample tables declare {samples} samples, more than {max_duration_s:.0f} s at {MAX_FPS} fps",
+        )

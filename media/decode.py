@@ -57,8 +57,13 @@ def open_container(source: Source, limits: Limits) -> av.container.InputContaine
         source = io.BytesIO(source)
     check_sample_tables(source, limits.max_duration_s)
     try:
-        return av.open(source, mode="r", metadata_errors="ignore", options=decoder_options(limits),
-                       container_options={"format_whitelist": CONTAINERS})  # fmt: skip
+        return av.open(
+            source,
+            mode="r",
+            metadata_errors="ignore",
+            options=decoder_options(limits),
+            container_options={"format_whitelist": CONTAINERS},
+        )
     except av.FFmpegError as err:
         reason = err.strerror or str(err)
         raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None
@@ -76,13 +81,18 @@ def video_stream(container, limits: Limits) -> av.video.stream.VideoStream:
     return stream
 
 
+def check_pixels(width: int, height: int, limits: Limits) -> None:
+    """Refuse a frame size over the pixel limit, read from the header before any frame is decoded."""
+    if width * height > limits.max_pixels:
+        raise VideoError("too_large", f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
+
+
 def _info(container, stream, limits: Limits) -> VideoInfo:
     ctx = stream.codec_context
     width, height = ctx.width, ctx.height
     if width <= 0 or height <= 0:
         raise VideoError("corrupt", "the video stream has no frame size")
-    if width * height > limits.max_pixels:
-        raise VideoError("too_large", f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
+    check_pixels(width, height, limits)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not fps or not np.isfinite(fps) or fps <= 0 or fps > MAX_FPS:

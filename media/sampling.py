@@ -75,9 +75,13 @@ def frame_range(info: VideoInfo, start_s: float, end_s: float | None) -> tuple[i
 
 
 def clip_plan(
-    clip_len: int, sampling: Sampling, frame_interval: int, num_clips: int = 1, start_s: float = 0.0,
+    clip_len: int,
+    sampling: Sampling,
+    frame_interval: int,
+    num_clips: int = 1,
+    start_s: float = 0.0,
     end_s: float | None = None,
-) -> Plan:  # fmt: skip
+) -> Plan:
     """`num_clips` test-mode clips within `[start_s, end_s)`."""
 
     def plan(info: VideoInfo) -> np.ndarray:

@@ -1,7 +1,8 @@
 """PyTorch video transformers (VideoMAE-style ViT, TimeSformer) with STTM and ToMe merging.
 
-Names are resolved lazily (PEP 562) so that `models.video` — the torch-free decoding leaf
-shared with the service — can be imported without importing torch.
+Names are resolved lazily (PEP 562): importing a torch-free leaf (`models.config`,
+`models.synth`) runs this file first, and an eager import of `models.checkpoint` here would
+load torch (seconds; absent from the serving image) for `sttm synth` or a config lookup.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _EXPORTS = {
     "MergeConfig": "models.config",
     "ModelConfig": "models.config",
     "Preprocessing": "models.config",
-    "CheckpointError": "models.convert",
+    "CheckpointError": "models.errors",
     "MergeStep": "models.schedule",
     "Schedule": "models.schedule",
     "gmacs": "models.schedule",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from models.convert import CheckpointError
+from models.errors import CheckpointError
 
 # layout id -> what `sttm info` / `sttm export` say was detected
 NAMES = {
@@ -73,8 +73,10 @@ def identify(state: Mapping) -> str:
         return "videomae"
     hf = next((k.split(".")[0] for k in keys if k.startswith(("videomae.", "timesformer."))), None)
     if hf:
-        raise CheckpointError(f"this is a Hugging Face {hf} state dict: load the directory it came from, "
-                              "with its config.json (a config.json with only model_type will do)")  # fmt: skip
+        raise CheckpointError(
+            f"this is a Hugging Face {hf} state dict: load the directory it came from, "
+            "with its config.json (a config.json with only model_type will do)"
+        )
     what = unsupported(state)
     if what:
         raise CheckpointError(f"this is {what}; {TRANSFORMERS_ONLY}")

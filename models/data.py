@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from media import InputSpec, Jitter, VideoError, Views, load_clip
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"}
 
@@ -107,17 +110,22 @@ class VideoDataset(torch.utils.data.Dataset):
     that the data set does not declare is an error, not a silent no-op."""
 
     def __init__(
-        self, split: Split, spec: InputSpec, train: bool, on_error: str = "skip",
+        self,
+        split: Split,
+        spec: InputSpec,
+        train: bool,
+        on_error: str = "skip",
         augment: tuple[str, ...] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.split, self.spec, self.train, self.on_error = split, spec, train, on_error
         unknown = sorted(set(augment or ()) - set(SYMMETRIES))
         if unknown:
             raise ValueError(f"unknown augmentation {unknown[0]!r}: choose from {', '.join(SYMMETRIES)}")
         missing = [s for s in augment or () if s not in split.swaps]
         if missing:
-            raise ValueError(f"the data set does not allow {missing[0]!r}: declare {SYMMETRIES[missing[0]]} "
-                             "in its dataset.json")  # fmt: skip
+            raise ValueError(
+                f"the data set does not allow {missing[0]!r}: declare {SYMMETRIES[missing[0]]} in its dataset.json"
+            )
         chosen = set(augment or DEFAULT_AUGMENT) & set(split.swaps)
         self.maps = {s: label_map(split, s) for s in SYMMETRIES if s in chosen}  # fixed order: hflip, vflip, reverse
 
@@ -132,7 +140,7 @@ class VideoDataset(torch.utils.data.Dataset):
         except (VideoError, OSError) as err:
             if self.on_error == "fail":
                 raise ValueError(f"{path}: {err}") from err
-            print(f"warning: skipping {path}: {err}", flush=True)
+            log.warning("skipping %s: %s", path, err)
             return None
         for symmetry, target in self.maps.items() if self.train else ():
             if rng.random() < 0.5 and target[label] is not None:

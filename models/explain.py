@@ -105,8 +105,10 @@ def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> 
     top = probs.topk(min(3, probs.numel()))
     guess = ", ".join(f"{model.labels[j]} {v:.0%}" for v, j in zip(top.values.tolist(), top.indices.tolist()))
     merge = model.merge_config
-    fig.suptitle(f"{merge.method} @ {merge.reduction:.0%}: {groups.max() + 1} tokens from {groups.size} patches — "
-                 f"{guess}", fontsize=8)  # fmt: skip
+    fig.suptitle(
+        f"{merge.method} @ {merge.reduction:.0%}: {groups.max() + 1} tokens from {groups.size} patches — {guess}",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

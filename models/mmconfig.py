@@ -15,7 +15,7 @@ import operator
 from pathlib import Path
 
 from models.config import Preprocessing
-from models.convert import CheckpointError
+from models.errors import CheckpointError
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}  # fmt: skip

@@ -125,8 +125,10 @@ def render_clip(motion: int, reverse: bool, cfg: SynthConfig, rng: np.random.Gen
         elif motion == 4:
             d = (0.9 - 0.6 * p) * speed  # half distance shrinks: approaching
             dy, dx = np.sin(axis) * d, np.cos(axis) * d
-            objects += [(centre[0] + dy, centre[1] + dx, r * 0.8, angle0, 1.0),
-                        (centre[0] - dy, centre[1] - dx, r * 0.8, -angle0, 1.0)]  # fmt: skip
+            objects += [
+                (centre[0] + dy, centre[1] + dx, r * 0.8, angle0, 1.0),
+                (centre[0] - dy, centre[1] - dx, r * 0.8, -angle0, 1.0),
+            ]
         else:
             alpha = float(np.clip((p - 0.25) / 0.5, 0, 1))
             objects.append((*centre, r, angle0, alpha))
@@ -188,7 +190,15 @@ def generate(out: str | Path, clips_per_class: int, cfg: SynthConfig = SynthConf
             writer.writerow(["path", "label"])
             writer.writerows(items)
     (out / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    meta = {"name": "sttm-synth-motion", "seed": cfg.seed, "size": cfg.size, "frames": cfg.frames, "fps": FPS,
-            "hflip_swaps": HFLIP_SWAPS, "vflip_swaps": VFLIP_SWAPS, "time_reversed_pairs": PAIRS}  # fmt: skip
+    meta = {
+        "name": "sttm-synth-motion",
+        "seed": cfg.seed,
+        "size": cfg.size,
+        "frames": cfg.frames,
+        "fps": FPS,
+        "hflip_swaps": HFLIP_SWAPS,
+        "vflip_swaps": VFLIP_SWAPS,
+        "time_reversed_pairs": PAIRS,
+    }
     (out / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return {split: len(items) for split, items in rows.items()}

@@ -34,8 +34,9 @@ class RuntimeSettings(BaseSettings):
     @property
     def backend_options(self) -> BackendOptions:
         """How the model runner is opened."""
-        return BackendOptions(self.backend, self.precision, self.providers, self.intra_op_threads, self.max_batch,
-                              self.engine_cache)  # fmt: skip
+        return BackendOptions(
+            self.backend, self.precision, self.providers, self.intra_op_threads, self.max_batch, self.engine_cache
+        )
 
     @property
     def limits(self) -> Limits:

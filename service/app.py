@@ -14,7 +14,7 @@ from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
 from service.app_state import AppState
 from service.auth import Protected
-from service.classify import open_classifier
+from service.lifecycle import open_classifier
 from service.metrics import Metrics
 from service.settings import Settings
 from service.streams import Streams

@@ -5,6 +5,9 @@ Plain data in (`ClassifyOptions`, `TimelineOptions`), plain data out (`Classific
 `Timeline`); the HTTP schemas and the CLI only translate. Decoding runs in a thread pool,
 inference through the dynamic batcher; every stage is timed.
 
+The options and results live in `service.classify_types`, the thread-to-asyncio hand-off in
+`service.handoff`, starting and stopping in `service.lifecycle` (`open_classifier`).
+
 The model may be a ladder of merge ratios (`service.ladder_policy`): options carry `reduction`
 (a rung's nominal value, or None for the load policy's choice) and every answer names the
 rung it ran on (`reduction`, `gflops`).
@@ -18,175 +21,44 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from media import Limits, Source, VideoError, VideoInfo, Views, load_clip, probe
-from media.sampling import Sampling, window_starts
+from media import InputSpec, Limits, Source, VideoError, Views, load_clip, probe
+from media.sampling import window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
 from runtime.backends import Backend
-from runtime.postprocess import Prediction, average_views, softmax, top_k
+from runtime.postprocess import average_views, softmax, top_k
 from service.batcher import Batcher, QueueFullError, Ticket
-from service.ladder_policy import BatchRun, LoadPolicy, Rung, find_rung, load_rungs
-from service.segments import Segment, segments
-from service.settings import Settings
+from service.classify_types import (
+    Classification,
+    ClassifyOptions,
+    Explanation,
+    Inference,
+    Latency,
+    Merges,
+    Timeline,
+    TimelineOptions,
+    Window,
+)
+from service.handoff import Handoff
+from service.ladder_policy import LoadPolicy, Rung, find_rung
+from service.segments import segments
 
-
-@dataclass(frozen=True, kw_only=True)
-class ClassifyOptions:
-    top_k: int = 5
-    views: Views = field(default_factory=Views)
-    clip_len: int | None = None  # when given, must equal the model's frames
-    explain: bool = False  # also what the merges did (the model file must have the output)
-    reduction: float | None = None  # a rung's nominal reduction; None: the load policy picks
-
-
-@dataclass(frozen=True, kw_only=True)
-class TimelineOptions:
-    top_k: int = 3
-    window_s: float = 2.0
-    stride_s: float = 1.0
-    min_score: float = 0.0  # a window under it is "no action"
-    min_windows: int = 2  # hysteresis of the segments (service.segments)
-    sampling: Sampling | None = None  # frames of a window: None = the model's
-    reduction: float | None = None  # as in ClassifyOptions
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Seconds per stage of one request; `total` includes everything before the answer."""
-
-    decode: float
-    preprocess: float
-    queue: float
-    inference: float
-    total: float
-
-
-@dataclass(frozen=True)
-class Merges:
-    """What the model's merges did to the first view: the final token of every patch."""
-
-    grid: tuple[int, int, int]  # (t, h, w) patch grid; a time slice spans num_frames / t frames
-    frames: list[int]  # the first frame index of each time slice
-    index: np.ndarray  # (t*h*w,) int, t-major: equal ids = one merged token
-
-
-@dataclass(frozen=True)
-class Inference:
-    """One call through the batcher: logits `[n, classes]`, the seconds it waited and ran, its rung."""
-
-    logits: np.ndarray
-    queue_s: float
-    infer_s: float
-    rung: Rung
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One explain call beside the batcher (no queue): logits, the first view's merges, seconds."""
-
-    logits: np.ndarray
-    merges: Merges
-    infer_s: float
-
-
-@dataclass(frozen=True)
-class Classification:
-    model: str
-    predictions: list[Prediction]  # best first
-    frames: list[int]  # frame indices of the first clip
-    views: int
-    video: VideoInfo
-    latency: Latency
-    reduction: float  # the rung it ran on (nominal, as in ladder.json)
-    gflops: float  # that rung's multiply-adds per clip, G
-    merges: Merges | None = None  # when asked (`explain`)
-
-
-@dataclass(frozen=True)
-class Window:
-    start_s: float
-    end_s: float
-    predictions: list[Prediction]
-    probs: np.ndarray  # (classes,)
-    latency_s: float = 0.0  # queue + inference
-    queue_s: float = 0.0  # of which waiting for the batcher (and for a stream slot)
-    lag_s: float = 0.0  # from the window's last frame to its answer
-    rung: Rung | None = None  # the rung it ran on
-
-
-@dataclass(frozen=True)
-class Timeline:
-    model: str
-    windows: list[Window]
-    segments: list[Segment]
-    video: VideoInfo
-    latency: Latency
-    reduction: float
-    gflops: float
-
-
-class Handoff:
-    """Windows from a decoding thread to the event loop, at most `capacity` waiting.
-
-    When full, `put` either waits for room (a file: never drop, decoding waits for
-    inference) or drops the oldest waiting window and counts it (a live source: never
-    behind). Either way the queue never grows past `capacity`."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int, drop: bool) -> None:
-        self.loop, self.capacity, self.drop = loop, capacity, drop
-        self.items: collections.deque = collections.deque()
-        self.dropped = 0
-        self.closed = False  # the consumer is gone
-        self.done = False  # the producer is finished
-        self.error: BaseException | None = None
-        self._cond = threading.Condition()
-        self._ready = asyncio.Event()
-
-    def _wake(self) -> None:
-        self.loop.call_soon_threadsafe(self._ready.set)
-
-    def put(self, item: WindowClip) -> bool:
-        """From the producer thread; False when the consumer is gone."""
-        with self._cond:
-            if self.drop and len(self.items) >= self.capacity:
-                self.items.popleft()
-                self.dropped += 1
-            self._cond.wait_for(lambda: self.closed or len(self.items) < self.capacity)
-            if self.closed:
-                return False
-            self.items.append(item)
-        self._wake()
-        return True
-
-    def finish(self, error: BaseException | None = None) -> None:
-        with self._cond:
-            self.done, self.error = True, error
-        self._wake()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self.items.clear()
-            self._cond.notify_all()
-
-    async def get(self) -> WindowClip | None:
-        """The next window; None at the end (raises what the producer raised)."""
-        while True:
-            self._ready.clear()
-            with self._cond:
-                if self.items:
-                    item = self.items.popleft()
-                    self._cond.notify_all()
-                    return item
-                if self.done:
-                    if self.error is not None:
-                        raise self.error
-                    return None
-            await self._ready.wait()
+__all__ = [
+    "Classification",
+    "ClassifyOptions",
+    "Classifier",
+    "Explanation",
+    "Inference",
+    "Handoff",
+    "Latency",
+    "Merges",
+    "Timeline",
+    "TimelineOptions",
+    "Window",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,8 +131,11 @@ class Classifier:
         candidates = self.rungs if pinned is None else (self.rungs[pinned],)
         rung = next((r for r in candidates if r.backend.explain is not None), None)
         if rung is None:
-            raise VideoError("bad_option", "this model file has no merge output (explain): export it again with "
-                                           "`sttm export` (merged models), or leave explain off")  # fmt: skip
+            raise VideoError(
+                "bad_option",
+                "this model file has no merge output (explain): export it again with "
+                "`sttm export` (merged models), or leave explain off",
+            )
         return rung
 
     async def _explain(self, rung: Rung, clip) -> Explanation:
@@ -290,8 +165,7 @@ class Classifier:
         windows = [w async for w in self.windows(source, opts, progress, live=False)]
         if len(windows) > self.max_windows:
             raise VideoError("too_many_windows", f"{len(windows)} windows; at most {self.max_windows}")
-        segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score,
-                        opts.min_windows)  # fmt: skip
+        segs = segments([(w.start_s, w.end_s, w.probs) for w in windows], meta.labels, opts.min_score, opts.min_windows)
         # sums over the windows: decoding runs while earlier windows wait and infer
         queue_s, infer_s = sum(w.queue_s for w in windows), sum(w.latency_s - w.queue_s for w in windows)
         latency = Latency(progress.decode_s, 0.0, queue_s, infer_s, time.perf_counter() - started)
@@ -300,40 +174,35 @@ class Classifier:
         return Timeline(self.name, windows, segs, info, latency, rung.reduction, rung.gflops)
 
     async def windows(
-        self, source: Source | Pipe, opts: TimelineOptions, progress: Progress, *, live: bool | None = None,
-        stop: threading.Event | None = None, capacity: int = 2, on_handoff: Callable[[Handoff], None] | None = None,
-        limits: Limits | None = None, max_fps: float = 120.0,
-    ) -> AsyncIterator[Window]:  # fmt: skip
+        self,
+        source: Source | Pipe,
+        opts: TimelineOptions,
+        progress: Progress,
+        *,
+        live: bool | None = None,
+        stop: threading.Event | None = None,
+        capacity: int = 2,
+        limits: Limits | None = None,
+        max_fps: float = 120.0,
+        on_handoff: Callable[[Handoff], None] | None = None,
+    ) -> AsyncIterator[Window]:
         """Windows of `source` classified as they arrive, in order: a decoding thread, a
         bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
 
         `live`: drop the oldest waiting windows when inference falls behind (None: decide
-        from the source — live when it has no known duration). `limits`: default the uploads'."""
+        from the source — live when it has no known duration); `progress.dropped` counts them.
+        `limits`: default the uploads'. `on_handoff` is deprecated (it handed out the hand-off
+        to read its drop count: read `progress.dropped`); it goes once no caller passes it."""
         loop = asyncio.get_running_loop()
-        meta = self.backend.meta
-        spec = replace(meta.input_spec, sampling=opts.sampling or meta.input_spec.sampling)
+        spec = replace(self.backend.meta.input_spec, sampling=opts.sampling or self.backend.meta.input_spec.sampling)
         stop = stop or threading.Event()
         pinned = self.rung_index(opts.reduction)
-        handoff = Handoff(loop, capacity, drop=bool(live))
+        handoff = Handoff(loop, capacity, drop=bool(live), progress=progress)
         if on_handoff:
             on_handoff(handoff)
         timeout = self.stall_timeout_s if live is not False else self.limits.decode_timeout_s
-
-        def produce() -> None:
-            try:
-                reader = read_windows(source, spec, opts.window_s, opts.stride_s, limits or self.limits,
-                                      timeout_s=timeout, stop=stop, progress=progress, max_fps=max_fps)  # fmt: skip
-                started = False
-                for clip in reader:
-                    if not started and live is None:
-                        handoff.drop, started = progress.live, True
-                    if not handoff.put(clip):
-                        break
-                handoff.finish()
-            except BaseException as err:  # noqa: BLE001 - handed to the consumer
-                handoff.finish(err)
-
-        thread = threading.Thread(target=produce, name="windows", daemon=True)
+        reader = _WindowReader(source, spec, opts, limits or self.limits, timeout, stop, progress, max_fps)
+        thread = threading.Thread(target=reader.feed, args=(handoff, live), name="windows", daemon=True)
         thread.start()
         inflight: collections.deque[tuple[WindowClip, asyncio.Task]] = collections.deque()
         getting: asyncio.Task | None = None
@@ -352,16 +221,19 @@ class Classifier:
                         inflight.append((clip, loop.create_task(self._infer_window(clip, pinned))))
                 while inflight and inflight[0][1].done():  # in order, each as soon as it is answered
                     done, task = inflight.popleft()
-                    logits, seconds, queue_s, rung = task.result()
-                    probs = softmax(logits[0])
-                    yield Window(done.start_s, done.end_s, top_k(probs, meta.labels, opts.top_k), probs, seconds,
-                                 queue_s, time.monotonic() - done.ready_at, rung)  # fmt: skip
+                    yield self._window(done, *task.result(), opts.top_k)
         finally:
             stop.set()
             handoff.close()
             for task in [t for _, t in inflight] + ([getting] if getting else []):
                 task.cancel()
             await asyncio.to_thread(thread.join, 5)
+
+    def _window(self, clip: WindowClip, logits: np.ndarray, seconds: float, queue_s: float, rung: Rung, k: int):
+        probs = softmax(logits[0])
+        predictions = top_k(probs, self.backend.meta.labels, k)
+        lag_s = time.monotonic() - clip.ready_at
+        return Window(clip.start_s, clip.end_s, predictions, probs, seconds, queue_s, lag_s, rung)
 
     async def _infer_window(self, clip: WindowClip, rung: int | None) -> tuple[np.ndarray, float, float, Rung]:
         """Logits `[1, classes]`, seconds in all, seconds waiting (for a slot and in the queue),
@@ -380,47 +252,45 @@ class Classifier:
 
     async def _load(self, source: Source, views: Views):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, load_clip, source, self.backend.meta.input_spec, views,
-                                          self.limits)  # fmt: skip
+        return await loop.run_in_executor(
+            self.pool, load_clip, source, self.backend.meta.input_spec, views, self.limits
+        )
 
 
-def _cost_per_clip(backend: Backend, batch: int) -> float:
-    """Warm up, then time one clip alone: the load policy's first estimate of seconds per clip
-    (a clip alone is what a quiet server runs; batches cost less per clip: a safe side)."""
-    backend.warm_up((1, batch))
-    started = time.perf_counter()
-    backend.warm_up((1,))
-    return time.perf_counter() - started
+@dataclass(frozen=True)
+class _WindowReader:
+    """`read_windows` over one source, run in a decoding thread into a `Handoff`."""
 
+    source: Source | Pipe
+    spec: InputSpec
+    opts: TimelineOptions
+    limits: Limits
+    timeout_s: float
+    stop: threading.Event
+    progress: Progress
+    max_fps: float
 
-@asynccontextmanager
-async def open_classifier(
-    settings: Settings, on_batch: Callable[[BatchRun], None] = lambda run: None
-) -> AsyncIterator[Classifier]:
-    """Load and warm up the model (every rung of a ladder), start the batcher and the decoding
-    threads; on exit, finish the queued work (up to 30 s) and stop them. Raises
-    `ModelLoadError` when the model cannot be served."""
-    s = settings
-    name, rungs = load_rungs(s.model, s.backend_options)
-    costs = [_cost_per_clip(r.backend, min(2, s.max_batch)) for r in rungs]
-    policy = LoadPolicy(costs, s.latency_target_s, in_flight=s.max_batch)
-
-    def batch_done(size: int, seconds: float, rung: int) -> None:
-        predicted = policy.predict(size, rung)
-        policy.observe(rung, size, seconds)
-        on_batch(BatchRun(size, seconds, rungs[rung], predicted))
-
-    def run(clips: np.ndarray, rung: int) -> np.ndarray:
-        return rungs[rung].backend(clips)
-
-    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose)
-    batcher.start()
-    pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
-    try:
-        slots = asyncio.Semaphore(max(1, min(s.stream_slots, s.max_queue // 2)))  # uploads keep the rest
-        yield Classifier(backend=rungs[0].backend, batcher=batcher, pool=pool, name=name, rungs=tuple(rungs),
-                         policy=policy, limits=s.limits, max_views=s.max_views, max_windows=s.max_windows,
-                         window_slots=slots, stall_timeout_s=s.stream_stall_s)  # fmt: skip
-    finally:
-        await asyncio.wait_for(batcher.stop(), timeout=30)  # drain in-flight work
-        pool.shutdown(wait=True, cancel_futures=False)
+    def feed(self, handoff: Handoff, live: bool | None) -> None:
+        """Put each window into `handoff` until the end, or until its consumer is gone; hand
+        over what the reader raised. `live` None: drop windows when the source turns out live."""
+        try:
+            reader = read_windows(
+                self.source,
+                self.spec,
+                self.opts.window_s,
+                self.opts.stride_s,
+                self.limits,
+                timeout_s=self.timeout_s,
+                stop=self.stop,
+                progress=self.progress,
+                max_fps=self.max_fps,
+            )
+            started = False
+            for clip in reader:
+                if not started and live is None:
+                    handoff.drop, started = self.progress.live, True
+                if not handoff.put(clip):
+                    break
+            handoff.finish()
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            handoff.finish(err)

@@ -110,9 +110,11 @@ class Segmenter:
 
 
 def segments(
-    windows: Iterable[tuple[float, float, np.ndarray]], labels: Sequence[str], min_score: float = 0.0,
+    windows: Iterable[tuple[float, float, np.ndarray]],
+    labels: Sequence[str],
+    min_score: float = 0.0,
     min_windows: int = 2,
-) -> list[Segment]:  # fmt: skip
+) -> list[Segment]:
     """All segments of windows `(start_s, end_s, probs [classes])` in time order."""
     seg = Segmenter(labels, min_score, min_windows)
     out = [s for start, end, probs in windows for s in seg.push(start, end, probs)]

@@ -32,8 +32,10 @@ def _timestamp(seconds: float) -> str:
 
 def vtt(segments: Sequence) -> str:
     """WebVTT: a cue `start --> end` per segment, the text `<label> <score, 2 decimals>`."""
-    cues = [f"{i}\n{_timestamp(s.start_s)} --> {_timestamp(s.end_s)}\n{s.label} {s.score:.2f}\n"
-            for i, s in enumerate(segments, 1)]  # fmt: skip
+    cues = [
+        f"{i}\n{_timestamp(s.start_s)} --> {_timestamp(s.end_s)}\n{s.label} {s.score:.2f}\n"
+        for i, s in enumerate(segments, 1)
+    ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 

@@ -48,8 +48,9 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(scope, receive, send, 413, "too_large",
-                                      f"the body is over the limit of {self.limit} bytes")  # fmt: skip
+            return await self._reject(
+                scope, receive, send, 413, "too_large", f"the body is over the limit of {self.limit} bytes"
+            )
         seen = 0
         started = False
         complete = False
@@ -82,8 +83,9 @@ class BodyLimit:
             if cut is None:
                 raise
             if not started and cut is _TooLargeError:
-                await self._reject(scope, receive, send, 413, "too_large",
-                                   f"the body is over the limit of {self.limit} bytes")  # fmt: skip
+                await self._reject(
+                    scope, receive, send, 413, "too_large", f"the body is over the limit of {self.limit} bytes"
+                )
             elif not started:
                 message = f"the body did not arrive within {self.timeout_s:.0f} s (STTM_READ_TIMEOUT_S)"
                 await self._reject(scope, receive, send, 408, "read_timeout", message)

@@ -130,13 +130,17 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
             kind, reason = dataclasses.astuple(choose_runtime(this_cpu(), installed("openvino")))
     if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
         what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
-        raise ModelLoadError(f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
-                             "files, ONNX Runtime ONNX files)")  # fmt: skip
+        raise ModelLoadError(
+            f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
+            "files, ONNX Runtime ONNX files)"
+        )
     if kind == "openvino" and not installed("openvino"):
         raise ModelLoadError("--backend openvino: OpenVINO is not installed (pip install openvino, in the cpu extra)")
     if kind != "openvino" and options.precision not in ("auto", "fp32"):
-        raise ModelLoadError(f"{kind} runs the precision the file stores (sttm export --precision); "
-                             f"--precision {options.precision} needs --backend openvino")  # fmt: skip
+        raise ModelLoadError(
+            f"{kind} runs the precision the file stores (sttm export --precision); "
+            f"--precision {options.precision} needs --backend openvino"
+        )
     return Choice(kind, reason)
 
 

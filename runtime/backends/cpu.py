@@ -136,20 +136,25 @@ def choose_precision(cpu: CpuFeatures, requested: str, stored: str) -> Choice:
             raise ValueError(f"the model is quantised to int8: it runs --precision int8 (or auto), not {requested}")
         return Choice("int8", "the file is quantised to int8")
     if requested == "int8":
-        raise ValueError("--precision int8 on OpenVINO needs a statically quantised model: sttm export MODEL "
-                         "--format openvino --precision int8 --calib DATA -o OUT.xml")  # fmt: skip
+        raise ValueError(
+            "--precision int8 on OpenVINO needs a statically quantised model: sttm export MODEL "
+            "--format openvino --precision int8 --calib DATA -o OUT.xml"
+        )
     if requested == "auto":
         if cpu.bf16:
             return Choice("bf16", f"auto: bf16 on this CPU's matrix units ({cpu.describe()})")
         return Choice("fp32", f"auto: fp32, this CPU has no bf16 units ({cpu.describe()})")
     if requested == "bf16" and not cpu.bf16:
         if not cpu.fp16:
-            raise ValueError(f"--precision bf16: this CPU has neither bf16 nor fp16 units ({cpu.describe()}): "
-                             "use --precision fp32 (or auto)")  # fmt: skip
+            raise ValueError(
+                f"--precision bf16: this CPU has neither bf16 nor fp16 units ({cpu.describe()}): "
+                "use --precision fp32 (or auto)"
+            )
         return Choice("fp16", "bf16 asked for: fp16, this CPU has fp16 but no bf16 units")
     if requested == "fp16" and not cpu.fp16:
-        raise ValueError(f"--precision fp16: this CPU has no fp16 units ({cpu.describe()}): use --precision fp32 "
-                         "(or auto)")  # fmt: skip
+        raise ValueError(
+            f"--precision fp16: this CPU has no fp16 units ({cpu.describe()}): use --precision fp32 (or auto)"
+        )
     return Choice(requested, f"--precision {requested}")
 
 
@@ -158,9 +163,11 @@ def int8_weights_problem(cpu: CpuFeatures, largest_weight: int) -> str | None:
     (one line), or None where it is exact."""
     if cpu.vnni or largest_weight <= SAFE_WEIGHT:
         return None
-    return (f"its int8 weights use the full range (|w| up to {largest_weight}), which saturates on a CPU without "
-            f"VNNI ({cpu.describe()}): export it again with this version of sttm (7-bit weights, exact on "
-            "every CPU) or serve the fp32 file")  # fmt: skip
+    return (
+        f"its int8 weights use the full range (|w| up to {largest_weight}), which saturates on a CPU without "
+        f"VNNI ({cpu.describe()}): export it again with this version of sttm (7-bit weights, exact on "
+        "every CPU) or serve the fp32 file"
+    )
 
 
 def auto_plan(cpu: CpuFeatures, openvino_installed: bool) -> dict[str, str]:
@@ -171,5 +178,9 @@ def auto_plan(cpu: CpuFeatures, openvino_installed: bool) -> dict[str, str]:
         precision = choose_precision(cpu, "auto", "fp32")
     else:
         precision = Choice("fp32", "ONNX Runtime runs what the file stores")
-    return {"cpu": cpu.describe(), "backend": runtime.value, "precision": precision.value,
-            "reason": f"{runtime.reason}; {precision.reason}"}  # fmt: skip
+    return {
+        "cpu": cpu.describe(),
+        "backend": runtime.value,
+        "precision": precision.value,
+        "reason": f"{runtime.reason}; {precision.reason}",
+    }

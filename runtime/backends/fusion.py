@@ -74,17 +74,25 @@ def _fuse_attention(proto: onnx.ModelProto) -> onnx.ModelProto:
         removed |= {id(n) for n in dropped}
         inputs = []
         for name in (q, key, v):  # (B, h, N, d) -> (B, N, h*d): the layout MultiHeadAttention takes
-            added += [helper.make_node("Transpose", [name], [f"{name}.bnhd{k}"], perm=[0, 2, 1, 3]),
-                      helper.make_node("Reshape", [f"{name}.bnhd{k}", "fusion.bnc"], [f"{name}.bnc{k}"])]  # fmt: skip
+            added += [
+                helper.make_node("Transpose", [name], [f"{name}.bnhd{k}"], perm=[0, 2, 1, 3]),
+                helper.make_node("Reshape", [f"{name}.bnhd{k}", "fusion.bnc"], [f"{name}.bnc{k}"]),
+            ]
             inputs.append(f"{name}.bnc{k}")
         if bias is not None:  # (B, 1, 1, N) -> (B, 1, N, N): the attention bias shape it takes
-            added += [helper.make_node("Shape", [q], [f"fusion.n{k}"], start=2, end=3),  # [N] of q (B, h, N, d)
-                      helper.make_node("Concat", ["fusion.ones", f"fusion.n{k}", "fusion.one"], [f"fusion.rows{k}"],
-                                       axis=0),  # [1, 1, N, 1]
-                      helper.make_node("Expand", [bias, f"fusion.rows{k}"], [f"fusion.bias{k}"])]  # fmt: skip
+            added += [
+                helper.make_node("Shape", [q], [f"fusion.n{k}"], start=2, end=3),  # [N] of q (B, h, N, d)
+                helper.make_node(
+                    "Concat", ["fusion.ones", f"fusion.n{k}", "fusion.one"], [f"fusion.rows{k}"], axis=0
+                ),  # [1, 1, N, 1]
+                helper.make_node("Expand", [bias, f"fusion.rows{k}"], [f"fusion.bias{k}"]),
+            ]
             inputs += ["", "", f"fusion.bias{k}"]  # no projection bias, no key padding mask
-        added.append(helper.make_node("MultiHeadAttention", inputs, [out], domain=DOMAIN, num_heads=heads,
-                                      name=f"fusion.attention{k}"))  # fmt: skip
+        added.append(
+            helper.make_node(
+                "MultiHeadAttention", inputs, [out], domain=DOMAIN, num_heads=heads, name=f"fusion.attention{k}"
+            )
+        )
     if not added:
         return proto
     for name, value in (("fusion.bnc", [0, 0, -1]), ("fusion.ones", [1, 1]), ("fusion.one", [1])):

@@ -45,8 +45,15 @@ def load(path: Path, options: BackendOptions) -> Backend:
 
     has_merges = bool(meta.merge_output) and meta.merge_output in {o.name for o in session.get_outputs()}
     runs_on = f"onnxruntime:{session.get_providers()[0]}{note}"
-    return Backend(run, meta, path, runs_on, meta.precision, explain if has_merges else None,
-                   reason=f"{meta.precision}: what the file stores")  # fmt: skip
+    return Backend(
+        run,
+        meta,
+        path,
+        runs_on,
+        meta.precision,
+        explain if has_merges else None,
+        reason=f"{meta.precision}: what the file stores",
+    )
 
 
 def largest_int8_weight(path: Path) -> int:
@@ -80,8 +87,15 @@ def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata,
     videos = moving_squares(meta.input_spec, CHECK_CLIPS)
     expected = plain.run([meta.output_name], {meta.input_name: videos})[0]
     try:  # one call of 2 clips: the batched path (the bias expanded per clip)
-        compare(lambda v: session.run([meta.output_name], {meta.input_name: v})[0], videos, expected,
-                "onnxruntime-fused", "fp32", "onnxruntime", batches=(2,))  # fmt: skip
+        compare(
+            lambda v: session.run([meta.output_name], {meta.input_name: v})[0],
+            videos,
+            expected,
+            "onnxruntime-fused",
+            "fp32",
+            "onnxruntime",
+            batches=(2,),
+        )
     except ValidationError as err:
         return plain, f" (fused attention differs by {err.report.max_abs_diff:.3g}: unfused)"
     return session, f" (fused attention x{count})"
@@ -112,7 +126,8 @@ def _session(model: Path | bytes, providers: list, threads: int, name: str = "")
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
-        return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                            providers=providers)  # fmt: skip
+        return onnxruntime.InferenceSession(
+            model if isinstance(model, bytes) else str(model), options, providers=providers
+        )
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
         raise ModelLoadError(f"cannot load {name or model}: {str(err).splitlines()[0][:200]}") from None

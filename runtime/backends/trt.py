@@ -96,12 +96,18 @@ class TensorRTRunner:
             np.copyto(host_in, video, casting="same_kind")
             self.context.set_input_shape(self.input, host_in.shape)
             out = self._host_out[:batch]  # (B, classes), pinned
-            _checked(cudart.cudaMemcpyAsync(self._in, host_in.ctypes.data, host_in.nbytes,
-                                            kind.cudaMemcpyHostToDevice, self._stream))  # fmt: skip
+            _checked(
+                cudart.cudaMemcpyAsync(
+                    self._in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice, self._stream
+                )
+            )
             if not self.context.execute_async_v3(int(self._stream)):
                 raise RuntimeError("TensorRT execution failed")
-            _checked(cudart.cudaMemcpyAsync(out.ctypes.data, self._out, out.nbytes, kind.cudaMemcpyDeviceToHost,
-                                            self._stream))  # fmt: skip
+            _checked(
+                cudart.cudaMemcpyAsync(
+                    out.ctypes.data, self._out, out.nbytes, kind.cudaMemcpyDeviceToHost, self._stream
+                )
+            )
             _checked(cudart.cudaStreamSynchronize(self._stream))
             return out.copy()  # the pinned buffer is reused by the next call
 

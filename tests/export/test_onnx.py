@@ -10,10 +10,26 @@ import onnx
 import pytest
 import torch
 
-from export.onnx import FORBIDDEN_OPS, export_onnx, inferred_shapes, metadata_for, op_types, read_metadata
+from export.onnx import FORBIDDEN_OPS, export_onnx, metadata_for, read_metadata
 from export.validate import check_merge_index, open_onnx, validate
 from models import load_model
 from tests.torch_helpers import write_hf
+
+
+def op_types(proto: onnx.ModelProto) -> set[str]:
+    return {node.op_type for node in proto.graph.node}
+
+
+def inferred_shapes(proto: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """Every intermediate tensor's shape after (strict) ONNX shape inference; symbolic
+    dims (the batch) appear by name."""
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    return shapes
+
 
 CASES = [(name, merge) for name in ("vit-tiny", "timesformer-tiny") for merge in ("none", "tome", "sttm")]
 

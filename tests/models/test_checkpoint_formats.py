@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from models import CheckpointError, load_model
 from models.checkpoint import Sidecars
-from models.convert import heads_for, vit_clip_from_tokens
+from models.config_inference import heads_for, vit_clip_from_tokens
 from tests.torch_helpers import CLASSES, FORMATS, hf_model, mmaction_timesformer_layout, write_format
 
 
@@ -205,7 +205,7 @@ def test_hf_config_with_only_model_type(tmp_path, arch):
 
 @pytest.mark.parametrize("arch", ["videomae", "timesformer"])
 def test_our_hf_defaults_equal_transformers(monkeypatch, arch):
-    from models.convert import HF_DEFAULTS, hf_defaults
+    from models.config_inference import HF_DEFAULTS, hf_defaults
 
     theirs = hf_defaults(arch)  # from transformers' config class (installed here)
     monkeypatch.setitem(sys.modules, "transformers", None)  # as where it is not installed

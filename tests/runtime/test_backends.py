@@ -60,17 +60,17 @@ def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
     """Compiled for one clip (static shapes): a batch fills the CPU's streams with as many clips
     as a multiple of the streams allows, the rest run alone on all the threads — in order, with
     the same answers as ONNX Runtime."""
-    from runtime.backends import ov
+    from runtime.backends import ov_compile
 
     served = load_backend(tiny_onnx, BackendOptions(kind="openvino", precision="fp32", max_batch=4))
     reference = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
     clips = moving_squares(served.meta.input_spec, 5)
     np.testing.assert_allclose(served(clips), reference(clips), atol=1e-4)
     core = openvino.Core()
-    streams = ov._streams(core, ov._fixed(core.read_model(str(tiny_onnx)), 1), "fp32", 2, max_batch=4)
+    streams = ov_compile.streams(core, ov_compile.fixed(core.read_model(str(tiny_onnx)), 1), "fp32", 2, max_batch=4)
     assert streams is not None and streams[1] == 2  # 2 cores: 2 streams of 1 thread
     np.testing.assert_allclose(streams[0](clips)[0], reference(clips), atol=1e-4)
-    assert ov._streams(core, core.read_model(str(tiny_onnx)), "fp32", 2, max_batch=1) is None  # never a batch
+    assert ov_compile.streams(core, core.read_model(str(tiny_onnx)), "fp32", 2, max_batch=1) is None  # never a batch
 
     calls = []
 
@@ -82,12 +82,12 @@ def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
         return run
 
     video = np.arange(7.0)[:, None]
-    outputs = ov._clip_by_clip(fake("alone"), (fake("streams"), 3))(video)
+    outputs = ov_compile.clip_by_clip(fake("alone"), (fake("streams"), 3))(video)
     assert calls == [("streams", 6), ("alone", 1)]
     np.testing.assert_array_equal(outputs[0][:, 0], [0, 10, 20, 30, 40, 50, 6])  # every output, in order
     np.testing.assert_array_equal(outputs[1][:, 0], np.arange(7))
     calls.clear()
-    ov._clip_by_clip(fake("alone"), (fake("streams"), 3))(video[:2])  # fewer than the streams
+    ov_compile.clip_by_clip(fake("alone"), (fake("streams"), 3))(video[:2])  # fewer than the streams
     assert calls == [("alone", 1), ("alone", 1)]
 
 
@@ -129,17 +129,17 @@ def test_bf16_is_checked_at_load_auto_falls_back_and_explicit_is_refused(tiny_on
 def test_the_split_at_the_merge_decisions_computes_the_same_model(tiny_onnx):
     """Two compiled parts — what the decisions depend on, and the rest fed from it — are the
     same function as the whole model (both in fp32 here): every output, merge_index included."""
-    from runtime.backends import ov
+    from runtime.backends import ov_compile, ov_split
 
     core = openvino.Core()
     model = core.read_model(str(DEMO_ONNX))
-    split = ov._decisions_in_fp32(core, model, "fp32", 0)
-    whole = ov._compiled(core, model, "fp32", 0)  # after the split: the model it was cut from is intact
+    split = ov_split.decisions_in_fp32(core, model, "fp32", 0)
+    whole = ov_compile.compiled(core, model, "fp32", 0)  # after the split: the model it was cut from is intact
     clips = moving_squares(load_backend(DEMO_ONNX, BackendOptions("onnxruntime")).meta.input_spec, 3)
     for a, b in zip(whole(clips), split(clips), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     unmerged = core.read_model(str(tiny_onnx))
-    assert ov._decisions_in_fp32(core, unmerged, "fp32", 0) is None  # no decisions: nothing to split
+    assert ov_split.decisions_in_fp32(core, unmerged, "fp32", 0) is None  # no decisions: nothing to split
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")

@@ -317,7 +317,8 @@ def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded
     """The whole 8.5 s WebM arrives at once while each model call takes 0.3 s: the oldest
     waiting windows are dropped and counted, never queued, so lag stays within a few calls."""
     from media.stream import Pipe, Progress
-    from service.classify import TimelineOptions, open_classifier
+    from service.classify import TimelineOptions
+    from service.lifecycle import open_classifier
 
     async def run():
         async with open_classifier(Settings(model=tiny_onnx)) as classifier:
@@ -345,7 +346,8 @@ def test_streams_hold_at_most_their_share_of_the_batcher_and_uploads_go_on(tiny_
     model and a queue of 4 clips: together they hold at most 2 (STTM_STREAM_SLOTS capped at
     half the queue), so every upload finds room."""
     from media.stream import Progress
-    from service.classify import ClassifyOptions, TimelineOptions, open_classifier
+    from service.classify import ClassifyOptions, TimelineOptions
+    from service.lifecycle import open_classifier
 
     async def run():
         settings = Settings(model=tiny_onnx, max_queue=4, max_batch=1, stream_slots=16)

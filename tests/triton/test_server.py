@@ -31,7 +31,8 @@ from export.onnx import read_metadata
 from export.triton import write_repository
 from media import Limits, VideoError, Views, load_clip
 from models.synth import CLASSES, SynthConfig, generate
-from service.classify import ClassifyOptions, open_classifier
+from service.classify import ClassifyOptions
+from service.lifecycle import open_classifier
 from service.settings import DEMO_ONNX, Settings
 from tests.media.clips import numbered_clip
 

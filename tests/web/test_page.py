@@ -9,36 +9,15 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from service.app import create_app
-from service.schemas import TimelineResponse
-from service.settings import Settings
 from tests.web.conftest import API_KEY
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-
-
-def _paths(routes) -> set[str]:
-    """Every route's path, through included routers (FastAPI keeps those as one entry each)."""
-    found = set()
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        found |= _paths(inner.routes) if inner is not None else {getattr(route, "path", None)}
-    return found
-
-
-ROUTES = _paths(create_app(Settings()).routes)
-# Issue 13 builds timeline segments and the live WebSocket; these tests run once it is merged.
-needs_segments = pytest.mark.xfail("segments" not in TimelineResponse.model_fields, run=False, strict=False,
-                                   reason="needs issue 13 (segments / streams ws)")  # fmt: skip
-needs_streams = pytest.mark.xfail("/v1/streams/ws" not in ROUTES, run=False, strict=False,
-                                  reason="needs issue 13 (segments / streams ws)")  # fmt: skip
 # what chromium logs for an API answer that is an error on purpose (the page shows its message)
 EXPECTED_FAILURES = ("status of 401", "status of 413", "status of 415", "status of 422")
 
@@ -189,7 +168,6 @@ def test_keyboard_phone_width_dark_mode_and_axe(browser, server, media, artifact
     assert _console_errors(browser) == []
 
 
-@needs_segments
 def test_long_video_segments_in_order_seek_and_captions(browser, server, media, artifacts):
     """Right then left: both segments in order on the track; a click seeks the player; the
     WebVTT is the player's caption track and a download."""
@@ -217,7 +195,6 @@ def test_long_video_segments_in_order_seek_and_captions(browser, server, media, 
     assert _console_errors(browser) == []
 
 
-@needs_streams
 def test_live_camera_label_becomes_the_class(browser, server, artifacts):
     """Chromium's fake camera plays a clip of `moving_down`: the live label becomes it."""
     _open(browser, server)
@@ -232,7 +209,6 @@ def test_live_camera_label_becomes_the_class(browser, server, artifacts):
     assert json.loads(browser.execute_script("return JSON.stringify(!!window.WebSocket)"))
 
 
-@needs_streams
 def test_url_stream_events_reach_the_live_view(browser, server, media_url, artifacts):
     """A URL the server may read (the right-then-left clip over HTTP): its Server-Sent Events,
     read with the key's header, fill the live label and the recent segments until it ends."""
