@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -136,11 +137,14 @@ def test_symmetries_move_the_clip_and_the_label_together(motion, tmp_path):
     assert seen == set(direction)
 
 
-def test_corrupt_video_is_reported_and_skipped_or_fails(motion, tmp_path, caplog):
+def test_corrupt_video_is_reported_and_skipped_or_fails(motion, tmp_path, caplog, monkeypatch):
     out, _ = motion
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
     (tmp_path / "train.csv").write_text(f"path,label\nbad.mp4,growing\n{out}/videos/growing_00000.mp4,growing\n")
     split = load_split(tmp_path / "train.csv", "train", tuple(CLASSES))
+    # the warning reaches caplog whatever earlier tests in this process did to logging levels
+    caplog.set_level(logging.WARNING, logger="models.data")
+    monkeypatch.setattr(logging.getLogger("models.data"), "disabled", False)
     assert VideoDataset(split, _spec(8, 64), train=False)[0] is None
     assert "bad.mp4" in caplog.text
     with pytest.raises(ValueError, match="bad.mp4"):
