@@ -57,13 +57,7 @@ def open_container(source: Source, limits: Limits) -> av.container.InputContaine
         source = io.BytesIO(source)
     check_sample_tables(source, limits.max_duration_s)
     try:
-        return av.open(
-            source,
-            mode="r",
-            metadata_errors="ignore",
-            options=decoder_options(limits),
-            container_options={"format_whitelist": CONTAINERS},
-        )
+        return av_open(source, limits)
     except av.FFmpegError as err:
         reason = err.strerror or str(err)
         raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None
@@ -225,3 +219,15 @@ def convert_frame(frame, size: tuple[int, int]) -> np.ndarray:
     if rotation:
         array = np.rot90(array, k=round(rotation / 90) % 4)
     return np.ascontiguousarray(array)
+
+
+def av_open(source, limits: Limits):
+    """`av.open` as every decode here does it: read-only, the decoder options of `limits`, only
+    the allowed containers (`CONTAINERS`); FFmpeg's errors are the caller's to word."""
+    return av.open(
+        source,
+        mode="r",
+        metadata_errors="ignore",
+        options=decoder_options(limits),
+        container_options={"format_whitelist": CONTAINERS},
+    )

@@ -27,13 +27,12 @@ import av
 import numpy as np
 
 from media.clip import InputSpec
-from media.container import CONTAINERS
 from media.decode import (
     Limits,
     Source,
+    av_open,
     check_pixels,
     convert_frame,
-    decoder_options,
     open_container,
     output_size,
     video_stream,
@@ -107,13 +106,7 @@ def _open_any(source: Source | Pipe, timeout_s: float, limits: Limits):
         return open_url(source, timeout_s, limits)
     if isinstance(source, Pipe):
         try:
-            return av.open(
-                source,
-                mode="r",
-                metadata_errors="ignore",
-                options=decoder_options(limits),
-                container_options={"format_whitelist": CONTAINERS},
-            )
+            return av_open(source, limits)
         except (av.FFmpegError, TimeoutError) as err:
             raise VideoError("not_a_video", f"not a readable WebM/Matroska or MP4 stream ({err})") from None
     return open_container(source, limits)
