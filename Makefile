@@ -13,7 +13,7 @@ SERVE_BIN := $(SERVE_VENV)/bin
 # own environment: the serving extras + nvidia-pytriton. tests/triton start Triton from there.
 TRITON_VENV := .venv-triton
 TRITON_BIN := $(TRITON_VENV)/bin
-SOURCES := cli models export service tritonserve runtime media benchmarks tests
+SOURCES := cli label models export service tritonserve runtime media benchmarks tests
 
 .PHONY: serve test lint install install-serve install-triton system-packages bench demo paper-table docs
 
@@ -23,7 +23,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[serve,cpu,export,dev]"
+	$(BIN)/pip install -q -e ".[serve,cpu,export,label,dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import bench, export, model, predict, serve
+from cli import bench, export, label, model, predict, serve
 from cli.flags import shared
 
 # Each adds one subcommand (or a group: `bench`), in the order `sttm --help` lists them.
@@ -14,6 +14,7 @@ COMMANDS = (
     serve.add_serve,
     serve.add_triton,
     predict.add_predict,
+    label.add_label,
     model.add_info,
     export.add_export,
     export.add_validate,

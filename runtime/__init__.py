@@ -7,7 +7,8 @@ models through it.
 - `runtime.ladder_file`: a ladder of merge ratios on disk (`DIR/ladder.json`);
 - `runtime.agreement`: the rule a runtime is held to against its reference;
 - `runtime.backends`: ONNX Runtime, OpenVINO and TensorRT behind one `load_backend`;
-- `runtime.postprocess`: logits -> answers (softmax, views averaged, top-k).
+- `runtime.postprocess`: logits -> answers (softmax, views averaged, top-k);
+- `runtime.segments`: a timeline's windows -> action segments (the smoothing rule).
 """
 
 from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend

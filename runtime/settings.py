@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from media import Limits
 from runtime.backends import BackendOptions, Kind, Precision
 
+# The bundled demo model: what `sttm serve`, `sttm predict` and `sttm label` run when no model is named
+DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
+
 
 class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STTM_", env_file=None, extra="ignore")

@@ -30,6 +30,7 @@ from media.sampling import window_starts
 from media.stream import Pipe, Progress, WindowClip, read_windows
 from runtime.backends import Backend
 from runtime.postprocess import average_views, softmax, top_k
+from runtime.segments import segments
 from service.batcher import Batcher, QueueFullError, Ticket
 from service.classify_types import (
     Classification,
@@ -44,7 +45,6 @@ from service.classify_types import (
 )
 from service.handoff import Handoff
 from service.ladder_policy import LoadPolicy, Rung, find_rung
-from service.segments import segments
 
 __all__ = [
     "Classification",

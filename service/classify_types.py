@@ -11,8 +11,8 @@ import numpy as np
 from media import VideoInfo, Views
 from media.sampling import Sampling
 from runtime.postprocess import Prediction
+from runtime.segments import Segment
 from service.ladder_policy import Rung
-from service.segments import Segment
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +30,7 @@ class TimelineOptions:
     window_s: float = 2.0
     stride_s: float = 1.0
     min_score: float = 0.0  # a window under it is "no action"
-    min_windows: int = 2  # hysteresis of the segments (service.segments)
+    min_windows: int = 2  # hysteresis of the segments (runtime.segments)
     sampling: Sampling | None = None  # frames of a window: None = the model's
     reduction: float | None = None  # as in ClassifyOptions
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from runtime.settings import RuntimeSettings
+from runtime.settings import DEMO_ONNX, RuntimeSettings
 
-DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
+__all__ = ["DEMO_ONNX", "Settings"]
 
 
 class Settings(RuntimeSettings):

@@ -24,11 +24,11 @@ from pydantic import BaseModel
 
 from media import Limits, VideoError
 from media.stream import Pipe, Progress
+from runtime.segments import Segmenter
 from service.classify import Classifier, Handoff, TimelineOptions
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.schemas import Segment, StreamWindow
-from service.segments import Segmenter
 from service.settings import Settings
 
 ACTIVE = ("starting", "running", "retrying")

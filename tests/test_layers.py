@@ -17,7 +17,7 @@ pytest.importorskip("importlinter")  # it needs Python 3.11+: tomllib is there t
 import tomllib  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cli", "service", "tritonserve", "export", "models", "runtime", "media", "benchmarks")
+PACKAGES = ("cli", "label", "service", "tritonserve", "export", "models", "runtime", "media", "benchmarks")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
 CONTRACTS = {contract["id"]: contract["name"] for contract in CONFIG["contracts"]}
@@ -80,6 +80,11 @@ def test_the_product_keeps_every_contract(pristine):
         ("service/app.py", "import benchmarks", "no-benchmarks", "service.app -> benchmarks"),
         ("cli/loadtest.py", "import service.app", "client-not-server", "cli.loadtest -> service.app"),
         ("cli/loadtest.py", "import runtime.backends", "client-not-server", "cli.loadtest -> runtime.backends"),
+        # the labelling job runs exported models beside the servers: no torch, no server, no checkpoints
+        ("label/job.py", "import torch", "no-torch", "label.job -> torch"),
+        ("label/job.py", "import service.settings", "layers", "label.job -> service.settings"),
+        ("label/engine.py", "import models.config", "servers", "label.engine -> models.config"),
+        ("runtime/settings.py", "import label.job", "layers", "runtime.settings -> label.job"),
     ],
 )
 def test_one_import_breaks_its_contract(pristine, tmp_path, module, line, contract, chain):

@@ -149,3 +149,30 @@ def test_triton_without_its_wheel_or_repository_is_one_line(capsys, monkeypatch,
     )
     assert main(["triton", str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_label_without_ray_says_what_to_install_in_one_line(capsys, monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    assert main(["label", str(tmp_path), "-o", str(tmp_path / "out.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm label: error: needs ray") and "pip install -e '.[label]'" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--model", "/nonexistent.onnx"], "model file /nonexistent.onnx does not exist"),
+        (["--timeline", "--stride-s", "0"], "--stride-s must be over 0"),
+    ],
+)
+def test_label_refuses_bad_arguments_in_one_line_before_ray_starts(capsys, tmp_path, args, message):
+    pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    assert main(["label", str(tmp_path), "-o", str(tmp_path / "out.parquet"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm label: error:") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out.parquet").exists()  # nothing started, nothing written

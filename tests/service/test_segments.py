@@ -1,4 +1,4 @@
-"""The segment smoothing rule (service.segments) and the text formats of a timeline."""
+"""The segment smoothing rule (runtime.segments) and the text formats of a timeline."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.segments import Segment, segments
+from runtime.segments import Segment, segments
 from service.timeline_formats import csv_text, negotiate, vtt
 
 LABELS = ("right", "left", "up")

@@ -1,0 +1,188 @@
+"""`sttm label` against the HTTP server, for the same model and the same clips, in one run; and
+the job's memory over a long run.
+
+1. Throughput: `--files` clips through `sttm serve` (a client keeping concurrency = cores
+   uploads in flight, each file once) and through `sttm label` (a local Ray started for the
+   job); files/s over the whole command, Ray's start-up and the server's warm-up included
+   on each side as each pays it (the server is started and ready before its clock starts).
+2. Memory: `sttm label` over `--memory-files` clips; the resident memory of the job's whole
+   process tree (the driver, Ray's processes, its workers; PSS, so Ray's shared object store
+   is not counted once per process) sampled every second.
+
+Clips: `--distinct` generated clips of the demo data set (models.synth), copied to the
+counts needed (decoding costs the same; the page cache holds them all on either side).
+
+    python -m benchmarks.label [--files 400] [--memory-files 2000] [--model demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_clips(folder: Path, distinct: int, count: int) -> list[Path]:
+    """`count` files: `distinct` generated clips (12 classes) copied round-robin."""
+    from models.synth import SynthConfig, generate
+
+    source = folder / "distinct"
+    generate(source, clips_per_class=max(1, distinct // 12), cfg=SynthConfig(seed=26), workers=2)
+    originals = sorted((source / "videos").glob("*.mp4"))
+    out = folder / f"clips_{count}"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{i:05d}_{originals[i % len(originals)].name}" for i in range(count)]
+    for i, path in enumerate(paths):
+        shutil.copyfile(originals[i % len(originals)], path)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_pss_mb(pid: int) -> float:
+    """PSS of a process and all its descendants, MiB (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # a worker that just ended
+            total += p.memory_full_info().pss
+    return total / 2**20
+
+
+async def _classify_all(url: str, files: list[Path], concurrency: int) -> tuple[int, int]:
+    todo = iter(files)
+    counts = {"ok": 0, "error": 0}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for path in todo:
+            response = await client.post(url, files={"file": (path.name, path.read_bytes(), "video/mp4")})
+            counts["ok" if response.is_success else "error"] += 1
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return counts["ok"], counts["error"]
+
+
+def bench_server(model: str, files: list[Path], concurrency: int) -> dict:
+    """`sttm serve` (started, then ready) and a client uploading every file once."""
+    port = free_port()
+    env = {**os.environ, "STTM_MODEL": model, "STTM_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--log-level", "warning"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the server did not get ready in 120 s")
+        started = time.perf_counter()
+        ok, errors = asyncio.run(_classify_all(f"{base}/v1/classify", files, concurrency))
+        seconds = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {"files": len(files), "ok": ok, "errors": errors, "seconds": seconds, "files_per_s": len(files) / seconds}
+
+
+def bench_label(model: str, folder: Path, count: int, sample_s: float | None = None) -> dict:
+    """`sttm label FOLDER` as a command (a local Ray started for it), optionally sampling PSS."""
+    out = Path(tempfile.mkdtemp(prefix="label-bench-")) / "labels.parquet"
+    command = [sys.executable, "-m", "cli", "label", str(folder), "-o", str(out), "--model", model]
+    started = time.perf_counter()
+    job = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[float, float]] = []
+
+    def sample() -> None:
+        while job.poll() is None:
+            samples.append((time.perf_counter() - started, tree_pss_mb(job.pid)))
+            time.sleep(sample_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if sample_s:
+        sampler.start()
+    _, err = job.communicate()
+    seconds = time.perf_counter() - started
+    if job.returncode != 0:
+        raise RuntimeError(f"sttm label failed ({job.returncode}): {err[-2000:]}")
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out)
+    ok = sum(1 for s in rows["status"].to_pylist() if s == "ok")
+    shutil.rmtree(out.parent, ignore_errors=True)
+    report = {"files": count, "rows": rows.num_rows, "ok": ok, "seconds": seconds, "files_per_s": count / seconds,
+              "summary": err.strip().splitlines()[-1]}  # fmt: skip
+    if samples:
+        report["pss_mb"] = samples
+    return report
+
+
+def memory_table(samples: list[tuple[float, float]]) -> list[tuple[str, float, float]]:
+    """The PSS at 10%, 25%, 50%, 75% and 90% of the run, and its peak."""
+    marks = [
+        (f"{q}% of the run", *samples[min(len(samples) - 1, len(samples) * q // 100)]) for q in (10, 25, 50, 75, 90)
+    ]
+    peak = max(samples, key=lambda s: s[1])
+    return [*marks, ("peak", *peak)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--files", type=int, default=400, help="clips for the throughput comparison")
+    parser.add_argument("--memory-files", type=int, default=2000, help="clips for the memory run (0: skip)")
+    parser.add_argument("--distinct", type=int, default=120, help="distinct generated clips")
+    parser.add_argument("--json", default=None, help="also write the report here")
+    args = parser.parse_args()
+    from runtime.settings import DEMO_ONNX
+
+    model = str(DEMO_ONNX if args.model == "demo" else Path(args.model).resolve())
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
+        files = make_clips(Path(tmp), args.distinct, args.files)
+        server = bench_server(model, files, cores)
+        print(f"sttm serve + client (concurrency {cores}): {server['files_per_s']:.2f} files/s", flush=True)
+        label = bench_label(model, files[0].parent, len(files))
+        print(f"sttm label: {label['files_per_s']:.2f} files/s ({label['summary']})", flush=True)
+        report = {"cores": cores, "model": model, "server": server, "label": label}
+        if args.memory_files:
+            big = make_clips(Path(tmp), args.distinct, args.memory_files)
+            memory = bench_label(model, big[0].parent, len(big), sample_s=1.0)
+            report["memory"] = {**memory, "table": memory_table(memory["pss_mb"])}
+            for name, t, mb in report["memory"]["table"]:
+                print(f"  {name:>16}: {t:6.0f} s  {mb:7.0f} MiB", flush=True)
+            print(f"sttm label, {len(big)} files: {memory['files_per_s']:.2f} files/s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

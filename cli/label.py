@@ -1,0 +1,92 @@
+"""`sttm label`: label a video archive (files, folders, globs, manifests) into Parquet or JSON
+Lines parts, on a local Ray or a Ray cluster. Ray and the job are imported inside the
+function: building the `sttm` parser imports neither, and an environment without the `label`
+extra gets one line saying what to install."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from cli.flags import Flags
+
+INSTALL = "pip install -e '.[label]' (ray[data] and pyarrow)"
+
+
+def _job(args: argparse.Namespace):
+    from label.decode import Windows
+    from label.engine import Plan
+    from label.job import Job
+    from runtime.settings import DEMO_ONNX, RuntimeSettings
+
+    overrides = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
+    s = RuntimeSettings(**overrides)
+    if args.top_k < 1:
+        raise ValueError("--top-k must be at least 1")
+    for flag in ("window_s", "stride_s"):
+        if getattr(args, flag) <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be over 0")
+    windows = Windows(args.window_s, args.stride_s, args.min_score) if args.timeline else None
+    return Job(
+        inputs=tuple(args.inputs),
+        out=Path(args.output),
+        model=DEMO_ONNX if args.model in (None, "demo") else Path(args.model),
+        options=s.backend_options,
+        limits=s.limits,
+        max_bytes=int(s.max_upload_mb * 2**20),
+        top_k=args.top_k,
+        timeline=windows,
+        resume=args.resume,
+        rows_per_part=args.part_rows,
+        address=args.address or os.environ.get("RAY_ADDRESS") or None,
+        plan=Plan(actors=args.actors, files_per_task=args.files_per_task),
+    )
+
+
+def _label_command(args: argparse.Namespace) -> int:
+    missing = [m for m in ("ray", "pyarrow") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"sttm label: error: needs {' and '.join(missing)}, which this environment lacks: {INSTALL}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from label.job import run
+
+    run(_job(args))
+    return 0
+
+
+def add_label(sub, f: Flags) -> None:
+    lab = sub.add_parser(
+        "label",
+        parents=[f.runtime],
+        help="label a video archive (files, folders, globs, manifests) with Ray Data, here or on a cluster",
+    )
+    lab.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders (recursive), globs, or a .csv / .jsonl manifest (path or url, id)",
+    )
+    lab.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="a folder of parts: Parquet (default), JSON Lines when it ends in .jsonl",
+    )
+    lab.add_argument("--model", default=None, help="exported model or ladder (default: the bundled demo model)")
+    lab.add_argument("--top-k", type=int, default=5)
+    lab.add_argument("--timeline", action="store_true", help="each video window by window: windows and segments")
+    lab.add_argument("--window-s", type=float, default=2.0, help="--timeline: window length (s)")
+    lab.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
+    lab.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")
+    lab.add_argument("--resume", action="store_true", help="skip the ids OUT already has (after a crash or a kill)")
+    lab.add_argument("--address", default=None,
+                     help="a Ray cluster (RAY_ADDRESS; default: a local Ray started for the job)")  # fmt: skip
+    lab.add_argument("--actors", type=int, default=None, help="inference actors (default: one per node)")
+    lab.add_argument("--files-per-task", type=int, default=4, help="videos per decoding task")
+    lab.add_argument("--part-rows", type=int, default=1000, help="rows per output part")
+    lab.set_defaults(run=_label_command)

@@ -1,0 +1,90 @@
+"""The Ray Data pipeline: (id, path) rows -> decoding in CPU tasks -> an actor pool of runtime
+backends -> labelled rows, streamed back to the driver, which writes the parts.
+
+Ray Data streams: blocks flow stage to stage as they are ready and each stage is held back
+when the next one (or the object store) is full, so memory stays bounded whatever the
+archive's size. A failed decoding task is retried, an actor that dies (its node with it) is
+restarted elsewhere, and the blocks lost with a node are computed again from their lineage.
+
+`connect` starts a local Ray for the job (all of this machine's CPUs, no dashboard, quiet),
+or joins a cluster (`--address` / `RAY_ADDRESS`) and ships this package's code to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from label.decode import decode_batch
+from label.infer import Labeller, LabelSpec, ModelPayload
+from label.inputs import Item
+
+LOCAL_OBJECT_STORE = 1 << 30  # bytes: a local job's object store (Ray's default is 30% of memory)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the work is spread."""
+
+    actors: int | None = None  # inference actors; None: one per node with CPUs
+    actor_cpus: float = 1.0  # CPUs each actor reserves (its runtime's threads may use more)
+    files_per_task: int = 4  # videos per decoding task (and per block)
+
+
+def connect(address: str | None) -> bool:
+    """Join Ray: already initialised (a test, a notebook), a cluster at `address`, or a local Ray
+    started now. Returns whether this call started it (and the caller should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if address:  # a cluster: its nodes need ray, PyAV and a runtime, not this checkout
+        import label
+        import media
+        import runtime
+
+        code = [str(Path(m.__file__).parent) for m in (label, media, runtime)]
+        ray.init(address=address, runtime_env={"py_modules": code}, logging_level=logging.WARNING,
+                 log_to_driver=False)  # fmt: skip
+    else:
+        ray.init(num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+    return True
+
+
+def _nodes_with_cpus() -> int:
+    import ray
+
+    return max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
+
+
+def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan()) -> Iterator[pa.Table]:
+    """Label `items`; yields batches of output rows (`label.rows`) as they are done, in no set order."""
+    import ray
+    import ray.data
+
+    if not items:
+        return
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines between ours
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the job draws its own line (label.progress)
+    ctx.execution_options.preserve_order = False  # stragglers do not hold the rest back
+    blocks = max(1, math.ceil(len(items) / plan.files_per_task))
+    ds = ray.data.from_items([{"id": i.id, "path": i.path} for i in items], override_num_blocks=blocks)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"d": spec.decode}, batch_size=plan.files_per_task,
+                        batch_format="pyarrow", num_cpus=1)  # fmt: skip
+    ds = ds.map_batches(
+        Labeller,
+        fn_constructor_args=(ray.put(model), spec),
+        batch_size=spec.max_batch,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=plan.actors or _nodes_with_cpus()),
+        num_cpus=plan.actor_cpus,
+    )  # Ray Data restarts an actor lost with its node elsewhere, and retries its batches
+    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)

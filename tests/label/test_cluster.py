@@ -1,0 +1,69 @@
+"""A real multi-node Ray cluster on 127.0.0.1 (a head and two worker nodes, each its own
+raylet and object store): a few hundred files labelled through `--address`, a worker node
+killed mid-job, every input exactly once with the right labels."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from label.decode import DecodeSpec, decode_batch
+from label.engine import Plan
+from label.infer import Labeller, LabelSpec, ModelPayload
+from label.job import Job, run
+from label.parts import complete_parts
+from runtime import BackendOptions, load_backend
+from tests.label.conftest import write_archive
+
+ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+FILES = 240
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    small = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
+    workers = [cluster.add_node(**small) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    cluster.shutdown()
+
+
+def expected_labels(paths, model) -> dict[str, list[str]]:
+    """Each file's labels, from the actor's code run here without Ray."""
+    spec = LabelSpec(BackendOptions(), DecodeSpec(load_backend(model).meta.input_spec), 5, 8)
+    actor = Labeller(ModelPayload.read(model), spec)
+    rows = actor(decode_batch(pa.table({"id": paths, "path": paths}), spec.decode)).to_pylist()
+    return {r["id"]: r["labels"] for r in rows}
+
+
+def test_a_worker_node_killed_mid_job_loses_nothing(cluster, tiny_onnx, tmp_path):
+    head, workers = cluster
+    paths = [str(p) for p in write_archive(tmp_path / "videos", FILES)]
+    out = tmp_path / "labels.parquet"
+    killed = threading.Event()
+    written_before_kill: list[int] = []
+
+    def kill_a_worker_once_rows_arrive():
+        deadline = time.monotonic() + 120
+        while not complete_parts(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        written_before_kill.append(sum(pq.read_metadata(p).num_rows for p in complete_parts(out)))
+        head.remove_node(workers[0], allow_graceful=False)  # its raylet, object store and workers: SIGKILL
+        killed.set()
+
+    threading.Thread(target=kill_a_worker_once_rows_arrive, daemon=True).start()
+    job = Job((str(tmp_path / "videos"),), out, tiny_onnx, rows_per_part=10, address=head.address,
+              plan=Plan(actors=2, files_per_task=4))  # fmt: skip
+    summary = run(job)
+    rows = pq.read_table(out).to_pylist()
+    assert killed.is_set() and 0 < written_before_kill[0] < FILES // 2  # killed early in the job
+    assert sorted(r["id"] for r in rows) == sorted(paths) and summary.labelled == FILES  # every input once
+    assert all(r["status"] == "ok" for r in rows)
+    assert {r["id"]: r["labels"] for r in rows} == expected_labels(paths, tiny_onnx)

@@ -1,0 +1,69 @@
+"""Whole jobs on a local Ray: every input once, bad files as rows, the answers of `sttm
+predict`; a driver killed mid-job and resumed ends with every input exactly once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli.predict import predict
+from label.decode import Windows
+from label.engine import Plan
+from label.job import Job, run
+from label.parts import complete_parts, read_ids
+from tests.label.conftest import write_archive, write_bad_files
+
+pq = pytest.importorskip("pyarrow.parquet")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_job_labels_every_file_once_as_sttm_predict_does(local_ray, archive, tiny_onnx, tmp_path, capsys):
+    bad = write_bad_files(tmp_path / "bad")
+    out = tmp_path / "labels.parquet"
+    job = Job((str(archive[0].parent), str(tmp_path / "bad" / "*")), out, tiny_onnx, top_k=3, rows_per_part=5,
+              plan=Plan(actors=1, files_per_task=2))  # fmt: skip
+    summary = run(job)
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted([str(p) for p in archive] + [str(tmp_path / "bad" / n) for n in bad])
+    assert summary.labelled == len(rows) and summary.errors == {"not_a_video": 2, "empty": 1}
+    by_id = {r["id"]: r for r in rows}
+    for want in predict(str(tiny_onnx), [str(p) for p in archive[:4]], top_k=3):
+        assert by_id[want["path"]]["labels"] == [p["label"] for p in want["predictions"]]
+        assert by_id[want["path"]]["scores"] == pytest.approx([p["score"] for p in want["predictions"]], abs=1e-5)
+    err = capsys.readouterr().err
+    assert "files/s" in err and "ETA" in err and "errors: not_a_video 2, empty 1" in err
+    assert run(Job(job.inputs, out, tiny_onnx, resume=True)).labelled == 0  # all done: nothing again
+
+
+def test_timeline_rows_in_json_lines(local_ray, archive, tiny_onnx, tmp_path):
+    out = tmp_path / "t.jsonl"
+    run(Job((str(archive[-1]), str(archive[-2])), out, tiny_onnx, timeline=Windows(1.0, 0.5), top_k=2))
+    import json
+
+    rows = [json.loads(line) for p in complete_parts(out) for line in p.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["windows"] and r["segments"] for r in rows)
+    assert all(len(w["labels"]) == 2 for r in rows for w in r["windows"])
+
+
+def test_a_killed_driver_resumes_to_every_input_exactly_once(local_ray, tiny_onnx, tmp_path):
+    videos = write_archive(tmp_path / "videos", 60)
+    out = tmp_path / "labels.parquet"
+    command = [sys.executable, "-m", "cli", "label", str(tmp_path / "videos"), "-o", str(out), "--model",
+               str(tiny_onnx), "--part-rows", "4", "--files-per-task", "1"]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while not complete_parts(out) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    assert driver.wait(10) == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
+    before = [i for p in complete_parts(out) for i in read_ids(p)]
+    assert 0 < len(before) < len(videos)  # killed mid-job, complete parts only
+    summary = run(Job((str(tmp_path / "videos"),), out, tiny_onnx, resume=True))
+    ids = pq.read_table(out)["id"].to_pylist()
+    assert sorted(ids) == sorted(str(v) for v in videos)  # every input exactly once
+    assert summary.skipped == len(before) and summary.labelled == len(videos) - len(before)
