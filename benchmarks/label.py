@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -93,6 +94,7 @@ def bench_server(model: str, files: list[Path], concurrency: int) -> dict:
     env = {**os.environ, "STTM_MODEL": model, "STTM_PORT": str(port)}
     server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--log-level", "warning"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
+    spawned = time.perf_counter()
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -104,13 +106,15 @@ def bench_server(model: str, files: list[Path], concurrency: int) -> dict:
             time.sleep(0.5)
         else:
             raise RuntimeError("the server did not get ready in 120 s")
+        ready_after_s = time.perf_counter() - spawned
         started = time.perf_counter()
         ok, errors = asyncio.run(_classify_all(f"{base}/v1/classify", files, concurrency))
         seconds = time.perf_counter() - started
     finally:
         server.terminate()
         server.wait(30)
-    return {"files": len(files), "ok": ok, "errors": errors, "seconds": seconds, "files_per_s": len(files) / seconds}
+    return {"files": len(files), "ok": ok, "errors": errors, "seconds": seconds, "files_per_s": len(files) / seconds,
+            "ready_after_s": ready_after_s}  # fmt: skip
 
 
 def bench_label(model: str, folder: Path, count: int, sample_s: float | None = None) -> dict:
@@ -138,8 +142,11 @@ def bench_label(model: str, folder: Path, count: int, sample_s: float | None = N
     rows = pq.read_table(out)
     ok = sum(1 for s in rows["status"].to_pylist() if s == "ok")
     shutil.rmtree(out.parent, ignore_errors=True)
+    summary = err.strip().splitlines()[-1]
+    steady = re.search(r"([\d.]+) files/s after the first answer at (\w+)", summary)
     report = {"files": count, "rows": rows.num_rows, "ok": ok, "seconds": seconds, "files_per_s": count / seconds,
-              "summary": err.strip().splitlines()[-1]}  # fmt: skip
+              "steady_files_per_s": float(steady.group(1)) if steady else None,
+              "first_answer_after": steady.group(2) if steady else None, "summary": summary}  # fmt: skip
     if samples:
         report["pss_mb"] = samples
     return report
@@ -169,7 +176,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
         files = make_clips(Path(tmp), args.distinct, args.files)
         server = bench_server(model, files, cores)
-        print(f"sttm serve + client (concurrency {cores}): {server['files_per_s']:.2f} files/s", flush=True)
+        print(f"sttm serve + client (concurrency {cores}): {server['files_per_s']:.2f} files/s "
+              f"(ready {server['ready_after_s']:.0f} s after its start)", flush=True)  # fmt: skip
         label = bench_label(model, files[0].parent, len(files))
         print(f"sttm label: {label['files_per_s']:.2f} files/s ({label['summary']})", flush=True)
         report = {"cores": cores, "model": model, "server": server, "label": label}

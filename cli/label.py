@@ -42,7 +42,7 @@ def _job(args: argparse.Namespace):
         resume=args.resume,
         rows_per_part=args.part_rows,
         address=args.address or os.environ.get("RAY_ADDRESS") or None,
-        plan=Plan(actors=args.actors, files_per_task=args.files_per_task),
+        plan=Plan(actors=args.actors, actor_gpus=args.actor_gpus, files_per_task=args.files_per_task),
     )
 
 
@@ -87,6 +87,7 @@ def add_label(sub, f: Flags) -> None:
     lab.add_argument("--address", default=None,
                      help="a Ray cluster (RAY_ADDRESS; default: a local Ray started for the job)")  # fmt: skip
     lab.add_argument("--actors", type=int, default=None, help="inference actors (default: one per node)")
+    lab.add_argument("--actor-gpus", type=float, default=0.0, help="accelerators per actor (1: TensorRT, CUDA)")
     lab.add_argument("--files-per-task", type=int, default=4, help="videos per decoding task")
     lab.add_argument("--part-rows", type=int, default=1000, help="rows per output part")
     lab.set_defaults(run=_label_command)

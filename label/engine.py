@@ -30,14 +30,18 @@ LOCAL_OBJECT_STORE = 1 << 30  # bytes: a local job's object store (Ray's default
 
 @dataclass(frozen=True)
 class Plan:
-    """How the work is spread."""
+    """How the work is spread. The two stages ask for different resources, which also keeps Ray
+    Data from fusing them into one operator (the actors would then decode too, one video at a
+    time, and decoding would leave the CPU tasks)."""
 
     actors: int | None = None  # inference actors; None: one per node with CPUs
-    actor_cpus: float = 1.0  # CPUs each actor reserves (its runtime's threads may use more)
+    actor_cpus: float = 0.5  # what an actor reserves: its runtime's threads share the cores with decoding
+    actor_gpus: float = 0.0  # 1: an accelerator per actor (TensorRT, ONNX Runtime's CUDA provider)
+    decode_cpus: float = 1.0  # per decoding task
     files_per_task: int = 4  # videos per decoding task (and per block)
 
 
-def connect(address: str | None) -> bool:
+def connect(address: str | None, plan: Plan = Plan()) -> bool:
     """Join Ray: already initialised (a test, a notebook), a cluster at `address`, or a local Ray
     started now. Returns whether this call started it (and the caller should shut it down)."""
     import ray
@@ -54,7 +58,10 @@ def connect(address: str | None) -> bool:
         ray.init(address=address, runtime_env={"py_modules": code}, logging_level=logging.WARNING,
                  log_to_driver=False)  # fmt: skip
     else:
-        ray.init(num_cpus=os.cpu_count(), object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+        # every core decodes, and the actor's share on top, as the server's decoding threads and its
+        # batcher do: on 2 cores, two decoding tasks and the actor at once
+        extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
+        ray.init(num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
     return True
 
 
@@ -78,7 +85,7 @@ def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Pl
     blocks = max(1, math.ceil(len(items) / plan.files_per_task))
     ds = ray.data.from_items([{"id": i.id, "path": i.path} for i in items], override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"d": spec.decode}, batch_size=plan.files_per_task,
-                        batch_format="pyarrow", num_cpus=1)  # fmt: skip
+                        batch_format="pyarrow", num_cpus=plan.decode_cpus)  # fmt: skip
     ds = ds.map_batches(
         Labeller,
         fn_constructor_args=(ray.put(model), spec),
@@ -86,5 +93,6 @@ def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Pl
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=plan.actors or _nodes_with_cpus()),
         num_cpus=plan.actor_cpus,
+        num_gpus=plan.actor_gpus,
     )  # Ray Data restarts an actor lost with its node elsewhere, and retries its batches
     yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)

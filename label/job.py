@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -19,7 +19,7 @@ from label.parts import Parts
 from label.progress import Progress
 from label.rows import schema
 from media import Limits
-from runtime.backends import BackendOptions, load_backend
+from runtime.backends import BackendOptions, check_request, load_backend
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,12 @@ class Summary:
 
 
 def _spec(job: Job, payload: ModelPayload) -> LabelSpec:
-    """What the actors get: the options, the decoding limits and the model's input spec (read
-    here, by opening the model once: a model this machine cannot run fails before Ray starts)."""
-    meta = load_backend(payload.source, replace(job.options, check=False)).meta
+    """What the actors get: the options, the decoding limits and the model's input spec — read
+    here by opening the file once (an ONNX file plainly, without the attention rewrite the
+    actors make), so a model that cannot run fails before Ray starts."""
+    check_request(payload.source, job.options)  # what this CPU cannot run as asked: one line, now
+    plain = BackendOptions("onnxruntime", "auto", check=False, fuse=False)
+    meta = load_backend(payload.source, plain if payload.source.suffix == ".onnx" else job.options).meta
     decode = DecodeSpec(meta.input_spec, job.limits, job.max_bytes, timeline=job.timeline)
     return LabelSpec(job.options, decode, job.top_k, job.options.max_batch)
 
@@ -71,7 +74,7 @@ def run(job: Job, stream: TextIO | None = None) -> Summary:
                   rows_per_part=job.rows_per_part, seconds=job.part_seconds)  # fmt: skip
     todo = [i for i in items if i.id not in parts.done]
     progress = Progress(len(todo), skipped=len(items) - len(todo), stream=stream or sys.stderr)
-    started_here = engine.connect(job.address) if todo else False
+    started_here = engine.connect(job.address, job.plan) if todo else False
     try:
         for batch in engine.run(todo, payload, spec, job.plan):
             progress.update(parts.add(batch)["status"].to_pylist())

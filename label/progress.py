@@ -28,12 +28,15 @@ class Progress:
     done: int = 0
     errors: Counter = field(default_factory=Counter)  # status -> rows
     started: float = field(default_factory=time.monotonic)
+    first_at: float | None = None  # when the first row came (Ray started, the model loaded, a batch done)
     _drawn: float = 0.0
 
     def update(self, statuses: list[str]) -> None:
+        now = time.monotonic()
+        if self.first_at is None and statuses:
+            self.first_at = now
         self.done += len(statuses)
         self.errors.update(s for s in statuses if s != "ok")
-        now = time.monotonic()
         tty = self.stream.isatty()
         if now - self._drawn >= (0.5 if tty else self.every_s) or self.done == self.total:
             self._drawn = now
@@ -50,11 +53,21 @@ class Progress:
         errors = sum(self.errors.values())
         return f"{self.done}/{self.total} files ({pct:.0f}%)  {self.rate:.1f} files/s  ETA {eta}  errors {errors}"
 
+    def steady_rate(self) -> float:
+        """Files/s from the first row on: the rate once start-up (Ray, the model) is over."""
+        if self.first_at is None or self.done < 2:
+            return self.rate
+        return self.done / max(time.monotonic() - self.first_at, 1e-9)
+
     def summary(self) -> str:
         seconds = time.monotonic() - self.started
         by_code = ", ".join(f"{code} {n}" for code, n in self.errors.most_common()) or "none"
         skipped = f", {self.skipped} already done" if self.skipped else ""
-        return (f"labelled {self.done} files in {duration(seconds)} ({self.rate:.1f} files/s{skipped}); "
+        startup = ""
+        if self.first_at is not None:
+            first = duration(self.first_at - self.started)
+            startup = f"; {self.steady_rate():.1f} files/s after the first answer at {first}"
+        return (f"labelled {self.done} files in {duration(seconds)} ({self.rate:.1f} files/s{startup}{skipped}); "
                 f"errors: {by_code}")  # fmt: skip
 
     def finish(self) -> None:
