@@ -61,7 +61,9 @@ def connect(address: str | None, plan: Plan = Plan()) -> bool:
         # every core decodes, and the actor's share on top, as the server's decoding threads and its
         # batcher do: on 2 cores, two decoding tasks and the actor at once
         extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
-        ray.init(num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+        # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
+        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE,
+                 **quiet)  # fmt: skip
     return True
 
 
@@ -71,13 +73,11 @@ def _nodes_with_cpus() -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
 
 
-def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan()) -> Iterator[pa.Table]:
-    """Label `items`; yields batches of output rows (`label.rows`) as they are done, in no set order."""
+def dataset(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan()):
+    """The job as a Ray Dataset of output rows (lazy: nothing runs until it is read)."""
     import ray
     import ray.data
 
-    if not items:
-        return
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines between ours
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the job draws its own line (label.progress)
@@ -86,7 +86,7 @@ def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Pl
     ds = ray.data.from_items([{"id": i.id, "path": i.path} for i in items], override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"d": spec.decode}, batch_size=plan.files_per_task,
                         batch_format="pyarrow", num_cpus=plan.decode_cpus)  # fmt: skip
-    ds = ds.map_batches(
+    return ds.map_batches(
         Labeller,
         fn_constructor_args=(ray.put(model), spec),
         batch_size=spec.max_batch,
@@ -95,4 +95,9 @@ def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Pl
         num_cpus=plan.actor_cpus,
         num_gpus=plan.actor_gpus,
     )  # Ray Data restarts an actor lost with its node elsewhere, and retries its batches
-    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan()) -> Iterator[pa.Table]:
+    """Label `items`; yields batches of output rows (`label.rows`) as they are done, in no set order."""
+    if items:
+        yield from dataset(items, model, spec, plan).iter_batches(batch_format="pyarrow", batch_size=None)

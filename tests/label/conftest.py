@@ -40,6 +40,6 @@ def archive(tmp_path_factory) -> list[Path]:
 def local_ray():
     """One local Ray for the module's jobs (a job joins a running Ray instead of starting its own)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -27,7 +27,8 @@ FILES = 240
 def cluster():
     from ray.cluster_utils import Cluster
 
-    small = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+    # logical CPUs (the machine has 2 cores): a node holds an actor (0.5) and a decoding task (1)
+    small = {"num_cpus": 2, "object_store_memory": 80 * 2**20}
     cluster = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
     workers = [cluster.add_node(**small) for _ in range(2)]
     cluster.wait_for_nodes()

@@ -67,3 +67,20 @@ def test_a_killed_driver_resumes_to_every_input_exactly_once(local_ray, tiny_onn
     ids = pq.read_table(out)["id"].to_pylist()
     assert sorted(ids) == sorted(str(v) for v in videos)  # every input exactly once
     assert summary.skipped == len(before) and summary.labelled == len(videos) - len(before)
+
+
+def test_decoding_runs_in_cpu_tasks_and_inference_in_the_actors(local_ray, archive, tiny_onnx):
+    """Two operators: Ray Data must not fuse decoding into the actors (one video at a time there)."""
+    from label.decode import DecodeSpec
+    from label.engine import dataset
+    from label.infer import LabelSpec, ModelPayload
+    from label.inputs import expand
+    from runtime import BackendOptions, load_backend
+
+    spec = LabelSpec(BackendOptions(), DecodeSpec(load_backend(tiny_onnx).meta.input_spec))
+    ds = dataset(expand([str(p) for p in archive[:4]]), ModelPayload.read(tiny_onnx), spec, Plan(actors=1))
+    done = ds.materialize()
+    assert done.count() == 4
+    stats = done.stats()
+    assert "MapBatches(decode_batch):" in stats and "MapBatches(decode_batch)->" not in stats, stats
+    assert "MapBatches(Labeller):" in stats, stats
