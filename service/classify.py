@@ -96,8 +96,8 @@ class Classifier:
         """One clip, `opts.views` of it, softmax-averaged. `started`: when the request began."""
         started = time.perf_counter() if started is None else started
         meta = self.backend.meta
-        if opts.clip_len is not None and opts.clip_len != meta.num_frames:
-            raise VideoError("bad_option", f"clip_len must be {meta.num_frames} for this model")
+        if opts.clip_len is not None and opts.clip_len != meta.input_spec.frames:
+            raise VideoError("bad_option", f"clip_len must be {meta.input_spec.frames} for this model")
         if opts.views.num_clips * opts.views.crops > self.max_views:
             raise VideoError("bad_option", f"num_clips x crops is over {self.max_views} views")
         pinned = self.rung_index(opts.reduction)
@@ -108,8 +108,13 @@ class Classifier:
             self.policy.observe_outside(clip.decode_s + clip.preprocess_s)
             if explainer is not None:
                 explained = await self._explain(explainer, clip)
-                logits, merges, queue_s, infer_s, rung = (explained.logits, explained.merges, 0.0,
-                                                          explained.infer_s, explainer)  # fmt: skip
+                logits, merges, queue_s, infer_s, rung = (
+                    explained.logits,
+                    explained.merges,
+                    0.0,
+                    explained.infer_s,
+                    explainer,
+                )
             else:
                 ran = await self.infer(clip.tensor, pinned, ticket)
                 logits, queue_s, infer_s, rung = ran.logits, ran.queue_s, ran.infer_s, ran.rung
@@ -147,7 +152,7 @@ class Classifier:
             logits, index = await asyncio.to_thread(rung.backend.explain, clip.tensor)
             infer_s = time.perf_counter() - started
         grid = tuple(rung.backend.meta.merge_grid)  # (t, h, w)
-        step = rung.backend.meta.num_frames // grid[0]  # frames per time slice
+        step = rung.backend.meta.input_spec.frames // grid[0]  # frames per time slice
         frames = [int(i) for i in clip.indices[0][::step]]
         return Explanation(logits, Merges(grid, frames, index[0]), infer_s)
 
