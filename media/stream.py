@@ -75,6 +75,14 @@ class Progress:
     started_at: float = 0.0
     decode_s: float = 0.0  # time spent opening, decoding and preparing (not waiting for the consumer)
     dropped: int = 0  # windows the consumer dropped to stay live (counted by service.handoff)
+    duration_s: float | None = None  # the length the source announced (an RTSP server's range), if any
+    position_s: float = 0.0  # the time of the last frame decoded
+
+    @property
+    def reached_end(self) -> bool:
+        """Whether decoding got to the announced end (within half a second): a source that
+        closes before it, or that announced none (a camera), dropped rather than ended."""
+        return self.duration_s is not None and self.position_s >= self.duration_s - 0.5
 
 
 @dataclass
@@ -138,6 +146,7 @@ def _frames(
             size = size or output_size(frame.width, frame.height, spec.short_side)
             pixels = crop(convert_frame(frame, size), spec.size)[0]
             progress.frames += 1
+            progress.position_s = t
             clock.end_s = max(clock.end_s, t + clock.step)
             yield t, pixels
     except av.FFmpegError as err:
@@ -184,6 +193,7 @@ def read_windows(
         stream = video_stream(container, limits)
         check_pixels(stream.codec_context.width, stream.codec_context.height, limits)
         progress.live = _is_live(source, container)
+        progress.duration_s = container.duration / 1e6 if container.duration else None
         progress.started_at = time.monotonic()
         ring, clock = FrameRing(spec, window_s, stride_s, max_fps), _Clock.of(stream)
         frames = _frames(
