@@ -66,7 +66,7 @@ class Fetcher:
             for chunk in response.iter_bytes(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise VideoError("too_large", f"a response over {max_bytes >> 20} MiB")
+                    raise VideoError("too_large", f"a response over {max_bytes} bytes")
                 if time.monotonic() > deadline:
                     raise VideoError("timeout", f"a response took over {4 * self.timeout_s:.0f} s")
                 yield chunk

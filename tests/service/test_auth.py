@@ -53,7 +53,7 @@ def test_http_keys_in_either_header_from_the_environment_or_the_file(client, key
     in_url = client.get(f"/v1/streams?key={ALPHA}", headers={"X-API-Key": ALPHA})
     assert in_url.status_code == 401 and "never in the URL" in in_url.json()["error"]["message"]
     assert client.get("/v2/health/live").status_code == 200  # health stays open
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers={"X-API-Key": BETA}).text
     for reason in ("missing", "invalid", "key_in_url"):
         assert f'sttm_auth_refused_total{{reason="{reason}"}}' in metrics
     assert not any(k in metrics for k in (STATIC, ALPHA, BETA))

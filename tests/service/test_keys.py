@@ -40,7 +40,7 @@ def test_keys_are_added_and_revoked_when_the_file_changes(tmp_path):
 
 def test_no_key_configured_requires_none_and_a_missing_file_stops_the_start(tmp_path):
     assert not KeyRing().required
-    with pytest.raises(ValueError, match="keys"):
+    with pytest.raises(ValueError, match="STTM_API_KEYS_FILE .*No such file"):
         KeyRing(None, tmp_path / "missing")
 
 
