@@ -144,13 +144,15 @@ def _every_kind_of_request(host: str, mp4, connect) -> None:
     with httpx.Client(base_url=f"http://{host}", timeout=30) as http:
         assert http.get("/v1/models", headers=header).status_code == 200
         with open(mp4, "rb") as f:
-            assert http.post("/v1/classify", files={"file": ("v.mp4", f, "video/mp4")}, headers=bearer).status_code == 200
+            upload = http.post("/v1/classify", files={"file": ("v.mp4", f, "video/mp4")}, headers=bearer)
+            assert upload.status_code == 200
         sid = http.post("/v1/streams", json={"url": "rtsp://127.0.0.1:9/none"}, headers=bearer).json()["id"]
         with http.stream("GET", f"/v1/streams/{sid}/events", headers=header) as events:
             assert any(line.startswith("event: end") for line in events.iter_lines())
         assert http.delete(f"/v1/streams/{sid}", headers=bearer).status_code == 204
         assert http.get(f"/v1/models?key={STATIC}").status_code == 401  # a careless client: refused
-    for extra, first in (({"Authorization": f"Bearer {STATIC}"}, []), ({}, [json.dumps({"type": "auth", "key": STATIC})])):
+    as_message = [json.dumps({"type": "auth", "key": STATIC})]
+    for extra, first in (({"Authorization": f"Bearer {STATIC}"}, []), ({}, as_message)):
         with connect(f"ws://{host}/v1/streams/ws", additional_headers=extra, open_timeout=10) as ws:
             for message in [*first, "{}", '{"type": "end"}']:
                 ws.send(message)
