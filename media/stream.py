@@ -1,7 +1,8 @@
 """Continuous video: frames in, one model clip per window out, in one decoding pass.
 
 `read_windows(source, spec, window_s, stride_s)` decodes a source front to back (a file, an
-upload, a URL FFmpeg reads live — RTSP, HLS, HTTP — or a `Pipe` fed by a client) and yields a
+upload, an RTSP URL FFmpeg reads live, or a `Pipe` fed by a client or by the server's own
+fetching of HTTP(S) and HLS, `media.hls`) and yields a
 `WindowClip` as soon as the frames of a window have arrived. Memory is bounded by one window:
 the `FrameRing` keeps the resized frames of the window being filled and drops each frame as
 soon as no later window can use it. The last, partial window is classified too (its frames
@@ -177,7 +178,7 @@ def read_windows(
     then the last, partial one.
 
     Args:
-        source: a path, bytes, a binary file, a URL (`open_url`) or a `Pipe`.
+        source: a path, bytes, a binary file, an RTSP URL (`open_url`) or a `Pipe`.
         timeout_s: the longest wait for the next frame (a stalled source raises `timeout`).
         stop: set it to end the reading early (checked at every frame).
         progress: counters updated as frames arrive; `live` says whether the source has no

@@ -10,6 +10,7 @@ refused URL. Proxies from the environment are ignored (they would connect elsewh
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import Iterator
 from urllib.parse import urljoin
@@ -26,9 +27,10 @@ CHUNK = 64 << 10
 class Fetcher:
     """One stream's HTTP client; every wait bounded by `timeout_s`, a whole body by `4 * timeout_s`."""
 
-    def __init__(self, allow: AllowList, timeout_s: float, resolver: Resolver = system_resolver) -> None:
+    def __init__(self, allow: AllowList, timeout_s: float, resolver: Resolver = system_resolver,
+                 verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
         self.allow, self.timeout_s, self.resolver = allow, timeout_s, resolver
-        self.client = httpx.Client(follow_redirects=False, timeout=timeout_s, trust_env=False)
+        self.client = httpx.Client(follow_redirects=False, timeout=timeout_s, trust_env=False, verify=verify)
         self.requests = 0  # sent, all hosts together
 
     def close(self) -> None:

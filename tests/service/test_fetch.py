@@ -81,3 +81,58 @@ def test_http_errors_redirect_loops_and_large_bodies_end_the_fetch(origin, path,
     with pytest.raises(VideoError) as err:
         _fetcher([]).get(f"http://127.0.0.1:{origin}{path}", max_bytes)
     assert err.value.code == code and words in str(err.value)
+
+
+def _certificate(name: str, tmp_path):
+    """A self-signed certificate for `name` (and its key) as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / f"{name}.crt").write_bytes(cert_pem)
+    (tmp_path / f"{name}.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+
+
+@pytest.mark.parametrize("served_as", ["camera.test", "other.test"])
+def test_https_connects_to_the_address_with_the_name_as_sni_and_in_the_certificate_check(tmp_path, served_as):
+    import ssl
+
+    cert, key = _certificate(served_as, tmp_path)
+    names = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        trust = ssl.create_default_context(cafile=str(cert))  # trusts this certificate only
+        fetcher = Fetcher(AllowList.parse("127.0.0.1"), 5.0, lambda host, port: ["127.0.0.1"], verify=trust)
+        url = f"https://camera.test:{server.server_port}/body"
+        if served_as == "camera.test":
+            assert fetcher.get(url, 10_000)[1] == b"x" * 1000
+        else:  # the certificate is checked against the name, not the address: another name's is refused
+            with pytest.raises(VideoError) as err:
+                fetcher.get(url, 10_000)
+            assert err.value.code == "unreachable" and "CERTIFICATE_VERIFY_FAILED" in str(err.value)
+        assert names and set(names) == {"camera.test"}
+    finally:
+        server.shutdown()

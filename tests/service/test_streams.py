@@ -524,3 +524,20 @@ def test_a_name_that_answers_an_allowed_address_then_an_internal_one_is_refused_
     assert reason == ("forbidden_url: host rebind.test refused: neither rebind.test nor 127.0.0.2, a loopback "
                       "address, is in STTM_STREAM_ALLOW")  # fmt: skip
     assert allowed.connections >= 1 and inside.connections == 0
+
+
+@pytest.mark.parametrize("route", ["/v1/classify", "/v1/timeline"])
+def test_classify_and_timeline_take_no_url_and_an_uploaded_playlist_fetches_nothing(client, evil, route):
+    """They read the request's body only: a JSON `url`, a URL as the body, or an HLS playlist
+    uploaded as the video (naming the server not allowed) are refused, and it hears nothing."""
+    server, evil_url = evil
+    before = server.connections
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{evil_url}/vod/index0.ts\n#EXT-X-ENDLIST\n"
+    answers = [
+        client.post(route, json={"url": f"{evil_url}/clip.mp4"}),
+        client.post(route, content=f"{evil_url}/clip.mp4".encode(), headers={"Content-Type": "video/mp4"}),
+        client.post(route, files={"file": ("a.m3u8", playlist.encode(), "application/vnd.apple.mpegurl")}),
+        client.post(route, files={"file": ("a.mp4", playlist.encode(), "video/mp4")}),
+    ]
+    assert all(400 <= r.status_code < 500 for r in answers), [(r.status_code, r.text) for r in answers]
+    assert server.connections == before
