@@ -41,7 +41,7 @@ def is_playlist(head: bytes) -> bool:
 def parse(body: bytes) -> m3u8.M3U8:
     try:
         return m3u8.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, AttributeError, IndexError) as err:
+    except Exception as err:  # noqa: BLE001 - m3u8's parser raises what it meets: any of it is a bad playlist
         raise VideoError("bad_playlist", f"not a readable HLS playlist ({type(err).__name__}: {err})") from None
 
 
