@@ -121,12 +121,8 @@ def _file_feed(head: bytes, body: Iterator[bytes], response: contextlib.ExitStac
 
 def _playlist_feed(url: str, body: bytes, fetcher: Fetcher, timeout_s: float) -> Feed:
     stop = threading.Event()
-
-    def fetch(u: str, max_bytes: int) -> tuple[str, bytes]:
-        return fetcher.get(u, max_bytes)
-
-    try:
-        reader = HlsReader(url, body, fetch, lambda data: None, stop)
+    try:  # the master playlist's variant is fetched here: a refusal ends the stream before it starts
+        reader = HlsReader(url, body, fetcher.get, lambda data: None, stop)
     except BaseException:
         fetcher.close()
         raise

@@ -5,10 +5,10 @@ A stream's life: `starting` -> `running` (frames arrive) <-> `retrying` (the sou
 or dropped: reopened with backoff for `STTM_STREAM_RETRY_S`) -> `finished` (the source ended:
 a file's or playlist's end, a camera's goodbye) / `failed` (refused, unusable, or `gave up`
 retrying, with the last error) / `stopped`. Every connection is opened under
-`STTM_STREAM_ALLOW` (`service.feed`). Every step is an event (`started`, `window`, `segment`, `end`) in the stream's
-`EventLog`: SSE subscribers and the WebSocket read it at their own pace, from the first
-event kept or after a `Last-Event-ID`; a slow or gone reader never holds the stream up. A
-finished stream stays addressable for `STTM_STREAM_KEEP_S`.
+`STTM_STREAM_ALLOW` (`service.feed`). Every step is an event (`started`, `window`,
+`segment`, `end`) in the stream's `EventLog`: SSE subscribers and the WebSocket read it at
+their own pace, from the first event kept or after a `Last-Event-ID`; a slow or gone reader
+never holds the stream up. A finished stream stays addressable for `STTM_STREAM_KEEP_S`.
 """
 
 from __future__ import annotations
