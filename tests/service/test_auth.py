@@ -143,6 +143,8 @@ def _every_kind_of_request(host: str, mp4, connect) -> None:
     bearer, header = {"Authorization": f"Bearer {STATIC}"}, {"X-API-Key": STATIC}
     with httpx.Client(base_url=f"http://{host}", timeout=30) as http:
         assert http.get("/v1/models", headers=header).status_code == 200
+        assert http.get("/v2", headers=bearer).status_code == 200  # KServe v2
+        assert http.get("/metrics", headers=header).status_code == 200
         with open(mp4, "rb") as f:
             upload = http.post("/v1/classify", files={"file": ("v.mp4", f, "video/mp4")}, headers=bearer)
             assert upload.status_code == 200
