@@ -29,12 +29,25 @@ class Fetcher:
 
     def __init__(self, allow: AllowList, timeout_s: float, resolver: Resolver = system_resolver,
                  verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
-        self.allow, self.timeout_s, self.resolver = allow, timeout_s, resolver
-        self.client = httpx.Client(follow_redirects=False, timeout=timeout_s, trust_env=False, verify=verify)
+        self.allow, self.timeout_s, self.resolver, self.verify = allow, timeout_s, resolver, verify
+        self.client: httpx.Client | None = None
+        self.client_host: str | None = None
         self.requests = 0  # sent, all hosts together
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
+
+    def _client_for(self, host: str) -> httpx.Client:
+        """A client whose kept-alive connections served `host` only: httpx pools by address, and
+        a connection set up (and its certificate checked) for one name must not carry another's
+        requests."""
+        if host != self.client_host:
+            self.close()
+            self.client = httpx.Client(follow_redirects=False, timeout=self.timeout_s, trust_env=False,
+                                       verify=self.verify)  # fmt: skip
+            self.client_host = host
+        return self.client
 
     @contextlib.contextmanager
     def open(self, url: str) -> Iterator[tuple[str, httpx.Response]]:
@@ -43,11 +56,12 @@ class Fetcher:
         for _ in range(MAX_REDIRECTS + 1):
             target = check(url, self.allow, self.resolver)
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            request = self.client.build_request("GET", target.pinned_url, headers={"Host": target.host_header},
-                                                extensions=extensions)  # fmt: skip
+            client = self._client_for(target.host)
+            request = client.build_request("GET", target.pinned_url, headers={"Host": target.host_header},
+                                           extensions=extensions)  # fmt: skip
             self.requests += 1
             try:
-                response = self.client.send(request, stream=True)
+                response = client.send(request, stream=True)
             except httpx.HTTPError as err:
                 raise VideoError("unreachable", f"cannot reach {target.host} ({type(err).__name__}: {err})") from None
             with contextlib.closing(response):

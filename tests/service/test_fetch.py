@@ -136,3 +136,36 @@ def test_https_connects_to_the_address_with_the_name_as_sni_and_in_the_certifica
         assert names and set(names) == {"camera.test"}
     finally:
         server.shutdown()
+
+
+class _KeepAlive(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # connections stay open between requests
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+def test_a_kept_alive_connection_carries_one_names_requests_only():
+    connections = []
+
+    class Server(http.server.ThreadingHTTPServer):
+        def verify_request(self, request, client_address) -> bool:
+            connections.append(client_address)
+            return True
+
+    server = Server(("127.0.0.1", 0), _KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fetcher = Fetcher(AllowList.parse("127.0.0.1"), 5.0, lambda host, port: ["127.0.0.1"])
+        for name in ("a.test", "a.test", "a.test", "b.test", "b.test", "a.test"):
+            assert fetcher.get(f"http://{name}:{server.server_port}/x", 100)[1] == b"ok"
+        assert len(connections) == 3  # a (reused twice), b (reused once), a again on a new one
+        fetcher.close()
+    finally:
+        server.shutdown()
