@@ -2,7 +2,8 @@
 MP4, a live HLS playlist written while it is read, redirects), GStreamer's RTSP server, a
 WebSocket client pushing MediaRecorder-style WebM chunks — and the faults: a server killed
 mid-stream, a source that never sends a frame, hosts and protocols outside the allow-list,
-a slow SSE reader."""
+a slow SSE reader — and hostile sources: playlists, redirects and a rebinding name that point
+at a server on 127.0.0.2 (not allowed), which must count zero connections."""
 
 from __future__ import annotations
 
