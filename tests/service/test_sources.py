@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from media.errors import VideoError
 from service.errors import ApiError
@@ -84,3 +86,23 @@ def test_unresolvable_and_malformed_are_not_refusals():
     with pytest.raises(VideoError) as err:
         check("http://nowhere.invalid/", AllowList.parse("nowhere.invalid"), _stub({}))
     assert err.value.code == "unreachable" and not isinstance(err.value, RefusedError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.ip_addresses())
+def test_any_address_passes_only_inside_a_listed_network_or_public_behind_a_listed_name(ip):
+    """With `10.20.0.0/16` and the name `cam.example` listed: an address passes as itself only
+    inside 10.20/16, and behind the listed name only when it is public or inside 10.20/16."""
+    import ipaddress
+
+    allow = AllowList.parse("10.20.0.0/16,cam.example")
+    inside = ip in ipaddress.ip_network("10.20.0.0/16") if ip.version == 4 else False
+    resolve = _stub({"cam.example": [str(ip)], "other.example": [str(ip)]})
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    for url, allowed in [(f"http://{literal}/", inside),
+                         ("http://cam.example/", inside or internal_kind(ip) is None),
+                         ("http://other.example/", inside)]:  # fmt: skip
+        try:
+            assert check(url, allow, resolve).address == str(ip) and allowed, url
+        except RefusedError:
+            assert not allowed, url
