@@ -44,6 +44,18 @@ class Feed:
         if isinstance(self.source, Pipe):
             self.source.close()
 
+    def write(self, data: bytes) -> None:
+        """Into the pipe, in pieces, waiting while it is full for as long as the stream reads
+        (a file's decoding waits for the model: the fetch waits for the decoding)."""
+        for i in range(0, len(data), WRITE_BYTES):
+            while True:
+                try:
+                    self.source.write(data[i : i + WRITE_BYTES])
+                    break
+                except TimeoutError:
+                    if self.stop.is_set():
+                        raise BrokenPipeError("the stream stopped reading") from None
+
     def pump(self, work: Callable[[], None], fetcher: Fetcher) -> None:
         """Run `work` (it writes into the pipe) in a thread; its failure becomes `error`."""
 
@@ -62,12 +74,6 @@ class Feed:
 
         self.thread = threading.Thread(target=run, name="feed", daemon=True)
         self.thread.start()
-
-
-def _pieces(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
-    for i in range(0, len(data), WRITE_BYTES):
-        yield bytes(view[i : i + WRITE_BYTES])
 
 
 def open_feed(url: str, allow: AllowList, timeout_s: float, resolver: Resolver = system_resolver) -> Feed:
@@ -109,11 +115,11 @@ def _file_feed(head: bytes, body: Iterator[bytes], response: contextlib.ExitStac
     def copy() -> None:
         with response:
             if head:
-                feed.source.write(head)
+                feed.write(head)
             for chunk in body:
                 if feed.stop.is_set():
                     return
-                feed.source.write(chunk)
+                feed.write(chunk)
 
     feed.pump(copy, fetcher)
     return feed
@@ -128,11 +134,6 @@ def _playlist_feed(url: str, body: bytes, fetcher: Fetcher, timeout_s: float) ->
         raise
     pipe = Pipe(PIPE_BYTES, timeout_s + reader.target_s)  # a live playlist's next segment may take one target
     feed = Feed(pipe, live=reader.live, stop=stop)
-
-    def write(data: bytes) -> None:
-        for piece in _pieces(data):
-            pipe.write(piece)
-
-    reader.write = write
+    reader.write = feed.write
     feed.pump(reader.run, fetcher)
     return feed
