@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
 from service.app_state import AppState
-from service.auth import Protected
+from service.auth import Protected, redact_server_logs
+from service.keys import KeyRing, reload_keys_on_sighup
 from service.lifecycle import open_classifier
 from service.metrics import Metrics
 from service.settings import Settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         runtime: AppState = app.state.runtime
         async with AsyncExitStack() as stack:
+            stack.enter_context(reload_keys_on_sighup(runtime.keys))
             try:
                 on_batch = runtime.metrics.observe_batch
                 runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))
@@ -71,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Action recognition with video transformers and spatial-temporal token merging.",
         lifespan=lifespan,
     )
-    app.state.runtime = AppState(settings=settings, metrics=Metrics())
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.state.runtime = AppState(settings=settings, metrics=Metrics(), keys=KeyRing(key, settings.api_keys_file))
+    redact_server_logs()
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream_routes.router)

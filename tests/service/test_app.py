@@ -258,7 +258,9 @@ def test_auth(client_for, clips):
     # the scheme is in the OpenAPI schema, on the protected operations only
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert schema["paths"]["/v1/classify"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header",
+        "name": "X-API-Key", "description": "the same key, another header"}  # fmt: skip
+    assert schema["paths"]["/v1/classify"]["post"]["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
     assert "security" not in schema["paths"]["/v2/health/live"]["get"]
 
 
