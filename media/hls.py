@@ -79,8 +79,9 @@ class HlsReader:
     `url`/`body`: the playlist as first fetched (master or media). Raises VideoError
     (`bad_playlist`, `unsupported`, `corrupt`) or whatever `fetch` and `write` raise."""
 
-    def __init__(self, url: str, body: bytes, fetch: Fetch, write: Callable[[bytes], None],
-                 stop: threading.Event) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, body: bytes, fetch: Fetch, write: Callable[[bytes], None], stop: threading.Event
+    ) -> None:
         self.fetch, self.write, self.stop = fetch, write, stop
         self.url, self.playlist = url, parse(body)
         if self.playlist.is_variant:

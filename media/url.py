@@ -25,8 +25,11 @@ def open_url(url: str, timeout_s: float, limits: Limits) -> av.container.InputCo
     `timeout_s`. Raises VideoError."""
     scheme = url.split(":", 1)[0].lower()
     if scheme not in FFMPEG_SCHEMES:
-        raise VideoError("bad_url", f"FFmpeg opens only {', '.join(FFMPEG_SCHEMES)} URLs, not {scheme!r} "
-                                    "(http(s) is fetched by the caller and fed through a Pipe)")  # fmt: skip
+        raise VideoError(
+            "bad_url",
+            f"FFmpeg opens only {', '.join(FFMPEG_SCHEMES)} URLs, not {scheme!r} "
+            "(http(s) is fetched by the caller and fed through a Pipe)",
+        )
     micros = str(int(timeout_s * 1e6))
     options = {
         "protocol_whitelist": PROTOCOLS,

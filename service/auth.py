@@ -22,8 +22,10 @@ from starlette.datastructures import Headers, QueryParams
 from service.errors import ApiError
 
 URL_KEYS = ("key", "api_key", "apikey", "token", "access_token")
-HOW = ("a key goes in an `Authorization: Bearer <key>` or `X-API-Key: <key>` header (a browser's WebSocket: "
-       'a first message {"type": "auth", "key": "<key>"}), never in the URL')  # fmt: skip
+HOW = (
+    "a key goes in an `Authorization: Bearer <key>` or `X-API-Key: <key>` header (a browser's WebSocket: "
+    'a first message {"type": "auth", "key": "<key>"}), never in the URL'
+)
 bearer = HTTPBearer(auto_error=False, description="one of the server's API keys (required only when keys are set)")
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, another header")
 

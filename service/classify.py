@@ -19,7 +19,7 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -52,7 +52,6 @@ __all__ = [
     "Classifier",
     "Explanation",
     "Inference",
-    "Handoff",
     "Latency",
     "Merges",
     "Timeline",
@@ -189,22 +188,18 @@ class Classifier:
         capacity: int = 2,
         limits: Limits | None = None,
         max_fps: float = 120.0,
-        on_handoff: Callable[[Handoff], None] | None = None,
     ) -> AsyncIterator[Window]:
         """Windows of `source` classified as they arrive, in order: a decoding thread, a
         bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
 
         `live`: drop the oldest waiting windows when inference falls behind (None: decide
         from the source — live when it has no known duration); `progress.dropped` counts them.
-        `limits`: default the uploads'. `on_handoff` is deprecated (it handed out the hand-off
-        to read its drop count: read `progress.dropped`); it goes once no caller passes it."""
+        `limits`: default the uploads'."""
         loop = asyncio.get_running_loop()
         spec = replace(self.backend.meta.input_spec, sampling=opts.sampling or self.backend.meta.input_spec.sampling)
         stop = stop or threading.Event()
         pinned = self.rung_index(opts.reduction)
         handoff = Handoff(loop, capacity, drop=bool(live), progress=progress)
-        if on_handoff:
-            on_handoff(handoff)
         timeout = self.stall_timeout_s if live is not False else self.limits.decode_timeout_s
         reader = _WindowReader(source, spec, opts, limits or self.limits, timeout, stop, progress, max_fps)
         thread = threading.Thread(target=reader.feed, args=(handoff, live), name="windows", daemon=True)

@@ -108,8 +108,9 @@ def _rest(head: bytes, body: Iterator[bytes], deadline: float) -> bytes:
     return bytes(out)
 
 
-def _file_feed(head: bytes, body: Iterator[bytes], response: contextlib.ExitStack, fetcher: Fetcher,
-               timeout_s: float) -> Feed:  # fmt: skip
+def _file_feed(
+    head: bytes, body: Iterator[bytes], response: contextlib.ExitStack, fetcher: Fetcher, timeout_s: float
+) -> Feed:
     feed = Feed(Pipe(PIPE_BYTES, timeout_s), live=False)
 
     def copy() -> None:

@@ -27,8 +27,13 @@ CHUNK = 64 << 10
 class Fetcher:
     """One stream's HTTP client; every wait bounded by `timeout_s`, a whole body by `4 * timeout_s`."""
 
-    def __init__(self, allow: AllowList, timeout_s: float, resolver: Resolver = system_resolver,
-                 verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        allow: AllowList,
+        timeout_s: float,
+        resolver: Resolver = system_resolver,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.allow, self.timeout_s, self.resolver, self.verify = allow, timeout_s, resolver, verify
         self.client: httpx.Client | None = None
         self.client_host: str | None = None
@@ -44,8 +49,9 @@ class Fetcher:
         requests."""
         if host != self.client_host:
             self.close()
-            self.client = httpx.Client(follow_redirects=False, timeout=self.timeout_s, trust_env=False,
-                                       verify=self.verify)  # fmt: skip
+            self.client = httpx.Client(
+                follow_redirects=False, timeout=self.timeout_s, trust_env=False, verify=self.verify
+            )
             self.client_host = host
         return self.client
 
@@ -57,8 +63,9 @@ class Fetcher:
             target = check(url, self.allow, self.resolver)
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
             client = self._client_for(target.host)
-            request = client.build_request("GET", target.pinned_url, headers={"Host": target.host_header},
-                                           extensions=extensions)  # fmt: skip
+            request = client.build_request(
+                "GET", target.pinned_url, headers={"Host": target.host_header}, extensions=extensions
+            )
             self.requests += 1
             try:
                 response = client.send(request, stream=True)

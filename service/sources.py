@@ -103,8 +103,11 @@ class AllowList:
         kind = internal_kind(ip)
         where = f"{address}, a {kind} address," if kind else address
         if host.rstrip(".") not in self.names:
-            return f"{where} is not in STTM_STREAM_ALLOW" if host == address else (
-                f"neither {host} nor {where} is in STTM_STREAM_ALLOW")  # fmt: skip
+            return (
+                f"{where} is not in STTM_STREAM_ALLOW"
+                if host == address
+                else (f"neither {host} nor {where} is in STTM_STREAM_ALLOW")
+            )
         if kind:
             return (
                 f"it resolves to {where} which STTM_STREAM_ALLOW does not list (a listed name reaches public "

@@ -35,8 +35,13 @@ def get_streams(runtime: AppStateDep) -> Streams:
 StreamsDep = Annotated[Streams, Depends(get_streams)]
 
 
-@router.post("", status_code=201, response_model=StreamInfo, dependencies=Protected,
-             responses=documented(400, 401, 403, 422, 429, 503))  # fmt: skip
+@router.post(
+    "",
+    status_code=201,
+    response_model=StreamInfo,
+    dependencies=Protected,
+    responses=documented(400, 401, 403, 422, 429, 503),
+)
 async def create(body: StreamRequest, rt: AppStateDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
     """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be allowed
     by `STTM_STREAM_ALLOW` (403 here); every later fetch (redirects, the URLs a playlist names)
@@ -61,8 +66,11 @@ async def delete_stream(sid: str, streams: StreamsDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{sid}/events", dependencies=Protected, responses={**documented(401, 404, 503),
-            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}})  # fmt: skip
+@router.get(
+    "/{sid}/events",
+    dependencies=Protected,
+    responses={**documented(401, 404, 503), 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def events(
     sid: str, rt: AppStateDep, streams: StreamsDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
@@ -101,8 +109,9 @@ async def _first_message(ws: WebSocket, runtime: AppState) -> str | None:
         runtime.metrics.auth_refused.labels(reason).inc()
     if reason is None:
         return first
-    message = f"a key in the URL is refused: {HOW}" if reason == "key_in_url" else (
-        f"a valid API key is required: {HOW}")  # fmt: skip
+    message = (
+        f"a key in the URL is refused: {HOW}" if reason == "key_in_url" else (f"a valid API key is required: {HOW}")
+    )
     await _refuse(ws, "unauthorized", message, close_code=1008)
     return None
 

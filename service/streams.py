@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from media import Limits, VideoError
 from media.stream import Pipe, Progress
-from service.classify import Classifier, Handoff, TimelineOptions
+from service.classify import Classifier, TimelineOptions
 from service.errors import ApiError
 from service.feed import open_feed
 from service.metrics import Metrics
@@ -98,23 +98,26 @@ class Stream:
     position_s: float = 0.0  # where the last window ended, in the stream's time (across reconnections)
     alive_at: float = 0.0  # time.monotonic() of the last window
     progress: Progress = field(default_factory=Progress)
-    handoff: Handoff | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None
     _dropped_before: int = 0  # windows dropped by earlier connections
 
     @property
     def dropped(self) -> int:
-        return self._dropped_before + (self.handoff.dropped if self.handoff else 0)
+        return self._dropped_before + self.progress.dropped
 
     @property
     def stats(self) -> dict:
         seconds = max(time.monotonic() - self.progress.started_at, 1e-3) if self.progress.started_at else 0
         return {
-            "frames": self.progress.frames, "fps_in": round(self.progress.frames / seconds, 2) if seconds else 0.0,
-            "windows": self.windows, "dropped": self.dropped, "lag_s": round(self.lag_s, 3), "retries": self.retries,
+            "frames": self.progress.frames,
+            "fps_in": round(self.progress.frames / seconds, 2) if seconds else 0.0,
+            "windows": self.windows,
+            "dropped": self.dropped,
+            "lag_s": round(self.lag_s, 3),
+            "retries": self.retries,
             "events": self.log.next_id - 1,
-        }  # fmt: skip
+        }
 
 
 class Streams:
@@ -139,8 +142,11 @@ class Streams:
     def get(self, sid: str) -> Stream:
         self._reap()
         if sid not in self.streams:
-            raise ApiError(404, "not_found", f"no stream {sid!r} (unknown, or finished more than "
-                                             f"{self.settings.stream_keep_s:.0f} s ago)")  # fmt: skip
+            raise ApiError(
+                404,
+                "not_found",
+                f"no stream {sid!r} (unknown, or finished more than {self.settings.stream_keep_s:.0f} s ago)",
+            )
         return self.streams[sid]
 
     def list(self) -> list[Stream]:
@@ -151,8 +157,12 @@ class Streams:
         """Register and start a stream of `url` (already checked) or of a client's `pipe`."""
         self._reap()
         if self.active() >= self.settings.max_streams:
-            raise ApiError(429, "too_many_streams", f"{self.settings.max_streams} streams are running "
-                                                    "(STTM_MAX_STREAMS)", retry_after=5)  # fmt: skip
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"{self.settings.max_streams} streams are running (STTM_MAX_STREAMS)",
+                retry_after=5,
+            )
         stream = Stream(uuid.uuid4().hex[:12], url, opts, EventLog(self.settings.stream_events), pipe)
         self.streams[stream.id] = stream
         self.metrics.streams_active.inc()
@@ -231,10 +241,15 @@ class Streams:
         try:
             if stream.pipe is None:
                 feed = await asyncio.to_thread(open_feed, stream.url, self.allow, s.stream_stall_s, self.resolver)
-            async for w in classifier.windows(stream.pipe if feed is None else feed.source, stream.opts, progress,
-                                              live=None if feed is None else feed.live, stop=stream.stop,
-                                              limits=limits, on_handoff=lambda h: setattr(stream, "handoff", h),
-                                              max_fps=s.stream_max_fps):  # fmt: skip
+            async for w in classifier.windows(
+                stream.pipe if feed is None else feed.source,
+                stream.opts,
+                progress,
+                live=None if feed is None else feed.live,
+                stop=stream.stop,
+                limits=limits,
+                max_fps=s.stream_max_fps,
+            ):
                 self._window(stream, segmenter, offset, w)
         except VideoError:
             if feed is not None and feed.error is not None:
@@ -249,9 +264,15 @@ class Streams:
         if stream.url is not None and stream.url.lower().startswith("rtsp") and not progress.reached_end:
             # FFmpeg reads a server gone as the end of the media: only one that reached the end
             # its server announced (RTCP BYE after the range of a served file) has ended
-            raise VideoError("unreachable", "the source closed the connection" + (
-                f" at {progress.position_s:.1f} s of {progress.duration_s:.1f}" if progress.duration_s else
-                " (a camera that announces no end never ends on its own)"))  # fmt: skip
+            raise VideoError(
+                "unreachable",
+                "the source closed the connection"
+                + (
+                    f" at {progress.position_s:.1f} s of {progress.duration_s:.1f}"
+                    if progress.duration_s
+                    else " (a camera that announces no end never ends on its own)"
+                ),
+            )
 
     def _window(self, stream: Stream, segmenter: Segmenter, offset: float, w) -> None:
         stream.state, stream.windows, stream.lag_s = "running", stream.windows + 1, w.lag_s
@@ -260,14 +281,14 @@ class Streams:
         stream.position_s = end
         self.metrics.stream_windows.inc()
         self.metrics.stream_lag.observe(w.lag_s)
-        window = StreamWindow(start_s=start, end_s=end, predictions=w.predictions,
-                              latency_ms=w.latency_s * 1000, lag_s=w.lag_s)  # fmt: skip
+        window = StreamWindow(
+            start_s=start, end_s=end, predictions=w.predictions, latency_ms=w.latency_s * 1000, lag_s=w.lag_s
+        )
         self._emit(stream, "window", window)
         for seg in segmenter.push(start, end, w.probs):
             self._emit(stream, "segment", Segment.model_validate(seg))
 
     def _count_drops(self, stream: Stream) -> None:
-        if stream.handoff is not None:
-            self.metrics.stream_dropped.inc(stream.handoff.dropped)
-            stream._dropped_before += stream.handoff.dropped
-            stream.handoff = None
+        dropped, stream.progress.dropped = stream.progress.dropped, 0  # this connection's, counted once
+        self.metrics.stream_dropped.inc(dropped)
+        stream._dropped_before += dropped

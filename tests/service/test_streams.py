@@ -355,12 +355,9 @@ def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded
             for chunk in _webm_chunks(right_then_left()):
                 pipe.write(chunk)
             pipe.close()
-            handoffs = []
-            opts = TimelineOptions(window_s=1, stride_s=0.25)
-            windows = [
-                w async for w in classifier.windows(pipe, opts, Progress(), live=True, on_handoff=handoffs.append)
-            ]
-            return windows, handoffs[0].dropped
+            opts, progress = TimelineOptions(window_s=1, stride_s=0.25), Progress()
+            windows = [w async for w in classifier.windows(pipe, opts, progress, live=True)]
+            return windows, progress.dropped
 
     windows, dropped = asyncio.run(run())
     assert dropped > 0 and len(windows) + dropped == 31  # 0, 0.25, ..., 7.5 s (the last partial)
