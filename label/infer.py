@@ -3,13 +3,15 @@ batches of decoded videos — the same postprocessing as `sttm predict` (views a
 softmax, top-k; `--timeline`: windows and the segment rule of `runtime.segments`).
 
 The model travels with the job (`ModelPayload`: the file's bytes, and its sidecars, put in
-Ray's object store once); each actor writes it to a private temporary folder and opens it
-with `runtime.load_backend`, so workers need no copy of the model and no shared disk for it.
+Ray's object store once); the first actor on a machine writes it to a folder named by its
+content (`ModelPayload.unpack`) and every actor there opens it with `runtime.load_backend`, so
+workers need no copy of the model and no shared disk for it.
 """
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +40,22 @@ class ModelPayload:
     source: Path  # where `main` was read from (on the driver's machine)
     name: str  # a ladder's name, else the file's metadata name ("" until opened)
     reduction: float | None  # a ladder rung's nominal reduction, else the file's metadata
+
+    def unpack(self, root: Path | None = None) -> Path:
+        """The files in a folder named by their content (`$TMPDIR/sttm-label-models/<sha256>`),
+        written once per machine and model (each file under a temporary name, then renamed):
+        actors that start, die and restart share it, and a killed job leaves no copy behind."""
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(self.files[name]).digest())
+        folder = (root or Path(tempfile.gettempdir()) / "sttm-label-models") / digest.hexdigest()[:32]
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            if not (folder / name).is_file():
+                temp = folder / f".{name}.{os.getpid()}.tmp"
+                temp.write_bytes(data)
+                os.replace(temp, folder / name)
+        return folder
 
     @classmethod
     def read(cls, path: str | Path) -> ModelPayload:
@@ -77,17 +95,12 @@ class Labeller:
             import ray
 
             payload = ray.get(payload)
-        self.spec, self._folder = spec, tempfile.mkdtemp(prefix="sttm-label-")
-        for name, data in payload.files.items():
-            (Path(self._folder) / name).write_bytes(data)
-        self.backend: Backend = load_backend(Path(self._folder) / payload.main, spec.options)
+        self.spec = spec
+        self.backend: Backend = load_backend(payload.unpack() / payload.main, spec.options)
         self.backend.warm_up((1,))
         meta = self.backend.meta
         reduction = meta.reduction if payload.reduction is None else payload.reduction
         self.answer = {"model": payload.name or meta.name, "reduction": reduction, "precision": self.backend.precision}
-
-    def __del__(self) -> None:
-        shutil.rmtree(getattr(self, "_folder", ""), ignore_errors=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()

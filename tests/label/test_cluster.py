@@ -4,9 +4,11 @@ killed mid-job, every input exactly once with the right labels."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
+import psutil
 import pytest
 
 from label.decode import DecodeSpec, decode_batch
@@ -36,6 +38,18 @@ def cluster():
     cluster.shutdown()
 
 
+def node_processes(node) -> list[psutil.Process]:
+    """A node's processes and theirs (its agents outlive a killed raylet for a while)."""
+    procs = [psutil.Process(i.process.pid) for infos in node.all_processes.values() for i in infos]
+    return procs + [c for p in procs for c in p.children(recursive=True)]
+
+
+def end(processes: list[psutil.Process]) -> None:
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
 def expected_labels(paths, model) -> dict[str, list[str]]:
     """Each file's labels, from the actor's code run here without Ray."""
     spec = LabelSpec(BackendOptions(), DecodeSpec(load_backend(model).meta.input_spec), 5, 8)
@@ -44,11 +58,13 @@ def expected_labels(paths, model) -> dict[str, list[str]]:
     return {r["id"]: r["labels"] for r in rows}
 
 
-def test_a_worker_node_killed_mid_job_loses_nothing(cluster, tiny_onnx, tmp_path):
+def test_a_worker_node_killed_mid_job_loses_nothing(cluster, tiny_onnx, tmp_path, request):
     head, workers = cluster
     paths = [str(p) for p in write_archive(tmp_path / "videos", FILES)]
     out = tmp_path / "labels.parquet"
     killed = threading.Event()
+    orphans: list[psutil.Process] = []
+    request.addfinalizer(lambda: end(orphans))
     written_before_kill: list[int] = []
 
     def kill_a_worker_once_rows_arrive():
@@ -56,6 +72,7 @@ def test_a_worker_node_killed_mid_job_loses_nothing(cluster, tiny_onnx, tmp_path
         while not complete_parts(out) and time.monotonic() < deadline:
             time.sleep(0.05)
         written_before_kill.append(sum(pq.read_metadata(p).num_rows for p in complete_parts(out)))
+        orphans.extend(node_processes(workers[0]))
         head.remove_node(workers[0], allow_graceful=False)  # its raylet, object store and workers: SIGKILL
         killed.set()
 

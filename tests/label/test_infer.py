@@ -67,3 +67,12 @@ def test_a_ladder_runs_its_least_merged_rung(tmp_path, tiny_onnx):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="without ladder.json"):
         ModelPayload.read(tmp_path / "empty")
+
+
+def test_the_model_is_unpacked_once_per_content(tmp_path, tiny_onnx):
+    payload = ModelPayload.read(tiny_onnx)
+    folder = payload.unpack(tmp_path)
+    assert (folder / "tiny.onnx").read_bytes() == tiny_onnx.read_bytes()
+    assert payload.unpack(tmp_path) == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    other = ModelPayload(payload.main, {"tiny.onnx": b"other bytes"}, payload.source, "", None)
+    assert other.unpack(tmp_path) != folder  # another model, another folder

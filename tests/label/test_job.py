@@ -3,6 +3,7 @@ predict`; a driver killed mid-job and resumed ends with every input exactly once
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -55,11 +56,13 @@ def test_a_killed_driver_resumes_to_every_input_exactly_once(local_ray, tiny_onn
     out = tmp_path / "labels.parquet"
     command = [sys.executable, "-m", "cli", "label", str(tmp_path / "videos"), "-o", str(out), "--model",
                str(tiny_onnx), "--part-rows", "4", "--files-per-task", "1"]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its own process group: the kill below takes the driver's local Ray with it, as a kill of a shell's job does
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 90
     while not complete_parts(out) and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
+    os.killpg(driver.pid, signal.SIGKILL)
     assert driver.wait(10) == -signal.SIGKILL, driver.stderr.read().decode()[-2000:]
     before = [i for p in complete_parts(out) for i in read_ids(p)]
     assert 0 < len(before) < len(videos)  # killed mid-job, complete parts only
