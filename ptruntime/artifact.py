@@ -88,6 +88,9 @@ def load_program(path: str | Path) -> tuple[nn.Module, ModelMetadata]:
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a torch.export archive (sttm export --format torch writes one)")
+    with zipfile.ZipFile(path) as archive:
+        if not any(name.endswith(f"/{TORCH_METADATA}") for name in archive.namelist()):
+            raise ValueError(f"{path}: no {TORCH_METADATA} inside: was it written by `sttm export --format torch`?")
     extra = {TORCH_METADATA: ""}
     try:
         program = torch.export.load(path, extra_files=extra)

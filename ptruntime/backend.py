@@ -35,13 +35,16 @@ Outputs = tuple[np.ndarray, ...]
 def check(source: Path, options: BackendOptions) -> None:
     """`ModelLoadError` (one line) where `load` would refuse `options` here, without loading weights."""
     _placement(options.precision)
-    if source.suffix == TORCH_SUFFIX and not source.is_file():
-        raise ModelLoadError(f"model file {source} does not exist")
-    if source.suffix != TORCH_SUFFIX and not source.exists():
-        from models import PRESETS
+    _require(source)
 
-        if str(source) not in (*PRESETS, "demo"):
-            raise ModelLoadError(f"{source}: no such file, directory or built-in model (demo, {', '.join(PRESETS)})")
+
+def _require(source: Path) -> None:
+    """`source` exists, or names a built-in model."""
+    from models import PRESETS
+
+    if not source.exists() and (source.suffix == TORCH_SUFFIX or str(source) not in (*PRESETS, "demo")):
+        names = "" if source.suffix == TORCH_SUFFIX else f" and is no built-in model (demo, {', '.join(PRESETS)})"
+        raise ModelLoadError(f"model file {source} does not exist{names}")
 
 
 def load(source: Path, options: BackendOptions) -> Backend:
@@ -73,9 +76,8 @@ def _placement(requested: str) -> Placement:
 
 def _open(source: Path) -> tuple[nn.Module, ModelMetadata]:
     """A `.pt2` program, or a checkpoint / model name built by `models.load_model`."""
+    _require(source)
     if source.suffix == TORCH_SUFFIX:
-        if not source.is_file():
-            raise ModelLoadError(f"model file {source} does not exist")
         try:
             return load_program(source)
         except ValueError as err:

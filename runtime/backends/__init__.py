@@ -155,8 +155,8 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
     if kind == "torch" or runs_on_torch(path):
         what = what if kind == "torch" else "a .pt2 or a checkpoint"
         raise ModelLoadError(
-            f"{path}: {what} cannot run on {kind} (PyTorch runs .pt2 exports, checkpoints and model names; "
-            "the other runtimes run what sttm export --format onnx/tensorrt/openvino writes)"
+            f"{path}: {what} cannot run on {kind} (--backend torch runs .pt2 exports, checkpoints and model "
+            "names; the other runtimes what sttm export --format onnx/tensorrt/openvino writes)"
         )
     if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
         raise ModelLoadError(

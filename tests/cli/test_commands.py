@@ -149,3 +149,20 @@ def test_triton_without_its_wheel_or_repository_is_one_line(capsys, monkeypatch,
     )
     assert main(["triton", str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_serve_on_torch_without_torch_is_one_line(capsys, monkeypatch):
+    """The serving image has no torch: `--backend torch` says what to install and exits 2."""
+    import uvicorn
+
+    from runtime.backends import plugins
+
+    real = plugins.importlib.util.find_spec
+    monkeypatch.setattr(plugins.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    for name in ("STTM_MODEL", "STTM_BACKEND", "STTM_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["serve", "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: --backend torch needs torch") and "pip install torch==2.13.0" in err
+    assert err.count("\n") == 1
