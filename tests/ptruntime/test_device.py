@@ -50,7 +50,10 @@ def test_what_a_machine_cannot_compute_is_refused_in_one_line(machine, requested
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize(("max_batch", "sizes"), [(1, (1,)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8)), (32, (1, 2, 4, 8, 16, 32))])
+SIZES = [(1, (1,)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8)), (32, (1, 2, 4, 8, 16, 32))]
+
+
+@pytest.mark.parametrize(("max_batch", "sizes"), SIZES)
 def test_graphs_are_captured_for_powers_of_two_and_the_largest_batch(max_batch, sizes):
     assert capture_sizes(max_batch) == sizes
 

@@ -36,7 +36,8 @@ def test_only_pytorch_runs_programs_checkpoints_and_names(tmp_path):
 def test_auto_sends_them_to_the_plugin(tmp_path, torch_plugin):
     (tmp_path / "m.pt2").write_bytes(b"")
     assert resolve_kind(tmp_path / "m.pt2", BackendOptions()).value == "torch"
-    assert resolve_kind(tmp_path / "videomae-b", BackendOptions()).reason == "a checkpoint or model name: PyTorch runs it"
+    reason = resolve_kind(tmp_path / "videomae-b", BackendOptions()).reason
+    assert reason == "a checkpoint or model name: PyTorch runs it"
     with pytest.raises(ModelLoadError, match="cannot run on torch"):
         (tmp_path / "m.onnx").write_bytes(b"")
         resolve_kind(tmp_path / "m.onnx", BackendOptions("torch"))
