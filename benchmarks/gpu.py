@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # what `sttm serve` needs beyond torch + numpy (pip resolves their dependencies into the folder)
 SERVING_WHEELS = (
     "fastapi", "starlette", "uvicorn", "pydantic", "pydantic-settings", "python-multipart", "av",
-    "prometheus-client", "httpx", "websockets", "setuptools",
+    "prometheus-client", "httpx", "websockets", "safetensors", "setuptools",
 )  # fmt: skip
 VARIANTS = ("none", "tome", "sttm", "sttm-fold")  # sttm-fold: the bias as a q/k channel
 
@@ -83,7 +83,7 @@ def download_wheels(dest: Path, python_version: str) -> None:
 def install_wheels(folder: Path) -> str:
     """There (no network): the serving wheels, then this project (editable: its entry points)."""
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(folder)]
-    subprocess.run(pip + list(SERVING_WHEELS[:-1]), check=True, timeout=240)
+    subprocess.run(pip + list(SERVING_WHEELS), check=True, timeout=240)
     subprocess.run(pip + ["--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True, timeout=120)
     return "installed from " + str(folder)
 

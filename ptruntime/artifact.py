@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.export.passes import move_to_device_pass
 
 from models import VideoClassifier
 from runtime.metadata import TORCH_METADATA, ModelMetadata
@@ -82,9 +83,11 @@ def save_program(model: VideoClassifier, path: str | Path, meta: ModelMetadata, 
     return path
 
 
-def load_program(path: str | Path) -> tuple[nn.Module, ModelMetadata]:
-    """A `.pt2` written by `save_program` -> (its module, its metadata); ValueError (one line)
-    for a file that is not one."""
+def load_program(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMetadata]:
+    """A `.pt2` written by `save_program` -> (its module on `device`, its metadata); ValueError
+    (one line) for a file that is not one. The program records the device it was exported on in
+    its nodes (`arange(..., device=cpu)`): they are rewritten for `device`
+    (`torch.export.passes.move_to_device_pass`), weights and buffers moved with them."""
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a torch.export archive (sttm export --format torch writes one)")
@@ -99,4 +102,5 @@ def load_program(path: str | Path) -> tuple[nn.Module, ModelMetadata]:
         raise ValueError(f"cannot load {path}: {first}") from None
     if not extra[TORCH_METADATA]:
         raise ValueError(f"{path}: no {TORCH_METADATA} inside: was it written by `sttm export --format torch`?")
+    program = move_to_device_pass(program, str(device))
     return program.module(), ModelMetadata.from_dict(json.loads(extra[TORCH_METADATA]))

@@ -52,8 +52,8 @@ def load(source: Path, options: BackendOptions) -> Backend:
     placement = _placement(options.precision)
     if options.threads > 0:
         torch.set_num_threads(options.threads)
-    module, meta = _open(source)
     device = torch.device(placement.device)
+    module, meta = _open(source, device)
     module = module.to(device)
     run, precision, reason = _runner(module, device, torch.float32), "fp32", placement.reason
     if placement.precision != "fp32":
@@ -74,12 +74,12 @@ def _placement(requested: str) -> Placement:
         raise ModelLoadError(str(err)) from None
 
 
-def _open(source: Path) -> tuple[nn.Module, ModelMetadata]:
-    """A `.pt2` program, or a checkpoint / model name built by `models.load_model`."""
+def _open(source: Path, device: torch.device) -> tuple[nn.Module, ModelMetadata]:
+    """A `.pt2` program (for `device`), or a checkpoint / model name built by `models.load_model`."""
     _require(source)
     if source.suffix == TORCH_SUFFIX:
         try:
-            return load_program(source)
+            return load_program(source, device)
         except ValueError as err:
             raise ModelLoadError(str(err)) from None
     from models import CheckpointError, load_model

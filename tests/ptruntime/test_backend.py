@@ -131,3 +131,15 @@ def test_the_server_names_it_and_answers_on_it(checkpoint):
         info = client.get("/v1/models").json()[0]
         assert info["backend"] == "torch:cpu" and info["precision"] == "fp32"
         assert json.dumps(info).count("tiny") >= 1
+
+
+def test_the_program_is_moved_whole_to_another_device(program):
+    """The program records its export device in its nodes; loaded for another device (meta here,
+    standing in for CUDA), a node left on the CPU would mix devices and fail."""
+    from ptruntime.artifact import load_program
+
+    module, meta = load_program(program, "meta")
+    video = torch.empty(2, 3, meta.num_frames, meta.image_size, meta.image_size, device="meta")
+    with torch.no_grad():
+        logits, index = module(video)
+    assert logits.device.type == index.device.type == "meta" and logits.shape == (2, len(meta.labels))
