@@ -143,3 +143,27 @@ def test_the_program_is_moved_whole_to_another_device(program):
     with torch.no_grad():
         logits, index = module(video)
     assert logits.device.type == index.device.type == "meta" and logits.shape == (2, len(meta.labels))
+
+
+def test_a_low_precision_is_held_to_fp32_at_load(checkpoint):
+    """The load-time check (`runtime.agreement`'s rule, as OpenVINO's bf16): a low precision that
+    agrees is kept; one that does not falls back to fp32 under auto and is refused when asked for."""
+    from ptruntime.artifact import metadata_for, served_module
+    from ptruntime.backend import _checked, _runner
+    from ptruntime.device import Placement
+
+    model, _ = checkpoint
+    meta = metadata_for(model, "tiny")
+    fp32 = _runner(served_module(model, meta), torch.device("cpu"), torch.float32)
+
+    def off(video):  # a low precision gone wrong: logits shifted by far more than 5e-2
+        logits, *rest = fp32(video)
+        return (logits + np.linspace(0, 1, logits.shape[-1], dtype=np.float32), *rest)
+
+    placement = Placement("cuda", "fp16", "auto: fp16 on a GPU")
+    assert _checked(fp32, fp32, meta, placement, BackendOptions("torch", "auto"))[1] == "fp16"
+    run, precision, reason = _checked(off, fp32, meta, placement, BackendOptions("torch", "auto"))
+    assert run is fp32 and precision == "fp32" and reason.startswith("auto: fp32, torch fp16 does not match")
+    with pytest.raises(ModelLoadError, match="serve it with --precision fp32"):
+        _checked(off, fp32, meta, placement, BackendOptions("torch", "fp16"))
+    assert _checked(off, fp32, meta, placement, BackendOptions("torch", "fp16", check=False))[1] == "fp16"
