@@ -70,11 +70,11 @@ lint: install
 system-packages:
 	scripts/system-packages
 
-# tests/service in a pytest process of its own (as .venv-serve runs it), beside the rest.
+# Everything but the HTTP server's tests in the full environment; the server's tests (torch-free)
+# in the serving environment only, with the other torch-free packages' tests again there.
 test: system-packages lint install-serve install-triton
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 	$(BIN)/pytest --ignore=tests/service
-	$(BIN)/pytest tests/service
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
 	$(SERVE_BIN)/pytest tests/service tests/media tests/runtime tests/tritonserve tests/cli
 	# Above AVX2 (AVX-512, AMX): the precision tests again with OpenVINO held to AVX2 by oneDNN's

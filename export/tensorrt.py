@@ -43,7 +43,7 @@ def cache_key(meta: ModelMetadata, max_batch: int, precision: str) -> dict:
         "gpu": props.name,
         "compute_capability": f"{props.major}.{props.minor}",
         "tensorrt": trt.__version__,
-        "input": [max_batch, 3, meta.num_frames, meta.image_size, meta.image_size],
+        "input": [max_batch, 3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size],
         "precision": precision,
     }
 
@@ -80,7 +80,7 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
     if precision == "fp16" and _major(trt) < 11:  # TensorRT 11 reads precision from the (fp16) graph
         config.set_flag(trt.BuilderFlag.FP16)
-    shape = (3, meta.num_frames, meta.image_size, meta.image_size)
+    shape = (3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size)
     profile = builder.create_optimization_profile()
     profile.set_shape(meta.input_name, (1, *shape), (max(1, max_batch // 2), *shape), (max_batch, *shape))
     config.add_optimization_profile(profile)

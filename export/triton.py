@@ -60,7 +60,7 @@ def model_config(meta: ModelMetadata, platform: str, max_batch: int, name: str, 
     """config.pbtxt of the model itself (protobuf text format of Triton's ModelConfig):
     `platform` is `onnxruntime_onnx`, `tensorrt_plan`, or `python` (our CPU backend inside a
     Python-backend model). Dynamic batching, `instances` instances, a warm-up request."""
-    dims = [3, meta.num_frames, meta.image_size, meta.image_size]
+    dims = [3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size]
     preferred = sorted({b for b in (max(1, max_batch // 2), max_batch)})
     engine = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
     return (
@@ -82,7 +82,7 @@ def preprocess_config(meta: ModelMetadata, name: str, instances: int) -> str:
     """Video bytes (one clip per request) -> `[views, 3, T, S, S]`; views = num_clips x crops.
     `instances` clips are decoded at once (as `sttm serve`'s decoding threads): with one, the
     model would only ever see one clip at a time and its dynamic batcher would have nothing to do."""
-    dims = [-1, 3, meta.num_frames, meta.image_size, meta.image_size]
+    dims = [-1, 3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size]
     inputs = [_tensor("video", "TYPE_STRING", [1])]
     inputs += [_tensor(o, "TYPE_INT32", [1], optional=True) for o in ("num_clips", "crops", "frame_interval")]
     return (

@@ -1,7 +1,8 @@
 """Continuous video: frames in, one model clip per window out, in one decoding pass.
 
 `read_windows(source, spec, window_s, stride_s)` decodes a source front to back (a file, an
-upload, a URL FFmpeg reads live — RTSP, HLS, HTTP — or a `Pipe` fed by a client) and yields a
+upload, an RTSP URL FFmpeg reads live, or a `Pipe` fed by a client or by the server's own
+fetching of HTTP(S) and HLS, `media.hls`) and yields a
 `WindowClip` as soon as the frames of a window have arrived. Memory is bounded by one window:
 the `FrameRing` keeps the resized frames of the window being filled and drops each frame as
 soon as no later window can use it. The last, partial window is classified too (its frames
@@ -75,6 +76,14 @@ class Progress:
     started_at: float = 0.0
     decode_s: float = 0.0  # time spent opening, decoding and preparing (not waiting for the consumer)
     dropped: int = 0  # windows the consumer dropped to stay live (counted by service.handoff)
+    duration_s: float | None = None  # the length the source announced (an RTSP server's range), if any
+    position_s: float = 0.0  # the time of the last frame decoded
+
+    @property
+    def reached_end(self) -> bool:
+        """Whether decoding got to the announced end (within half a second): a source that
+        closes before it, or that announced none (a camera), dropped rather than ended."""
+        return self.duration_s is not None and self.position_s >= self.duration_s - 0.5
 
 
 @dataclass
@@ -138,6 +147,7 @@ def _frames(
             size = size or output_size(frame.width, frame.height, spec.short_side)
             pixels = crop(convert_frame(frame, size), spec.size)[0]
             progress.frames += 1
+            progress.position_s = t
             clock.end_s = max(clock.end_s, t + clock.step)
             yield t, pixels
     except av.FFmpegError as err:
@@ -168,7 +178,7 @@ def read_windows(
     then the last, partial one.
 
     Args:
-        source: a path, bytes, a binary file, a URL (`open_url`) or a `Pipe`.
+        source: a path, bytes, a binary file, an RTSP URL (`open_url`) or a `Pipe`.
         timeout_s: the longest wait for the next frame (a stalled source raises `timeout`).
         stop: set it to end the reading early (checked at every frame).
         progress: counters updated as frames arrive; `live` says whether the source has no
@@ -184,6 +194,7 @@ def read_windows(
         stream = video_stream(container, limits)
         check_pixels(stream.codec_context.width, stream.codec_context.height, limits)
         progress.live = _is_live(source, container)
+        progress.duration_s = container.duration / 1e6 if container.duration else None
         progress.started_at = time.monotonic()
         ring, clock = FrameRing(spec, window_s, stride_s, max_fps), _Clock.of(stream)
         frames = _frames(

@@ -1,28 +1,35 @@
-"""Which network sources FFmpeg may open, and opening one with every wait bounded."""
+"""Which network sources FFmpeg may open — RTSP(S) only — and opening one with every wait bounded.
+
+HTTP(S) sources (a file, an HLS playlist) are never opened by FFmpeg: its HLS demuxer would
+fetch every URL a playlist names, unchecked. The caller fetches them (checking each URL) and
+feeds the bytes through a `media.pipe.Pipe`; `media.hls` follows a playlist."""
 
 from __future__ import annotations
 
 import av
 
-from media.container import CONTAINERS
 from media.decode import Limits, decoder_options
 from media.errors import VideoError
 
-# What FFmpeg may open for a URL source: the network protocols of RTSP, HLS and HTTP(S), and
-# the demuxers of those plus our containers. `file`, `concat`, `pipe`, `data`, ... are refused,
-# also where a playlist names them.
-PROTOCOLS = "http,https,tcp,tls,rtsp,rtsps,rtp,udp,crypto"
-URL_FORMATS = f"{CONTAINERS},hls,rtsp,sdp,rtp"
-URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+# What FFmpeg may open for a URL source: RTSP over TCP (interleaved: no UDP ports, no HTTP
+# tunnel) and its demuxer. `http`, `file`, `concat`, `pipe`, `data`, ... are refused.
+PROTOCOLS = "tcp,tls,rtsp,rtsps"
+URL_FORMATS = "rtsp"
+FFMPEG_SCHEMES = ("rtsp", "rtsps")
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")  # what a stream may name (http(s): fetched by the caller)
 
 
 def open_url(url: str, timeout_s: float, limits: Limits) -> av.container.InputContainer:
-    """Open a network source with FFmpeg, only over `PROTOCOLS` (the caller checks the host,
-    and follows HTTP redirects itself: FFmpeg follows none). Every wait (connect, read) is
-    bounded by `timeout_s`. Raises VideoError."""
+    """Open an RTSP(S) source with FFmpeg, only over `PROTOCOLS` (the caller checks the host and
+    passes its checked address in the URL). Every wait (connect, read) is bounded by
+    `timeout_s`. Raises VideoError."""
     scheme = url.split(":", 1)[0].lower()
-    if scheme not in URL_SCHEMES:
-        raise VideoError("bad_url", f"only {', '.join(URL_SCHEMES)} URLs are read, not {scheme!r}")
+    if scheme not in FFMPEG_SCHEMES:
+        raise VideoError(
+            "bad_url",
+            f"FFmpeg opens only {', '.join(FFMPEG_SCHEMES)} URLs, not {scheme!r} "
+            "(http(s) is fetched by the caller and fed through a Pipe)",
+        )
     micros = str(int(timeout_s * 1e6))
     options = {
         "protocol_whitelist": PROTOCOLS,
@@ -30,10 +37,7 @@ def open_url(url: str, timeout_s: float, limits: Limits) -> av.container.InputCo
         "rw_timeout": micros,
         **decoder_options(limits),
     }
-    if scheme.startswith("rtsp"):
-        options |= {"rtsp_transport": "tcp", "timeout": micros}
-    else:
-        options |= {"max_redirects": "0"}  # FFmpeg follows none: the caller followed and checked them
+    options |= {"rtsp_transport": "tcp", "timeout": micros}
     try:
         return av.open(url, mode="r", options=options, timeout=(timeout_s, timeout_s), metadata_errors="ignore")
     except av.FFmpegError as err:

@@ -17,11 +17,8 @@ from models import mmconfig
 from models.checkpoint_formats import NAMES, identify
 from models.classifier import Source, VideoClassifier
 from models.config import MMACTION_TIMESFORMER_PRE, MMACTION_VIT_PRE, PRESETS, TIMESFORMER_PRE, MergeConfig, ModelConfig
+from models.config_inference import config_from_hf, config_from_original, config_from_state, vit_clip_from_tokens
 from models.convert import (
-    CheckpointError,
-    config_from_hf,
-    config_from_original,
-    config_from_state,
     mmaction_timesformer,
     mmaction_vit,
     timesformer_from_hf,
@@ -29,8 +26,8 @@ from models.convert import (
     unwrap_original,
     videomae_from_hf,
     videomae_original,
-    vit_clip_from_tokens,
 )
+from models.errors import CheckpointError
 
 FORMAT = "sttm-serve"
 DEMO = Path(__file__).parent / "demo"  # the bundled demo model: `load_model("demo")`
@@ -100,8 +97,10 @@ def _read_state(path: Path) -> dict:
     except Exception as err:  # noqa: BLE001 - unpickling garbage raises anything
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
         if "Unsupported global" in str(err) or "weights_only" in reason:
-            reason = "it pickles Python objects besides tensors; re-save only its state_dict (MMAction2: " \
-                     "tools/misc/publish_model.py)"  # fmt: skip
+            reason = (
+                "it pickles Python objects besides tensors; re-save only its state_dict (MMAction2: "
+                "tools/misc/publish_model.py)"
+            )
         raise CheckpointError(f"{path}: cannot read weights ({reason})") from None
 
 
@@ -127,8 +126,12 @@ def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")  # fmt: skip
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -191,8 +194,9 @@ def _mmaction(
     if layout == "mmaction-timesformer":
         state = mmaction_timesformer(state)
         pre = mmconfig.preprocessing(clip, MMACTION_TIMESFORMER_PRE)
-        cfg = config_from_state(state, "timesformer", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
-                                preprocessing=pre)  # fmt: skip
+        cfg = config_from_state(
+            state, "timesformer", num_frames=frames, image_size=size, heads=heads, norm_eps=eps, preprocessing=pre
+        )
         return _short_side_default(cfg, clip), state
     pos = state.get("backbone.pos_embed")  # (1, N, C): the sin-cos table is saved as a buffer
     weight = state.get("backbone.patch_embed.projection.weight")  # (C, 3, t, p, p)
@@ -206,8 +210,16 @@ def _mmaction(
         frames, size = solved
     state = mmaction_vit(state)
     pre = mmconfig.preprocessing(clip, MMACTION_VIT_PRE)
-    cfg = config_from_state(state, "vit", num_frames=frames, image_size=size, heads=heads, norm_eps=eps,
-                            head_norm_eps=eps, preprocessing=pre)  # fmt: skip
+    cfg = config_from_state(
+        state,
+        "vit",
+        num_frames=frames,
+        image_size=size,
+        heads=heads,
+        norm_eps=eps,
+        head_norm_eps=eps,
+        preprocessing=pre,
+    )
     if pos is not None and pos.shape[1] != cfg.num_tokens:
         raise CheckpointError(
             f"pos_embed has {pos.shape[1]} tokens, {cfg.num_frames} frames of {cfg.image_size}px give "
@@ -239,8 +251,9 @@ def _from_file(
         raise CheckpointError(f"--config is for MMAction2 checkpoints; this is a {NAMES[layout]}")
     elif layout == "timesformer":
         state = timesformer_original(state)
-        cfg = config_from_state(state, "timesformer", num_frames=num_frames, image_size=image_size,
-                                preprocessing=TIMESFORMER_PRE)  # fmt: skip
+        cfg = config_from_state(
+            state, "timesformer", num_frames=num_frames, image_size=image_size, preprocessing=TIMESFORMER_PRE
+        )
     else:
         state = videomae_original(state)
         cfg = config_from_original(state, num_frames, image_size)
@@ -276,50 +289,68 @@ def load_model(
         An eval-mode `VideoClassifier`.
     """
     name = str(path_or_name)
-    path = DEMO if name == "demo" and not Path(name).exists() else Path(name)
-    saved_merge, source = MergeConfig(), Source()
-    if name in PRESETS and not path.exists():
-        cfg, state = PRESETS[name], None
-    elif path.is_dir() and (path / "config.json").is_file():
-        meta = _read_json(path / "config.json")
-        state = _read_weights(path)
-        if meta.get("format") == FORMAT:
-            cfg = ModelConfig.from_dict(meta["model"])
-            saved_merge = MergeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["merge"].items()})
-            source = Source("sttm-serve", _dtype(state))
-        else:
-            processor_path = path / "preprocessor_config.json"
-            processor = _read_json(processor_path) if processor_path.is_file() else None
-            cfg = config_from_hf(meta, processor, state)
-            source = Source(f"hf-{meta['model_type']}", _dtype(state))
-            state = videomae_from_hf(state, cfg.depth) if cfg.arch == "vit" else timesformer_from_hf(state)
-        if sidecars.config:
-            raise CheckpointError(f"--config is for MMAction2 checkpoints; this is a {source.name}")
-    elif path.is_file():
-        cfg, state, source = _from_file(path, sidecars, num_frames, image_size)
-    elif path.exists():
-        raise CheckpointError(f"{path}: a directory without config.json")
-    else:
-        raise CheckpointError(f"{name}: no such file, directory or built-in model (demo, {', '.join(PRESETS)})")
+    cfg, state, source, saved_merge = _read(name, sidecars, num_frames, image_size)
     if sidecars.labels:
-        labels = read_labels(sidecars.labels)
-        if len(labels) != cfg.num_classes:
-            raise CheckpointError(f"{sidecars.labels}: {len(labels)} labels for a head of {cfg.num_classes} classes")
-        cfg = cfg.replace(labels=labels)
-
-    fields = dict(saved_merge.__dict__, **merge_options)
-    if merge is not None:
-        fields["method"] = merge
-        if reduction is None and merge != saved_merge.method:
-            fields["reduction"] = 0.0
-    if reduction is not None:
-        fields["reduction"] = reduction
-    merge_cfg = MergeConfig(**fields)
-    model = build_model(cfg, merge_cfg)
+        cfg = _with_labels(cfg, sidecars.labels)
+    model = build_model(cfg, _merge_config(saved_merge, merge, reduction, merge_options))
     if state is not None:
         load_weights(model, state, name)
     model.source = source
     return model.eval()
+
+
+Weights = dict[str, torch.Tensor] | None  # a state dict in our key names; None: random (a preset)
+
+
+def _read(name: str, sidecars: Sidecars, num_frames: int | None, image_size: int | None):
+    """A name or path -> (ModelConfig, state dict or None, Source, the MergeConfig it was saved with)."""
+    path = DEMO if name == "demo" and not Path(name).exists() else Path(name)
+    if name in PRESETS and not path.exists():
+        return PRESETS[name], None, Source(), MergeConfig()
+    if path.is_dir() and (path / "config.json").is_file():
+        read = _from_directory(path)
+        if sidecars.config:
+            raise CheckpointError(f"--config is for MMAction2 checkpoints; this is a {read[2].name}")
+        return read
+    if path.is_file():
+        return (*_from_file(path, sidecars, num_frames, image_size), MergeConfig())
+    if path.exists():
+        raise CheckpointError(f"{path}: a directory without config.json")
+    raise CheckpointError(f"{name}: no such file, directory or built-in model (demo, {', '.join(PRESETS)})")
+
+
+def _from_directory(path: Path) -> tuple[ModelConfig, Weights, Source, MergeConfig]:
+    """Our format (`save_model`) or a Hugging Face directory (VideoMAE / TimeSformer)."""
+    meta = _read_json(path / "config.json")
+    state = _read_weights(path)
+    if meta.get("format") == FORMAT:
+        merge = MergeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["merge"].items()})
+        return ModelConfig.from_dict(meta["model"]), state, Source("sttm-serve", _dtype(state)), merge
+    processor_path = path / "preprocessor_config.json"
+    processor = _read_json(processor_path) if processor_path.is_file() else None
+    cfg, source = config_from_hf(meta, processor, state), Source(f"hf-{meta['model_type']}", _dtype(state))
+    state = videomae_from_hf(state, cfg.depth) if cfg.arch == "vit" else timesformer_from_hf(state)
+    return cfg, state, source, MergeConfig()
+
+
+def _with_labels(cfg: ModelConfig, labels_path: Path) -> ModelConfig:
+    labels = read_labels(labels_path)
+    if len(labels) != cfg.num_classes:
+        raise CheckpointError(f"{labels_path}: {len(labels)} labels for a head of {cfg.num_classes} classes")
+    return cfg.replace(labels=labels)
+
+
+def _merge_config(saved: MergeConfig, merge: str | None, reduction: float | None, options: dict) -> MergeConfig:
+    """The saved merge config, overridden by what the caller asks: a new method starts at
+    reduction 0 unless a reduction is given too."""
+    fields = dict(saved.__dict__, **options)
+    if merge is not None:
+        fields["method"] = merge
+        if reduction is None and merge != saved.method:
+            fields["reduction"] = 0.0
+    if reduction is not None:
+        fields["reduction"] = reduction
+    return MergeConfig(**fields)
 
 
 def save_model(model: VideoClassifier, directory: str | Path, half: bool = False) -> Path:

@@ -11,13 +11,6 @@ import re
 
 import torch
 
-# models.checkpoint imports these from here: kept importable from this module
-from models.config_inference import (  # noqa: F401
-    config_from_hf,
-    config_from_original,
-    config_from_state,
-    vit_clip_from_tokens,
-)
 from models.errors import CheckpointError
 from models.layers import sinusoid_table
 

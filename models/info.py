@@ -34,7 +34,7 @@ def describe(model: VideoClassifier) -> dict:
         "merge_steps": [
             {"layer": i, **step.__dict__} for i, step in enumerate(model.schedule.steps) if step is not None
         ],
-        "input": asdict(model.input_spec),  # the input spec as GET /v1/models spells it (media.InputSpec)
+        "input_spec": asdict(model.input_spec),  # as GET /v1/models and the file's metadata spell it
     }
 
 

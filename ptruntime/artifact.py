@@ -37,18 +37,12 @@ def metadata_for(
     merge_output: str = "merge_index",
 ) -> ModelMetadata:
     """What an exported `model` carries (labels, preprocessing, merge, GMACs): the artifact contract."""
-    cfg, pre, merge = model.config, model.preprocessing, model.merge_config
+    cfg, merge = model.config, model.merge_config
     return ModelMetadata(
         name=name,
         arch=cfg.arch,
         labels=model.labels,
-        num_frames=cfg.num_frames,
-        image_size=cfg.image_size,
-        mean=pre.mean,
-        std=pre.std,
-        short_side=pre.short_side,
-        sampling=pre.sampling,
-        frame_interval=pre.frame_interval,
+        input_spec=model.input_spec,
         merge=merge.method,
         reduction=merge.reduction,
         gflops=float(f"{model.gflops():.6g}"),

@@ -137,7 +137,7 @@ def _checked(
 
 def _graphed(run, meta: ModelMetadata, dtype: torch.dtype, max_batch: int) -> Callable[[np.ndarray], Outputs]:
     """`run` with its forward replayed from CUDA graphs (one per size in `capture_sizes(max_batch)`)."""
-    clip = (3, meta.num_frames, meta.image_size, meta.image_size)
+    clip = (3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size)
     graphs = BatchGraphs(run.forward, clip, dtype, capture_sizes(max_batch))
 
     def replay(video: np.ndarray) -> Outputs:

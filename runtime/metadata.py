@@ -25,24 +25,30 @@ EXPORTED_SUFFIXES = (
 )  # what `sttm export` writes and the server runs
 
 
+# The input spec's flat keys in files exported before it was nested (`sttm.num_frames`, ...):
+# still read, never written.
+LEGACY_INPUT_KEYS = {
+    "frames": "num_frames",
+    "size": "image_size",
+    "mean": "mean",
+    "std": "std",
+    "short_side": "short_side",
+    "sampling": "sampling",
+    "frame_interval": "frame_interval",
+}
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
-    """The artifact contract. Its fields are the file's keys (`sttm.num_frames`, ...), flat and
-    unchanged since the first export so that every file on disk and every deployed reader keeps
-    working; the input spec is read from it nested once, as `input_spec` (`media.InputSpec`:
-    `frames`, `size`, ...) — the spelling `GET /v1/models` (`input`), `sttm info --json`
-    (`input`) and the Python API (`VideoClassifier.input_spec`) share."""
+    """The artifact contract: one `sttm.<field>` key per field in the file, each a JSON value;
+    the input spec nested once as `input_spec` (`media.InputSpec`: `frames`, `size`, ...) —
+    the spelling of `GET /v1/models`, `sttm info --json` and the Python API
+    (`VideoClassifier.input_spec`). Files written before the spec was nested are still read."""
 
     name: str
     arch: str
     labels: tuple[str, ...]
-    num_frames: int
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    short_side: int
-    sampling: str  # "dense" (frame_interval) or "uniform" (segments)
-    frame_interval: int
+    input_spec: InputSpec  # what a clip must look like for this model (`media.load_clip` makes it)
     merge: str
     reduction: float
     gflops: float  # multiply-adds per clip, G
@@ -55,19 +61,6 @@ class ModelMetadata:
     merge_output: str = ""
     merge_grid: tuple[int, ...] = ()
 
-    @property
-    def input_spec(self) -> InputSpec:
-        """What a clip must look like for this model (`media.load_clip` makes it)."""
-        return InputSpec(
-            frames=self.num_frames,
-            size=self.image_size,
-            mean=self.mean,
-            std=self.std,
-            short_side=self.short_side,
-            sampling=self.sampling,
-            frame_interval=self.frame_interval,
-        )
-
     def to_props(self) -> dict[str, str]:
         """One `sttm.<field>` entry per field, each a JSON value (readable in Netron)."""
         return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
@@ -78,21 +71,46 @@ class ModelMetadata:
         values = {}
         for f in fields(cls):
             key = PREFIX + f.name
-            if key not in props:
-                if f.default is not MISSING:
-                    continue
+            if f.name == "input_spec" and key not in props:
+                values[f.name] = _legacy_input_spec(props)
+            elif key in props:
+                values[f.name] = _json_value(key, props[key])
+            elif f.default is MISSING:
                 raise ValueError(f"model metadata lacks {key!r}: was it written by `sttm export`?")
-            try:
-                value = json.loads(props[key])
-            except json.JSONDecodeError:
-                raise ValueError(f"model metadata {key!r} is not JSON: {props[key][:80]!r}") from None
-            values[f.name] = tuple(value) if isinstance(value, list) else value
+        if isinstance(values["input_spec"], dict):
+            values["input_spec"] = _input_spec(values["input_spec"])
         return cls(**values)
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelMetadata:
         """From `asdict(meta)` (a TensorRT engine's JSON sidecar), with the same checks."""
         return cls.from_props({PREFIX + k: json.dumps(v) for k, v in data.items()})
+
+
+def _json_value(key: str, text: str):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"model metadata {key!r} is not JSON: {text[:80]!r}") from None
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _input_spec(data: dict) -> InputSpec:
+    try:
+        return InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    except TypeError as err:
+        raise ValueError(f"model metadata {PREFIX}input_spec is malformed: {err}") from None
+
+
+def _legacy_input_spec(props: dict[str, str]) -> InputSpec:
+    """The spec from a file exported before it was nested (`sttm.num_frames`, `sttm.image_size`, ...)."""
+    data = {}
+    for name, old in LEGACY_INPUT_KEYS.items():
+        key = PREFIX + old
+        if key not in props:
+            raise ValueError(f"model metadata lacks {PREFIX}input_spec: was it written by `sttm export`?")
+        data[name] = _json_value(key, props[key])
+    return _input_spec(data)
 
 
 def sidecar_path(engine_path: str | Path) -> Path:

@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
 from service.app_state import AppState
-from service.auth import Protected
+from service.auth import Protected, redact_server_logs
+from service.keys import KeyRing, reload_keys_on_sighup
 from service.lifecycle import open_classifier
 from service.metrics import Metrics
 from service.settings import Settings
@@ -48,11 +49,36 @@ def _route_path(request: Request) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    app = FastAPI(
+        title="sttm-serve",
+        version=__version__,
+        description="Action recognition with video transformers and spatial-temporal token merging.",
+        lifespan=_lifespan(settings),
+    )
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.state.runtime = AppState(settings=settings, metrics=Metrics(), keys=KeyRing(key, settings.api_keys_file))
+    redact_server_logs()
+    errors.install(app)
+    app.include_router(routes.router)
+    app.include_router(stream_routes.router)
+    app.include_router(kserve.health)
+    app.include_router(kserve.router)
+    web.install(app)
+    app.add_api_route("/metrics", _metrics, include_in_schema=False, dependencies=Protected)
+    app.middleware("http")(_observe)
+    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)), timeout_s=settings.read_timeout_s)
+    app.add_middleware(OneLineStartupError, runtime=app.state.runtime)
+    return app
+
+
+def _lifespan(settings: Settings):
+    """The model loaded once, streams beside it; on exit streams end, then the batcher drains."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         runtime: AppState = app.state.runtime
         async with AsyncExitStack() as stack:
+            stack.enter_context(reload_keys_on_sighup(runtime.keys))
             try:
                 on_batch = runtime.metrics.observe_batch
                 runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))
@@ -65,43 +91,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # otherwise: stay up, not ready
             yield  # on exit: the batcher drains in-flight work, then stops
 
-    app = FastAPI(
-        title="sttm-serve",
-        version=__version__,
-        description="Action recognition with video transformers and spatial-temporal token merging.",
-        lifespan=lifespan,
-    )
-    app.state.runtime = AppState(settings=settings, metrics=Metrics())
-    errors.install(app)
-    app.include_router(routes.router)
-    app.include_router(stream_routes.router)
-    app.include_router(kserve.health)
-    app.include_router(kserve.router)
-    web.install(app)
+    return lifespan
 
-    @app.get("/metrics", include_in_schema=False, dependencies=Protected)
-    async def metrics(request: Request) -> Response:
-        runtime: AppState = request.app.state.runtime
-        runtime.metrics.queue.set(runtime.classifier.batcher.pending_clips if runtime.classifier else 0)
-        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        """Requests by route and status, in flight, and the time each took."""
-        runtime: AppState = request.app.state.runtime
-        runtime.metrics.inflight.inc()
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # unhandled: the outermost handler answers 500 (errors.py); count it here
-            runtime.metrics.requests.labels(_route_path(request), "500").inc()
-            raise
-        finally:
-            runtime.metrics.inflight.dec()
-        runtime.metrics.requests.labels(_route_path(request), str(response.status_code)).inc()
-        response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
-        return response
+async def _metrics(request: Request) -> Response:
+    runtime: AppState = request.app.state.runtime
+    runtime.metrics.queue.set(runtime.classifier.batcher.pending_clips if runtime.classifier else 0)
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * (1 << 20)), timeout_s=settings.read_timeout_s)
-    app.add_middleware(OneLineStartupError, runtime=app.state.runtime)
-    return app
+
+async def _observe(request: Request, call_next):
+    """Requests by route and status, in flight, and the time each took."""
+    runtime: AppState = request.app.state.runtime
+    runtime.metrics.inflight.inc()
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except Exception:  # unhandled: the outermost handler answers 500 (errors.py); count it here
+        runtime.metrics.requests.labels(_route_path(request), "500").inc()
+        raise
+    finally:
+        runtime.metrics.inflight.dec()
+    runtime.metrics.requests.labels(_route_path(request), str(response.status_code)).inc()
+    response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
+    return response

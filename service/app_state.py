@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from service.classify import Classifier
 from service.errors import ApiError
+from service.keys import KeyRing
 from service.metrics import Metrics
 from service.settings import Settings
 from service.streams import Streams
@@ -18,6 +19,7 @@ from service.streams import Streams
 class AppState:
     settings: Settings
     metrics: Metrics
+    keys: KeyRing
     classifier: Classifier | None = None  # set once the model is loaded and warmed up
     streams: Streams | None = None  # live streams (set with the classifier)
     load_error: str | None = None

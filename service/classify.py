@@ -19,7 +19,7 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -52,7 +52,6 @@ __all__ = [
     "Classifier",
     "Explanation",
     "Inference",
-    "Handoff",
     "Latency",
     "Merges",
     "Timeline",
@@ -96,8 +95,8 @@ class Classifier:
         """One clip, `opts.views` of it, softmax-averaged. `started`: when the request began."""
         started = time.perf_counter() if started is None else started
         meta = self.backend.meta
-        if opts.clip_len is not None and opts.clip_len != meta.num_frames:
-            raise VideoError("bad_option", f"clip_len must be {meta.num_frames} for this model")
+        if opts.clip_len is not None and opts.clip_len != meta.input_spec.frames:
+            raise VideoError("bad_option", f"clip_len must be {meta.input_spec.frames} for this model")
         if opts.views.num_clips * opts.views.crops > self.max_views:
             raise VideoError("bad_option", f"num_clips x crops is over {self.max_views} views")
         pinned = self.rung_index(opts.reduction)
@@ -108,8 +107,13 @@ class Classifier:
             self.policy.observe_outside(clip.decode_s + clip.preprocess_s)
             if explainer is not None:
                 explained = await self._explain(explainer, clip)
-                logits, merges, queue_s, infer_s, rung = (explained.logits, explained.merges, 0.0,
-                                                          explained.infer_s, explainer)  # fmt: skip
+                logits, merges, queue_s, infer_s, rung = (
+                    explained.logits,
+                    explained.merges,
+                    0.0,
+                    explained.infer_s,
+                    explainer,
+                )
             else:
                 ran = await self.infer(clip.tensor, pinned, ticket)
                 logits, queue_s, infer_s, rung = ran.logits, ran.queue_s, ran.infer_s, ran.rung
@@ -147,7 +151,7 @@ class Classifier:
             logits, index = await asyncio.to_thread(rung.backend.explain, clip.tensor)
             infer_s = time.perf_counter() - started
         grid = tuple(rung.backend.meta.merge_grid)  # (t, h, w)
-        step = rung.backend.meta.num_frames // grid[0]  # frames per time slice
+        step = rung.backend.meta.input_spec.frames // grid[0]  # frames per time slice
         frames = [int(i) for i in clip.indices[0][::step]]
         return Explanation(logits, Merges(grid, frames, index[0]), infer_s)
 
@@ -184,22 +188,18 @@ class Classifier:
         capacity: int = 2,
         limits: Limits | None = None,
         max_fps: float = 120.0,
-        on_handoff: Callable[[Handoff], None] | None = None,
     ) -> AsyncIterator[Window]:
         """Windows of `source` classified as they arrive, in order: a decoding thread, a
         bounded `Handoff`, and at most `capacity` windows in the batcher at a time.
 
         `live`: drop the oldest waiting windows when inference falls behind (None: decide
         from the source — live when it has no known duration); `progress.dropped` counts them.
-        `limits`: default the uploads'. `on_handoff` is deprecated (it handed out the hand-off
-        to read its drop count: read `progress.dropped`); it goes once no caller passes it."""
+        `limits`: default the uploads'."""
         loop = asyncio.get_running_loop()
         spec = replace(self.backend.meta.input_spec, sampling=opts.sampling or self.backend.meta.input_spec.sampling)
         stop = stop or threading.Event()
         pinned = self.rung_index(opts.reduction)
         handoff = Handoff(loop, capacity, drop=bool(live), progress=progress)
-        if on_handoff:
-            on_handoff(handoff)
         timeout = self.stall_timeout_s if live is not False else self.limits.decode_timeout_s
         reader = _WindowReader(source, spec, opts, limits or self.limits, timeout, stop, progress, max_fps)
         thread = threading.Thread(target=reader.feed, args=(handoff, live), name="windows", daemon=True)

@@ -61,7 +61,8 @@ async def ready(rt: AppStateDep):
 async def model_metadata(name: str, classifier: ClassifierDep) -> ModelMetadataV2:
     _rung(classifier, name)
     m = classifier.backend.meta
-    video = TensorSpec(name=m.input_name, datatype="FP32", shape=[-1, 3, m.num_frames, m.image_size, m.image_size])
+    frames, size = m.input_spec.frames, m.input_spec.size
+    video = TensorSpec(name=m.input_name, datatype="FP32", shape=[-1, 3, frames, size, size])
     logits = TensorSpec(name=m.output_name, datatype="FP32", shape=[-1, len(m.labels)])
     return ModelMetadataV2(name=name, versions=["1"], platform="onnxruntime_onnx", inputs=[video], outputs=[logits])
 
@@ -84,7 +85,7 @@ async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> 
     if len(request.inputs) != 1 or request.inputs[0].name != m.input_name:
         raise ApiError(400, "bad_input", f"expected one input named {m.input_name!r}")
     tensor = request.inputs[0]
-    expected = [3, m.num_frames, m.image_size, m.image_size]
+    expected = [3, m.input_spec.frames, m.input_spec.size, m.input_spec.size]
     if tensor.datatype != "FP32":
         raise ApiError(400, "bad_input", f"datatype must be FP32, got {tensor.datatype}")
     if len(tensor.shape) != 5 or tensor.shape[1:] != expected or not 1 <= tensor.shape[0] <= classifier.max_views:

@@ -27,6 +27,12 @@ class Metrics:
         self.queue = Gauge("sttm_queue_clips", "clips waiting for the model", registry=self.registry)
         self.inflight = Gauge("sttm_inflight_requests", "requests being handled", registry=self.registry)
         self.rejected = Counter("sttm_rejected", "requests refused because the queue was full", registry=self.registry)
+        self.auth_refused = Counter(
+            "sttm_auth_refused",
+            "requests refused for their key, by reason (never by key)",
+            ["reason"],
+            registry=self.registry,
+        )
         # live streams
         self.streams_active = Gauge("sttm_streams_active", "live streams running", registry=self.registry)
         self.stream_windows = Counter("sttm_stream_windows", "stream windows classified", registry=self.registry)

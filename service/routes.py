@@ -40,8 +40,13 @@ def _options(model, query: dict, fields: dict):
         raise ApiError(422, "invalid_request", msg) from None
 
 
-@router.post("/classify", response_model=ClassifyResponse, response_model_exclude_none=True, responses=ERRORS,
-             openapi_extra=VIDEO_BODY)  # fmt: skip
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    openapi_extra=VIDEO_BODY,
+)
 async def classify(
     request: Request, rt: AppStateDep, classifier: ClassifierDep, query: Annotated[ClassifyQuery, Query()]
 ) -> ClassifyResponse:
@@ -58,8 +63,12 @@ async def classify(
 TEXT_FORMATS = {media_type: {"schema": {"type": "string"}} for media_type in ("text/vtt", "text/csv")}
 
 
-@router.post("/timeline", response_model=TimelineResponse, responses={**ERRORS, 200: {"content": TEXT_FORMATS}},
-             openapi_extra=VIDEO_BODY)  # fmt: skip
+@router.post(
+    "/timeline",
+    response_model=TimelineResponse,
+    responses={**ERRORS, 200: {"content": TEXT_FORMATS}},
+    openapi_extra=VIDEO_BODY,
+)
 async def timeline(
     request: Request, rt: AppStateDep, classifier: ClassifierDep, query: Annotated[TimelineQuery, Query()]
 ) -> TimelineResponse | Response:

@@ -77,10 +77,17 @@ class ClassifyQuery(BaseModel):
         return self
 
     def options(self) -> classify.ClassifyOptions:
-        views = Views(sampling=None if self.sampling == "model" else self.sampling, frame_interval=self.frame_interval,
-                      num_clips=self.num_clips, crops=self.crops, start_s=self.start, end_s=self.end)  # fmt: skip
-        return classify.ClassifyOptions(top_k=self.top_k, views=views, clip_len=self.clip_len, explain=self.explain,
-                                        reduction=_rung(self.reduction))  # fmt: skip
+        views = Views(
+            sampling=None if self.sampling == "model" else self.sampling,
+            frame_interval=self.frame_interval,
+            num_clips=self.num_clips,
+            crops=self.crops,
+            start_s=self.start,
+            end_s=self.end,
+        )
+        return classify.ClassifyOptions(
+            top_k=self.top_k, views=views, clip_len=self.clip_len, explain=self.explain, reduction=_rung(self.reduction)
+        )
 
 
 NO_ACTION = "a window whose top score is under it is 'no action'"
@@ -97,9 +104,14 @@ class TimelineQuery(BaseModel):
     reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(top_k=self.top_k, window_s=self.window_s, stride_s=self.stride_s,
-                                        min_score=self.min_score, min_windows=self.min_windows,
-                                        reduction=_rung(self.reduction))  # fmt: skip
+        return classify.TimelineOptions(
+            top_k=self.top_k,
+            window_s=self.window_s,
+            stride_s=self.stride_s,
+            min_score=self.min_score,
+            min_windows=self.min_windows,
+            reduction=_rung(self.reduction),
+        )
 
 
 class StreamOptions(BaseModel):
@@ -116,10 +128,15 @@ class StreamOptions(BaseModel):
     reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(top_k=self.top_k, window_s=self.window_s, stride_s=self.stride_s,
-                                        min_score=self.min_score, min_windows=self.min_windows,
-                                        sampling=None if self.sampling == "model" else self.sampling,
-                                        reduction=_rung(self.reduction))  # fmt: skip
+        return classify.TimelineOptions(
+            top_k=self.top_k,
+            window_s=self.window_s,
+            stride_s=self.stride_s,
+            min_score=self.min_score,
+            min_windows=self.min_windows,
+            sampling=None if self.sampling == "model" else self.sampling,
+            reduction=_rung(self.reduction),
+        )
 
 
 class StreamRequest(StreamOptions):
@@ -201,8 +218,12 @@ class MergeMap(Rendered):
     def _encode(cls, data):
         if isinstance(data, classify.Merges):  # the index array -> base64 of uint16
             ids = np.asarray(data.index, dtype="<u2")
-            return dict(grid=data.grid, frames=data.frames, tokens=int(np.unique(ids).size),
-                        ids=base64.b64encode(ids.tobytes()).decode())  # fmt: skip
+            return dict(
+                grid=data.grid,
+                frames=data.frames,
+                tokens=int(np.unique(ids).size),
+                ids=base64.b64encode(ids.tobytes()).decode(),
+            )
         return data
 
 
@@ -265,6 +286,10 @@ def _meta(key: str, name: str | None = None, **field):
     return _from("backend", "meta", key, name=name or key, **field)
 
 
+def _spec(key: str, name: str | None = None, **field):
+    return _from("backend", "meta", "input_spec", key, name=name or key, **field)
+
+
 class InputInfo(Rendered):
     """What a clip must look like for the model: `media.InputSpec`, field for field. The one
     spelling of the input spec; `ModelInfo`'s flat `frames`, `input_size`, `mean`, `std`,
@@ -297,12 +322,12 @@ class ModelInfo(Rendered):
     name: str
     arch: str = _meta("arch")
     labels: list[str] = _meta("labels")
-    frames: int = _meta("num_frames", "frames", description="= input.frames")
-    input_size: int = _meta("image_size", "input_size", description="= input.size")
-    mean: list[float] = _meta("mean", description="= input.mean")
-    std: list[float] = _meta("std", description="= input.std")
-    sampling: str = _meta("sampling", description="= input.sampling")
-    frame_interval: int = _meta("frame_interval", description="= input.frame_interval")
+    frames: int = _spec("frames", description="= input_spec.frames")
+    input_size: int = _spec("size", "input_size", description="= input_spec.size")
+    mean: list[float] = _spec("mean", description="= input_spec.mean")
+    std: list[float] = _spec("std", description="= input_spec.std")
+    sampling: str = _spec("sampling", description="= input_spec.sampling")
+    frame_interval: int = _spec("frame_interval", description="= input_spec.frame_interval")
     merge: str = _meta("merge")
     reduction: float = _meta("reduction")
     gflops: float = _meta("gflops")
@@ -311,7 +336,7 @@ class ModelInfo(Rendered):
     precision: str = _from("backend", "precision", name="precision")
     reason: str = _from("backend", "reason", name="reason", default="", description=REASON)
     rungs: list[RungInfo] = Field(description="a ladder of merge ratios, least merged first (one for a single model)")
-    input: InputInfo = _meta("input_spec", "input", description="the input spec (media.InputSpec)")
+    input_spec: InputInfo = _meta("input_spec", description="the input spec (media.InputSpec)")
 
 
 class ErrorDetail(BaseModel):

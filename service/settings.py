@@ -45,7 +45,9 @@ class Settings(RuntimeSettings):
     stream_max_fps: float = 60.0  # frames beyond this rate are thinned out
     # behaviour
     require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
-    api_key: SecretStr | None = None  # bearer token; health endpoints stay open
+    api_key: SecretStr | None = None  # an API key (Authorization: Bearer / X-API-Key); health endpoints stay open
+    # more keys, one a line (or `sha256:<hex>`), re-read when the file changes or on SIGHUP (service.keys)
+    api_keys_file: Path | None = None
 
     @field_validator("model", mode="before")
     @classmethod

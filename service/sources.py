@@ -1,28 +1,86 @@
-"""Which URLs a live stream may read: a URL source is a request the server makes, so it is
-refused unless its host is allowed (`STTM_STREAM_ALLOW`: hostnames and CIDRs) and its scheme
-is one FFmpeg reads a stream with (rtsp, rtsps, http, https; HLS over http(s)). FFmpeg itself
-is held to the same protocols (`media.stream.PROTOCOLS`: never `file:`, `concat:`, `pipe:`).
-HTTP redirects are followed here, each hop re-checked, and FFmpeg gets the final URL."""
+"""Which addresses a live stream may connect to (`STTM_STREAM_ALLOW`), decided once per fetch.
+
+A URL source is a request the server makes, so every connection a stream opens — its first
+URL, each redirect, every URL a playlist names — goes through `check`: the scheme must be a
+stream protocol, the host is resolved **once**, every address it resolves to must be allowed,
+and the caller connects to the checked address (`Target.address`), never to the name again (a
+name that answers an allowed address first and an internal one later gains nothing).
+
+The rule (`AllowList.refusal`), per address:
+- an address inside a listed network (`127.0.0.1`, `10.20.0.0/16`) is allowed;
+- a listed name (`cdn.example.com`) is allowed when its addresses are public; an internal one
+  (loopback, private, link-local, cloud metadata, shared, multicast, reserved) must be listed
+  itself, so a listed name cannot be pointed at the server's own network;
+- anything else is refused. An empty list allows nothing.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
-from media.stream import URL_SCHEMES
+from media.errors import VideoError
+from media.url import URL_SCHEMES
 from service.errors import ApiError
 
-MAX_REDIRECTS = 5
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]  # (host, port) -> its addresses, in the resolver's order
+DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}
+METADATA = tuple(ipaddress.ip_network(n) for n in ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32"))
+
+
+class RefusedError(VideoError):
+    """A URL the policy refuses: nothing was sent to it. `str()` names the host and the rule."""
+
+    def __init__(self, host: str, rule: str) -> None:
+        super().__init__("forbidden_url", f"host {host} refused: {rule}")
+        self.host, self.rule = host, rule
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL and the one address to connect to."""
+
+    url: str
+    scheme: str
+    host: str  # as the URL names it (lower case, no brackets)
+    port: int
+    address: str
+
+    @property
+    def pinned_url(self) -> str:
+        """`url` with its host replaced by the checked address (user info and port kept)."""
+        parts = urlsplit(self.url)
+        ip = f"[{self.address}]" if ":" in self.address else self.address
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo + '@' if userinfo else ''}{ip}:{self.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == DEFAULT_PORTS.get(self.scheme) else f"{host}:{self.port}"
+
+
+def internal_kind(ip: Address) -> str | None:
+    """What makes an address internal ("loopback", "private", ...), or None for a public one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in METADATA if net.version == ip.version):
+        return "cloud metadata"
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if ip.is_global else "non-public"
 
 
 @dataclass(frozen=True)
 class AllowList:
-    """Parsed `STTM_STREAM_ALLOW`: `127.0.0.1,cameras.example.internal,10.0.0.0/8`."""
+    """Parsed `STTM_STREAM_ALLOW`: `127.0.0.1,cameras.example.com,10.20.0.0/16`."""
 
     names: frozenset[str] = frozenset()
     networks: tuple[Network, ...] = field(default_factory=tuple)
@@ -37,56 +95,69 @@ class AllowList:
                 names.add(item.rstrip("."))
         return cls(frozenset(names), tuple(networks))
 
-    def allows(self, host: str, addresses: list[str]) -> bool:
-        """A host named in the list, or one whose every address lies in an allowed network."""
-        if host.lower().rstrip(".") in self.names:
-            return True
-        ips = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-        return bool(ips) and all(any(ip in net for net in self.networks) for ip in ips)
+    def refusal(self, host: str, address: str) -> str | None:
+        """Why `host` at `address` may not be connected to (the rule, in words), or None."""
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if any(ip in net for net in self.networks):
+            return None
+        kind = internal_kind(ip)
+        where = f"{address}, a {kind} address," if kind else address
+        if host.rstrip(".") not in self.names:
+            return (
+                f"{where} is not in STTM_STREAM_ALLOW"
+                if host == address
+                else (f"neither {host} nor {where} is in STTM_STREAM_ALLOW")
+            )
+        if kind:
+            return (
+                f"it resolves to {where} which STTM_STREAM_ALLOW does not list (a listed name reaches public "
+                "addresses only)"
+            )
+        return None
 
 
-def _addresses(host: str) -> list[str]:
+def system_resolver(host: str, port: int) -> list[str]:
+    """The host's addresses from the system resolver (one look-up); [] when it does not resolve."""
     try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
-    except OSError:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
         return []
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def check_url(url: str, allow: AllowList) -> None:
-    """403 unless the scheme is a stream protocol and the host is allowed; 422 if malformed."""
+def check(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> Target:
+    """Resolve the URL's host once and check every address. Raises `RefusedError` (the scheme or
+    the host is not allowed) or VideoError `bad_url` / `unreachable` (malformed, no address)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in URL_SCHEMES:
-        raise ApiError(403, "forbidden_url", f"only {', '.join(URL_SCHEMES)} URLs are read (not {scheme or url!r}:)")
     try:
-        host = parts.hostname
+        host, port = (parts.hostname or "").rstrip("."), parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
-        host = None
+        raise VideoError("bad_url", f"malformed URL {url[:200]!r}") from None
+    if scheme not in URL_SCHEMES:
+        raise RefusedError(
+            host or url[:100], f"only {', '.join(URL_SCHEMES)} URLs are read, not {scheme or url[:100]!r}"
+        )
     if not host:
-        raise ApiError(422, "invalid_request", "the URL has no host")
-    if not allow.allows(host, _addresses(host)):
-        raise ApiError(403, "forbidden_url", f"host {host!r} is not in STTM_STREAM_ALLOW")
+        raise VideoError("bad_url", f"the URL {url[:200]!r} has no host")
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        addresses = resolver(host, port)
+    if not addresses:
+        raise VideoError("unreachable", f"host {host} does not resolve")
+    for address in addresses:
+        if rule := allow.refusal(host, address):
+            raise RefusedError(host, rule)
+    return Target(url, scheme, host, port, addresses[0])
 
 
-def resolve(url: str, allow: AllowList, timeout_s: float) -> str:
-    """Check `url`, and for http(s) follow its redirects, checking every hop; the final URL.
-    Blocking (DNS, HTTP): call it off the event loop."""
-    check_url(url, allow)
-    if not url.lower().startswith("http"):
-        return url
-    with httpx.Client(follow_redirects=False, timeout=timeout_s) as client:
-        for _ in range(MAX_REDIRECTS):
-            try:
-                with client.stream("GET", url) as response:
-                    location = response.headers.get("location") if response.is_redirect else None
-            except httpx.HTTPError as err:
-                raise ApiError(422, "unreachable", f"cannot reach the source ({type(err).__name__})") from None
-            if location is None:
-                return url
-            url = urljoin(url, location)
-            check_url(url, allow)
-    raise ApiError(422, "unreachable", f"more than {MAX_REDIRECTS} redirects")
+def check_request(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> Target:
+    """`check` for `POST /v1/streams`: 403 `forbidden_url`, 422 when malformed or unresolvable.
+    Blocking (DNS): call it off the event loop."""
+    try:
+        return check(url, allow, resolver)
+    except RefusedError as err:
+        raise ApiError(403, "forbidden_url", str(err)) from None
+    except VideoError as err:
+        raise ApiError(422, "invalid_request" if err.code == "bad_url" else err.code, str(err)) from None

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 
 from media.stream import Pipe
 from service.app_state import AppState, AppStateDep, ClassifierDep
-from service.auth import Protected
+from service.auth import HOW, Protected, key_in_url, refusal
 from service.errors import ApiError, documented
 from service.schemas import StreamInfo, StreamOptions, StreamRequest
-from service.sources import AllowList, resolve
+from service.sources import check_request
 from service.streams import Stream, Streams
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
@@ -35,14 +35,19 @@ def get_streams(runtime: AppStateDep) -> Streams:
 StreamsDep = Annotated[Streams, Depends(get_streams)]
 
 
-@router.post("", status_code=201, response_model=StreamInfo, dependencies=Protected,
-             responses=documented(400, 401, 403, 422, 429, 503))  # fmt: skip
+@router.post(
+    "",
+    status_code=201,
+    response_model=StreamInfo,
+    dependencies=Protected,
+    responses=documented(400, 401, 403, 422, 429, 503),
+)
 async def create(body: StreamRequest, rt: AppStateDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
-    """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be in
-    `STTM_STREAM_ALLOW`; redirects are followed here and each hop re-checked."""
-    allow = AllowList.parse(rt.settings.stream_allow)
-    url = await asyncio.to_thread(resolve, body.url, allow, rt.settings.stream_stall_s)
-    return StreamInfo.model_validate(streams.start(classifier, url, body.options()))
+    """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be allowed
+    by `STTM_STREAM_ALLOW` (403 here); every later fetch (redirects, the URLs a playlist names)
+    is checked as it is made, and a refused one ends the stream with the host and the rule."""
+    await asyncio.to_thread(check_request, body.url, streams.allow, streams.resolver)
+    return StreamInfo.model_validate(streams.start(classifier, body.url, body.options()))
 
 
 @router.get("", response_model=list[StreamInfo], dependencies=Protected, responses=documented(401, 503))
@@ -61,8 +66,11 @@ async def delete_stream(sid: str, streams: StreamsDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{sid}/events", dependencies=Protected, responses={**documented(401, 404, 503),
-            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}})  # fmt: skip
+@router.get(
+    "/{sid}/events",
+    dependencies=Protected,
+    responses={**documented(401, 404, 503), 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def events(
     sid: str, rt: AppStateDep, streams: StreamsDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
@@ -83,38 +91,63 @@ async def events(
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
-def _ws_authorized(ws: WebSocket, runtime: AppState) -> bool:
-    """`?key=` (browsers cannot set headers on a WebSocket) or `Authorization: Bearer`."""
-    key = runtime.settings.api_key
-    if key is None:
-        return True
-    auth = ws.headers.get("authorization", "")
-    token = ws.query_params.get("key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
-    return hmac.compare_digest(token.encode(), key.get_secret_value().encode())
+async def _first_message(ws: WebSocket, runtime: AppState) -> str | None:
+    """Authenticate, and return the first message that is not the key (the options), or None
+    when the socket was refused. A key comes in a header (`Authorization: Bearer`,
+    `X-API-Key`) or, where the client cannot set one (a browser), as the first message
+    `{"type": "auth", "key": ...}`; `?key=` in the URL is refused with how to send it."""
+    timeout = runtime.settings.stream_stall_s
+    reason = "key_in_url" if key_in_url(ws.query_params) else None
+    if reason is None:
+        first = await asyncio.wait_for(ws.receive_text(), timeout)
+        sent = _auth_message(first)
+        if sent is not None:
+            first = await asyncio.wait_for(ws.receive_text(), timeout)
+        headers = ws.headers if sent is None else Headers({**ws.headers, "authorization": f"Bearer {sent}"})
+        reason = refusal(runtime, headers, ws.query_params)
+    else:
+        runtime.metrics.auth_refused.labels(reason).inc()
+    if reason is None:
+        return first
+    message = (
+        f"a key in the URL is refused: {HOW}" if reason == "key_in_url" else (f"a valid API key is required: {HOW}")
+    )
+    await _refuse(ws, "unauthorized", message, close_code=1008)
+    return None
 
 
-async def _refuse(ws: WebSocket, code: str, message: str) -> None:
+def _auth_message(text: str) -> str | None:
+    """The key of a `{"type": "auth", "key": ...}` message, else None."""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = json.loads(text)
+        if message.get("type") == "auth":
+            return str(message.get("key") or "")
+    return None
+
+
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int = 1000) -> None:
     with contextlib.suppress(Exception):
         await ws.send_json({"event": "error", "data": {"code": code, "message": message}})
         await ws.send_json({"event": "end", "data": {"reason": message}})
-        await ws.close()
+        await ws.close(close_code)
 
 
 @router.websocket("/ws")
 async def push(ws: WebSocket) -> None:
-    """Client push: the first message is the options as JSON text; then binary media chunks
-    as a MediaRecorder emits them (WebM/Matroska or fragmented MP4); `{"type": "end"}` when
-    done. The server sends `{"event", "data"}` messages with the SSE events' payloads."""
+    """Client push: the key first where the client cannot send a header (`{"type": "auth",
+    "key": ...}`), then the options as JSON text; then binary media chunks as a MediaRecorder
+    emits them (WebM/Matroska or fragmented MP4); `{"type": "end"}` when done. The server sends
+    `{"event", "data"}` messages with the SSE events' payloads."""
     runtime: AppState = ws.app.state.runtime
-    if not _ws_authorized(ws, runtime):
-        await ws.close(code=1008, reason="a valid key is required")
-        return
     await ws.accept()
-    if runtime.classifier is None or runtime.streams is None:
-        return await _refuse(ws, "not_ready", runtime.load_error or "the model is still loading")
     s = runtime.settings
     try:
-        opts = StreamOptions.model_validate_json(await asyncio.wait_for(ws.receive_text(), s.stream_stall_s))
+        first = await _first_message(ws, runtime)
+        if first is None:
+            return
+        if runtime.classifier is None or runtime.streams is None:
+            return await _refuse(ws, "not_ready", runtime.load_error or "the model is still loading")
+        opts = StreamOptions.model_validate_json(first)
     except ValidationError as err:
         msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in err.errors())
         return await _refuse(ws, "invalid_request", msg)

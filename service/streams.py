@@ -2,11 +2,13 @@
 classified through the shared batcher, its results kept as a bounded log of events.
 
 A stream's life: `starting` -> `running` (frames arrive) <-> `retrying` (the source stalled
-or dropped: reopened with backoff for `STTM_STREAM_RETRY_S`) -> `finished` / `failed` /
-`stopped`. Every step is an event (`started`, `window`, `segment`, `end`) in the stream's
-`EventLog`: SSE subscribers and the WebSocket read it at their own pace, from the first
-event kept or after a `Last-Event-ID`; a slow or gone reader never holds the stream up. A
-finished stream stays addressable for `STTM_STREAM_KEEP_S`.
+or dropped: reopened with backoff for `STTM_STREAM_RETRY_S`) -> `finished` (the source ended:
+a file's or playlist's end, a camera's goodbye) / `failed` (refused, unusable, or `gave up`
+retrying, with the last error) / `stopped`. Every connection is opened under
+`STTM_STREAM_ALLOW` (`service.feed`). Every step is an event (`started`, `window`,
+`segment`, `end`) in the stream's `EventLog`: SSE subscribers and the WebSocket read it at
+their own pace, from the first event kept or after a `Last-Event-ID`; a slow or gone reader
+never holds the stream up. A finished stream stays addressable for `STTM_STREAM_KEEP_S`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pydantic import BaseModel
 
 from media import Limits, VideoError
 from media.stream import Pipe, Progress
-from service.classify import Classifier, Handoff, TimelineOptions
+from service.classify import Classifier, TimelineOptions
 from service.errors import ApiError
+from service.feed import open_feed
 from service.metrics import Metrics
 from service.schemas import Segment, StreamWindow
 from service.segments import Segmenter
 from service.settings import Settings
+from service.sources import AllowList, Resolver, system_resolver
 
 ACTIVE = ("starting", "running", "retrying")
 RETRYABLE = ("timeout", "unreachable", "corrupt", "empty")  # a stall, a drop, a source not up yet
@@ -91,31 +95,38 @@ class Stream:
     windows: int = 0
     retries: int = 0
     lag_s: float = 0.0
+    position_s: float = 0.0  # where the last window ended, in the stream's time (across reconnections)
+    alive_at: float = 0.0  # time.monotonic() of the last window
     progress: Progress = field(default_factory=Progress)
-    handoff: Handoff | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None
     _dropped_before: int = 0  # windows dropped by earlier connections
 
     @property
     def dropped(self) -> int:
-        return self._dropped_before + (self.handoff.dropped if self.handoff else 0)
+        return self._dropped_before + self.progress.dropped
 
     @property
     def stats(self) -> dict:
         seconds = max(time.monotonic() - self.progress.started_at, 1e-3) if self.progress.started_at else 0
         return {
-            "frames": self.progress.frames, "fps_in": round(self.progress.frames / seconds, 2) if seconds else 0.0,
-            "windows": self.windows, "dropped": self.dropped, "lag_s": round(self.lag_s, 3), "retries": self.retries,
+            "frames": self.progress.frames,
+            "fps_in": round(self.progress.frames / seconds, 2) if seconds else 0.0,
+            "windows": self.windows,
+            "dropped": self.dropped,
+            "lag_s": round(self.lag_s, 3),
+            "retries": self.retries,
             "events": self.log.next_id - 1,
-        }  # fmt: skip
+        }
 
 
 class Streams:
     """The registry: at most `STTM_MAX_STREAMS` active at once; finished ones kept `keep_s`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, resolver: Resolver = system_resolver) -> None:
         self.settings, self.metrics = settings, metrics
+        self.allow = AllowList.parse(settings.stream_allow)
+        self.resolver = resolver  # one look-up per connection (tests stub it)
         self.streams: dict[str, Stream] = {}
 
     def _reap(self) -> None:
@@ -131,8 +142,11 @@ class Streams:
     def get(self, sid: str) -> Stream:
         self._reap()
         if sid not in self.streams:
-            raise ApiError(404, "not_found", f"no stream {sid!r} (unknown, or finished more than "
-                                             f"{self.settings.stream_keep_s:.0f} s ago)")  # fmt: skip
+            raise ApiError(
+                404,
+                "not_found",
+                f"no stream {sid!r} (unknown, or finished more than {self.settings.stream_keep_s:.0f} s ago)",
+            )
         return self.streams[sid]
 
     def list(self) -> list[Stream]:
@@ -143,8 +157,12 @@ class Streams:
         """Register and start a stream of `url` (already checked) or of a client's `pipe`."""
         self._reap()
         if self.active() >= self.settings.max_streams:
-            raise ApiError(429, "too_many_streams", f"{self.settings.max_streams} streams are running "
-                                                    "(STTM_MAX_STREAMS)", retry_after=5)  # fmt: skip
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"{self.settings.max_streams} streams are running (STTM_MAX_STREAMS)",
+                retry_after=5,
+            )
         stream = Stream(uuid.uuid4().hex[:12], url, opts, EventLog(self.settings.stream_events), pipe)
         self.streams[stream.id] = stream
         self.metrics.streams_active.inc()
@@ -173,68 +191,104 @@ class Streams:
         stream.log.append(name, data.model_dump() if isinstance(data, BaseModel) else data)
 
     async def _run(self, classifier: Classifier, stream: Stream) -> None:
-        s, opts = self.settings, stream.opts
-        segmenter = Segmenter(classifier.backend.meta.labels, opts.min_score, opts.min_windows)
-        limits = Limits(s.stream_max_pixels, float("inf"), s.decode_timeout_s)
+        segmenter = Segmenter(classifier.backend.meta.labels, stream.opts.min_score, stream.opts.min_windows)
         self._emit(stream, "started", {"id": stream.id})
-        offset = 0.0  # seconds of the stream before the current connection (retries restart its clock)
-        backoff, given_up_at = 0.5, time.monotonic() + s.stream_retry_s
-        reason = "finished"
         try:
-            while True:
-                progress = Progress()
-                stream.progress = progress
-                source = stream.pipe if stream.pipe is not None else stream.url
-                last_end = offset
-                try:
-                    async for w in classifier.windows(source, opts, progress, stop=stream.stop, limits=limits,
-                                                      on_handoff=lambda h: setattr(stream, "handoff", h),
-                                                      max_fps=s.stream_max_fps):  # fmt: skip
-                        stream.state, stream.windows, stream.lag_s = "running", stream.windows + 1, w.lag_s
-                        backoff, given_up_at = 0.5, time.monotonic() + s.stream_retry_s
-                        start, end = offset + w.start_s, offset + w.end_s
-                        last_end = end
-                        self.metrics.stream_windows.inc()
-                        self.metrics.stream_lag.observe(w.lag_s)
-                        window = StreamWindow(start_s=start, end_s=end, predictions=w.predictions,
-                                              latency_ms=w.latency_s * 1000, lag_s=w.lag_s)  # fmt: skip
-                        self._emit(stream, "window", window)
-                        for seg in segmenter.push(start, end, w.probs):
-                            self._emit(stream, "segment", Segment.model_validate(seg))
-                    if not (stream.url or "").lower().startswith("rtsp"):
-                        break  # a file, a playlist with its end, the client's media: finished
-                    lost = "the source closed the connection"  # a camera never ends on its own
-                except VideoError as err:
-                    lost = f"{err.code}: {err}"
-                    if stream.pipe is not None or err.code not in RETRYABLE:
-                        if stream.pipe is not None and progress.frames == 0:
-                            self._emit(stream, "error", {"code": err.code, "message": str(err)})
-                        reason, stream.state = lost, "failed"
-                        break
-                finally:
-                    self._count_drops(stream)
-                if time.monotonic() >= given_up_at:
-                    reason, stream.state = f"gave up after retrying for {s.stream_retry_s:.0f} s: {lost}", "failed"
-                    break
-                stream.state, stream.retries = "retrying", stream.retries + 1
-                offset = last_end
-                await asyncio.sleep(min(backoff, max(0.0, given_up_at - time.monotonic())))
-                backoff = min(backoff * 2, 5.0)
+            stream.state, reason = await self._connections(classifier, stream, segmenter)
         except asyncio.CancelledError:
-            reason = stream.reason or "stopped"
-            stream.state = "stopped"
+            reason, stream.state = stream.reason or "stopped", "stopped"
         except Exception as err:  # noqa: BLE001 - the stream ends with the reason; the server goes on
             reason, stream.state = f"internal: {type(err).__name__}: {err}", "failed"
         for seg in segmenter.finish():
             self._emit(stream, "segment", Segment.model_validate(seg))
-        if stream.state not in ("failed", "stopped"):
-            stream.state = "finished"
         stream.reason, stream.ended_at = reason, time.monotonic()
         self._emit(stream, "end", {"reason": reason})
         self.metrics.streams_active.dec()
 
+    async def _connections(self, classifier: Classifier, stream: Stream, segmenter: Segmenter) -> tuple[str, str]:
+        """Read the source until it ends (`finished`); reconnect with backoff after a stall or a
+        drop for `STTM_STREAM_RETRY_S` since the last window (then `gave up`, with the last
+        error); a refused URL or unusable media fails at once. The final `(state, reason)`."""
+        s = self.settings
+        backoff, given_up_at = 0.5, time.monotonic() + s.stream_retry_s
+        while True:
+            attempt_at = time.monotonic()
+            try:
+                await self._read(classifier, stream, segmenter)
+                return "finished", "finished"  # a file, a playlist's end, a camera's goodbye, the client's end
+            except VideoError as err:
+                lost = f"{err.code}: {err}"
+                if stream.pipe is not None or err.code not in RETRYABLE:
+                    if stream.pipe is not None and stream.progress.frames == 0:
+                        self._emit(stream, "error", {"code": err.code, "message": str(err)})
+                    return "failed", lost
+            if stream.alive_at > attempt_at:
+                backoff, given_up_at = 0.5, stream.alive_at + s.stream_retry_s
+            if time.monotonic() >= given_up_at:
+                return "failed", f"gave up after retrying for {s.stream_retry_s:.0f} s: {lost}"
+            stream.state, stream.retries = "retrying", stream.retries + 1
+            await asyncio.sleep(min(backoff, max(0.0, given_up_at - time.monotonic())))
+            backoff = min(backoff * 2, 5.0)
+
+    async def _read(self, classifier: Classifier, stream: Stream, segmenter: Segmenter) -> None:
+        """One connection to the source, its windows as events, until it ends. Raises
+        VideoError; the feed's own error first (it outranks what the decoder made of the media
+        the feed cut short: a refused segment URL, a server gone)."""
+        s = self.settings
+        stream.progress = progress = Progress()
+        offset, feed = stream.position_s, None  # a reconnection's clock restarts: its windows go on from here
+        limits = Limits(s.stream_max_pixels, float("inf"), s.decode_timeout_s)
+        try:
+            if stream.pipe is None:
+                feed = await asyncio.to_thread(open_feed, stream.url, self.allow, s.stream_stall_s, self.resolver)
+            async for w in classifier.windows(
+                stream.pipe if feed is None else feed.source,
+                stream.opts,
+                progress,
+                live=None if feed is None else feed.live,
+                stop=stream.stop,
+                limits=limits,
+                max_fps=s.stream_max_fps,
+            ):
+                self._window(stream, segmenter, offset, w)
+        except VideoError:
+            if feed is not None and feed.error is not None:
+                raise feed.error from None
+            raise
+        finally:
+            if feed is not None:
+                feed.close()
+            self._count_drops(stream)
+        if feed is not None and feed.error is not None:
+            raise feed.error
+        if stream.url is not None and stream.url.lower().startswith("rtsp") and not progress.reached_end:
+            # FFmpeg reads a server gone as the end of the media: only one that reached the end
+            # its server announced (RTCP BYE after the range of a served file) has ended
+            raise VideoError(
+                "unreachable",
+                "the source closed the connection"
+                + (
+                    f" at {progress.position_s:.1f} s of {progress.duration_s:.1f}"
+                    if progress.duration_s
+                    else " (a camera that announces no end never ends on its own)"
+                ),
+            )
+
+    def _window(self, stream: Stream, segmenter: Segmenter, offset: float, w) -> None:
+        stream.state, stream.windows, stream.lag_s = "running", stream.windows + 1, w.lag_s
+        stream.alive_at = time.monotonic()
+        start, end = offset + w.start_s, offset + w.end_s
+        stream.position_s = end
+        self.metrics.stream_windows.inc()
+        self.metrics.stream_lag.observe(w.lag_s)
+        window = StreamWindow(
+            start_s=start, end_s=end, predictions=w.predictions, latency_ms=w.latency_s * 1000, lag_s=w.lag_s
+        )
+        self._emit(stream, "window", window)
+        for seg in segmenter.push(start, end, w.probs):
+            self._emit(stream, "segment", Segment.model_validate(seg))
+
     def _count_drops(self, stream: Stream) -> None:
-        if stream.handoff is not None:
-            self.metrics.stream_dropped.inc(stream.handoff.dropped)
-            stream._dropped_before += stream.handoff.dropped
-            stream.handoff = None
+        dropped, stream.progress.dropped = stream.progress.dropped, 0  # this connection's, counted once
+        self.metrics.stream_dropped.inc(dropped)
+        stream._dropped_before += dropped

@@ -77,7 +77,7 @@ class Backend:
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
         m = self.meta
-        return (batch, 3, m.num_frames, m.image_size, m.image_size)
+        return (batch, 3, m.input_spec.frames, m.input_spec.size, m.input_spec.size)
 
     def warm_up(self, batches: tuple[int, ...] = (1,)) -> None:
         for b in batches:

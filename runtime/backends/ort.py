@@ -105,7 +105,7 @@ def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None)
     """A provider entry: the name, or for TensorRT (name, options) with shape profiles."""
     if name != "TensorrtExecutionProvider":
         return name
-    shape = f"3x{meta.num_frames}x{meta.image_size}x{meta.image_size}"
+    shape = f"3x{meta.input_spec.frames}x{meta.input_spec.size}x{meta.input_spec.size}"
     options = {
         "trt_profile_min_shapes": f"{meta.input_name}:1x{shape}",
         "trt_profile_opt_shapes": f"{meta.input_name}:{max(1, max_batch // 2)}x{shape}",

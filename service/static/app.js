@@ -352,11 +352,13 @@ async function startLive() {
   resetLiveView();
   const key = sessionStorage.getItem(KEY);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/ws${key ? `?key=${encodeURIComponent(key)}` : ""}`);
+  // A browser's WebSocket cannot send a header: the key is the first message, never in the URL.
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/ws`);
   const recorder = new MediaRecorder(stream, { mimeType: recorderType() });
   const live = { ws, recorder, stream, ended: false };
   state.live = live;
   ws.onopen = () => {
+    if (key) ws.send(JSON.stringify({ type: "auth", key }));
     ws.send(JSON.stringify({ window_s: 2, stride_s: 1, top_k: 3 }));
     recorder.ondataavailable = (e) => { if (e.data.size && ws.readyState === WebSocket.OPEN) ws.send(e.data); };
     recorder.onstop = () => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "end" })); };

@@ -17,7 +17,8 @@ def test_info_json(capsys):
     assert info["arch"] == "vit" and info["frames"] == 16 and info["num_labels"] == 400
     assert info["gflops_unmerged"] > 179 and info["gflops_saved"] >= 0.37
     assert info["tokens_per_layer"][0] == 1568 and info["tokens_per_layer"][-1] < 1568
-    assert (info["input"]["frames"], info["input"]["size"]) == (16, info["input_size"])  # as GET /v1/models spells it
+    spec = info["input_spec"]  # as GET /v1/models spells it
+    assert (spec["frames"], spec["size"]) == (16, info["input_size"])
 
 
 def test_info_text(capsys):

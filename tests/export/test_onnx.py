@@ -109,8 +109,8 @@ def test_metadata_round_trips(exported, name, merge):
     assert meta == metadata_for(model, name)
     assert meta.labels == model.labels and meta.merge == merge and meta.gflops == pytest.approx(model.gflops(), 1e-3)
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
-    assert json.loads(props["sttm.mean"]) == list(model.preprocessing.mean)
-    assert asdict(meta)["frame_interval"] == model.preprocessing.frame_interval
+    assert json.loads(props["sttm.input_spec"])["mean"] == list(model.preprocessing.mean)
+    assert asdict(meta)["input_spec"]["frame_interval"] == model.preprocessing.frame_interval
 
 
 def test_session_loads_without_warnings(exported, capfd):

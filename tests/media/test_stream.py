@@ -87,32 +87,30 @@ def test_only_stream_protocols_are_opened(url):
     assert err.value.code == "bad_url"
 
 
-def test_ffmpeg_follows_no_redirect_itself(tmp_path):
-    """Redirects are followed (and each hop checked) by the caller, never by FFmpeg."""
+def test_ffmpeg_opens_no_http_url_itself(tmp_path):
+    """HTTP(S) (files, HLS playlists) is fetched by the caller, each URL checked; FFmpeg is
+    never handed one, so its HLS demuxer cannot follow a playlist's URLs: zero requests."""
     import functools
     import http.server
 
     numbered_clip(tmp_path / "n.mp4")
+    hits = []
 
-    class Redirect(http.server.SimpleHTTPRequestHandler):
+    class Counting(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path == "/hop":
-                self.send_response(302)
-                self.send_header("Location", "/n.mp4")
-                self.end_headers()
-                return
+            hits.append(self.path)
             super().do_GET()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Redirect, directory=str(tmp_path)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Counting, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        base = f"http://127.0.0.1:{server.server_port}"
-        open_url(f"{base}/n.mp4", 5.0, Limits()).close()  # the file itself opens
-        with pytest.raises(VideoError) as err:
-            open_url(f"{base}/hop", 5.0, Limits())
-        assert err.value.code == "unreachable"
+        for scheme in ("http", "https"):
+            with pytest.raises(VideoError) as err:
+                open_url(f"{scheme}://127.0.0.1:{server.server_port}/n.mp4", 5.0, Limits())
+            assert err.value.code == "bad_url" and "Pipe" in str(err.value)
+        assert hits == []
     finally:
         server.shutdown()

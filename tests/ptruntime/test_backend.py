@@ -139,7 +139,8 @@ def test_the_program_is_moved_whole_to_another_device(program):
     from ptruntime.artifact import load_program
 
     module, meta = load_program(program, "meta")
-    video = torch.empty(2, 3, meta.num_frames, meta.image_size, meta.image_size, device="meta")
+    spec = meta.input_spec
+    video = torch.empty(2, 3, spec.frames, spec.size, spec.size, device="meta")
     with torch.no_grad():
         logits, index = module(video)
     assert logits.device.type == index.device.type == "meta" and logits.shape == (2, len(meta.labels))

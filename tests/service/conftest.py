@@ -6,14 +6,20 @@ import av
 import numpy as np
 import pytest
 
+from media import InputSpec
 from models.synth import CLASSES, SynthConfig, generate
 from runtime.metadata import ModelMetadata
 
 TINY_META = ModelMetadata(
-    name="tiny", arch="vit", labels=tuple(CLASSES), num_frames=8, image_size=64, mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225), short_side=64, sampling="uniform", frame_interval=4, merge="none", reduction=0.0,
-    gflops=0.0, gflops_unmerged=0.0,
-)  # fmt: skip
+    name="tiny",
+    arch="vit",
+    labels=tuple(CLASSES),
+    input_spec=InputSpec(8, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 64, "uniform", 4),
+    merge="none",
+    reduction=0.0,
+    gflops=0.0,
+    gflops_unmerged=0.0,
+)
 
 
 def write_tiny_onnx(path, meta: ModelMetadata = TINY_META, work: int = 0, seed: int = 0):
@@ -25,7 +31,7 @@ def write_tiny_onnx(path, meta: ModelMetadata = TINY_META, work: int = 0, seed: 
     of 64x64): rungs of a test ladder that cost what their reductions say."""
     from onnx import TensorProto, helper, numpy_helper, save_model
 
-    frames, size, classes = meta.num_frames, meta.image_size, len(meta.labels)
+    frames, size, classes = meta.input_spec.frames, meta.input_spec.size, len(meta.labels)
     channels = work or 3
     rng = np.random.default_rng(seed)
     weights = {

@@ -261,7 +261,7 @@ def check_case(data: bytes, options: dict, meta: ModelMetadata, limits: Limits) 
         detail = f"{type(err).__name__}: {str(err)[:200]} ({Path(where.filename).name}:{where.lineno})"
         return Outcome("crash", detail, time.perf_counter() - started)
     seconds = time.perf_counter() - started
-    expected = (views.num_clips * views.crops, 3, meta.num_frames, meta.image_size, meta.image_size)
+    expected = (views.num_clips * views.crops, 3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size)
     tensor = clip.tensor
     if tensor.shape != expected or tensor.dtype != np.float32 or not np.isfinite(tensor).all():
         return Outcome("crash", f"views {tensor.shape} {tensor.dtype}, expected {expected} float32", seconds)

@@ -83,7 +83,7 @@ def test_default_model_is_the_bundled_demo_and_names_the_action(clips):
     with TestClient(create_app()) as client:
         info = client.get("/v1/models").json()[0]
         assert info["name"] == "demo" and info["labels"] == CLASSES and info["merge"] == "sttm"
-        spec = info["input"]  # the input spec nested once, as media.InputSpec spells it; the flat fields repeat it
+        spec = info["input_spec"]  # the input spec nested once, as media.InputSpec spells it; the flat fields repeat it
         assert (spec["frames"], spec["size"], spec["mean"]) == (info["frames"], info["input_size"], info["mean"])
         assert set(spec) == {"frames", "size", "mean", "std", "short_side", "sampling", "frame_interval"}
         top = {name: _post(client, _clip(clips, name)).json()["predictions"][0]["label"] for name in CLASSES}
@@ -258,7 +258,9 @@ def test_auth(client_for, clips):
     # the scheme is in the OpenAPI schema, on the protected operations only
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert schema["paths"]["/v1/classify"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header",
+        "name": "X-API-Key", "description": "the same key, another header"}  # fmt: skip
+    assert schema["paths"]["/v1/classify"]["post"]["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
     assert "security" not in schema["paths"]["/v2/health/live"]["get"]
 
 
@@ -273,7 +275,8 @@ def test_missing_model_exits_or_stays_not_ready(tmp_path):
         assert r.status_code == 503 and "cannot load" in r.json()["error"]["message"]
 
 
-def test_no_temp_files_left(client_for, clips):
+def test_no_temp_files_left(client_for, clips, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this process's temp files only
     client = client_for()
     before = set(os.listdir(tempfile.gettempdir()))
     big = _clip(clips) * 1  # spooled in memory; a large upload goes to an anonymous file

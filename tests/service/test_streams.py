@@ -2,7 +2,8 @@
 MP4, a live HLS playlist written while it is read, redirects), GStreamer's RTSP server, a
 WebSocket client pushing MediaRecorder-style WebM chunks — and the faults: a server killed
 mid-stream, a source that never sends a frame, hosts and protocols outside the allow-list,
-a slow SSE reader."""
+a slow SSE reader — and hostile sources: playlists, redirects and a rebinding name that point
+at a server on 127.0.0.2 (not allowed), which must count zero connections."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
+from service.sources import system_resolver
 from tests.service.conftest import faststart, right_then_left
 
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -142,13 +144,15 @@ def test_urls_outside_the_allow_list_or_protocols_are_refused(client, url, statu
     assert r.status_code == status and r.json()["error"]["code"] in ("forbidden_url", "invalid_request")
 
 
-def test_redirects_are_rechecked(client, http_server):
-    r = client.post("/v1/streams", json={"url": f"{http_server}/redirect/http://10.1.2.3/clip.mp4"})
-    assert r.status_code == 403 and "10.1.2.3" in r.json()["error"]["message"]
-    r = client.post("/v1/streams", json={"url": f"{http_server}/redirect/file:///etc/passwd"})
-    assert r.status_code == 403
+def test_redirects_are_followed_by_the_stream_and_each_hop_checked(client, http_server):
+    for target, words in [("http://10.1.2.3/clip.mp4", "host 10.1.2.3 refused: 10.1.2.3, a private address,"),
+                          ("file:///etc/passwd", "only rtsp, rtsps, http, https URLs are read")]:  # fmt: skip
+        r = client.post("/v1/streams", json={"url": f"{http_server}/redirect/{target}"})
+        assert r.status_code == 201  # the first URL is allowed: the hop is checked when it is followed
+        end = _events(client, r.json()["id"])[-1]
+        assert end[1] == "end" and end[2]["reason"].startswith("forbidden_url: ") and words in end[2]["reason"]
     ok = client.post("/v1/streams", json={"url": f"{http_server}/redirect/{http_server}/clip.mp4"})
-    assert ok.status_code == 201 and ok.json()["url"] == f"{http_server}/clip.mp4"
+    assert ok.status_code == 201 and ok.json()["url"] == f"{http_server}/redirect/{http_server}/clip.mp4"
     assert _events(client, ok.json()["id"])[-1][2]["reason"] == "finished"
 
 
@@ -231,27 +235,50 @@ def test_stream_limit_and_api_key(tiny_onnx, http_server):
         second = c.post("/v1/streams", json=body, headers=auth)
         if second.status_code != 201:  # the first had not finished yet
             assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_streams"
-        with pytest.raises(Exception), c.websocket_connect("/v1/streams/ws") as ws:  # noqa: B017,PT011
-            ws.receive_json()
-        with c.websocket_connect("/v1/streams/ws?key=k") as ws:
+        with c.websocket_connect("/v1/streams/ws") as ws:  # no key: an error, then the end
+            ws.send_text("{}")
+            assert ws.receive_json()["data"]["code"] == "unauthorized" and ws.receive_json()["event"] == "end"
+        with c.websocket_connect("/v1/streams/ws", headers=auth) as ws:
             ws.send_text("{}")
             ws.send_text('{"type": "end"}')
             assert ws.receive_json()["event"] in ("started", "error")
 
 
-@pytest.fixture
-def rtsp_server(tmp_path, right_left_mp4):
+def _rtsp(path: Path):
     if not Path(SYSTEM_PYTHON).exists():
         pytest.fail("the RTSP test needs Debian's python3 with GStreamer's RTSP server (.ci/run installs it)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(right_left_mp4), str(port)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(path), str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     yield proc, f"rtsp://127.0.0.1:{port}/clip"
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture
+def rtsp_server(right_left_mp4):
+    yield from _rtsp(right_left_mp4)
+
+
+@pytest.fixture
+def short_rtsp_server(tmp_path):
+    """A 2 s clip: the server sends it, then says goodbye (RTCP BYE)."""
+    from models.synth import write_mp4
+
+    write_mp4(tmp_path / "short.mp4", right_then_left()[:30])
+    yield from _rtsp(tmp_path / "short.mp4")
+
+
+def test_an_rtsp_source_that_ends_finishes_the_stream(client, short_rtsp_server):
+    _, url = short_rtsp_server
+    sid = client.post("/v1/streams", json={"url": url, "window_s": 1, "stride_s": 1}).json()["id"]
+    events = _events(client, sid)
+    assert events[-1][2]["reason"] == "finished" and len([1 for _, e, _ in events if e == "window"]) == 2
+    info = client.get(f"/v1/streams/{sid}").json()
+    assert info["state"] == "finished" and info["stats"]["retries"] == 0
 
 
 def test_rtsp_live_stream_is_two_segments_then_retried_and_ended_when_the_server_dies(client, rtsp_server):
@@ -328,12 +355,9 @@ def test_live_windows_are_dropped_when_inference_is_behind_and_lag_stays_bounded
             for chunk in _webm_chunks(right_then_left()):
                 pipe.write(chunk)
             pipe.close()
-            handoffs = []
-            opts = TimelineOptions(window_s=1, stride_s=0.25)
-            windows = [
-                w async for w in classifier.windows(pipe, opts, Progress(), live=True, on_handoff=handoffs.append)
-            ]
-            return windows, handoffs[0].dropped
+            opts, progress = TimelineOptions(window_s=1, stride_s=0.25), Progress()
+            windows = [w async for w in classifier.windows(pipe, opts, progress, live=True)]
+            return windows, progress.dropped
 
     windows, dropped = asyncio.run(run())
     assert dropped > 0 and len(windows) + dropped == 31  # 0, 0.25, ..., 7.5 s (the last partial)
@@ -373,3 +397,145 @@ def test_streams_hold_at_most_their_share_of_the_batcher_and_uploads_go_on(tiny_
 
     windows, uploads, most = asyncio.run(run())
     assert windows == [8, 8, 8] and uploads >= 1 and most <= 2 + 1  # the streams' 2, and one upload
+
+
+# --- hostile sources: only 127.0.0.1 is allowed; a server on 127.0.0.2 must never hear from us ---
+
+
+class _Counting(http.server.ThreadingHTTPServer):
+    """Counts every connection it accepts (before any request is read)."""
+
+    connections = 0
+
+    def verify_request(self, request, client_address) -> bool:
+        self.connections += 1
+        return True
+
+
+def _serve(directory: Path, host: str, port: int = 0) -> _Counting:
+    server = _Counting((host, port), functools.partial(_Handler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def vod(media_dir):
+    """A 3 s HLS VOD (1 s MPEG-TS segments, moving right) at media_dir/vod/index.m3u8, and a
+    key: vod/key.bin with vod/enc.m3u8, the same segments AES-128 encrypted."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    out = media_dir / "vod"
+    out.mkdir()
+    options = {"hls_time": "1", "hls_list_size": "0", "hls_segment_type": "mpegts", "hls_playlist_type": "vod"}
+    with av.open(str(out / "index.m3u8"), "w", format="hls", options=options) as hls:
+        stream = hls.add_stream("libx264", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        stream.options = {"g": "15", "preset": "ultrafast", "crf": "20"}
+        for array in right_then_left()[:45]:
+            hls.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+        hls.mux(stream.encode())
+    key = bytes(range(16))
+    (out / "key.bin").write_bytes(key)
+    playlist = (out / "index.m3u8").read_text()
+    for segment in sorted(out.glob("index*.ts")):
+        padder = padding.PKCS7(128).padder()
+        encryptor = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor()
+        data = padder.update(segment.read_bytes()) + padder.finalize()
+        (out / f"enc-{segment.name}").write_bytes(encryptor.update(data) + encryptor.finalize())
+        playlist = playlist.replace(f"\n{segment.name}", f"\nenc-{segment.name}")
+    key_line = '#EXT-X-KEY:METHOD=AES-128,URI="key.bin",IV=0x00000000000000000000000000000000\n'
+    (out / "enc.m3u8").write_text(playlist.replace("#EXTINF", key_line + "#EXTINF", 1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def evil(media_dir):
+    """A server on 127.0.0.2 (not allowed) with the same files: a fetch that reached it would work."""
+    server = _serve(media_dir, "127.0.0.2")
+    yield server, f"http://127.0.0.2:{server.server_port}"
+    server.shutdown()
+
+
+def test_an_encrypted_hls_vod_is_fetched_by_us_and_finishes(client, http_server, vod):
+    r = client.post("/v1/streams", json={"url": f"{http_server}/vod/enc.m3u8", "window_s": 1, "stride_s": 1})
+    assert r.status_code == 201, r.text
+    events = _events(client, r.json()["id"])
+    windows = [d for _, e, d in events if e == "window"]
+    assert events[-1][2]["reason"] == "finished" and len(windows) == 3, events[-1]
+    assert sum(w["predictions"][0]["label"] == "moving_right" for w in windows) >= 2
+
+
+def _hostile(vod: Path, name: str, evil_url: str) -> str:
+    """A playlist at vod/<name>.m3u8 that sends one fetch to the server not allowed."""
+    plain = (vod / "index.m3u8").read_text()
+    if name == "segment":  # the second segment lives there
+        text = plain.replace("\nindex1.ts", f"\n{evil_url}/vod/index1.ts")
+    elif name == "variant":
+        text = f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000,RESOLUTION=128x128\n{evil_url}/vod/index.m3u8\n"
+    elif name == "key":
+        text = (vod / "enc.m3u8").read_text().replace('URI="key.bin"', f'URI="{evil_url}/vod/key.bin"')
+    else:  # an init section
+        text = plain.replace("#EXTINF", f'#EXT-X-MAP:URI="{evil_url}/vod/index0.ts"\n#EXTINF', 1)
+    (vod / f"hostile-{name}.m3u8").write_text(text)
+    return f"/vod/hostile-{name}.m3u8"
+
+
+@pytest.mark.parametrize("route", ["segment", "variant", "key", "map", "redirect"])
+def test_a_url_of_a_host_not_allowed_ends_the_stream_and_that_host_gets_no_request(client, http_server, vod, evil,
+                                                                                   route):  # fmt: skip
+    server, evil_url = evil
+    before = server.connections
+    path = f"/redirect/{evil_url}/vod/index.m3u8" if route == "redirect" else _hostile(vod, route, evil_url)
+    r = client.post("/v1/streams", json={"url": f"{http_server}{path}", "window_s": 1, "stride_s": 1})
+    assert r.status_code == 201, r.text
+    events = _events(client, r.json()["id"])
+    reason = events[-1][2]["reason"]
+    assert reason == "forbidden_url: host 127.0.0.2 refused: 127.0.0.2, a loopback address, is not in STTM_STREAM_ALLOW"
+    assert client.get(f"/v1/streams/{r.json()['id']}").json()["state"] == "failed"
+    assert server.connections == before  # not a connection, let alone a request
+
+
+def test_a_name_that_answers_an_allowed_address_then_an_internal_one_is_refused_at_the_second(client, media_dir,
+                                                                                              vod):  # fmt: skip
+    """DNS rebinding: `rebind.test` resolves to 127.0.0.1 twice (the POST's check, the
+    playlist), then to 127.0.0.2 (the segments). Each fetch connects to the address it
+    checked, so the server on 127.0.0.2 (same port) hears nothing."""
+    for _ in range(20):  # the same port on both addresses
+        inside = _serve(media_dir, "127.0.0.2")
+        try:
+            allowed = _serve(media_dir, "127.0.0.1", inside.server_port)
+            break
+        except OSError:
+            inside.shutdown()
+    answers = iter(["127.0.0.1", "127.0.0.1"])
+    streams = client.app.state.runtime.streams
+    streams.resolver = lambda host, port: [next(answers, "127.0.0.2")] if host == "rebind.test" else []
+    try:
+        r = client.post("/v1/streams", json={"url": f"http://rebind.test:{inside.server_port}/vod/index.m3u8"})
+        assert r.status_code == 201, r.text
+        reason = _events(client, r.json()["id"])[-1][2]["reason"]
+    finally:
+        streams.resolver = system_resolver
+        inside.shutdown()
+        allowed.shutdown()
+    assert reason == ("forbidden_url: host rebind.test refused: neither rebind.test nor 127.0.0.2, a loopback "
+                      "address, is in STTM_STREAM_ALLOW")  # fmt: skip
+    assert allowed.connections >= 1 and inside.connections == 0
+
+
+@pytest.mark.parametrize("route", ["/v1/classify", "/v1/timeline"])
+def test_classify_and_timeline_take_no_url_and_an_uploaded_playlist_fetches_nothing(client, evil, route):
+    """They read the request's body only: a JSON `url`, a URL as the body, or an HLS playlist
+    uploaded as the video (naming the server not allowed) are refused, and it hears nothing."""
+    server, evil_url = evil
+    before = server.connections
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{evil_url}/vod/index0.ts\n#EXT-X-ENDLIST\n"
+    answers = [
+        client.post(route, json={"url": f"{evil_url}/clip.mp4"}),
+        client.post(route, content=f"{evil_url}/clip.mp4".encode(), headers={"Content-Type": "video/mp4"}),
+        client.post(route, files={"file": ("a.m3u8", playlist.encode(), "application/vnd.apple.mpegurl")}),
+        client.post(route, files={"file": ("a.mp4", playlist.encode(), "video/mp4")}),
+    ]
+    assert all(400 <= r.status_code < 500 for r in answers), [(r.status_code, r.text) for r in answers]
+    assert server.connections == before

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from media import VideoError, Views
+from media import InputSpec, VideoError, Views
 from runtime.metadata import ModelMetadata
 from runtime.postprocess import average_views, top_k
 from runtime.settings import RuntimeSettings
 from tritonserve.python_models import answer, clip_tensor, split_rows, views_of
 
-META = ModelMetadata("m", "vit", ("a", "b", "c"), 4, 32, (0.5,) * 3, (0.5,) * 3, 32, "dense", 2, "none", 0.0, 1.0, 1.0)
+SPEC = InputSpec(4, 32, (0.5,) * 3, (0.5,) * 3, 32, "dense", 2)
+META = ModelMetadata("m", "vit", ("a", "b", "c"), SPEC, "none", 0.0, 1.0, 1.0)
 
 
 def test_views_from_optional_inputs():

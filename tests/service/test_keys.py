@@ -1,0 +1,63 @@
+"""`service.keys`: keys from the environment and a file, added and revoked without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+
+import pytest
+
+from service.keys import KeyRing, digest, parse_keys, reload_keys_on_sighup
+
+HEX64 = "ab" * 32
+
+
+def test_a_keys_file_holds_plain_keys_and_sha256_digests():
+    beta = hashlib.sha256(b"beta").hexdigest()
+    text = f"# the keys\nalpha\n\n  sha256:{beta.upper()}  \n{HEX64}\nwith spaces inside\n"
+    assert parse_keys(text) == [digest("alpha"), bytes.fromhex(beta), digest(HEX64), digest("with spaces inside")]
+
+
+def test_keys_are_added_and_revoked_when_the_file_changes(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(f"alpha\nsha256:{hashlib.sha256(b'beta').hexdigest()}\n")
+    ring = KeyRing("static", path)
+    assert ring.required and all(ring.valid(k) for k in ("alpha", "beta", "static"))
+    assert not ring.valid("gamma") and not ring.valid("") and not ring.valid("sha256:" + "0" * 64)
+    path.write_text("beta\ngamma\n")  # alpha revoked, gamma added: no restart
+    assert not ring.valid("alpha") and ring.valid("gamma") and ring.valid("beta")
+    replacement = tmp_path / "keys.new"  # an atomic replace (a new inode), as editors and config tools do
+    replacement.write_text("delta\n")
+    os.replace(replacement, path)
+    assert ring.valid("delta") and not ring.valid("gamma")
+    path.unlink()  # unreadable: its keys are refused (fail closed), the environment's key still works
+    assert not ring.valid("delta") and ring.valid("static")
+    path.write_text("delta\n")
+    assert ring.valid("delta")
+
+
+def test_no_key_configured_requires_none_and_a_missing_file_stops_the_start(tmp_path):
+    assert not KeyRing().required
+    with pytest.raises(ValueError, match="STTM_API_KEYS_FILE .*No such file"):
+        KeyRing(None, tmp_path / "missing")
+
+
+def test_sighup_rereads_a_file_whose_time_and_size_did_not_change(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text("alpha\n")
+    ring = KeyRing(None, path)
+    st = os.stat(path)
+    with open(path, "r+") as f:  # same size, same inode, the old modification time put back
+        f.write("omega\n")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ring.valid("alpha")  # nothing the file's stamp shows changed
+
+    async def hup() -> None:
+        with reload_keys_on_sighup(ring):
+            os.kill(os.getpid(), signal.SIGHUP)
+            await asyncio.sleep(0.05)  # the loop runs the handler
+
+    asyncio.run(hup())
+    assert ring.valid("omega") and not ring.valid("alpha")
