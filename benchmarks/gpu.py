@@ -13,7 +13,7 @@
    real H.264 clip: clips/s and p50 / p99.
 
 The machine has torch (CUDA) but not the serving wheels and no network: `--wheels DIR` installs
-them from a folder prepared here with `--download-wheels` (FastAPI, Starlette, uvicorn,
+them from a folder prepared here with `--download-wheels` (the `serve` extra: FastAPI, uvicorn,
 pydantic, python-multipart, PyAV, ...: ~40 MB; the run carries at most 64 MiB). Results:
 `OUT/gpu.json` and `OUT/gpu.md` (written after every stage, so a timeout keeps what was done),
 and the tables on stdout. Stages that would overrun `--budget-s` are reported as skipped.
@@ -36,11 +36,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# what `sttm serve` needs beyond torch + numpy (pip resolves their dependencies into the folder)
-SERVING_WHEELS = (
-    "fastapi", "starlette", "uvicorn", "pydantic", "pydantic-settings", "python-multipart", "av",
-    "prometheus-client", "httpx", "websockets", "safetensors", "setuptools",
-)  # fmt: skip
+# what `sttm serve` needs beyond torch + numpy: the `serve` extra of pyproject.toml (read from it,
+# so the list cannot drift), plus safetensors (checkpoints) and setuptools (the editable install)
+EXTRA_WHEELS = ("safetensors", "setuptools")
+
+
+def serving_wheels(pyproject: Path = ROOT / "pyproject.toml") -> tuple[str, ...]:
+    """The distribution names of the `serve` extra, without their version bounds, and `EXTRA_WHEELS`."""
+    import re
+
+    import tomllib
+
+    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["serve"]
+    return tuple(re.match(r"[A-Za-z0-9_.-]+", requirement).group(0) for requirement in extra) + EXTRA_WHEELS
+
+
 VARIANTS = ("none", "tome", "sttm", "sttm-fold")  # sttm-fold: the bias as a q/k channel
 
 
@@ -75,7 +85,7 @@ def download_wheels(dest: Path, python_version: str) -> None:
         "--platform",
         "manylinux2014_x86_64",
     ]
-    subprocess.run(args + list(SERVING_WHEELS), check=True)
+    subprocess.run(args + list(serving_wheels()), check=True)
     size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
     print(f"{dest}: {len(list(dest.iterdir()))} wheels, {size:.1f} MiB")
 
@@ -83,7 +93,7 @@ def download_wheels(dest: Path, python_version: str) -> None:
 def install_wheels(folder: Path) -> str:
     """There (no network): the serving wheels, then this project (editable: its entry points)."""
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(folder)]
-    subprocess.run(pip + list(SERVING_WHEELS), check=True, timeout=240)
+    subprocess.run(pip + list(serving_wheels()), check=True, timeout=240)
     subprocess.run(pip + ["--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True, timeout=120)
     return "installed from " + str(folder)
 

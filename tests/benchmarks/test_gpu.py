@@ -33,3 +33,11 @@ def test_the_dry_run_measures_every_stage(tmp_path):
     assert all(lv["errors"] == 0 and lv["latency_ms"]["p99"] >= lv["latency_ms"]["p50"] > 0 for lv in served["levels"])
     table = (tmp_path / "gpu.md").read_text()
     assert "| eager | sttm | 2 |" in table and "| sttm | torch:cpu fp32 | 2 |" in table
+
+
+def test_the_wheels_carried_are_the_serve_extra():
+    """The device machine has torch but no serving wheels: the list is read from pyproject.toml's
+    `serve` extra, so a dependency added there is carried too."""
+    wheels = gpu.serving_wheels()
+    assert {"fastapi", "uvicorn", "pydantic", "python-multipart", "av", "safetensors"} <= set(wheels)
+    assert all(">" not in name and "=" not in name for name in wheels)
