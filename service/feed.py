@@ -1,7 +1,8 @@
 """A URL stream's source, opened under `STTM_STREAM_ALLOW`: what the decoder reads.
 
-- RTSP(S): the host is resolved once and checked; FFmpeg gets the URL with the checked
-  address in place of the name (`Target.pinned_url`), so it never looks the name up again.
+- RTSP(S): the host is resolved once and checked; FFmpeg connects to a relay on 127.0.0.1
+  (`media.rtsp_relay`) that connects to the checked address, so FFmpeg never looks the name up,
+  and refuses the camera's redirects (FFmpeg would follow them to any host, unchecked).
 - HTTP(S): FFmpeg fetches nothing. The first URL is fetched here (`service.fetch.Fetcher`:
   checked, pinned, redirects checked); a playlist is followed by `media.hls.HlsReader`, any
   other body is copied as it arrives; either way into a `Pipe` the decoder reads, from a
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from media.errors import VideoError
 from media.hls import PLAYLIST_BYTES, HlsReader, is_playlist
 from media.pipe import Pipe
+from media.rtsp_relay import RtspRelay
 from service.fetch import Fetcher
 from service.sources import AllowList, Resolver, check, system_resolver
 
@@ -34,15 +36,23 @@ class Feed:
 
     source: str | Pipe
     live: bool | None = None
-    error: VideoError | None = None
+    fetch_error: VideoError | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    relay: RtspRelay | None = None
+
+    @property
+    def error(self) -> VideoError | None:
+        """Why the fetch or the relay ended, if it failed (a refused URL or redirect, a server gone)."""
+        return self.fetch_error or (self.relay.error if self.relay else None)
 
     def close(self) -> None:
-        """Stop the fetching thread (it ends within one network timeout)."""
+        """Stop the fetching thread (it ends within one network timeout), or the relay."""
         self.stop.set()
         if isinstance(self.source, Pipe):
             self.source.close()
+        if self.relay is not None:
+            self.relay.close()
 
     def write(self, data: bytes) -> None:
         """Into the pipe, in pieces, waiting while it is full for as long as the stream reads
@@ -63,11 +73,11 @@ class Feed:
             try:
                 work()
             except VideoError as err:
-                self.error = err
+                self.fetch_error = err
             except (BrokenPipeError, TimeoutError):
                 pass  # the decoder stopped reading: it has its own reason
             except Exception as err:  # noqa: BLE001 - a stream ends with the reason
-                self.error = VideoError("unreachable", f"{type(err).__name__}: {err}")
+                self.fetch_error = VideoError("unreachable", f"{type(err).__name__}: {err}")
             finally:
                 self.source.close()
                 fetcher.close()
@@ -80,7 +90,9 @@ def open_feed(url: str, allow: AllowList, timeout_s: float, resolver: Resolver =
     """Open `url` under `allow`. Blocking (DNS, the first HTTP response): call it off the event
     loop. Raises `service.sources.RefusedError` or VideoError (`unreachable`, `bad_playlist`, ...)."""
     if url.lower().startswith("rtsp"):
-        return Feed(check(url, allow, resolver).pinned_url)
+        target = check(url, allow, resolver)
+        relay = RtspRelay(target.address, target.port, target.host if target.scheme == "rtsps" else None, timeout_s)
+        return Feed(relay.local_url(url), relay=relay)
     fetcher = Fetcher(allow, timeout_s, resolver)
     response = contextlib.ExitStack()  # the first response: open while a file is copied
     try:

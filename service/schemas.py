@@ -94,6 +94,10 @@ NO_ACTION = "a window whose top score is under it is 'no action'"
 HYSTERESIS = "segment hysteresis: windows a new label must hold"
 
 
+# the fields a timeline query and a stream's options hand to `classify.TimelineOptions` as they are
+WINDOWING = {"top_k", "window_s", "stride_s", "min_score", "min_windows"}
+
+
 class TimelineQuery(BaseModel):
     top_k: int = Field(3, **TimelineLimits.TOP_K)
     window_s: float = Field(2.0, **TimelineLimits.WINDOW_S)
@@ -104,14 +108,7 @@ class TimelineQuery(BaseModel):
     reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
-        return classify.TimelineOptions(
-            top_k=self.top_k,
-            window_s=self.window_s,
-            stride_s=self.stride_s,
-            min_score=self.min_score,
-            min_windows=self.min_windows,
-            reduction=_rung(self.reduction),
-        )
+        return classify.TimelineOptions(**self.model_dump(include=WINDOWING), reduction=_rung(self.reduction))
 
 
 class StreamOptions(BaseModel):
@@ -128,14 +125,9 @@ class StreamOptions(BaseModel):
     reduction: Reduction = REDUCTION
 
     def options(self) -> classify.TimelineOptions:
+        sampling = None if self.sampling == "model" else self.sampling
         return classify.TimelineOptions(
-            top_k=self.top_k,
-            window_s=self.window_s,
-            stride_s=self.stride_s,
-            min_score=self.min_score,
-            min_windows=self.min_windows,
-            sampling=None if self.sampling == "model" else self.sampling,
-            reduction=_rung(self.reduction),
+            **self.model_dump(include=WINDOWING), sampling=sampling, reduction=_rung(self.reduction)
         )
 
 

@@ -74,8 +74,12 @@ def test_a_playlist_feeds_its_segments_and_says_whether_it_is_live(www, name, li
     assert not feed.thread.is_alive() and feed.error is None
 
 
-def test_rtsp_is_handed_to_ffmpeg_at_the_checked_address():
+def test_rtsp_is_handed_to_ffmpeg_through_a_relay_to_the_checked_address():
     resolve = lambda host, port: ["127.0.0.1"]  # noqa: E731
-    assert open_feed("rtsp://cam.test:8554/live", ALLOW, 1.0, resolve).source == "rtsp://127.0.0.1:8554/live"
+    feed = open_feed("rtsps://cam.test:8554/live", ALLOW, 1.0, resolve)
+    relay = feed.relay
+    assert (relay.address, relay.port, relay.server_name) == ("127.0.0.1", 8554, "cam.test")
+    assert feed.source == relay.local_url("rtsp://cam.test/live") and feed.source.startswith("rtsp://127.0.0.1:")
+    feed.close()
     with pytest.raises(RefusedError):
         open_feed("rtsp://cam.test/live", ALLOW, 1.0, lambda host, port: ["10.0.0.1"])

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
 from service.sources import system_resolver
+from tests.media.fake_rtsp import CannedRtsp, listener, redirect_to
 from tests.service.conftest import faststart, right_then_left
 
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -494,6 +495,21 @@ def test_a_url_of_a_host_not_allowed_ends_the_stream_and_that_host_gets_no_reque
     assert reason == "forbidden_url: host 127.0.0.2 refused: 127.0.0.2, a loopback address, is not in STTM_STREAM_ALLOW"
     assert client.get(f"/v1/streams/{r.json()['id']}").json()["state"] == "failed"
     assert server.connections == before  # not a connection, let alone a request
+
+
+def test_an_rtsp_redirect_ends_the_stream_and_its_target_hears_nothing(client):
+    """FFmpeg would follow a camera's redirect to any host: through the relay it never sees it."""
+    inside = listener("127.0.0.2")
+    camera = CannedRtsp("127.0.0.1", redirect_to(f"rtsp://127.0.0.2:{inside.port}/cam"))
+    try:
+        r = client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{camera.port}/cam"})
+        assert r.status_code == 201, r.text
+        reason = _events(client, r.json()["id"])[-1][2]["reason"]
+    finally:
+        camera.close()
+        inside.close()
+    assert reason.startswith(f"forbidden_url: the source redirected to rtsp://127.0.0.2:{inside.port}/cam"), reason
+    assert inside.connections == 0 and camera.connections == 1
 
 
 def test_a_name_that_answers_an_allowed_address_then_an_internal_one_is_refused_at_the_second(client, media_dir,
