@@ -13,7 +13,7 @@ SERVE_BIN := $(SERVE_VENV)/bin
 # own environment: the serving extras + nvidia-pytriton. tests/triton start Triton from there.
 TRITON_VENV := .venv-triton
 TRITON_BIN := $(TRITON_VENV)/bin
-SOURCES := cli label models export service tritonserve runtime media benchmarks tests
+SOURCES := cli label models export ptruntime service tritonserve runtime media benchmarks tests
 
 .PHONY: serve test lint install install-serve install-triton system-packages bench demo paper-table docs
 

@@ -44,7 +44,12 @@ def _validate(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=sidecars_of(args))
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx", metadata_for(model, model_name(args.model)))
+        if args.backend == "torch":  # PyTorch runs its own program, not the ONNX file
+            from ptruntime.artifact import save_program
+
+            path = save_program(model, Path(tmp) / "model.pt2", metadata_for(model, model_name(args.model)))
+        else:
+            path = export_onnx(model, Path(tmp) / "model.onnx", metadata_for(model, model_name(args.model)))
         if args.precision == "int8" and args.backend in (None, "auto", "openvino"):  # OpenVINO's int8 is calibrated
             from export.ir import calibration_clips, write_ir
 
@@ -103,8 +108,9 @@ def _export_flags(exp: argparse.ArgumentParser) -> None:
                           "(sttm eval's DATA)")  # fmt: skip
     exp.add_argument("--eval-split", default="test", help="the split --eval-data measures")
     exp.add_argument("-o", "--output", required=True,
-                     help="file (.onnx / .plan / .xml) or directory (Triton repository, ladder)")  # fmt: skip
-    exp.add_argument("--format", choices=["onnx", "tensorrt", "triton", "openvino"], default="onnx")
+                     help="file (.onnx / .plan / .xml / .pt2) or directory (Triton repository, ladder)")  # fmt: skip
+    exp.add_argument("--format", choices=["onnx", "tensorrt", "triton", "openvino", "torch"], default="onnx",
+                     help="torch: a torch.export program (.pt2) for sttm serve --backend torch")  # fmt: skip
     exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                      help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs, or with "
                           "--format openvino static quantisation (NNCF, needs --calib)")  # fmt: skip

@@ -61,10 +61,11 @@ def _runtime() -> argparse.ArgumentParser:
     runtime = _parent()
     runtime.add_argument(
         "--backend",
-        choices=["auto", "onnxruntime", "openvino", "tensorrt"],
+        choices=["auto", "onnxruntime", "openvino", "tensorrt", "torch"],
         default=None,
         help="runtime of an exported model (STTM_BACKEND; auto: OpenVINO on the CPU when installed, "
-        "else ONNX Runtime; engines: TensorRT)",
+        "else ONNX Runtime; engines: TensorRT; .pt2, checkpoints and model names: torch, the PyTorch "
+        "backend, on a CUDA GPU where there is one)",
     )
     runtime.add_argument(
         "--precision",

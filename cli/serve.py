@@ -18,16 +18,14 @@ def _serve(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None:
             os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
     settings = Settings()
-    if not settings.model.exists() and settings.require_model:
-        raise OSError(f"model file {settings.model} does not exist")
-    if settings.model.is_dir() and settings.require_model:
-        from runtime.ladder_file import read_ladder
-
-        read_ladder(settings.model)  # a ladder without ladder.json or with a missing rung: one line, exit 2
-    elif settings.require_model:
+    if settings.require_model:
         from runtime.backends import check_request
+        from runtime.ladder_file import is_ladder, read_ladder
 
-        check_request(settings.model, settings.backend_options)  # what this CPU cannot run: one line, exit 2
+        if settings.model.is_dir() and is_ladder(settings.model):
+            read_ladder(settings.model)  # a ladder with a missing rung: one line, exit 2
+        else:  # what this machine cannot run (a missing file; torch where it is not installed): one line, exit 2
+            check_request(settings.model, settings.backend_options)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -50,7 +48,10 @@ def add_serve(sub, f: Flags) -> None:
         "serve", parents=[f.runtime], help="serve a model over HTTP (settings also from STTM_* variables)"
     )
     srv.add_argument(
-        "--model", default=None, help="exported .onnx or a ladder directory (default: the bundled demo model)"
+        "--model",
+        default=None,
+        help="exported .onnx or a ladder directory (default: the bundled demo model); --backend torch: "
+        "also a .pt2, a checkpoint or a built-in model name",
     )
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=int, default=None)

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from export.errors import ExportError
 from models import VideoClassifier
+from ptruntime.artifact import metadata_for as artifact_metadata
 from runtime.metadata import ModelMetadata
 
 SCOPES = "pkg.torch.onnx.name_scopes"  # a node's metadata: the modules the dynamo exporter traced it in
@@ -35,22 +36,8 @@ class OnnxSpec:
 
 
 def metadata_for(model: VideoClassifier, name: str, precision: str = "fp32", spec: OnnxSpec = OnnxSpec()):
-    cfg, merge = model.config, model.merge_config
-    return ModelMetadata(
-        name=name,
-        arch=cfg.arch,
-        labels=model.labels,
-        input_spec=model.input_spec,
-        merge=merge.method,
-        reduction=merge.reduction,
-        gflops=float(f"{model.gflops():.6g}"),
-        gflops_unmerged=float(f"{model.gflops(merged=False):.6g}"),
-        precision=precision,
-        input_name=spec.input_name,
-        output_name=spec.output_name,
-        merge_output=spec.merge_output if merge.method != "none" else "",
-        merge_grid=cfg.grid,
-    )
+    """The file's metadata (`ptruntime.artifact.metadata_for`) with the graph's names from `spec`."""
+    return artifact_metadata(model, name, precision, spec.input_name, spec.output_name, spec.merge_output)
 
 
 def example_input(model: VideoClassifier, batch: int = 2) -> torch.Tensor:

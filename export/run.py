@@ -3,7 +3,6 @@ a ladder of merge ratios is one such export per rung plus `ladder.json`."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import tempfile
@@ -16,12 +15,13 @@ from typing import Literal
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for, read_metadata
 from export.validate import check_merge_index, open_onnx, validate
 from models.checkpoint import Sidecars
+from ptruntime.artifact import model_name
 from runtime import BackendOptions, load_backend
 from runtime.agreement import ValidationError, ValidationReport
 from runtime.ladder_file import RungEntry, rung_name, write_ladder
-from runtime.metadata import sidecar_path
+from runtime.metadata import TORCH_SUFFIX, sidecar_path
 
-Format = Literal["onnx", "tensorrt", "triton", "openvino"]
+Format = Literal["onnx", "tensorrt", "triton", "openvino", "torch"]
 
 
 @dataclass
@@ -48,11 +48,6 @@ class Progress:
 class ExportResult:
     files: list[Path]
     reports: list[ValidationReport] = field(default_factory=list)
-
-
-def model_name(ref: str) -> str:
-    stem = Path(ref.rstrip("/")).stem if ("/" in ref or Path(ref).exists()) else ref
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "model"
 
 
 def _check_writable(path: Path) -> None:
@@ -91,6 +86,9 @@ class ExportSpec:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "name", self.name or model_name(self.model))
         ir, int8 = self.fmt == "openvino", self.precision == "int8"
+        if self.fmt == "torch" and self.precision != "fp32":
+            raise ExportError("--format torch stores fp32; fp16/bf16 are chosen when it is served "
+                              "(sttm serve --backend torch --precision auto: fp16 on a GPU)")  # fmt: skip
         if self.fmt == "tensorrt" and int8:
             raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
         if ir and self.precision == "fp16":
@@ -116,6 +114,8 @@ class ExportSpec:
             return out
         if self.fmt == "openvino":  # the ONNX file is a step on the way; the IR is what is written
             return out / f"{self.name}.xml" if out.is_dir() else out.with_suffix(".xml")
+        if self.fmt == "torch":
+            return out / f"{self.name}{TORCH_SUFFIX}" if out.is_dir() else out.with_suffix(TORCH_SUFFIX)
         onnx_path = out / f"{self.name}.onnx" if out.is_dir() else out
         return onnx_path.with_suffix(".onnx") if self.fmt == "tensorrt" else onnx_path
 
@@ -130,6 +130,8 @@ def run_export(spec: ExportSpec) -> ExportResult:
     model = _load(spec, progress)
     meta = metadata_for(model, spec.name, "fp32" if spec.fmt == "openvino" else spec.precision)  # an IR's: at write
     result = ExportResult(files=[])
+    if spec.fmt == "torch":
+        return _write_program(model, meta, spec, progress, result)
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / "model.onnx"  # moved into place only once validated
         ort_run = _export_and_validate_onnx(model, staged, meta, spec, progress, result)
@@ -216,6 +218,26 @@ def _write_triton(spec: ExportSpec, meta, onnx_file: Path, engine: Path | None, 
     if engine is None:
         progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
     return files
+
+
+def _write_program(model, meta, spec: ExportSpec, progress: Progress, result: ExportResult) -> ExportResult:
+    """A `torch.export` program (`.pt2`, `ptruntime.artifact`), validated against the eager model as
+    `sttm serve --backend torch` runs it (fp32; the merge index patch for patch); written only when it passes."""
+    from ptruntime.artifact import save_program
+
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / f"{spec.name}{TORCH_SUFFIX}"
+        with progress.step(f"exporting a torch.export program ({meta.merge}, {meta.gflops:.2f} GMACs/clip)"):
+            save_program(model, staged, meta, max(64, spec.max_batch))
+        with progress.step("validating the program on PyTorch"):
+            served = load_backend(staged, BackendOptions("torch", "fp32"))
+            result.reports.append(validate(model, served, served.provider, "fp32"))
+            patches = check_merge_index(model, served) if meta.merge_output else 0
+        progress.show(result.reports[-1].table())
+        if patches:
+            progress.show(f"{meta.merge_output}: equal to the eager model on all {patches} patches")
+        result.files = [Path(shutil.move(staged, spec.target))]
+    return result
 
 
 def _write_ir(model, onnx_path: Path, out: Path, precision: str, calib, clips: int, progress: Progress,

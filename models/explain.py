@@ -36,19 +36,20 @@ def merge_index(model: VideoClassifier, assigns: list[torch.Tensor | None], batc
     patch grid `model.config.grid` (t-major). Ids number the final tokens (ViT: in the order
     the head sees them; TimeSformer: frame slice x tube), so equal ids = one merged token."""
     t, h, w = model.config.grid
+    device = next(model.parameters()).device  # built where the model runs: a CPU index would stop a GPU
     if model.config.arch == "vit":
-        index = torch.arange(t * h * w).expand(batch, -1)  # (B, N): every patch is its own token
+        index = torch.arange(t * h * w, device=device).expand(batch, -1)  # (B, N): every patch is its own token
         for assign in assigns:  # (B*g, 1, n', n): the groups of each clip, in order
             index = follow_merge(index, assign.reshape(batch, -1, *assign.shape[-2:]))  # (B, g, n', n)
         return index
-    tubes, slices = torch.arange(h * w).expand(batch, -1), t  # TimeSformer: one decision per tube
+    tubes, slices = torch.arange(h * w, device=device).expand(batch, -1), t  # TimeSformer: one decision per tube
     for assign in assigns:
         if assign is None:  # frame pairs fused: half the time slices
             slices //= 2
         else:
             tubes = follow_merge(tubes, assign.reshape(batch, 1, *assign.shape[-2:]))  # (B, 1, P', P)
     final_tubes = next((a.shape[-2] for a in reversed(assigns) if a is not None), h * w)
-    frame_slice = torch.arange(t) // (t // slices)  # (t,): the fused slice each frame ended in
+    frame_slice = torch.arange(t, device=device) // (t // slices)  # (t,): the fused slice each frame ended in
     return (frame_slice[:, None] * final_tubes + tubes[:, None, :]).flatten(1)  # (B, t*P)
 
 

@@ -8,13 +8,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+HEAD_MULTIPLE = 8  # fused attention kernels (FlashAttention) take head sizes in multiples of 8
+
+
+def fold_key_bias(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float, multiple: int = HEAD_MULTIPLE
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An additive per-key bias folded into one more channel of q and k, so that attention
+    needs no mask: `scale * [q, 1] . [k, b / scale] = scale * q . k + b`. The head size is
+    padded with zeros to a multiple of `multiple` (v too: FlashAttention wants q, k, v of one
+    head size); the output's extra channels are zero and are cut by the caller.
+
+    Args:
+        q, k, v: `[B, h, N, d]`; bias: `[B, 1, 1, N]` (proportional attention's `log s`).
+        scale: the attention's own (`d ** -0.5`): pass it to SDPA, which would use the padded size's.
+    Returns:
+        q, k, v `[B, h, N, d']`, `d' = ceil((d + 1) / multiple) * multiple`.
+    """
+    B, h, N, d = q.shape
+    pad = -(-(d + 1) // multiple) * multiple - d - 1  # zero channels after the bias channel
+    column = (bias / scale).transpose(-1, -2).expand(B, h, N, 1)  # (B, h, N, 1): b_j / scale per key
+    zeros = q.new_zeros(B, h, N, pad)
+    q = torch.cat([q, torch.ones_like(q[..., :1]), zeros], -1)  # (B, h, N, d')
+    k = torch.cat([k, column.to(k.dtype), zeros], -1)  # (B, h, N, d')
+    v = torch.cat([v, torch.zeros_like(v[..., :1]), zeros], -1)  # (B, h, N, d')
+    return q, k, v
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with an optional additive key bias (proportional attention).
 
     `qkv_bias`: "qkv" (one bias, TimeSformer), "qv" (q and v biases, k none: VideoMAE),
     or "none". Returns the output and the keys averaged over heads, the merge metric.
+    `fold_bias` (off by default; `models.layers.fold_biases(model)`): the bias as an extra q/k
+    channel (`fold_key_bias`) instead of SDPA's `attn_mask`, which keeps FlashAttention from
+    running merged blocks on GPUs; the same numbers up to rounding (docs/gpu.md measures it).
     """
+
+    fold_bias = False
 
     def __init__(self, dim: int, heads: int, qkv_bias: str = "qkv") -> None:
         super().__init__()
@@ -45,10 +76,21 @@ class Attention(nn.Module):
             if bias is not None:
                 attn = attn + bias
             out = attn.softmax(-1) @ v  # (B, h, N, d)
+        elif bias is not None and self.fold_bias:
+            folded = fold_key_bias(q, k, v, bias, self.scale)  # 3 x (B, h, N, d')
+            out = F.scaled_dot_product_attention(*folded, scale=self.scale)[..., : C // self.heads]  # (B, h, N, d)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, N, d)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
         return self.proj(out), k.mean(1)
+
+
+def fold_biases(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every attention of `model` to the folded bias (`Attention.fold_bias`), or back."""
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fold_bias = on
+    return model
 
 
 class Mlp(nn.Module):

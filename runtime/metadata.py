@@ -13,7 +13,16 @@ from media import InputSpec
 PREFIX = "sttm."
 ENGINE_SUFFIXES = (".plan", ".engine")  # a serialized TensorRT engine
 IR_SUFFIX = ".xml"  # an OpenVINO IR (its weights in the .bin beside it): `sttm export --format openvino`
-EXPORTED_SUFFIXES = (".onnx", IR_SUFFIX, *ENGINE_SUFFIXES)  # what `sttm export` writes and the server runs
+# a `torch.export` program (`sttm export --format torch`), run by the PyTorch backend (the `torch` plugin);
+# its metadata: `asdict(ModelMetadata)` as JSON, in the archive's extra file `TORCH_METADATA`
+TORCH_SUFFIX = ".pt2"
+TORCH_METADATA = "sttm_metadata.json"
+EXPORTED_SUFFIXES = (
+    ".onnx",
+    IR_SUFFIX,
+    *ENGINE_SUFFIXES,
+    TORCH_SUFFIX,
+)  # what `sttm export` writes and the server runs
 
 
 # The input spec's flat keys in files exported before it was nested (`sttm.num_frames`, ...):

@@ -220,12 +220,12 @@ def load_rungs(path: str | Path, options: BackendOptions) -> tuple[str, list[Run
     ladder of one rung). ModelLoadError in one line: a missing or corrupt rung, no
     ladder.json, or a rung whose labels or input spec differ from the first rung's."""
     path = Path(path)
-    if not path.is_dir():
+    if not is_ladder(path):  # one model: a file, or (PyTorch) a checkpoint directory or a model name
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory without ladder.json: serve a model file or a ladder")
         backend = load_backend(path, options)
         meta = backend.meta
         return meta.name, [Rung(meta.reduction, rung_name(meta.name, meta.reduction), backend)]
-    if not is_ladder(path):
-        raise ModelLoadError(f"{path} is a directory without ladder.json: serve a model file or a ladder")
     try:
         name, entries = read_ladder(path)
     except ValueError as err:

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from runtime.backends import prefer_torch
 from runtime.settings import DEMO_ONNX, RuntimeSettings
 
-__all__ = ["DEMO_ONNX", "Settings"]
+DEMO_CHECKPOINT = DEMO_ONNX.parent  # the same model as a checkpoint (config.json + weights), for PyTorch
+
+__all__ = ["DEMO_CHECKPOINT", "DEMO_ONNX", "Settings"]
 
 
 class Settings(RuntimeSettings):
     model: Path = Field(
         DEMO_ONNX,
         description="exported .onnx (its metadata says how to preprocess), a ladder "
-        "directory (ladder.json: one model per merge ratio), or 'demo'",
+        "directory (ladder.json: one model per merge ratio), or 'demo'; with --backend torch also "
+        "a .pt2 (sttm export --format torch), a checkpoint or a built-in model name",
     )
     host: str = "127.0.0.1"
     port: int = 8000
@@ -51,6 +55,14 @@ class Settings(RuntimeSettings):
     def _demo_name(cls, value: object) -> object:
         """`demo` names the bundled model, as in every other command."""
         return DEMO_ONNX if value == "demo" else value
+
+    @model_validator(mode="after")
+    def _demo_on_torch(self) -> Settings:
+        """The bundled demo on PyTorch is its checkpoint: where asked (`--backend torch`), and under
+        `auto` where a GPU is served best by PyTorch (`runtime.backends.prefer_torch`)."""
+        if self.model == DEMO_ONNX and (self.backend == "torch" or (self.backend == "auto" and prefer_torch())):
+            self.model = DEMO_CHECKPOINT
+        return self
 
     @property
     def latency_target_s(self) -> float | None:

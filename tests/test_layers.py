@@ -17,7 +17,7 @@ pytest.importorskip("importlinter")  # it needs Python 3.11+: tomllib is there t
 import tomllib  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("cli", "label", "service", "tritonserve", "export", "models", "runtime", "media", "benchmarks")
+PACKAGES = ("cli", "label", "service", "tritonserve", "export", "ptruntime", "models", "runtime", "media", "benchmarks")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
 CONTRACTS = {contract["id"]: contract["name"] for contract in CONFIG["contracts"]}
@@ -74,6 +74,11 @@ def test_the_product_keeps_every_contract(pristine):
         ("models/config.py", "import runtime.metadata", "layers", "models.config -> runtime.metadata"),
         ("models/config.py", "from service import app", "layers", "models.config -> service.app"),
         ("media/sampling.py", "import models.config", "layers", "media.sampling -> models.config"),
+        # the PyTorch backend is a plugin: found by its entry point, imported by nothing below it
+        ("runtime/backends/__init__.py", "import ptruntime.backend", "layers", "runtime.backends -> ptruntime.backend"),
+        ("service/classify.py", "import ptruntime.device", "servers", "service.classify -> ptruntime.device"),
+        ("models/vit.py", "import ptruntime.artifact", "layers", "models.vit -> ptruntime.artifact"),
+        ("ptruntime/backend.py", "import export.run", "layers", "ptruntime.backend -> export.run"),
         # the command sits above all
         ("export/run.py", "import cli.main", "layers", "export.run -> cli.main"),
         ("service/batcher.py", "import cli.loadtest", "layers", "service.batcher -> cli.loadtest"),

@@ -9,9 +9,13 @@ metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime op
 - `.xml`: an OpenVINO IR (`sttm export --format openvino`, e.g. statically quantised to
   int8), on OpenVINO;
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
-  metadata in the `<engine>.json` sidecar.
+  metadata in the `<engine>.json` sidecar;
+- `.pt2` (`sttm export --format torch`), a checkpoint or a built-in model name (`demo`,
+  `videomae-b`, ...): PyTorch (`--backend torch`), a plugin (`backends.plugins`: the package
+  `ptruntime`, above `models`, found by its entry point and never imported from here), on a
+  CUDA GPU where there is one (CUDA graphs per batch size, fp16/bf16), else on the CPU.
 Each runtime module is imported only when a file needs it (TensorRT exists only on NVIDIA
-machines).
+machines, torch not in the serving image).
 
 Precision (`BackendOptions.precision`): what the runtime computes in. ONNX Runtime and
 TensorRT run what the file stores (`sttm export --precision`); OpenVINO can run a plain
@@ -32,9 +36,10 @@ from typing import Literal
 import numpy as np
 
 from runtime.backends.cpu import Choice, choose_runtime, this_cpu
-from runtime.metadata import ENGINE_SUFFIXES, IR_SUFFIX, ModelMetadata
+from runtime.backends.plugins import PluginMissingError, missing_reason, nvidia_gpu_present, plugin
+from runtime.metadata import ENGINE_SUFFIXES, EXPORTED_SUFFIXES, IR_SUFFIX, TORCH_SUFFIX, ModelMetadata
 
-Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt"]
+Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt", "torch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
@@ -59,7 +64,7 @@ class Backend:
     run: Callable[[np.ndarray], np.ndarray]  # `[B, 3, T, S, S]` float32 -> logits `[B, classes]`; thread-safe
     meta: ModelMetadata
     path: Path
-    provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "openvino:CPU", "tensorrt"
+    provider: str  # e.g. "onnxruntime:CPUExecutionProvider", "openvino:CPU", "tensorrt", "torch:cuda NVIDIA H200"
     precision: str = "fp32"  # what it computes in (ONNX Runtime, TensorRT: what the file stores)
     # `[B, 3, T, S, S]` -> (logits, merge_index `[B, t*h*w]` int32) in one call, where the file
     # has the output (`sttm export` of a merged model); None for older files and engines
@@ -80,12 +85,13 @@ class Backend:
 
 
 def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -> Backend:
-    """Open an exported model with the runtime `options.kind` names (or the best one here)."""
+    """Open an exported model with the runtime `options.kind` names (or the best one here);
+    on `torch`, also a checkpoint or a built-in model name (`path` as given)."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist")
     kind = resolve_kind(path, options)
-    if kind.value == "tensorrt":
+    if kind.value == "torch":
+        backend = _torch_plugin().load(path, options)
+    elif kind.value == "tensorrt":
         from runtime.backends import trt
 
         backend = trt.load(path)
@@ -102,23 +108,40 @@ def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -
 
 def check_request(path: str | Path, options: BackendOptions = BackendOptions()) -> None:
     """Raise `ModelLoadError` (one line) where `load_backend` would refuse what `options` ask
-    of this file on this CPU, without compiling anything: `sttm serve` says it and exits
+    of this file on this machine, without compiling anything: `sttm serve` says it and exits
     before the server starts. Where it passes, loading can still fail (a corrupt file)."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist")
     kind = resolve_kind(path, options).value
-    if kind == "openvino" and options.precision not in ("auto", "fp32"):
+    if kind == "torch":
+        _torch_plugin().check(path, options)
+    elif kind == "openvino" and options.precision not in ("auto", "fp32"):
         from runtime.backends import ov
 
         ov.decide_precision(path, options.precision)
 
 
+def runs_on_torch(path: Path) -> bool:
+    """What only PyTorch runs: a `.pt2`, or anything that is not an exported file — a checkpoint
+    (a file of another suffix, a directory with config.json) or a built-in model name."""
+    return path.suffix == TORCH_SUFFIX or path.suffix not in EXPORTED_SUFFIXES
+
+
+def prefer_torch() -> bool:
+    """`auto` serves the bundled demo (a checkpoint beside its ONNX file) on PyTorch here: an
+    NVIDIA GPU is present, TensorRT is not installed, and the torch plugin can load."""
+    return nvidia_gpu_present() and not installed("tensorrt") and missing_reason("torch") is None
+
+
 def resolve_kind(path: Path, options: BackendOptions) -> Choice:
-    """`auto`: a TensorRT engine runs on TensorRT, an OpenVINO IR on OpenVINO; an ONNX file on
-    ONNX Runtime where a GPU provider is asked for, else on the CPU runtime that is fastest on
-    this CPU (`cpu.choose_runtime`). A runtime that cannot open the file, or is not installed,
-    is a `ModelLoadError`."""
+    """`auto`: a TensorRT engine runs on TensorRT, an OpenVINO IR on OpenVINO, a `.pt2`, a
+    checkpoint or a model name on PyTorch; an ONNX file on ONNX Runtime where a GPU provider is
+    asked for, else on the CPU runtime that is fastest on this CPU (`cpu.choose_runtime`). A
+    runtime that cannot open the file, or is not installed, is a `ModelLoadError`."""
+    if options.kind in ("auto", "torch") and runs_on_torch(path):
+        return _torch_choice(path, options)
+    if not path.is_file():
+        hint = " (checkpoints and model names run on PyTorch: --backend torch)" if runs_on_torch(path) else ""
+        raise ModelLoadError(f"model file {path} {'is not a file' if path.exists() else 'does not exist'}{hint}")
     engine, ir = path.suffix in ENGINE_SUFFIXES, path.suffix == IR_SUFFIX
     kind, reason = options.kind, f"--backend {options.kind}"
     if kind == "auto":
@@ -128,8 +151,14 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
             kind, reason = "onnxruntime", f"providers {', '.join(options.providers)}"
         else:
             kind, reason = dataclasses.astuple(choose_runtime(this_cpu(), installed("openvino")))
+    what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
+    if kind == "torch" or runs_on_torch(path):
+        what = what if kind == "torch" else "a .pt2 or a checkpoint"
+        raise ModelLoadError(
+            f"{path}: {what} cannot run on {kind} (--backend torch runs .pt2 exports, checkpoints and model "
+            "names; the other runtimes what sttm export --format onnx/tensorrt/openvino writes)"
+        )
     if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
-        what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
         raise ModelLoadError(
             f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
             "files, ONNX Runtime ONNX files)"
@@ -139,9 +168,29 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
     if kind != "openvino" and options.precision not in ("auto", "fp32"):
         raise ModelLoadError(
             f"{kind} runs the precision the file stores (sttm export --precision); "
-            f"--precision {options.precision} needs --backend openvino"
+            f"--precision {options.precision} needs --backend openvino (or torch)"
         )
     return Choice(kind, reason)
+
+
+def _torch_choice(path: Path, options: BackendOptions) -> Choice:
+    """PyTorch for what only it runs (or where it is asked for): refused, in one line, where
+    torch or the plugin is missing (the serving image) or for int8."""
+    if (reason := missing_reason("torch")) is not None:
+        if options.kind == "auto" and not path.exists():  # a typo more likely than a model name
+            raise ModelLoadError(f"model file {path} does not exist (model names run on PyTorch: {reason})")
+        raise ModelLoadError(f"{path}: {reason}" if options.kind == "auto" else reason)
+    if options.precision == "int8":
+        raise ModelLoadError("--backend torch computes in fp32, bf16 or fp16; int8: sttm export --precision int8")
+    what = "a PyTorch program (.pt2)" if path.suffix == TORCH_SUFFIX else "a checkpoint or model name"
+    return Choice("torch", "--backend torch" if options.kind == "torch" else f"{what}: PyTorch runs it")
+
+
+def _torch_plugin():
+    try:
+        return plugin("torch")
+    except PluginMissingError as err:
+        raise ModelLoadError(str(err)) from None
 
 
 def installed(module: str) -> bool:

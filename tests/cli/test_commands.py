@@ -177,3 +177,20 @@ def test_label_refuses_bad_arguments_in_one_line_before_ray_starts(capsys, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("sttm label: error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out.parquet").exists()  # nothing started, nothing written
+
+
+def test_serve_on_torch_without_torch_is_one_line(capsys, monkeypatch):
+    """The serving image has no torch: `--backend torch` says what to install and exits 2."""
+    import uvicorn
+
+    from runtime.backends import plugins
+
+    real = plugins.importlib.util.find_spec
+    monkeypatch.setattr(plugins.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    for name in ("STTM_MODEL", "STTM_BACKEND", "STTM_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["serve", "--backend", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: --backend torch needs torch") and "pip install torch==2.13.0" in err
+    assert err.count("\n") == 1

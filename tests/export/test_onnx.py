@@ -223,3 +223,19 @@ def test_a_failed_validation_leaves_no_output_file(tmp_path, monkeypatch):
     with pytest.raises(ValidationError):
         run_export(ExportSpec("vit-tiny", tmp_path / "m.onnx", quiet=True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_folded_bias_exports_static_without_scatter_and_validates(tmp_path):
+    """The proportional-attention bias as a q/k channel (`models.layers.fold_biases`, off by
+    default) keeps the graph as the exporters need it — static token shapes, no forbidden op,
+    TensorRT-parsable — and the exported file agrees with PyTorch, merge decisions included."""
+    from models.layers import fold_biases
+    from tests.torch_helpers import randomize
+
+    model = fold_biases(randomize(load_model("vit-tiny", merge="sttm", reduction=0.38)))
+    path = export_onnx(model, tmp_path / "folded.onnx", metadata_for(model, "folded"))
+    ops = op_types(onnx.load(path))
+    assert not ops & FORBIDDEN_OPS and ops <= TENSORRT_OPS
+    backend = open_onnx(path)
+    assert validate(model, backend, "onnxruntime-cpu", batches=(1, 3)).ok
+    assert check_merge_index(model, backend) == 6 * np.prod(model.config.grid)

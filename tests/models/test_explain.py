@@ -52,3 +52,15 @@ def test_timesformer_merge_index_tubes_and_frame_slices(method):
     for b in range(2):  # one spatial decision per clip: every frame has the same grouping of tubes
         same_tube = ids[b, :, :, None] == ids[b, :, None, :]  # (t, P, P)
         assert (same_tube == same_tube[:1]).all()
+
+
+@pytest.mark.parametrize("preset", ["vit-tiny", "timesformer-tiny"])
+def test_the_merge_index_is_made_where_the_model_lives(preset):
+    """Served on a GPU (`--backend torch`), the merge index is computed there: every tensor on
+    the model's device (the meta device stands in for CUDA: a CPU tensor would mix devices)."""
+    cfg = PRESETS[preset]
+    model = build_model(cfg, MergeConfig("sttm", 0.38)).eval().to("meta")
+    video = torch.empty(2, 3, cfg.num_frames, cfg.image_size, cfg.image_size, device="meta")
+    with torch.no_grad():
+        logits, index = WithMergeIndex(model)(video)
+    assert index.device.type == "meta" and index.shape == (2, cfg.grid[0] * cfg.grid[1] * cfg.grid[2])

@@ -116,3 +116,40 @@ def test_input_motion_sees_frames_and_their_deviation_from_the_clip_mean():
     assert not torch.allclose(stem[:, :3], model.model.stem(flipped + background)[:, :3])
     with torch.no_grad():
         assert model(video).shape == (2, cfg.num_classes)
+
+
+def test_a_folded_key_bias_is_the_masked_attention():
+    """`[q, 1] . [k, b / scale]` scaled is `scale q . k + b`: SDPA without a mask gives what the
+    explicit masked softmax gives, the padding channels stay zero, the head size is a multiple of 8."""
+    import torch.nn.functional as F
+
+    from models.layers import fold_key_bias
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 50, 64, generator=gen) for _ in range(3))
+    bias = torch.rand(2, 1, 1, 50, generator=gen).mul(3).log1p()  # log s >= 0
+    scale = 64**-0.5
+    expected = ((q @ k.transpose(-1, -2)) * scale + bias).softmax(-1) @ v
+    folded = fold_key_bias(q, k, v, bias, scale)
+    assert [t.shape[-1] for t in folded] == [72, 72, 72]
+    out = F.scaled_dot_product_attention(*folded, scale=scale)
+    torch.testing.assert_close(out[..., :64], expected, atol=2e-6, rtol=1e-5)
+    assert torch.equal(out[..., 64:], torch.zeros_like(out[..., 64:]))
+
+
+@pytest.mark.parametrize("method", ["tome", "sttm"])
+def test_folding_the_bias_keeps_every_merge_decision_in_fp32(method):
+    """The folded bias (FlashAttention-eligible on GPUs) against SDPA's mask: logits within fp32
+    rounding, and the same token in every patch's final position (docs/gpu.md)."""
+    from models.explain import WithMergeIndex
+    from models.layers import fold_biases
+    from runtime.agreement import moving_squares
+
+    model = randomize(build_model(TINY, MergeConfig(method=method, reduction=0.38))).eval()
+    videos = torch.from_numpy(moving_squares(model.input_spec, 6))
+    with torch.no_grad():
+        logits, index = WithMergeIndex(model)(videos)
+        folded_logits, folded_index = WithMergeIndex(fold_biases(model))(videos)
+    fold_biases(model, on=False)
+    torch.testing.assert_close(folded_logits, logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(folded_index, index)

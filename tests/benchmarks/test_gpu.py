@@ -1,0 +1,43 @@
+"""The device script (benchmarks/gpu.py) in its dry mode: every stage it runs on a GPU, on the
+CPU with tiny sizes — model-only rows per variant and batch, and the demo served end to end on
+`--backend torch` and load-tested with a real clip. (Its figures are noise here; no GPU figure
+comes from this test.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from benchmarks import gpu  # noqa: E402
+
+
+def test_the_device_plan_is_what_the_issue_asks_for():
+    plan = gpu.make_plan(dry=False)
+    assert plan.preset == "videomae-b" and plan.batches == (1, 8, 32) and plan.concurrency == (1, 16, 64)
+    assert set(plan.modes) == {"eager", "graphs", "compile"} and {"none", "tome", "sttm"} <= set(plan.variants)
+    assert plan.served == ("none", "sttm")
+
+
+def test_the_dry_run_measures_every_stage(tmp_path):
+    assert gpu.main(["--dry", "--out", str(tmp_path), "--budget-s", "300"]) == 0
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    model = [r for r in result["rows"] if r["stage"] == "model"]
+    assert {(r["variant"], r["batch"]) for r in model} == {(v, b) for v in gpu.VARIANTS for b in (1, 2)}
+    assert all(r["clips_per_s"] > 0 for r in model)
+    (served,) = [r for r in result["rows"] if r["stage"] == "serve"]
+    assert served["backend"] == "torch:cpu" and served["precision"] == "fp32"
+    assert [lv["concurrency"] for lv in served["levels"]] == [1, 2]
+    assert all(lv["errors"] == 0 and lv["latency_ms"]["p99"] >= lv["latency_ms"]["p50"] > 0 for lv in served["levels"])
+    table = (tmp_path / "gpu.md").read_text()
+    assert "| eager | sttm | 2 |" in table and "| sttm | torch:cpu fp32 | 2 |" in table
+
+
+def test_the_wheels_carried_are_the_serve_extra():
+    """The device machine has torch but no serving wheels: the list is read from pyproject.toml's
+    `serve` extra, so a dependency added there is carried too."""
+    wheels = gpu.serving_wheels()
+    assert {"fastapi", "uvicorn", "pydantic", "python-multipart", "av", "safetensors"} <= set(wheels)
+    assert all(">" not in name and "=" not in name for name in wheels)
