@@ -19,11 +19,22 @@ def _export(args: argparse.Namespace) -> None:
         raise ValueError("--eval-data measures the rungs of a ladder: give --reduction a list (e.g. 0,0.25,0.5)")
     single = None if ladder or not reductions else reductions[0]
     spec = ExportSpec(
-        model=args.model, out=args.output, merge=args.merge, reduction=single,
-        fmt=args.format, precision=args.precision, max_batch=args.max_batch, name=args.name or "", quiet=args.quiet,
-        triton_runtime=args.triton_runtime, instances=args.instances, decoders=args.triton_decoders,
-        sidecars=sidecars_of(args), calib=args.calib, calib_clips=args.calib_clips,
-    )  # fmt: skip
+        model=args.model,
+        out=args.output,
+        merge=args.merge,
+        reduction=single,
+        fmt=args.format,
+        precision=args.precision,
+        max_batch=args.max_batch,
+        name=args.name or "",
+        quiet=args.quiet,
+        triton_runtime=args.triton_runtime,
+        instances=args.instances,
+        decoders=args.triton_decoders,
+        sidecars=sidecars_of(args),
+        calib=args.calib,
+        calib_clips=args.calib_clips,
+    )
     if ladder:
         result = run_ladder_export(spec, reductions, eval_data=args.eval_data, eval_split=args.eval_split)
     else:
@@ -67,8 +78,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _print_eval(result: dict, data: str) -> None:
     print(f"{result['model']} on {data} [{result['split']}], merge {result['merge']} @ {result['reduction']}")
     print(f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  ({result['clips']} clips)")
-    print(f"GFLOPs {result['gflops']:.3f}/clip  {result['clips_per_s']:.1f} clips/s end to end, "
-          f"{result['model_clips_per_s']:.1f} clips/s model only")  # fmt: skip
+    print(
+        f"GFLOPs {result['gflops']:.3f}/clip  {result['clips_per_s']:.1f} clips/s end to end, "
+        f"{result['model_clips_per_s']:.1f} clips/s model only"
+    )
     for name, acc in result["per_class"].items():
         print(f"  {name:<28} {acc:.2%}")
 
@@ -86,8 +99,18 @@ def _eval(args: argparse.Namespace) -> None:
         raise ValueError("--backend/--precision choose how an exported model runs: export MODEL first")
     if exported is not None and (args.labels or args.config):
         raise ValueError("--labels/--config complete a checkpoint; an exported model carries its own")
-    result = evaluate(args.model, args.data, args.split, args.merge, args.reduction, args.batch_size, args.workers,
-                      args.on_error, exported, sidecars=None if exported else sidecars_of(args))  # fmt: skip
+    result = evaluate(
+        args.model,
+        args.data,
+        args.split,
+        args.merge,
+        args.reduction,
+        args.batch_size,
+        args.workers,
+        args.on_error,
+        exported,
+        sidecars=None if exported else sidecars_of(args),
+    )
     if exported is not None:
         result = {**result, "backend": exported.provider, "precision": exported.precision, "reason": exported.reason}
     if args.json:
@@ -98,22 +121,45 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _export_flags(exp: argparse.ArgumentParser) -> None:
     """What is exported, and where to."""
-    exp.add_argument("--merge", choices=["none", "tome", "sttm"], default=None,
-                     help="token merging (default: the checkpoint's; a ladder: sttm)")  # fmt: skip
-    exp.add_argument("--reduction", default=None, metavar="R[,R...]",
-                     help="fraction of GFLOPs to save, e.g. 0.38; several values (0,0.25,0.38,0.5) export a "
-                          "ladder: one model per rung in the directory -o, plus ladder.json")  # fmt: skip
-    exp.add_argument("--eval-data", default=None, metavar="DATA",
-                     help="a ladder: measure each rung's top-1 and clips/s on this data set "
-                          "(sttm eval's DATA)")  # fmt: skip
+    exp.add_argument(
+        "--merge",
+        choices=["none", "tome", "sttm"],
+        default=None,
+        help="token merging (default: the checkpoint's; a ladder: sttm)",
+    )
+    exp.add_argument(
+        "--reduction",
+        default=None,
+        metavar="R[,R...]",
+        help="fraction of GFLOPs to save, e.g. 0.38; several values (0,0.25,0.38,0.5) export a "
+        "ladder: one model per rung in the directory -o, plus ladder.json",
+    )
+    exp.add_argument(
+        "--eval-data",
+        default=None,
+        metavar="DATA",
+        help="a ladder: measure each rung's top-1 and clips/s on this data set (sttm eval's DATA)",
+    )
     exp.add_argument("--eval-split", default="test", help="the split --eval-data measures")
-    exp.add_argument("-o", "--output", required=True,
-                     help="file (.onnx / .plan / .xml / .pt2) or directory (Triton repository, ladder)")  # fmt: skip
-    exp.add_argument("--format", choices=["onnx", "tensorrt", "triton", "openvino", "torch"], default="onnx",
-                     help="torch: a torch.export program (.pt2) for sttm serve --backend torch")  # fmt: skip
-    exp.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
-                     help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs, or with "
-                          "--format openvino static quantisation (NNCF, needs --calib)")  # fmt: skip
+    exp.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file (.onnx / .plan / .xml / .pt2) or directory (Triton repository, ladder)",
+    )
+    exp.add_argument(
+        "--format",
+        choices=["onnx", "tensorrt", "triton", "openvino", "torch"],
+        default="onnx",
+        help="torch: a torch.export program (.pt2) for sttm serve --backend torch",
+    )
+    exp.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        default="fp32",
+        help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs, or with "
+        "--format openvino static quantisation (NNCF, needs --calib)",
+    )
     exp.add_argument("--max-batch", type=int, default=8, help="largest batch of the engine / Triton config")
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -121,19 +167,30 @@ def _export_flags(exp: argparse.ArgumentParser) -> None:
 
 def _triton_flags(exp: argparse.ArgumentParser) -> None:
     """A Triton repository's options."""
-    exp.add_argument("--triton-runtime", choices=["python", "platform"], default="python",
-                     help="Triton repository: who runs the ONNX model; python: our CPU backend in a Python-backend "
-                          "model (Triton builds without ONNX Runtime, e.g. `sttm triton`); platform: Triton's "
-                          "onnxruntime_onnx (and tensorrt_plan when an engine was built)")  # fmt: skip
+    exp.add_argument(
+        "--triton-runtime",
+        choices=["python", "platform"],
+        default="python",
+        help="Triton repository: who runs the ONNX model; python: our CPU backend in a Python-backend "
+        "model (Triton builds without ONNX Runtime, e.g. `sttm triton`); platform: Triton's "
+        "onnxruntime_onnx (and tensorrt_plan when an engine was built)",
+    )
     exp.add_argument("--instances", type=int, default=1, help="Triton repository: instances of the model")
-    exp.add_argument("--triton-decoders", type=int, default=2,
-                     help="Triton repository: instances of the preprocess model (clips decoded at once)")  # fmt: skip
+    exp.add_argument(
+        "--triton-decoders",
+        type=int,
+        default=2,
+        help="Triton repository: instances of the preprocess model (clips decoded at once)",
+    )
 
 
 def add_export(sub, f: Flags) -> None:
-    exp = sub.add_parser("export", parents=[f.checkpoint, f.calib],
-                         help="export to ONNX (merging inside the graph), TensorRT, OpenVINO IR, a Triton "
-                              "repository, or a ladder of merge ratios")  # fmt: skip
+    exp = sub.add_parser(
+        "export",
+        parents=[f.checkpoint, f.calib],
+        help="export to ONNX (merging inside the graph), TensorRT, OpenVINO IR, a Triton "
+        "repository, or a ladder of merge ratios",
+    )
     _export_flags(exp)
     _triton_flags(exp)
     exp.set_defaults(run=_export)
@@ -146,8 +203,11 @@ def add_validate(sub, f: Flags) -> None:
 
 
 def add_eval(sub, f: Flags) -> None:
-    ev = sub.add_parser("eval", parents=[f.checkpoint, f.merge, f.runtime, f.json],
-                        help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split")  # fmt: skip
+    ev = sub.add_parser(
+        "eval",
+        parents=[f.checkpoint, f.merge, f.runtime, f.json],
+        help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split",
+    )
     ev.add_argument("data")
     ev.add_argument("--split", default="test")
     ev.add_argument("--batch-size", type=int, default=8)

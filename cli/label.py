@@ -49,8 +49,10 @@ def _job(args: argparse.Namespace):
 def _label_command(args: argparse.Namespace) -> int:
     missing = [m for m in ("ray", "pyarrow") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"sttm label: error: needs {' and '.join(missing)}, which this environment lacks: {INSTALL}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"sttm label: error: needs {' and '.join(missing)}, which this environment lacks: {INSTALL}",
+            file=sys.stderr,
+        )
         return 2
     from label.job import run
 
@@ -84,8 +86,9 @@ def add_label(sub, f: Flags) -> None:
     lab.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
     lab.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")
     lab.add_argument("--resume", action="store_true", help="skip the ids OUT already has (after a crash or a kill)")
-    lab.add_argument("--address", default=None,
-                     help="a Ray cluster (RAY_ADDRESS; default: a local Ray started for the job)")  # fmt: skip
+    lab.add_argument(
+        "--address", default=None, help="a Ray cluster (RAY_ADDRESS; default: a local Ray started for the job)"
+    )
     lab.add_argument("--actors", type=int, default=None, help="inference actors (default: one per node)")
     lab.add_argument("--actor-gpus", type=float, default=0.0, help="accelerators per actor (1: TensorRT, CUDA)")
     lab.add_argument("--files-per-task", type=int, default=4, help="videos per decoding task")

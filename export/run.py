@@ -87,16 +87,22 @@ class ExportSpec:
         object.__setattr__(self, "name", self.name or model_name(self.model))
         ir, int8 = self.fmt == "openvino", self.precision == "int8"
         if self.fmt == "torch" and self.precision != "fp32":
-            raise ExportError("--format torch stores fp32; fp16/bf16 are chosen when it is served "
-                              "(sttm serve --backend torch --precision auto: fp16 on a GPU)")  # fmt: skip
+            raise ExportError(
+                "--format torch stores fp32; fp16/bf16 are chosen when it is served "
+                "(sttm serve --backend torch --precision auto: fp16 on a GPU)"
+            )
         if self.fmt == "tensorrt" and int8:
             raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
         if ir and self.precision == "fp16":
-            raise ExportError("--format openvino stores fp32 or int8; bf16/fp16 are run-time precisions "
-                              "(sttm serve --backend openvino --precision bf16)")  # fmt: skip
+            raise ExportError(
+                "--format openvino stores fp32 or int8; bf16/fp16 are run-time precisions "
+                "(sttm serve --backend openvino --precision bf16)"
+            )
         if ir and int8 and self.calib is None:
-            raise ExportError("--precision int8 with --format openvino is calibrated: give --calib DATA (a data set "
-                              "directory) or --calib generated")  # fmt: skip
+            raise ExportError(
+                "--precision int8 with --format openvino is calibrated: give --calib DATA (a data set "
+                "directory) or --calib generated"
+            )
         if self.calib is not None and not (ir and int8):
             raise ExportError("--calib is for --format openvino --precision int8")
         if self.calib not in (None, "generated") and not Path(self.calib).is_dir():
@@ -186,8 +192,9 @@ def _export_and_validate_onnx(model, target: Path, meta, spec: ExportSpec, progr
     return ort_run
 
 
-def _build_engine(model, onnx_file: Path, meta, spec: ExportSpec, scratch: Path, ort_run, progress: Progress,
-                  result: ExportResult) -> Path:  # fmt: skip
+def _build_engine(
+    model, onnx_file: Path, meta, spec: ExportSpec, scratch: Path, ort_run, progress: Progress, result: ExportResult
+) -> Path:
     """A TensorRT engine of `onnx_file`, held to ONNX Runtime as `sttm serve` runs it; removed on a FAIL."""
     from export import tensorrt
 
@@ -195,8 +202,9 @@ def _build_engine(model, onnx_file: Path, meta, spec: ExportSpec, scratch: Path,
     if engine.suffix == ".onnx":
         engine = engine.with_suffix(".plan")
     with progress.step(f"building TensorRT engine ({spec.precision}, batch 1..{spec.max_batch})"):
-        tensorrt.build_engine(onnx_file, engine, meta, spec.precision, spec.max_batch,
-                              timing_cache=engine.parent / "timing.cache")  # fmt: skip
+        tensorrt.build_engine(
+            onnx_file, engine, meta, spec.precision, spec.max_batch, timing_cache=engine.parent / "timing.cache"
+        )
     with progress.step("validating TensorRT against ONNX Runtime"):
         try:
             served = load_backend(engine, BackendOptions("tensorrt"))
@@ -213,8 +221,9 @@ def _write_triton(spec: ExportSpec, meta, onnx_file: Path, engine: Path | None, 
     from export import tensorrt
     from export.triton import write_repository
 
-    files = write_repository(spec.out, spec.name, meta, onnx_file, spec.max_batch, engine, spec.triton_runtime,
-                             spec.instances, spec.decoders)  # fmt: skip
+    files = write_repository(
+        spec.out, spec.name, meta, onnx_file, spec.max_batch, engine, spec.triton_runtime, spec.instances, spec.decoders
+    )
     if engine is None:
         progress.show(f"note: no TensorRT here ({tensorrt.unavailable_reason()}); wrote the ONNX model only")
     return files
@@ -240,8 +249,9 @@ def _write_program(model, meta, spec: ExportSpec, progress: Progress, result: Ex
     return result
 
 
-def _write_ir(model, onnx_path: Path, out: Path, precision: str, calib, clips: int, progress: Progress,
-              result: ExportResult) -> ExportResult:  # fmt: skip
+def _write_ir(
+    model, onnx_path: Path, out: Path, precision: str, calib, clips: int, progress: Progress, result: ExportResult
+) -> ExportResult:
     """The validated ONNX file as an OpenVINO IR (int8: calibrated), validated against PyTorch
     as the server runs it; written to `out` (+ `.bin`) only when it passes."""
     from export.ir import calibration_clips, write_ir
@@ -267,8 +277,9 @@ def _write_ir(model, onnx_path: Path, out: Path, precision: str, calib, clips: i
     return result
 
 
-def run_ladder_export(spec: ExportSpec, reductions: list[float], eval_data: str | Path | None = None,
-                      eval_split: str = "test") -> ExportResult:  # fmt: skip
+def run_ladder_export(
+    spec: ExportSpec, reductions: list[float], eval_data: str | Path | None = None, eval_split: str = "test"
+) -> ExportResult:
     """One validated model per reduction (`run_export` of `spec` at each: same weights, merge
     `spec.merge` or STTM) in the directory `spec.out`, plus `ladder.json`. File per rung:
     `{name}_r038.onnx` (TensorRT: `.plan` beside its `.onnx`; Triton: the model `{name}_r038` in
@@ -276,8 +287,10 @@ def run_ladder_export(spec: ExportSpec, reductions: list[float], eval_data: str 
     (ONNX Runtime, CPU) and the accuracy and speed go into the ladder."""
     out, fmt = spec.out, spec.fmt
     if fmt == "openvino":
-        raise ExportError("a ladder is written as ONNX (the OpenVINO backend serves its rungs), TensorRT engines "
-                          "or a Triton repository: leave out --format openvino")  # fmt: skip
+        raise ExportError(
+            "a ladder is written as ONNX (the OpenVINO backend serves its rungs), TensorRT engines "
+            "or a Triton repository: leave out --format openvino"
+        )
     if out.exists() and not out.is_dir():
         raise ExportError(f"a ladder is a directory: {out} is a file")
     out.mkdir(parents=True, exist_ok=True)
@@ -285,8 +298,15 @@ def run_ladder_export(spec: ExportSpec, reductions: list[float], eval_data: str 
     for reduction in reductions:
         rung = rung_name(spec.name, reduction)
         target = out if fmt == "triton" else out / f"{rung}{'.plan' if fmt == 'tensorrt' else '.onnx'}"
-        done = run_export(replace(spec, out=target, merge=spec.merge or "sttm", reduction=reduction,
-                                  name=rung if fmt == "triton" else spec.name))  # fmt: skip
+        done = run_export(
+            replace(
+                spec,
+                out=target,
+                merge=spec.merge or "sttm",
+                reduction=reduction,
+                name=rung if fmt == "triton" else spec.name,
+            )
+        )
         result.files += done.files
         result.reports += done.reports
         # the rung's ONNX file; in a Triton repository, <model>/<version>/model.onnx

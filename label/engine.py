@@ -55,15 +55,15 @@ def connect(address: str | None, plan: Plan = Plan()) -> bool:
         import runtime
 
         code = [str(Path(m.__file__).parent) for m in (label, media, runtime)]
-        ray.init(address=address, runtime_env={"py_modules": code}, logging_level=logging.WARNING,
-                 log_to_driver=False)  # fmt: skip
+        ray.init(address=address, runtime_env={"py_modules": code}, logging_level=logging.WARNING, log_to_driver=False)
     else:
         # every core decodes, and the actor's share on top, as the server's decoding threads and its
         # batcher do: on 2 cores, two decoding tasks and the actor at once
         extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
         # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
-        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE,
-                 **quiet)  # fmt: skip
+        ray.init(
+            address="local", num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE, **quiet
+        )
     return True
 
 
@@ -84,8 +84,13 @@ def dataset(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan 
     ctx.execution_options.preserve_order = False  # stragglers do not hold the rest back
     blocks = max(1, math.ceil(len(items) / plan.files_per_task))
     ds = ray.data.from_items([{"id": i.id, "path": i.path} for i in items], override_num_blocks=blocks)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"d": spec.decode}, batch_size=plan.files_per_task,
-                        batch_format="pyarrow", num_cpus=plan.decode_cpus)  # fmt: skip
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"d": spec.decode},
+        batch_size=plan.files_per_task,
+        batch_format="pyarrow",
+        num_cpus=plan.decode_cpus,
+    )
     return ds.map_batches(
         Labeller,
         fn_constructor_args=(ray.put(model), spec),

@@ -139,8 +139,9 @@ class Labeller:
         found: list[tuple[float, float, np.ndarray]] = []
         try:
             source = open_source(row["path"], d.max_bytes, d.fetch_timeout_s)
-            clips = read_windows(source, meta.input_spec, w.window_s, w.stride_s, d.limits,
-                                 timeout_s=d.limits.decode_timeout_s)  # fmt: skip
+            clips = read_windows(
+                source, meta.input_spec, w.window_s, w.stride_s, d.limits, timeout_s=d.limits.decode_timeout_s
+            )
             pending: list = []
             for clip in [*clips, None]:
                 if clip is not None:
@@ -154,9 +155,13 @@ class Labeller:
                     return _error({**row, "status": "too_many_windows", "message": f"at most {w.max_windows} windows"})
         except Exception as err:  # noqa: BLE001 - one hostile file is one row, not the end of the job
             return _error({**row, **failure(err)})
-        return {**_kept(row), **self.answer, **self._timeline_columns(found, meta.labels),
-                "decode_ms": (time.perf_counter() - started - infer_s) * 1000 + (row["decode_ms"] or 0),
-                "inference_ms": infer_s * 1000}  # fmt: skip
+        return {
+            **_kept(row),
+            **self.answer,
+            **self._timeline_columns(found, meta.labels),
+            "decode_ms": (time.perf_counter() - started - infer_s) * 1000 + (row["decode_ms"] or 0),
+            "inference_ms": infer_s * 1000,
+        }
 
     def _timeline_columns(self, found: list[tuple[float, float, np.ndarray]], labels: tuple[str, ...]) -> dict:
         w = self.spec.decode.timeline

@@ -70,8 +70,13 @@ def run(job: Job, stream: TextIO | None = None) -> Summary:
         raise ValueError("no input videos")
     payload = ModelPayload.read(job.model)
     spec = _spec(job, payload)
-    parts = Parts(job.out, schema(job.timeline is not None), resume=job.resume,
-                  rows_per_part=job.rows_per_part, seconds=job.part_seconds)  # fmt: skip
+    parts = Parts(
+        job.out,
+        schema(job.timeline is not None),
+        resume=job.resume,
+        rows_per_part=job.rows_per_part,
+        seconds=job.part_seconds,
+    )
     todo = [i for i in items if i.id not in parts.done]
     progress = Progress(len(todo), skipped=len(items) - len(todo), stream=stream or sys.stderr)
     started_here = engine.connect(job.address, job.plan) if todo else False

@@ -46,8 +46,9 @@ def read_ids(part: Path) -> list[str]:
 class Parts:
     """Rows in, complete parts out: a part every `rows_per_part` rows or `seconds` seconds."""
 
-    def __init__(self, out: str | Path, schema: pa.Schema, *, resume: bool, rows_per_part: int = 1000,
-                 seconds: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self, out: str | Path, schema: pa.Schema, *, resume: bool, rows_per_part: int = 1000, seconds: float = 30.0
+    ) -> None:
         self.out, self.schema, self.format = Path(out), schema, output_format(out)
         self.rows_per_part, self.seconds = rows_per_part, seconds
         if self.out.exists() and not self.out.is_dir():

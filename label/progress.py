@@ -67,8 +67,10 @@ class Progress:
         if self.first_at is not None:
             first = duration(self.first_at - self.started)
             startup = f"; {self.steady_rate():.1f} files/s after the first answer at {first}"
-        return (f"labelled {self.done} files in {duration(seconds)} ({self.rate:.1f} files/s{startup}{skipped}); "
-                f"errors: {by_code}")  # fmt: skip
+        return (
+            f"labelled {self.done} files in {duration(seconds)} ({self.rate:.1f} files/s{startup}{skipped}); "
+            f"errors: {by_code}"
+        )
 
     def finish(self) -> None:
         if self.stream.isatty():
