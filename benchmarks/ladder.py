@@ -31,6 +31,7 @@ import json
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -142,6 +143,9 @@ class Server:
         self.env = {**os.environ, **SERVER, **env, "STTM_MODEL": str(model), "STTM_PORT": str(PORT)}
 
     def __enter__(self) -> str:
+        with socket.socket() as probe:  # else a server left from an earlier run answers for this one
+            if probe.connect_ex(("127.0.0.1", PORT)) == 0:
+                raise SystemExit(f"port {PORT} is taken (a server left from an earlier run?): stop it first")
         cmd = [sys.executable, "-m", "cli", "serve", "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=Path(__file__).resolve().parents[1])
         url = f"http://127.0.0.1:{PORT}"
