@@ -5,9 +5,9 @@ exception: one bad file never ends the job.
 
 What leaves a task is the uint8 pixels of the clip's views (`[V, T, S, S, 3]`, 4x smaller
 than the float32 input), normalised in the inference actor by `media.transforms.normalize`
-as `load_clip` does. With `--timeline` a video is only checked here (header, window count);
-the actor decodes it window by window as it infers, so a long video never waits whole in
-memory.
+as `load_clip` does. With `--timeline` a video passes through untouched: the actor reads it
+once (a URL fetched once), checks its window count from the header, and decodes it window by
+window as it infers, so a long video never waits whole in memory.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from label.inputs import is_url
-from media import InputSpec, Limits, Source, VideoError, Views, load_clip, probe
-from media.sampling import window_starts
+from media import InputSpec, Limits, Source, VideoError, Views, load_clip
 
 # The first stage's output: what a decoding task hands to the inference actors
 STAGED = pa.schema(
@@ -88,16 +87,11 @@ def decode_one(item_id: str, path: str, d: DecodeSpec) -> dict:
     row = {"id": item_id, "path": path, "status": "ok", "message": "", "pixels": b""}
     started = time.perf_counter()
     try:
-        source = open_source(path, d.max_bytes, d.fetch_timeout_s)
         if d.timeline is not None:
-            info = probe(source, d.limits)
-            w = d.timeline
-            window_starts(info.duration_s, w.window_s, w.stride_s, w.max_windows)  # too many: refused first
-        else:
-            clip = load_clip(source, d.spec, Views(), d.limits)
-            info = clip.info
-            row["pixels"] = np.ascontiguousarray(clip.pixels).tobytes()
-        row["duration_s"] = info.duration_s
+            return {**row, "duration_s": None, "decode_ms": 0.0}  # the actor reads it (label.infer)
+        clip = load_clip(open_source(path, d.max_bytes, d.fetch_timeout_s), d.spec, Views(), d.limits)
+        row["pixels"] = np.ascontiguousarray(clip.pixels).tobytes()
+        row["duration_s"] = clip.info.duration_s
     except Exception as err:  # noqa: BLE001 - one hostile file is one row, not the end of the job
         return {**row, **failure(err)}
     row["decode_ms"] = (time.perf_counter() - started) * 1000

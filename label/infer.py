@@ -22,6 +22,8 @@ import pyarrow as pa
 
 from label.decode import DecodeSpec, failure, open_source, pixels_of
 from label.rows import error_row, table
+from media import probe
+from media.sampling import window_starts
 from media.stream import read_windows
 from media.transforms import normalize
 from runtime.backends import Backend, BackendOptions, load_backend
@@ -139,6 +141,8 @@ class Labeller:
         found: list[tuple[float, float, np.ndarray]] = []
         try:
             source = open_source(row["path"], d.max_bytes, d.fetch_timeout_s)
+            duration_s = probe(source, d.limits).duration_s
+            window_starts(duration_s, w.window_s, w.stride_s, w.max_windows)  # too many: refused before any inference
             clips = read_windows(
                 source, meta.input_spec, w.window_s, w.stride_s, d.limits, timeout_s=d.limits.decode_timeout_s
             )
@@ -159,7 +163,8 @@ class Labeller:
             **_kept(row),
             **self.answer,
             **self._timeline_columns(found, meta.labels),
-            "decode_ms": (time.perf_counter() - started - infer_s) * 1000 + (row["decode_ms"] or 0),
+            "duration_s": duration_s,
+            "decode_ms": (time.perf_counter() - started - infer_s) * 1000,
             "inference_ms": infer_s * 1000,
         }
 

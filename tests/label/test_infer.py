@@ -51,7 +51,15 @@ def test_timeline_gives_what_sttm_predict_timeline_gives(archive, tiny_onnx):
     assert [s["label"] for s in row["segments"]] == [s["label"] for s in want["segments"]]
     got = [t for s in row["segments"] for t in (s["start_s"], s["end_s"], s["score"])]
     assert got == pytest.approx([t for s in want["segments"] for t in (s["start_s"], s["end_s"], s["score"])], abs=1e-3)
-    assert len(row["windows"]) > 2
+    assert len(row["windows"]) > 2 and row["duration_s"] == pytest.approx(want["video"]["duration_s"], abs=1e-3)
+
+
+def test_timeline_refuses_too_many_windows_from_the_header_before_any_inference(archive, tiny_onnx):
+    path = str(max(archive, key=lambda p: p.stat().st_size))
+    actor = labeller(tiny_onnx, Windows(window_s=1.0, stride_s=0.5, max_windows=2))
+    actor._run = lambda tensor: pytest.fail("no window may reach the model")
+    (row,) = actor(decode_batch(pa.table({"id": ["v"], "path": [path]}), actor.spec.decode)).to_pylist()
+    assert row["status"] == "too_many_windows" and row["labels"] is None
 
 
 def test_a_ladder_runs_its_least_merged_rung(tmp_path, tiny_onnx):
