@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from benchmarks.serving import served
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,12 +52,6 @@ def make_clips(folder: Path, distinct: int, count: int) -> list[Path]:
     for i, path in enumerate(paths):
         shutil.copyfile(originals[i % len(originals)], path)
     return paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree_pss_mb(pid: int) -> float:
@@ -90,31 +85,20 @@ async def _classify_all(url: str, files: list[Path], concurrency: int) -> tuple[
 
 def bench_server(model: str, files: list[Path], concurrency: int) -> dict:
     """`sttm serve` (started, then ready) and a client uploading every file once."""
-    port = free_port()
-    env = {**os.environ, "STTM_MODEL": model, "STTM_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--log-level", "warning"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
     spawned = time.perf_counter()
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the server did not get ready in 120 s")
+    with served({"STTM_MODEL": model}, ready_s=120) as (base, _):
         ready_after_s = time.perf_counter() - spawned
         started = time.perf_counter()
         ok, errors = asyncio.run(_classify_all(f"{base}/v1/classify", files, concurrency))
         seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(30)
-    return {"files": len(files), "ok": ok, "errors": errors, "seconds": seconds, "files_per_s": len(files) / seconds,
-            "ready_after_s": ready_after_s}  # fmt: skip
+    return {
+        "files": len(files),
+        "ok": ok,
+        "errors": errors,
+        "seconds": seconds,
+        "files_per_s": len(files) / seconds,
+        "ready_after_s": ready_after_s,
+    }
 
 
 def bench_label(model: str, folder: Path, count: int, sample_s: float | None = None) -> dict:

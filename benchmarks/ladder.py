@@ -27,20 +27,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
+
+from benchmarks.serving import served
 
 WORKDIR = Path(os.environ.get("STTM_BENCH_DIR", "/tmp/sttm-bench")) / "ladder"
 PORT = 8765
@@ -136,38 +139,11 @@ def rung_memory(ladder: Path) -> list[dict]:
     return rows
 
 
-class Server:
-    """`sttm serve` in a subprocess with these STTM_* settings; stopped by its own pid."""
-
-    def __init__(self, model: Path, **env: str) -> None:
-        self.env = {**os.environ, **SERVER, **env, "STTM_MODEL": str(model), "STTM_PORT": str(PORT)}
-
-    def __enter__(self) -> str:
-        with socket.socket() as probe:  # else a server left from an earlier run answers for this one
-            if probe.connect_ex(("127.0.0.1", PORT)) == 0:
-                raise SystemExit(f"port {PORT} is taken (a server left from an earlier run?): stop it first")
-        cmd = [sys.executable, "-m", "cli", "serve", "--log-level", "warning"]
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=Path(__file__).resolve().parents[1])
-        url = f"http://127.0.0.1:{PORT}"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited ({self.proc.returncode})")
-            time.sleep(0.5)
-        raise SystemExit("the server did not become ready in 300 s")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+@contextlib.contextmanager
+def server(model: Path, **env: str) -> Iterator[str]:
+    """`sttm serve` of `model` with the benchmark's settings and these STTM_*; yields its URL."""
+    with served({**SERVER, **env, "STTM_MODEL": str(model)}, PORT) as (url, _):
+        yield url
 
 
 async def _one(client: httpx.AsyncClient, url: str, data: bytes, results: list, sent: float) -> None:
@@ -321,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     data = make_clip(args.workdir).read_bytes()
     capacity = args.capacity
     if capacity is None:
-        with Server(fixed, STTM_BACKEND=args.backend) as url:
+        with server(fixed, STTM_BACKEND=args.backend) as url:
             capacity = asyncio.run(closed_loop(url, data, concurrency=4, requests=30))
     target_ms = 1000 * args.target_x / capacity
     _log(f"unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms")
@@ -330,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     servers = (("fixed", fixed, {}), ("ladder", ladder, target))
     for load in (float(x) for x in args.loads.split(",")):
         for kind, model, env in (s for s in servers if s[0] in args.servers.split(",")):
-            with Server(model, **env, STTM_BACKEND=args.backend) as url:
+            with server(model, **env, STTM_BACKEND=args.backend) as url:
                 row = {"load": load, "server": kind, **asyncio.run(open_loop(url, data, load * capacity, args.seconds))}
             rows.append(row)
             print(json.dumps(row), flush=True)

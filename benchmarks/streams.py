@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,16 +32,11 @@ import httpx
 import psutil
 
 from benchmarks.decode import make_clip
+from benchmarks.serving import free_port, served
 
 REPO = Path(__file__).resolve().parents[1]
 RTSP_SERVER = REPO / "tests" / "service" / "rtsp_server.py"
 WORKDIR = Path(tempfile.gettempdir()) / "sttm-bench"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _follow(url: str, sid: str, lags: list[float], stop: threading.Event) -> None:
@@ -68,60 +61,57 @@ def live(levels: list[int], seconds: float, workdir: Path) -> list[dict]:
     upload = make_clip(workdir / "upload_10s.mp4", 4, fps=25, size=(640, 360)).read_bytes()
     rows = []
     for n in levels:
-        rtsp_port, port = _port(), _port()
+        rtsp_port = free_port()
         rtsp = subprocess.Popen(["/usr/bin/python3", str(RTSP_SERVER), str(clip), str(rtsp_port)],
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert rtsp.stdout.readline().strip() == "ready"
-        env = {**os.environ, "STTM_STREAM_ALLOW": "127.0.0.1", "STTM_MAX_STREAMS": str(n)}
-        server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port),
-                                   "--log-level", "warning"], cwd=REPO, env=env)  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
+        env = {"STTM_STREAM_ALLOW": "127.0.0.1", "STTM_MAX_STREAMS": str(n)}
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-            proc = psutil.Process(server.pid)
-            rss_before = proc.memory_info().rss / 2**20
-            lags: list[float] = []
-            stop = threading.Event()
-            sids = []
-            for _ in range(n):
-                r = httpx.post(f"{url}/v1/streams", json={"url": f"rtsp://127.0.0.1:{rtsp_port}/clip"}, timeout=30)
-                r.raise_for_status()
-                sids.append(r.json()["id"])
-            followers = [threading.Thread(target=_follow, args=(url, sid, lags, stop), daemon=True) for sid in sids]
-            for f in followers:
-                f.start()
-            uploads, failed, rss = [], 0, []
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                if len(rss) <= (time.monotonic() - end + seconds) // 60:  # once a minute
-                    rss.append(round(proc.memory_info().rss / 2**20, 1))
-                t0 = time.perf_counter()
-                r = httpx.post(f"{url}/v1/classify", files={"file": ("c.mp4", upload, "video/mp4")}, timeout=60)
-                uploads.append(time.perf_counter() - t0)
-                failed += r.status_code != 200
-                time.sleep(0.2)
-            stats = [httpx.get(f"{url}/v1/streams/{sid}").json()["stats"] for sid in sids]
-            rss_after = proc.memory_info().rss / 2**20
-            stop.set()
-            rows.append({
-                "streams": n, "seconds": seconds, "windows": sum(s["windows"] for s in stats),
-                "dropped": sum(s["dropped"] for s in stats),
-                "fps_in": round(statistics.mean(s["fps_in"] for s in stats), 1),
-                "lag_p50_s": round(_percentile(lags, 0.5), 3), "lag_p99_s": round(_percentile(lags, 0.99), 3),
-                "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1), "rss_per_minute_mb": rss,
-                "uploads": len(uploads), "upload_failed": failed,
-                "upload_p50_ms": round(_percentile(uploads, 0.5) * 1000),
-            })  # fmt: skip
-            print(rows[-1], flush=True)
+            with served(env) as (url, server):
+                proc = psutil.Process(server.pid)
+                rss_before = proc.memory_info().rss / 2**20
+                lags: list[float] = []
+                stop = threading.Event()
+                sids = []
+                for _ in range(n):
+                    r = httpx.post(f"{url}/v1/streams", json={"url": f"rtsp://127.0.0.1:{rtsp_port}/clip"}, timeout=30)
+                    r.raise_for_status()
+                    sids.append(r.json()["id"])
+                followers = [threading.Thread(target=_follow, args=(url, sid, lags, stop), daemon=True) for sid in sids]
+                for f in followers:
+                    f.start()
+                uploads, failed, rss = [], 0, []
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    if len(rss) <= (time.monotonic() - end + seconds) // 60:  # once a minute
+                        rss.append(round(proc.memory_info().rss / 2**20, 1))
+                    t0 = time.perf_counter()
+                    r = httpx.post(f"{url}/v1/classify", files={"file": ("c.mp4", upload, "video/mp4")}, timeout=60)
+                    uploads.append(time.perf_counter() - t0)
+                    failed += r.status_code != 200
+                    time.sleep(0.2)
+                stats = [httpx.get(f"{url}/v1/streams/{sid}").json()["stats"] for sid in sids]
+                rss_after = proc.memory_info().rss / 2**20
+                stop.set()
+                rows.append(
+                    {
+                        "streams": n,
+                        "seconds": seconds,
+                        "windows": sum(s["windows"] for s in stats),
+                        "dropped": sum(s["dropped"] for s in stats),
+                        "fps_in": round(statistics.mean(s["fps_in"] for s in stats), 1),
+                        "lag_p50_s": round(_percentile(lags, 0.5), 3),
+                        "lag_p99_s": round(_percentile(lags, 0.99), 3),
+                        "rss_before_mb": round(rss_before, 1),
+                        "rss_after_mb": round(rss_after, 1),
+                        "rss_per_minute_mb": rss,
+                        "uploads": len(uploads),
+                        "upload_failed": failed,
+                        "upload_p50_ms": round(_percentile(uploads, 0.5) * 1000),
+                    }
+                )
+                print(rows[-1], flush=True)
         finally:
-            server.terminate()
-            server.wait(60)
             rtsp.kill()
             rtsp.wait()
     return rows
