@@ -101,9 +101,7 @@ def _runner(module: nn.Module, device: torch.device, dtype: torch.dtype) -> Call
         return out if isinstance(out, tuple) else (out,)
 
     def run(video: np.ndarray) -> Outputs:
-        x = torch.from_numpy(np.ascontiguousarray(video, np.float32)).to(device=device, dtype=dtype)
-        outs = forward(x)
-        return tuple((o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs)
+        return _numpy(forward(_tensor(video, device, dtype)))
 
     run.forward, run.device, run.dtype = forward, device, dtype  # what `_graphed` captures
     return run
@@ -141,8 +139,15 @@ def _graphed(run, meta: ModelMetadata, dtype: torch.dtype, max_batch: int) -> Ca
     graphs = BatchGraphs(run.forward, clip, dtype, capture_sizes(max_batch))
 
     def replay(video: np.ndarray) -> Outputs:
-        x = torch.from_numpy(np.ascontiguousarray(video, np.float32)).to(device=run.device, dtype=dtype)
-        outs = graphs(x)
-        return tuple((o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs)
+        return _numpy(graphs(_tensor(video, run.device, dtype)))
 
     return replay
+
+
+def _tensor(video: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(video, np.float32)).to(device=device, dtype=dtype)
+
+
+def _numpy(outs: tuple[torch.Tensor, ...]) -> Outputs:
+    """Outputs back on the host, floats as float32 (the merge index keeps its integers)."""
+    return tuple((o.float() if o.is_floating_point() else o).cpu().numpy() for o in outs)
