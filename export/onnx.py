@@ -201,8 +201,3 @@ def check_graph(proto: onnx.ModelProto) -> None:
     bad = sorted({node.op_type for node in proto.graph.node} & FORBIDDEN_OPS)
     if bad:
         raise ExportError(f"graph contains ops that break static shapes / TensorRT: {bad}")
-
-
-def read_metadata(path: str | Path) -> ModelMetadata:
-    proto = onnx.load(str(path), load_external_data=False)
-    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})

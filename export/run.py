@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for, read_metadata
+from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
 from export.validate import check_merge_index, open_onnx, validate
 from models.checkpoint import Sidecars
 from ptruntime.artifact import model_name
-from runtime import BackendOptions, load_backend
+from runtime import BackendOptions, load_backend, read_metadata
 from runtime.agreement import ValidationError, ValidationReport
 from runtime.ladder_file import RungEntry, rung_name, write_ladder
 from runtime.metadata import TORCH_SUFFIX, sidecar_path

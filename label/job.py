@@ -19,7 +19,7 @@ from label.parts import Parts
 from label.progress import Progress
 from label.rows import schema
 from media import Limits
-from runtime.backends import BackendOptions, check_request, load_backend
+from runtime.backends import BackendOptions, check_request, read_metadata
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,10 @@ class Summary:
 
 def _spec(job: Job, payload: ModelPayload) -> LabelSpec:
     """What the actors get: the options, the decoding limits and the model's input spec — read
-    here by opening the file once (an ONNX file plainly, without the attention rewrite the
-    actors make), so a model that cannot run fails before Ray starts."""
+    here from the file's metadata (nothing compiled), so a model that cannot run as asked fails
+    before Ray starts."""
     check_request(payload.source, job.options)  # what this CPU cannot run as asked: one line, now
-    plain = BackendOptions("onnxruntime", "auto", check=False, fuse=False)
-    meta = load_backend(payload.source, plain if payload.source.suffix == ".onnx" else job.options).meta
+    meta = read_metadata(payload.source, job.options)
     decode = DecodeSpec(meta.input_spec, job.limits, job.max_bytes, timeline=job.timeline)
     return LabelSpec(job.options, decode, job.top_k, job.options.max_batch)
 

@@ -6,11 +6,12 @@ models through it.
   the JSON sidecar of a TensorRT engine) and the suffixes of what `sttm export` writes;
 - `runtime.ladder_file`: a ladder of merge ratios on disk (`DIR/ladder.json`);
 - `runtime.agreement`: the rule a runtime is held to against its reference;
-- `runtime.backends`: ONNX Runtime, OpenVINO and TensorRT behind one `load_backend`;
+- `runtime.backends`: ONNX Runtime, OpenVINO and TensorRT (PyTorch as a plugin) behind one
+  `load_backend`; `read_metadata` reads a file's metadata without compiling it;
 - `runtime.postprocess`: logits -> answers (softmax, views averaged, top-k);
 - `runtime.segments`: a timeline's windows -> action segments (the smoothing rule).
 """
 
-from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend
+from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend, read_metadata
 
-__all__ = ["Backend", "BackendOptions", "ModelLoadError", "load_backend"]
+__all__ = ["Backend", "BackendOptions", "ModelLoadError", "load_backend", "read_metadata"]

@@ -37,7 +37,7 @@ import numpy as np
 
 from runtime.backends.cpu import Choice, choose_runtime, this_cpu
 from runtime.backends.plugins import PluginMissingError, missing_reason, nvidia_gpu_present, plugin
-from runtime.metadata import ENGINE_SUFFIXES, EXPORTED_SUFFIXES, IR_SUFFIX, TORCH_SUFFIX, ModelMetadata
+from runtime.metadata import ENGINE_SUFFIXES, EXPORTED_SUFFIXES, IR_SUFFIX, TORCH_SUFFIX, ModelMetadata, read_sidecar
 
 Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt", "torch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -104,6 +104,34 @@ def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -
 
         backend = ort.load(path, options)
     return dataclasses.replace(backend, reason="; ".join(r for r in (kind.reason, backend.reason) if r))
+
+
+def read_metadata(path: str | Path, options: BackendOptions = BackendOptions()) -> ModelMetadata:
+    """A model's metadata without compiling it: an ONNX file's `metadata_props`, an OpenVINO
+    IR's rt_info, an engine's sidecar; what only a plugin reads (a `.pt2`, a checkpoint) is
+    opened with it. `ModelLoadError` (one line) where the file has none or cannot be read."""
+    path = Path(path)
+    if path.suffix == IR_SUFFIX:
+        from runtime.backends import ov
+
+        return ov.read_metadata(path)
+    if path.suffix not in (".onnx", *ENGINE_SUFFIXES):
+        return load_backend(path, options).meta
+    try:
+        return _onnx_metadata(path) if path.suffix == ".onnx" else read_sidecar(path)
+    except (ValueError, OSError) as err:
+        raise ModelLoadError(f"{path}: {err}") from None
+
+
+def _onnx_metadata(path: Path) -> ModelMetadata:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError:
+        raise ValueError("not an ONNX file") from None
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
 
 
 def check_request(path: str | Path, options: BackendOptions = BackendOptions()) -> None:

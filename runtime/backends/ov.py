@@ -74,11 +74,20 @@ def load(path: Path, options: BackendOptions) -> Backend:
 def decide_precision(path: Path, requested: str) -> Choice:
     """The precision `load` runs the file in, decided without compiling it (`check_request`);
     `ModelLoadError` where this CPU or the file cannot run `requested`."""
+    model = _read(path)
+    return _decided(model, path, _metadata(model, path), requested)
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    """The file's metadata, read without compiling the model."""
+    return _metadata(_read(path), path)
+
+
+def _read(path: Path):
     try:
-        model = openvino.Core().read_model(str(path))
+        return openvino.Core().read_model(str(path))
     except RuntimeError as err:
         raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
-    return _decided(model, path, _metadata(model, path), requested)
 
 
 def _decided(model, path: Path, meta: ModelMetadata, requested: str) -> Choice:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from cli.main import main
-from export.onnx import read_metadata
 from export.validate import open_onnx
 from models.checkpoint_formats import NAMES
+from runtime.backends import read_metadata
 from tests.torch_helpers import CLASSES, FORMATS, write_format
 
 

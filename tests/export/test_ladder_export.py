@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from export.onnx import read_metadata
 from export.run import ExportSpec, run_ladder_export
-from runtime.backends import BackendOptions
+from runtime.backends import BackendOptions, read_metadata
 from runtime.ladder_file import read_ladder
 from service.ladder_policy import load_rungs
 

@@ -10,9 +10,10 @@ import onnx
 import pytest
 import torch
 
-from export.onnx import FORBIDDEN_OPS, export_onnx, metadata_for, read_metadata
+from export.onnx import FORBIDDEN_OPS, export_onnx, metadata_for
 from export.validate import check_merge_index, open_onnx, validate
 from models import load_model
+from runtime.backends import read_metadata
 from tests.torch_helpers import write_hf
 
 

@@ -47,3 +47,18 @@ def test_missing_or_malformed_keys_are_named(change, message):
     change(props)
     with pytest.raises(ValueError, match=message):
         ModelMetadata.from_props(props)
+
+
+def test_read_metadata_reads_a_file_without_compiling_it(tmp_path, monkeypatch):
+    from runtime import backends
+    from tests.service.conftest import TINY_META, write_tiny_onnx
+
+    write_tiny_onnx(tmp_path / "m.onnx")
+    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: pytest.fail("nothing is compiled"))
+    assert backends.read_metadata(tmp_path / "m.onnx") == TINY_META
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(backends.ModelLoadError, match="bad.onnx: not an ONNX file"):
+        backends.read_metadata(tmp_path / "bad.onnx")
+    (tmp_path / "e.plan").write_bytes(b"engine")
+    with pytest.raises(backends.ModelLoadError, match="no metadata sidecar e.plan.json"):
+        backends.read_metadata(tmp_path / "e.plan")

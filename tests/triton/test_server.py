@@ -27,10 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from cli.loadtest import bench
-from export.onnx import read_metadata
 from export.triton import write_repository
 from media import Limits, VideoError, Views, load_clip
 from models.synth import CLASSES, SynthConfig, generate
+from runtime.backends import read_metadata
 from service.classify import ClassifyOptions
 from service.lifecycle import open_classifier
 from service.settings import DEMO_ONNX, Settings
