@@ -10,8 +10,9 @@
    (2 x max_batch requests in flight).
 3. For each offered load (x that capacity): open-loop Poisson arrivals for `--seconds`, one
    clip per request, to (a) the fixed unmerged model and (b) the ladder with
-   STTM_LATENCY_TARGET_MS = `--target-x` x the unmerged seconds per clip, one after the
-   other: throughput, p50/p99 of the answered requests, 503s, and the share of clips per
+   STTM_LATENCY_TARGET_MS = `--target-x` x the unmerged seconds per clip, and (c) the same
+   ladder with STTM_LATENCY_DEADLINE (refusing at once what it would answer late), one after
+   the other: throughput, p50/p99 of the answered requests, 503s, and the share of clips per
    rung. Throughput counts answers over the run plus the time to drain what was queued.
 4. `--accuracy`: the demo exported as the same ladder, each rung's top-1 on 360 generated
    clips of a seed it never saw (`benchmarks.experiments.unseen_data`), and the
@@ -271,7 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reductions", default=REDUCTIONS)
     parser.add_argument("--accuracy", action="store_true", help="also the demo ladder's top-1 per rung")
     parser.add_argument("--memory", action="store_true", help="only the memory each rung adds, per backend")
-    parser.add_argument("--servers", default="fixed,ladder", help="which servers to run at each load")
+    parser.add_argument(
+        "--servers",
+        default="fixed,ladder,deadline",
+        help="servers to run at each load (deadline: the ladder refusing what it would answer late)",
+    )
     parser.add_argument("--capacity", type=float, help="unmerged clips/s of an earlier run (not re-probed)")
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
                         help="the servers' STTM_BACKEND (openvino: bf16 where the CPU has it)")  # fmt: skip
@@ -303,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     _log(f"unmerged capacity {capacity:.2f} clips/s, target {target_ms:.0f} ms")
     rows = []
     target = {"STTM_LATENCY_TARGET_MS": f"{target_ms:.0f}"}
-    servers = (("fixed", fixed, {}), ("ladder", ladder, target))
+    deadline = {**target, "STTM_LATENCY_DEADLINE": "true"}
+    servers = (("fixed", fixed, {}), ("ladder", ladder, target), ("deadline", ladder, deadline))
     for load in (float(x) for x in args.loads.split(",")):
         for kind, model, env in (s for s in servers if s[0] in args.servers.split(",")):
             with server(model, **env, STTM_BACKEND=args.backend) as url:

@@ -47,12 +47,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except (ValueError, OSError, RuntimeError) as err:  # CheckpointError / ExportError / ValidationError
-        first, *rest = str(err).splitlines() or [type(err).__name__]
+        first, *rest = _settings_error(err) or str(err).splitlines() or [type(err).__name__]
         print(f"sttm {args.command}: error: {first}", file=sys.stderr)
         if rest:  # a validation report: the table follows the one-line error
             print("\n".join(rest), file=sys.stderr)
         return 2
     return code
+
+
+def _settings_error(err: Exception) -> list[str]:
+    """A settings model's pydantic ValidationError as one line naming each STTM_* variable
+    (`[]` for any other error)."""
+    from pydantic import ValidationError
+
+    if not isinstance(err, ValidationError) or not err.title.endswith("Settings"):
+        return []
+    parts = []
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"STTM_{'_'.join(map(str, e['loc'])).upper()}: {msg}" if e["loc"] else msg)
+    return ["; ".join(parts)]
 
 
 if __name__ == "__main__":

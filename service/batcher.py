@@ -3,7 +3,8 @@ grouped into one model call (up to `max_batch`, waiting at most `max_wait_ms`).
 
 The queue is bounded; `submit` raises `QueueFullError` instead of piling up. An upload takes
 its room with `admission(clips)` before it is decoded, so an overloaded server refuses it
-without spending the decoding on it. A backend error fails only the requests of that batch.
+without spending the decoding on it — and, where a `refuse` rule is given (a latency
+deadline), one the model is predicted to answer too late. A backend error fails only the requests of that batch.
 
 A ladder of merge ratios: a job may be pinned to a rung; a batch holds either pinned jobs of
 one rung or auto jobs, whose rung `choose(demand)` picks when the batch starts from the
@@ -25,7 +26,12 @@ import numpy as np
 
 
 class QueueFullError(RuntimeError):
-    pass
+    """No room for a request (503): the bounded queue is full (`reason` "queue_full"), or — with a
+    deadline — the model cannot answer it within the latency target ("late")."""
+
+    def __init__(self, message: str, reason: str = "queue_full", retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.reason, self.retry_after_s = reason, retry_after_s
 
 
 @dataclass(eq=False)
@@ -74,9 +80,10 @@ class Batcher:
         max_queue: int,
         on_batch: Callable[[int, float, int], None] = lambda size, seconds, rung: None,
         choose: Callable[[Demand], int] = lambda demand: 0,  # the rung for a batch of auto jobs
+        refuse: Callable[[Demand, int, int | None], QueueFullError | None] = lambda demand, clips, rung: None,
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
-        self.max_queue, self.on_batch, self.choose = max_queue, on_batch, choose
+        self.max_queue, self.on_batch, self.choose, self.refuse = max_queue, on_batch, choose, refuse
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._jobs: dict[_Job, None] = {}  # queued or in a batch, in the order they will run
         self._decoding: dict[Ticket, None] = {}  # room held by requests still decoding (`admission`)
@@ -122,10 +129,13 @@ class Batcher:
             self._arrivals.popleft()
 
     @contextlib.contextmanager
-    def admission(self, clips: int) -> Iterator[Ticket]:
-        """Hold room for `clips` while a request decodes; `QueueFullError` (before any work)
-        when there is none. Submitting with the ticket turns the hold into queued clips."""
+    def admission(self, clips: int, rung: int | None = None) -> Iterator[Ticket]:
+        """Hold room for `clips` (to run on `rung`, None: auto) while a request decodes;
+        `QueueFullError` (before any work) when there is none, or when the `refuse` rule turns
+        it away. Submitting with the ticket turns the hold into queued clips."""
         self._make_room(clips)
+        if (refused := self.refuse(self.demand(), clips, rung)) is not None:
+            raise refused
         ticket = Ticket(clips, time.perf_counter())
         self._decoding[ticket] = None
         self._record_arrival(ticket.arrived, clips)

@@ -102,7 +102,8 @@ class Classifier:
         pinned = self.rung_index(opts.reduction)
         explainer = self._explainer(pinned) if opts.explain else None
         merges = None
-        with self.batcher.admission(opts.views.num_clips * opts.views.crops) as ticket:  # refused before decoding
+        views = opts.views.num_clips * opts.views.crops
+        with self.batcher.admission(views, pinned) as ticket:  # refused before decoding
             clip = await self._load(source, opts.views)
             self.policy.observe_outside(clip.decode_s + clip.preprocess_s)
             if explainer is not None:

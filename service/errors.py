@@ -41,8 +41,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFullError)
     async def _overloaded(request: Request, err: QueueFullError):
-        request.app.state.runtime.metrics.rejected.inc()
-        return error_response(503, "overloaded", str(err), {"Retry-After": "1"})
+        request.app.state.runtime.metrics.rejected.labels(err.reason).inc()
+        return error_response(503, "overloaded", str(err), {"Retry-After": str(err.retry_after_s)})
 
     @app.exception_handler(VideoError)
     async def _video(request: Request, err: VideoError):

@@ -26,8 +26,15 @@ a candidate whatever the queue is now: it would let the next Poisson burst build
 that no later batch can clear in time. Both keep the tail (p99), not only the mean, inside
 the target. The policy climbs at once and comes back
 down only when a lower rung predicts well inside the target (hysteresis), so it does not
-flap. It never refuses work: when no rung meets the target it uses the most merged one, and
-the bounded queue stays the only source of 503s.
+flap. By default it never refuses work: when no rung meets the target it uses the most merged
+one, and the bounded queue stays the only source of 503s.
+
+With a deadline (`STTM_LATENCY_DEADLINE`) the target is a promise: an upload that even the
+most merged rung (or the rung it pins) is predicted to answer later than the target — its
+decoding, then every clip ahead of it and its own — is refused at once (503, `Retry-After`:
+the seconds it is late by), before it is decoded. When the most merged rung is itself near
+full (an AVX2-only CPU at 1.5x the unmerged capacity: ~90% busy), Poisson bursts would queue
+past any target; refusing the few requests of a burst keeps every answer inside it.
 
 A single model is a ladder of one rung, and without a target every auto batch runs on the
 least-merged rung: exactly the server without a ladder.
@@ -35,13 +42,14 @@ least-merged rung: exactly the server without a ladder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend
 from runtime.ladder_file import is_ladder, read_ladder, rung_name
-from service.batcher import Demand, Waiting
+from service.batcher import Demand, QueueFullError, Waiting
 
 # Descend to a less-merged rung only when it predicts at most this fraction of the target:
 # a queue that hovers around one rung's limit does not make batches alternate between rungs.
@@ -90,6 +98,12 @@ def latest_finish(backlog: Sequence[tuple[float, int]], cost_per_clip: float) ->
         done += clips
         latest = max(latest, spent + done * cost_per_clip)
     return latest
+
+
+def newcomer_finish(backlog: Sequence[tuple[float, int]], outside_s: float, clips: int, cost_per_clip: float) -> float:
+    """When a request arriving now — `clips` clips, `outside_s` of decoding before they can
+    run — finishes, if it runs after every clip of `backlog` (`(seconds spent, clips)` each)."""
+    return outside_s + (sum(n for _, n in backlog) + clips) * cost_per_clip
 
 
 def keeps_up(clips_per_s: float, cost_per_clip: float, max_utilisation: float = MAX_UTILISATION) -> bool:
@@ -163,11 +177,17 @@ class LoadPolicy:
     feeds it each batch's measured time. Runs on the event loop (no locking)."""
 
     def __init__(
-        self, costs: Sequence[float], target_s: float | None, in_flight: int = 0, alpha: float = EWMA_ALPHA
+        self,
+        costs: Sequence[float],
+        target_s: float | None,
+        in_flight: int = 0,
+        alpha: float = EWMA_ALPHA,
+        deadline: bool = False,
     ) -> None:
         self.learned = [RungCost(c) for c in costs]  # per rung, least merged first; from the warm-up
         self.level = 1.0  # the machine-wide level the rungs' estimates follow
         self.target_s, self.alpha = target_s, alpha
+        self.deadline = deadline and target_s is not None  # refuse what cannot be answered in time
         self.in_flight = in_flight  # clips of the batch a new request may find running (max_batch)
         self.outside_s = 0.0  # a request's seconds outside the model (decoding, preprocessing): EWMA
         self.current = 0
@@ -188,6 +208,23 @@ class LoadPolicy:
         clips run; the newcomer also waits for one full batch (`in_flight`)."""
         spent = [(w.age_s if w.decoded else max(w.age_s, self.outside_s), w.clips) for w in backlog]
         return [*spent, (self.outside_s, self.in_flight)]
+
+    def refuse(self, demand: Demand, clips: int, rung: int | None) -> QueueFullError | None:
+        """With a deadline: the refusal of a request arriving now (`clips`, on `rung`; None: auto,
+        the most merged rung's cost) predicted to finish after the target; None to admit it."""
+        if not self.deadline:
+            return None
+        cost = self.costs[-1 if rung is None else rung]
+        finish = newcomer_finish(self.work(demand.backlog)[:-1], self.outside_s, clips, cost)
+        if finish <= self.target_s:
+            return None
+        late = finish - self.target_s
+        return QueueFullError(
+            f"cannot answer within the latency target ({1000 * self.target_s:.0f} ms) now: predicted "
+            f"{1000 * finish:.0f} ms on the {'most merged' if rung is None else 'pinned'} rung; try again",
+            reason="late",
+            retry_after_s=max(1, math.ceil(late)),
+        )
 
     def observe_outside(self, seconds: float) -> None:
         """A request's measured seconds outside the model (its decoding and preprocessing)."""

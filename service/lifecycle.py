@@ -37,7 +37,7 @@ async def open_classifier(
     s = settings
     name, rungs = load_rungs(s.model, s.backend_options)
     costs = [_cost_per_clip(r.backend, min(2, s.max_batch)) for r in rungs]
-    policy = LoadPolicy(costs, s.latency_target_s, in_flight=s.max_batch)
+    policy = LoadPolicy(costs, s.latency_target_s, in_flight=s.max_batch, deadline=s.latency_deadline)
 
     def batch_done(size: int, seconds: float, rung: int) -> None:
         predicted = policy.predict(size, rung)
@@ -47,7 +47,7 @@ async def open_classifier(
     def run(clips: np.ndarray, rung: int) -> np.ndarray:
         return rungs[rung].backend(clips)
 
-    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose)
+    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose, policy.refuse)
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:

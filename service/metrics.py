@@ -26,7 +26,12 @@ class Metrics:
         )
         self.queue = Gauge("sttm_queue_clips", "clips waiting for the model", registry=self.registry)
         self.inflight = Gauge("sttm_inflight_requests", "requests being handled", registry=self.registry)
-        self.rejected = Counter("sttm_rejected", "requests refused because the queue was full", registry=self.registry)
+        self.rejected = Counter(
+            "sttm_rejected",
+            "requests refused with 503 by reason: queue_full, or late (the latency deadline)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.auth_refused = Counter(
             "sttm_auth_refused",
             "requests refused for their key, by reason (never by key)",

@@ -28,8 +28,11 @@ class Settings(RuntimeSettings):
     max_wait_ms: float = 5.0
     max_queue: int = 64  # clips waiting for the model; beyond it: 503 + Retry-After
     # a ladder: auto requests run on the least-merged rung predicted to finish the queue within
-    # this target (the most merged when none does; it never rejects). Unset: the least merged.
+    # this target (the most merged when none does; it rejects only with a deadline). Unset: the least merged.
     latency_target_ms: float | None = Field(None, gt=0)
+    # the target as a promise: refuse (503 + Retry-After) an upload that even the most merged rung
+    # is predicted to answer later than it, before decoding it (service.ladder_policy)
+    latency_deadline: bool = False
     # decoding (the limits: RuntimeSettings)
     decode_workers: int = 2
     max_windows: int = 3600  # timeline windows per request (an hour at a 1 s stride)
@@ -55,6 +58,12 @@ class Settings(RuntimeSettings):
     def _demo_name(cls, value: object) -> object:
         """`demo` names the bundled model, as in every other command."""
         return DEMO_ONNX if value == "demo" else value
+
+    @model_validator(mode="after")
+    def _deadline_needs_target(self) -> Settings:
+        if self.latency_deadline and self.latency_target_ms is None:
+            raise ValueError("latency_deadline needs a latency target (STTM_LATENCY_TARGET_MS)")
+        return self
 
     @model_validator(mode="after")
     def _demo_on_torch(self) -> Settings:

@@ -91,6 +91,21 @@ def test_serve_refuses_what_this_cpu_cannot_run_in_one_line_before_starting(caps
     assert err.count("\n") == 1
 
 
+def test_bad_settings_are_one_line_naming_the_variable(capsys, monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    monkeypatch.setenv("STTM_MAX_QUEUE", "many")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sttm serve: error: STTM_MAX_QUEUE: Input should be a valid integer") and err.count("\n") == 1
+    monkeypatch.delenv("STTM_MAX_QUEUE")
+    monkeypatch.setenv("STTM_LATENCY_DEADLINE", "true")  # a deadline without a target
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sttm serve: error: latency_deadline needs a latency target (STTM_LATENCY_TARGET_MS)\n"
+
+
 def test_predict_json_and_bad_file(capsys, tmp_path):
     import numpy as np
 

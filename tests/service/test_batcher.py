@@ -81,3 +81,24 @@ def test_the_arrival_rate_forgets_what_came_before_its_window(monkeypatch):
     clock[0] += RATE_WINDOW_S * 0.75  # the first 4 are older than the window now
     assert batcher.demand().clips_per_s == pytest.approx(2 / RATE_WINDOW_S)
     assert batcher.demand().backlog == []  # and nothing is in the server
+
+
+def test_a_refuse_rule_turns_a_request_away_before_it_takes_room():
+    async def scenario():
+        asked: list[tuple[int, int | None, int]] = []
+
+        def refuse(demand: Demand, clips: int, rung: int | None) -> QueueFullError | None:
+            asked.append((clips, rung, sum(w.clips for w in demand.backlog)))
+            return QueueFullError("too late", reason="late", retry_after_s=3) if clips > 2 else None
+
+        batcher = Batcher(lambda c, r: np.zeros((len(c), 2)), 8, 1, 16, refuse=refuse)
+        batcher.start()
+        with batcher.admission(2, rung=1):
+            with pytest.raises(QueueFullError, match="too late") as err, batcher.admission(3):
+                pass
+            assert err.value.reason == "late" and err.value.retry_after_s == 3
+            assert batcher.load == 2  # the refused request took nothing
+        assert asked == [(2, 1, 0), (3, None, 2)]  # asked with the clips already in the server
+        await batcher.stop()
+
+    asyncio.run(scenario())

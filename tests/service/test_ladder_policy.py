@@ -28,6 +28,7 @@ from service.ladder_policy import (
     latest_finish,
     learn_cost,
     load_rungs,
+    newcomer_finish,
     predicted_seconds,
     rung_cost,
 )
@@ -195,6 +196,33 @@ def test_load_policy_takes_the_time_outside_the_model_off_the_target():
     assert policy.choose(Demand([Waiting(0.01, 5, False)], 0.0)) == 1  # 60 + 50 ms on rung 0 misses 100 ms, rung 1 fits
 
 
+@settings(max_examples=200, deadline=None)
+@given(backlog_st, st.floats(0.0, 1.0), st.integers(1, 8), costs_st)
+def test_a_newcomer_finishes_after_every_clip_ahead_of_it(backlog, outside, clips, costs):
+    finish = [newcomer_finish(backlog, outside, clips, c) for c in sorted(costs)]
+    assert finish == sorted(finish)  # a cheaper rung never finishes it later
+    assert finish[0] >= outside + clips * min(costs) - 1e-9
+    more = newcomer_finish([*backlog, (0.0, 1)], outside, clips, costs[0])
+    assert more == pytest.approx(newcomer_finish(backlog, outside, clips, costs[0]) + costs[0])  # one clip more ahead
+
+
+def test_a_deadline_refuses_what_even_the_most_merged_rung_answers_late():
+    policy = LoadPolicy([0.02, 0.01], target_s=0.1, deadline=True)
+    assert policy.refuse(_queued(4), clips=1, rung=None) is None  # 5 clips x 10 ms on the top rung: 50 ms
+    refused = policy.refuse(_queued(8, 4), clips=1, rung=None)  # 13 clips: 130 ms even on the top rung
+    assert refused is not None and refused.reason == "late" and refused.retry_after_s == 1
+    assert "latency target (100 ms)" in str(refused) and "130 ms" in str(refused)
+    assert policy.refuse(_queued(5), clips=1, rung=None) is None  # 6 x 10 ms on the top rung
+    assert policy.refuse(_queued(5), clips=1, rung=0) is not None  # pinned to rung 0: 6 x 20 ms
+    policy.observe_outside(0.06)  # decoding before the clip can run counts too
+    assert policy.refuse(_queued(4), clips=1, rung=None) is not None  # 60 + 50 ms
+    late = policy.refuse(_queued(400), clips=1, rung=None)
+    assert late.retry_after_s == 4  # 60 ms + 4.01 s, 3.97 s late: try again in 4 s
+    # without the flag, or without a target, nothing is refused (the target only picks rungs)
+    assert LoadPolicy([0.02, 0.01], target_s=0.1).refuse(_queued(400), 1, None) is None
+    assert LoadPolicy([0.02, 0.01], target_s=None, deadline=True).refuse(_queued(400), 1, None) is None
+
+
 def test_parse_reductions():
     assert parse_reductions("0.5,0,0.25,0.38") == [0.0, 0.25, 0.38, 0.5]
     for bad in ("0.3,x", "1.2", "0.38,0.381", ""):
@@ -294,13 +322,37 @@ def test_under_a_burst_auto_climbs_rejects_nothing_and_comes_back_down(ladder, c
         used = [r.json()["reduction"] for r in answers]
         assert 0.5 in used, used
         assert _metric(client, 'sttm_rung_clips_total{reduction="0.5"}') > 0
-        assert _metric(client, "sttm_rejected_total") == 0
+        assert _metric(client, 'sttm_rejected_total{reason="queue_full"}') == 0
         # one clip at a time: well inside the target, back to the least merged once the costs and
         # the decoding time measured during the burst (8 views a request, on a busy machine) have settled
         after = []
         while len(after) < 40 and after[-1:] != [0.0]:
             after.append(_post(client, data).json()["reduction"])
         assert after[-1] == 0.0, (after, policy.costs, policy.target_s)
+
+
+def test_with_a_deadline_a_burst_is_answered_in_time_or_refused_at_once(ladder, clips):
+    settings_ = Settings(
+        model=ladder, max_batch=4, max_wait_ms=20, max_queue=256, latency_target_ms=1000, latency_deadline=True
+    )
+    with TestClient(create_app(settings_)) as client:
+        policy = client.app.state.runtime.classifier.policy
+        policy.target_s = 12 * policy.costs[-1] + 0.1  # ~12 clips on the most merged rung, plus its decoding
+        data = _clip(clips)
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: _post(client, data, num_clips=8), range(16)))
+        codes = [r.status_code for r in answers]
+        assert set(codes) == {200, 503}, codes  # 128 clips: some fit the target, the rest cannot
+        for r in answers:
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "overloaded" and "latency target" in r.json()["error"]["message"]
+                assert int(r.headers["Retry-After"]) >= 1
+        refused = codes.count(503)
+        assert _metric(client, 'sttm_rejected_total{reason="late"}') == refused
+        assert _metric(client, 'sttm_rejected_total{reason="queue_full"}') == 0
+        assert client.app.state.runtime.classifier.batcher.load == 0  # a refusal holds no room
+    with pytest.raises(ValueError, match="latency target"):
+        Settings(model=ladder, latency_deadline=True)
 
 
 def test_a_broken_ladder_fails_to_load_in_one_line(tmp_path, clips):
