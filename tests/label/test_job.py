@@ -87,3 +87,51 @@ def test_decoding_runs_in_cpu_tasks_and_inference_in_the_actors(local_ray, archi
     stats = done.stats()
     assert "MapBatches(decode_batch):" in stats and "MapBatches(decode_batch)->" not in stats, stats
     assert "MapBatches(Labeller):" in stats, stats
+
+
+def _crashing(decode):
+    """`decode`, but the process dies of SIGSEGV on a batch holding a path with "crash" in its
+    name, as it would on a bug inside FFmpeg (a nested function: Ray ships it by value)."""
+
+    def crashing_decode(batch, d):
+        if any("crash" in Path(p).name for p in batch["path"].to_pylist()):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return decode(batch, d)
+
+    return crashing_decode
+
+
+def test_a_video_that_kills_its_process_is_one_row_and_the_rest_are_labelled(local_ray, tiny_onnx, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    import label.engine
+
+    videos = write_archive(tmp_path / "videos", 7)
+    crasher = tmp_path / "videos" / "crash.mp4"
+    crasher.write_bytes(videos[0].read_bytes())  # a real video: only its name makes its process die
+    monkeypatch.setattr(label.engine, "decode_batch", _crashing(label.engine.decode_batch))
+    out = tmp_path / "labels.parquet"
+    started = time.monotonic()
+    # 2 tries; 4 videos a task: three good videos share the crasher's task and are lost with it, once
+    summary = run(Job((str(tmp_path / "videos"),), out, tiny_onnx, plan=Plan(actors=1, files_per_task=4, tries=2)))
+    rows = {r["id"]: r for r in pq.read_table(out).to_pylist()}
+    assert sorted(rows) == sorted(str(p) for p in [*videos, crasher])  # every input exactly once
+    assert (
+        rows[str(crasher)]["status"] == "decoder_crashed" and "died on each of 2 tries" in rows[str(crasher)]["message"]
+    )
+    assert all(rows[str(v)]["status"] == "ok" and rows[str(v)]["labels"] for v in videos)
+    assert summary.errors == {"decoder_crashed": 1}
+    assert time.monotonic() - started < 120  # bounded: Ray Data's default retries it forever
+
+
+def test_the_exit_status_says_all_ok_some_errors_or_not_started(local_ray, archive, tiny_onnx, tmp_path, capsys):
+    from cli.main import main
+
+    good = ["label", "--model", str(tiny_onnx), str(archive[0]), str(archive[1])]
+    assert main([*good, "-o", str(tmp_path / "a.parquet")]) == 0
+    bad = write_bad_files(tmp_path / "bad")
+    assert main([*good, str(tmp_path / "bad"), "-o", str(tmp_path / "b.parquet")]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("errors: not_a_video 2, empty 1")
+    assert len(pq.read_table(tmp_path / "b.parquet")) == 2 + len(bad)  # every input has its row all the same
+    assert main([*good, "-o", str(tmp_path / "a.parquet")]) == 2  # OUT has parts, no --resume: refused before the job
+    assert main(["label", str(tmp_path / "none*.mp4"), "-o", str(tmp_path / "c.parquet")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sttm label: error: ")
