@@ -12,6 +12,8 @@ or joins a cluster (`--address` / `RAY_ADDRESS`) and ships this package's code t
 
 from __future__ import annotations
 
+import concurrent.futures
+import importlib
 import logging
 import math
 import os
@@ -48,28 +50,39 @@ class Plan:
 
 def connect(address: str | None, plan: Plan = Plan()) -> bool:
     """Join Ray: already initialised (a test, a notebook), a cluster at `address`, or a local Ray
-    started now. Returns whether this call started it (and the caller should shut it down)."""
+    started now. Returns whether this call started it (and the caller should shut it down).
+    Ray Data is imported meanwhile: starting Ray is mostly waiting for its processes."""
     import ray
 
     if ray.is_initialized():
         return False
-    quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # the import (1-2 s) the pipeline needs next, while Ray starts; Ray itself must start on
+        # this thread: its processes die with the thread that started them
+        imported = pool.submit(importlib.import_module, "ray.data")
+        _init(address, plan)
+        imported.result()
+    return True
+
+
+def _init(address: str | None, plan: Plan) -> None:
+    import ray
+
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:  # a cluster: its nodes need ray, PyAV and a runtime, not this checkout
         import label
         import media
         import runtime
 
         code = [str(Path(m.__file__).parent) for m in (label, media, runtime)]
-        ray.init(address=address, runtime_env={"py_modules": code}, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        # every core decodes, and the actor's share on top, as the server's decoding threads and its
-        # batcher do: on 2 cores, two decoding tasks and the actor at once
-        extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
-        # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
-        ray.init(
-            address="local", num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE, **quiet
-        )
-    return True
+        ray.init(address=address, runtime_env={"py_modules": code}, **quiet)
+        return
+    # every core decodes, and the actor's share on top, as the server's decoding threads and its
+    # batcher do: on 2 cores, two decoding tasks and the actor at once
+    extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
+    # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
+    cpus = (os.cpu_count() or 1) + extra
+    ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE, include_dashboard=False, **quiet)
 
 
 def _nodes_with_cpus() -> int:

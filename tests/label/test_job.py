@@ -52,7 +52,7 @@ def test_timeline_rows_in_json_lines(local_ray, archive, tiny_onnx, tmp_path):
 
 
 def test_a_killed_driver_resumes_to_every_input_exactly_once(local_ray, tiny_onnx, tmp_path):
-    videos = write_archive(tmp_path / "videos", 60)
+    videos = write_archive(tmp_path / "videos", 30)
     out = tmp_path / "labels.parquet"
     command = [sys.executable, "-m", "cli", "label", str(tmp_path / "videos"), "-o", str(out), "--model",
                str(tiny_onnx), "--part-rows", "4", "--files-per-task", "1"]  # fmt: skip
