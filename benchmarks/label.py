@@ -4,7 +4,9 @@ the job's memory over a long run.
 1. Throughput: `--files` clips through `sttm serve` (a client keeping concurrency = cores
    uploads in flight, each file once) and through `sttm label` (a local Ray started for the
    job); files/s over the whole command, Ray's start-up and the server's warm-up included
-   on each side as each pays it (the server is started and ready before its clock starts).
+   on each side as each pays it (the server is started and ready before its clock starts;
+   its rate with its start counted is printed too), and the file count from which the job
+   is done first, from its fixed cost and the two rates.
 2. Memory: `sttm label` over `--memory-files` clips; the resident memory of the job's whole
    process tree (the driver, Ray's processes, its workers; PSS, so Ray's shared object store
    is not counted once per process) sampled every second.
