@@ -3,11 +3,11 @@ Lines parts, on a local Ray or a Ray cluster. Ray and the job are imported insid
 function: building the `sttm` parser imports neither, and an environment without the `label`
 extra gets one line saying what to install.
 
-Exit status: 0 every input has a row and every row this run wrote is `ok`; 1 every input has a
-row and some this run wrote are errors (the summary's last line counts them by code); 2 the job did not start (a usage
-error, no input, a model this machine cannot run, an OUT with parts and no `--resume`, no
-Ray); 3 the job started and failed (Ray itself failed: the parts written so far are
-complete, `--resume` finishes the job)."""
+Exit status: 0 every input has a row and every row this run wrote is `ok`; 1 every input has
+a row and some this run wrote are errors (the summary's last line counts them by code); 2 the
+job did not start (a usage error, no input, a model this machine cannot run, an OUT with
+parts and no `--resume`, no Ray); 3 the job started and failed (Ray itself failed: the parts
+written so far are complete, `--resume` finishes the job)."""
 
 from __future__ import annotations
 
