@@ -1,9 +1,10 @@
-"""Where the time of a merged forward goes, by `torch.profiler` on the CPU (docs/gpu.md): VideoMAE-B
-16x224, random weights, batch 1, fp32, STTM 0.38, the proportional-attention bias as SDPA's mask
-(today) and folded into q/k (`models.layers.fold_biases`). CPU figures: what a GPU spends its
-time on differs (launches, memory traffic), which benchmarks/gpu.py measures where one is lent.
+"""Where the time of a forward goes, by `torch.profiler` on the CPU (docs/gpu.md): VideoMAE-B
+16x224, random weights, batch 1, fp32: unmerged (before), STTM 0.38 (after), and STTM with the
+proportional-attention bias folded into q/k (`models.layers.fold_biases`) instead of SDPA's mask.
+CPU figures: what a GPU spends its time on differs (launches, memory traffic); benchmarks/gpu.py
+records a CUDA profile where a GPU is lent.
 
-    python -m benchmarks.cpu_profile [--model videomae-b] [--method sttm] [--runs 2] [--top 12]
+    python -m benchmarks.cpu_profile [--model videomae-b] [--variants none,sttm,sttm-fold] [--runs 2] [--top 12]
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def profile_forward(preset: str, method: str, fold: bool, runs: int, top: int) -
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     ranges = {e.key: e.cpu_time_total for e in events if e.key in ("merge", "attention")}
-    lines = [f"{preset} {method}{' (bias folded)' if fold else ''}: {wall * 1000:.0f} ms per forward (profiled)",
+    lines = [f"{preset} {method}{' (bias folded)' if fold else ''}: {wall * 1000:.0f} ms per forward (profiled), "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {torch.get_num_threads()} threads",
              "| range / op | share of self CPU time |", "|---|---|"]  # fmt: skip
     lines += [f"| `{k}` (range) | {v / total:.1%} |" for k, v in sorted(ranges.items())]
     ops = sorted((e for e in events if e.key not in ranges), key=lambda e: -e.self_cpu_time_total)[:top]
@@ -67,12 +69,13 @@ def profile_forward(preset: str, method: str, fold: bool, runs: int, top: int) -
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="videomae-b")
-    parser.add_argument("--method", default="sttm")
+    parser.add_argument("--variants", default="none,sttm,sttm-fold", help="merge methods; -fold: the bias folded")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args(argv)
-    for fold in (False, True):
-        print(profile_forward(args.model, args.method, fold, args.runs, args.top), "\n", flush=True)
+    for variant in args.variants.split(","):
+        method, fold = variant.removesuffix("-fold"), variant.endswith("-fold")
+        print(profile_forward(args.model, method, fold, args.runs, args.top), "\n", flush=True)
 
 
 if __name__ == "__main__":
