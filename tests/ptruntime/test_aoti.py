@@ -113,9 +113,10 @@ def test_a_package_for_another_machine_is_refused_before_loading(package, tmp_pa
 
 
 def test_it_is_held_at_load_to_the_logits_it_carries(package, tmp_path):
-    off = _rewritten(
-        package, tmp_path / "off.pt2", lambda t: {**t, "check_logits": [[v + 1.0 for v in r] for r in t["check_logits"]]}
-    )
+    def shifted(target):  # every logit it must reproduce off by 1
+        return {**target, "check_logits": [[v + 1.0 for v in row] for row in target["check_logits"]]}
+
+    off = _rewritten(package, tmp_path / "off.pt2", shifted)
     with pytest.raises(ModelLoadError, match="does not reproduce the model it was compiled from"):
         load_backend(off, BackendOptions())
     assert load_backend(off, BackendOptions(check=False)).provider == "torch:cpu (AOTInductor)"
