@@ -277,12 +277,9 @@ def _write_package(model, meta, spec: ExportSpec, progress: Progress, result: Ex
     """An AOTInductor package (`ptruntime.aoti`) for this machine's device and `spec.precision`,
     validated against the eager model as `sttm serve --backend torch` loads it (its load-time
     check included; fp32: the merge index patch for patch); written only when it passes."""
-    from dataclasses import replace as with_precision
-
     from ptruntime.aoti import save_package, target_for
 
     placement = _aoti_placement(spec.precision)
-    meta = with_precision(meta, precision=spec.precision)
     target = target_for(placement.device, spec.precision, max(64, spec.max_batch))
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / f"{spec.name}{TORCH_SUFFIX}"

@@ -16,6 +16,7 @@ The batch axis is dynamic (1..`Target.max_batch`), every other shape static, as 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -154,7 +155,7 @@ def save_package(model: nn.Module, path: str | Path, meta: ModelMetadata, target
         out = module(videos)
     logits = (out[0] if isinstance(out, tuple) else out).tolist()  # (CHECK_CLIPS, classes), fp32 on the CPU
     dtype, device = DTYPES[target.precision], torch.device(target.device)
-    compiled = served_module(model, meta).to(device, dtype)  # model is not moved: it stays the reference
+    compiled = copy.deepcopy(served_module(model, meta)).to(device, dtype)  # `model` stays fp32 on the CPU
     cfg = meta.input_spec
     example = torch.zeros(2, 3, cfg.frames, cfg.size, cfg.size, device=device, dtype=dtype)  # (B, 3, T, S, S)
     batch = torch.export.Dim("batch", min=1, max=target.max_batch)

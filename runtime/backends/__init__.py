@@ -10,7 +10,7 @@ metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime op
   int8), on OpenVINO;
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
   metadata in the `<engine>.json` sidecar;
-- `.pt2` (`sttm export --format torch`), a checkpoint or a built-in model name (`demo`,
+- `.pt2` (`sttm export --format torch` or `--format aoti`), a checkpoint or a built-in model name (`demo`,
   `videomae-b`, ...): PyTorch (`--backend torch`), a plugin (`backends.plugins`: the package
   `ptruntime`, above `models`, found by its entry point and never imported from here), on a
   CUDA GPU where there is one (CUDA graphs per batch size, fp16/bf16), else on the CPU.
