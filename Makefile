@@ -74,9 +74,9 @@ system-packages:
 # in the serving environment only, with the other torch-free packages' tests again there.
 test: system-packages lint install-serve install-triton
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
-	$(BIN)/pytest --ignore=tests/service
+	$(BIN)/pytest --ignore=tests/service --durations=15
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
-	$(SERVE_BIN)/pytest tests/service tests/media tests/runtime tests/tritonserve tests/cli
+	$(SERVE_BIN)/pytest tests/service tests/media tests/runtime tests/tritonserve tests/cli --durations=10
 	# Above AVX2 (AVX-512, AMX): the precision tests again with OpenVINO held to AVX2 by oneDNN's
 	# ONEDNN_MAX_CPU_ISA (runtime.backends.cpu follows it), so the AVX2-only paths run everywhere.
 	if grep -qwE 'avx512f|amx_tile' /proc/cpuinfo; then ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/pytest tests/runtime tests/export/test_ir.py; fi
