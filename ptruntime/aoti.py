@@ -43,8 +43,10 @@ class Target:
     """What a package was compiled for, and what it must reproduce."""
 
     device: str  # "cpu" | "cuda"
-    arch: str  # the CPU vector ISA Inductor compiled for ("avx2"), or the CUDA compute capability ("9.0")
-    name: str  # the CPU or GPU it was compiled on, for messages
+    # the CPU vector ISA Inductor compiled for ("avx2", "avx512 avx512_vnni": the features it needs;
+    # "scalar": none), or the CUDA compute capability ("9.0")
+    arch: str
+    name: str  # the GPU it was compiled on, or the CPU's features (`runtime.backends.cpu`), for messages
     precision: str  # "fp32" | "fp16" | "bf16": what its kernels compute in
     max_batch: int  # the batch axis: 1..max_batch
     torch: str  # the torch version that compiled it (its runtime must match)
@@ -66,11 +68,16 @@ class Here:
 
 
 def here() -> Here:
-    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+    """This machine, from what the hardware reports (no C++ compiler needed: a serving machine
+    may have none, and running a package needs none)."""
+    import platform
+
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list, x86_isa_checker
 
     cuda = torch.cuda.is_available()
+    x86 = platform.machine() in ("x86_64", "AMD64")
     return Here(
-        cpu_isas=tuple(str(isa) for isa in valid_vec_isa_list()),
+        cpu_isas=tuple(x86_isa_checker()) if x86 else tuple(str(isa) for isa in valid_vec_isa_list()),
         cuda_arch=".".join(map(str, torch.cuda.get_device_capability())) if cuda else "",
         gpu_name=torch.cuda.get_device_name() if cuda else "",
         torch=torch.__version__,
@@ -86,7 +93,8 @@ def target_for(device: str, precision: str, max_batch: int) -> Target:
     if device == "cuda":
         arch, name = ".".join(map(str, torch.cuda.get_device_capability())), torch.cuda.get_device_name()
     else:
-        arch, name = str(pick_vec_isa()) or "scalar", this_cpu().describe()
+        isa = pick_vec_isa()
+        arch, name = (str(isa) if isa else "scalar"), this_cpu().describe()
     return Target(device, arch, name, precision, max_batch, torch.__version__)
 
 
@@ -101,8 +109,9 @@ def refusal(target: Target, machine: Here, max_batch: int) -> str | None:
             f"an AOTInductor package compiled for CUDA {target.arch} ({target.name}); this GPU is "
             f"{machine.cuda_arch} ({machine.gpu_name}): {redo}"
         )
-    if target.device == "cpu" and target.arch != "scalar" and target.arch not in machine.cpu_isas:
-        have = ", ".join(machine.cpu_isas) or "none"
+    lacks = [f for f in target.arch.split() if f != "scalar" and f not in machine.cpu_isas]
+    if target.device == "cpu" and lacks:
+        have = ", ".join(machine.cpu_isas) or "none of them"
         return f"an AOTInductor package compiled for {target.arch} CPUs; this CPU has {have}: {redo}"
     if machine.torch and target.torch != machine.torch:
         return f"an AOTInductor package compiled by torch {target.torch}; this is torch {machine.torch}: {redo}"
