@@ -72,9 +72,11 @@ system-packages:
 
 # Everything but the HTTP server's tests in the full environment; the server's tests (torch-free)
 # in the serving environment only, with the other torch-free packages' tests again there.
+# The full environment's tests run in two processes, a file each (pytest-xdist): the dynamo
+# exporter traces on one core, and exports are most of that run (13.6 vs ~18 min serial here).
 test: system-packages lint install-serve install-triton
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
-	$(BIN)/pytest --ignore=tests/service --durations=15
+	$(BIN)/pytest --ignore=tests/service -n 2 --dist loadfile --durations=15
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
 	$(SERVE_BIN)/pytest tests/service tests/media tests/runtime tests/tritonserve tests/cli --durations=10
 	# Above AVX2 (AVX-512, AMX): the precision tests again with OpenVINO held to AVX2 by oneDNN's

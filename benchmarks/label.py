@@ -4,7 +4,9 @@ the job's memory over a long run.
 1. Throughput: `--files` clips through `sttm serve` (a client keeping concurrency = cores
    uploads in flight, each file once) and through `sttm label` (a local Ray started for the
    job); files/s over the whole command, Ray's start-up and the server's warm-up included
-   on each side as each pays it (the server is started and ready before its clock starts).
+   on each side as each pays it (the server is started and ready before its clock starts;
+   its rate with its start counted is printed too), and the file count from which the job
+   is done first, from its fixed cost and the two rates.
 2. Memory: `sttm label` over `--memory-files` clips; the resident memory of the job's whole
    process tree (the driver, Ray's processes, its workers; PSS, so Ray's shared object store
    is not counted once per process) sampled every second.
@@ -136,6 +138,23 @@ def bench_label(model: str, folder: Path, count: int, sample_s: float | None = N
     return report
 
 
+def break_even(server: dict, label: dict) -> dict:
+    """Files from which `sttm label` is done first: its fixed cost (the whole command minus its
+    files at the steady rate) against the server's per-file time, with the server's own start
+    counted (a user has to start it too) and not counted. None where the job's steady rate is
+    not above the server's (it never catches up)."""
+    steady, served = label["steady_files_per_s"], server["files_per_s"]
+    if not steady or steady <= served:
+        return {"fixed_s": None, "files_server_started": None, "files_with_server_start": None}
+    fixed = label["seconds"] - label["files"] / steady
+    gain = 1 / served - 1 / steady  # seconds per file the job saves, once running
+    return {
+        "fixed_s": fixed,
+        "files_server_started": max(0, round(fixed / gain)),
+        "files_with_server_start": max(0, round((fixed - server["ready_after_s"]) / gain)),
+    }
+
+
 def memory_table(samples: list[tuple[float, float]]) -> list[tuple[str, float, float]]:
     """The PSS at 10%, 25%, 50%, 75% and 90% of the run, and its peak."""
     marks = [
@@ -162,9 +181,17 @@ def main() -> None:
         server = bench_server(model, files, cores)
         print(f"sttm serve + client (concurrency {cores}): {server['files_per_s']:.2f} files/s "
               f"(ready {server['ready_after_s']:.0f} s after its start)", flush=True)  # fmt: skip
+        with_start = len(files) / (server["seconds"] + server["ready_after_s"])
+        print(f"  with its start counted: {with_start:.2f} files/s", flush=True)
         label = bench_label(model, files[0].parent, len(files))
         print(f"sttm label: {label['files_per_s']:.2f} files/s ({label['summary']})", flush=True)
-        report = {"cores": cores, "model": model, "server": server, "label": label}
+        even = break_even(server, label)
+        if even["fixed_s"] is not None:
+            counted, up = even["files_with_server_start"], even["files_server_started"]
+            print(f"  fixed cost {even['fixed_s']:.1f} s; first from {counted} files (the server's start counted), "
+                  f"{up} (the server already up)", flush=True)  # fmt: skip
+        report = {"cores": cores, "model": model, "server": {**server, "files_per_s_with_start": with_start},
+                  "label": label, "break_even": even}  # fmt: skip
         if args.memory_files:
             big = make_clips(Path(tmp), args.distinct, args.memory_files)
             memory = bench_label(model, big[0].parent, len(big), sample_s=1.0)

@@ -1,7 +1,13 @@
 """`sttm label`: label a video archive (files, folders, globs, manifests) into Parquet or JSON
 Lines parts, on a local Ray or a Ray cluster. Ray and the job are imported inside the
 function: building the `sttm` parser imports neither, and an environment without the `label`
-extra gets one line saying what to install."""
+extra gets one line saying what to install.
+
+Exit status: 0 every input has a row and every row this run wrote is `ok`; 1 every input has
+a row and some this run wrote are errors (the summary's last line counts them by code); 2 the
+job did not start (a usage error, no input, a model this machine cannot run, an OUT with
+parts and no `--resume`, no Ray); 3 the job started and failed (Ray itself failed: the parts
+written so far are complete, `--resume` finishes the job)."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pathlib import Path
 from cli.flags import Flags
 
 INSTALL = "pip install -e '.[label]' (ray[data] and pyarrow)"
+EXIT_OK, EXIT_SOME_ERRORS, EXIT_FAILED = 0, 1, 3  # 2: did not start (cli.main, as every command)
 
 
 def _job(args: argparse.Namespace):
@@ -54,10 +61,20 @@ def _label_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from ray.exceptions import RayError
+
     from label.job import run
 
-    run(_job(args))
-    return 0
+    job = _job(args)
+    try:
+        summary = run(job)
+    except RayError as err:  # not a video's fault (those are rows): Ray, a node, the model's actors
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+        print(
+            f"sttm label: error: the job failed ({type(err).__name__}: {first}); --resume finishes it", file=sys.stderr
+        )
+        return EXIT_FAILED
+    return EXIT_SOME_ERRORS if summary.errors else EXIT_OK
 
 
 def add_label(sub, f: Flags) -> None:

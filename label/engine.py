@@ -12,9 +12,12 @@ or joins a cluster (`--address` / `RAY_ADDRESS`) and ships this package's code t
 
 from __future__ import annotations
 
+import concurrent.futures
+import importlib
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,9 @@ import pyarrow as pa
 from label.decode import decode_batch
 from label.infer import Labeller, LabelSpec, ModelPayload
 from label.inputs import Item
+from label.rows import error_row, table
+
+CRASHED = "decoder_crashed"  # the status of a video whose process died on every try
 
 LOCAL_OBJECT_STORE = 1 << 30  # bytes: a local job's object store (Ray's default is 30% of memory)
 
@@ -39,32 +45,44 @@ class Plan:
     actor_gpus: float = 0.0  # 1: an accelerator per actor (TensorRT, ONNX Runtime's CUDA provider)
     decode_cpus: float = 1.0  # per decoding task
     files_per_task: int = 4  # videos per decoding task (and per block)
+    tries: int = 3  # per decoding task and per actor batch, before its videos are run again alone
 
 
 def connect(address: str | None, plan: Plan = Plan()) -> bool:
     """Join Ray: already initialised (a test, a notebook), a cluster at `address`, or a local Ray
-    started now. Returns whether this call started it (and the caller should shut it down)."""
+    started now. Returns whether this call started it (and the caller should shut it down).
+    Ray Data is imported meanwhile: starting Ray is mostly waiting for its processes."""
     import ray
 
     if ray.is_initialized():
         return False
-    quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # the import (1-2 s) the pipeline needs next, while Ray starts; Ray itself must start on
+        # this thread: its processes die with the thread that started them
+        imported = pool.submit(importlib.import_module, "ray.data")
+        _init(address, plan)
+        imported.result()
+    return True
+
+
+def _init(address: str | None, plan: Plan) -> None:
+    import ray
+
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:  # a cluster: its nodes need ray, PyAV and a runtime, not this checkout
         import label
         import media
         import runtime
 
         code = [str(Path(m.__file__).parent) for m in (label, media, runtime)]
-        ray.init(address=address, runtime_env={"py_modules": code}, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        # every core decodes, and the actor's share on top, as the server's decoding threads and its
-        # batcher do: on 2 cores, two decoding tasks and the actor at once
-        extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
-        # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
-        ray.init(
-            address="local", num_cpus=(os.cpu_count() or 1) + extra, object_store_memory=LOCAL_OBJECT_STORE, **quiet
-        )
-    return True
+        ray.init(address=address, runtime_env={"py_modules": code}, **quiet)
+        return
+    # every core decodes, and the actor's share on top, as the server's decoding threads and its
+    # batcher do: on 2 cores, two decoding tasks and the actor at once
+    extra = math.ceil((plan.actors or 1) * plan.actor_cpus)
+    # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
+    cpus = (os.cpu_count() or 1) + extra
+    ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE, include_dashboard=False, **quiet)
 
 
 def _nodes_with_cpus() -> int:
@@ -73,36 +91,70 @@ def _nodes_with_cpus() -> int:
     return max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
 
 
-def dataset(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan()):
-    """The job as a Ray Dataset of output rows (lazy: nothing runs until it is read)."""
+def dataset(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan(), alone: bool = False):
+    """The job as a Ray Dataset of output rows (lazy: nothing runs until it is read). `alone`:
+    one video per decoding task and per actor batch (the second pass: a crash costs one video)."""
     import ray
     import ray.data
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines between ours
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # no INFO lines between ours; lost blocks: see run()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the job draws its own line (label.progress)
     ctx.execution_options.preserve_order = False  # stragglers do not hold the rest back
-    blocks = max(1, math.ceil(len(items) / plan.files_per_task))
+    ctx.max_errored_blocks = -1  # a block out of tries is dropped, not the job ended: its videos run again
+    per_task = 1 if alone else plan.files_per_task
+    blocks = max(1, math.ceil(len(items) / per_task))
     ds = ray.data.from_items([{"id": i.id, "path": i.path} for i in items], override_num_blocks=blocks)
+    retries = max(0, plan.tries - 1)  # Ray Data's default is forever
+    with warnings.catch_warnings():  # ray_remote_args (retries here) are deprecated, for Ray 2.64: pinned below it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _stages(ds, model, spec, plan, per_task, retries, alone)
+
+
+def _stages(ds, model: ModelPayload, spec: LabelSpec, plan: Plan, per_task: int, retries: int, alone: bool):
+    import ray
+    import ray.data
+
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"d": spec.decode},
-        batch_size=plan.files_per_task,
+        batch_size=per_task,
         batch_format="pyarrow",
         num_cpus=plan.decode_cpus,
+        max_retries=retries,
     )
     return ds.map_batches(
         Labeller,
         fn_constructor_args=(ray.put(model), spec),
-        batch_size=spec.max_batch,
+        batch_size=1 if alone else spec.max_batch,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=plan.actors or _nodes_with_cpus()),
         num_cpus=plan.actor_cpus,
         num_gpus=plan.actor_gpus,
-    )  # Ray Data restarts an actor lost with its node elsewhere, and retries its batches
+        max_task_retries=retries,  # an actor that dies is restarted (elsewhere if its node is lost)
+    )
+
+
+def _read(ds, seen: set[str]) -> Iterator[pa.Table]:
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        seen.update(batch["id"].to_pylist())
+        yield batch
+
+
+def crashed(items: list[Item], tries: int, timeline: bool) -> pa.Table:
+    """The rows of videos that never came back: each killed its process on every try."""
+    message = f"the process decoding it died on each of {tries} tries (a crash in the decoder, not an error it reports)"
+    return table([error_row(i.id, i.path, CRASHED, message) for i in items], timeline)
 
 
 def run(items: list[Item], model: ModelPayload, spec: LabelSpec, plan: Plan = Plan()) -> Iterator[pa.Table]:
-    """Label `items`; yields batches of output rows (`label.rows`) as they are done, in no set order."""
+    """Label `items`; yields batches of output rows (`label.rows`) as they are done, in no set
+    order, every item exactly once (a video that crashes its process: a `decoder_crashed` row)."""
+    seen: set[str] = set()
     if items:
-        yield from dataset(items, model, spec, plan).iter_batches(batch_format="pyarrow", batch_size=None)
+        yield from _read(dataset(items, model, spec, plan), seen)
+    lost = [i for i in items if i.id not in seen]
+    if lost:  # blocks out of tries: their videos again, one per task and per batch
+        yield from _read(dataset(lost, model, spec, plan, alone=True), seen)
+    if crashes := [i for i in lost if i.id not in seen]:
+        yield crashed(crashes, plan.tries, spec.decode.timeline is not None)

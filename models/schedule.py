@@ -132,13 +132,13 @@ TILE_ROWS = 64
 
 def aligned_count(out: int, groups: int, size: int) -> int:
     """`out` tokens per group rounded to the nearest count that makes `groups * out` a multiple
-    of TILE_ROWS (at least one tile; never more than `size`), when that unit is at most an
+    of TILE_ROWS (at least one tile; below `size` — a step asked to merge still merges), when that unit is at most an
     eighth of a group's `size` (else `out` as it is: small models such as the demo keep their
     exact counts). Monotone in `out`, so the schedule's search over keep fractions still works."""
     unit = TILE_ROWS // math.gcd(TILE_ROWS, groups)
     if unit * 8 > size or out >= size:
         return out
-    return min(max(unit, round(out / unit) * unit), size // unit * unit)
+    return min(max(unit, round(out / unit) * unit), (size - 1) // unit * unit)
 
 
 def _sttm_steps(cfg: ModelConfig, merge: MergeConfig, keep: float, temporal: bool = True) -> Schedule:

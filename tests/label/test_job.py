@@ -24,21 +24,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_job_labels_every_file_once_as_sttm_predict_does(local_ray, archive, tiny_onnx, tmp_path, capsys):
+    from cli.main import main
+
     bad = write_bad_files(tmp_path / "bad")
     out = tmp_path / "labels.parquet"
-    job = Job((str(archive[0].parent), str(tmp_path / "bad" / "*")), out, tiny_onnx, top_k=3, rows_per_part=5,
-              plan=Plan(actors=1, files_per_task=2))  # fmt: skip
-    summary = run(job)
+    inputs = (str(archive[0].parent), str(tmp_path / "bad" / "*"))
+    flags = ["--model", str(tiny_onnx), "--top-k", "3", "--part-rows", "5", "--actors", "1", "--files-per-task", "2"]
+    assert main(["label", *inputs, "-o", str(out), *flags]) == 1  # every input has its row, some are errors
     rows = pq.read_table(out).to_pylist()
     assert sorted(r["id"] for r in rows) == sorted([str(p) for p in archive] + [str(tmp_path / "bad" / n) for n in bad])
-    assert summary.labelled == len(rows) and summary.errors == {"not_a_video": 2, "empty": 1}
     by_id = {r["id"]: r for r in rows}
     for want in predict(str(tiny_onnx), [str(p) for p in archive[:4]], top_k=3):
         assert by_id[want["path"]]["labels"] == [p["label"] for p in want["predictions"]]
         assert by_id[want["path"]]["scores"] == pytest.approx([p["score"] for p in want["predictions"]], abs=1e-5)
     err = capsys.readouterr().err
-    assert "files/s" in err and "ETA" in err and "errors: not_a_video 2, empty 1" in err
-    assert run(Job(job.inputs, out, tiny_onnx, resume=True)).labelled == 0  # all done: nothing again
+    assert "files/s" in err and "ETA" in err
+    assert err.strip().splitlines()[-1].startswith(f"labelled {len(rows)} files in ")
+    assert err.strip().splitlines()[-1].endswith("errors: not_a_video 2, empty 1")  # the codes the exit status 1 means
+    assert run(Job(inputs, out, tiny_onnx, resume=True)).labelled == 0  # all done: nothing again
 
 
 def test_timeline_rows_in_json_lines(local_ray, archive, tiny_onnx, tmp_path):
@@ -52,7 +55,7 @@ def test_timeline_rows_in_json_lines(local_ray, archive, tiny_onnx, tmp_path):
 
 
 def test_a_killed_driver_resumes_to_every_input_exactly_once(local_ray, tiny_onnx, tmp_path):
-    videos = write_archive(tmp_path / "videos", 60)
+    videos = write_archive(tmp_path / "videos", 30)
     out = tmp_path / "labels.parquet"
     command = [sys.executable, "-m", "cli", "label", str(tmp_path / "videos"), "-o", str(out), "--model",
                str(tiny_onnx), "--part-rows", "4", "--files-per-task", "1"]  # fmt: skip
@@ -87,3 +90,49 @@ def test_decoding_runs_in_cpu_tasks_and_inference_in_the_actors(local_ray, archi
     stats = done.stats()
     assert "MapBatches(decode_batch):" in stats and "MapBatches(decode_batch)->" not in stats, stats
     assert "MapBatches(Labeller):" in stats, stats
+
+
+def _crashing(decode):
+    """`decode`, but the process dies of SIGSEGV on a batch holding a path with "crash" in its
+    name, as it would on a bug inside FFmpeg (a nested function: Ray ships it by value)."""
+
+    def crashing_decode(batch, d):
+        if any("crash" in Path(p).name for p in batch["path"].to_pylist()):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return decode(batch, d)
+
+    return crashing_decode
+
+
+def test_a_video_that_kills_its_process_is_one_row_and_the_rest_are_labelled(local_ray, tiny_onnx, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    import label.engine
+
+    videos = write_archive(tmp_path / "videos", 7)
+    crasher = tmp_path / "videos" / "crash.mp4"
+    crasher.write_bytes(videos[0].read_bytes())  # a real video: only its name makes its process die
+    monkeypatch.setattr(label.engine, "decode_batch", _crashing(label.engine.decode_batch))
+    out = tmp_path / "labels.parquet"
+    started = time.monotonic()
+    # 2 tries; 4 videos a task: three good videos share the crasher's task and are lost with it, once
+    summary = run(Job((str(tmp_path / "videos"),), out, tiny_onnx, plan=Plan(actors=1, files_per_task=4, tries=2)))
+    rows = {r["id"]: r for r in pq.read_table(out).to_pylist()}
+    assert sorted(rows) == sorted(str(p) for p in [*videos, crasher])  # every input exactly once
+    assert (
+        rows[str(crasher)]["status"] == "decoder_crashed" and "died on each of 2 tries" in rows[str(crasher)]["message"]
+    )
+    assert all(rows[str(v)]["status"] == "ok" and rows[str(v)]["labels"] for v in videos)
+    assert summary.errors == {"decoder_crashed": 1}
+    assert time.monotonic() - started < 120  # bounded: Ray Data's default retries it forever
+
+
+def test_the_exit_status_says_all_ok_or_not_started(local_ray, archive, tiny_onnx, tmp_path, capsys):
+    """0: every row `ok`; 2: refused before the job (1, some rows errors: the first test)."""
+    from cli.main import main
+
+    good = ["label", "--model", str(tiny_onnx), str(archive[0]), str(archive[1]), "-o", str(tmp_path / "a.parquet")]
+    assert main(good) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("errors: none")
+    assert main(good) == 2  # OUT has parts, no --resume: refused before the job
+    assert main(["label", str(tmp_path / "none*.mp4"), "-o", str(tmp_path / "c.parquet")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sttm label: error: ")
