@@ -8,9 +8,15 @@
    (and STTM with the proportional-attention bias folded into q/k: `models.layers.fold_biases`),
    batch 1, 8, 32, fp16 on the GPU: eager, CUDA graphs (`ptruntime.graphs`, as the server runs
    them) and `torch.compile` (last: the most expensive to build; skipped when the time is short).
-2. **Served end to end**: `sttm serve --backend torch` (decoding on the machine's CPU cores) on
+2. **Where the time goes**: `torch.profiler` over eager fp16 forwards at the largest batch,
+   none and STTM 0.38: the top ops by self CUDA time and the merge steps' share
+   (`benchmarks.cpu_profile.profile_model`, which made the CPU profile in docs/gpu.md).
+3. **Served end to end**: `sttm serve --backend torch` (decoding on the machine's CPU cores) on
    the unmerged and the STTM checkpoint, `sttm bench serve` at concurrency 1 / 16 / 64 with a
    real H.264 clip: clips/s and p50 / p99.
+4. **AOTInductor**: `sttm export --format aoti --precision fp16` (the package compiled for this
+   GPU, validated, its compile time recorded) of STTM then the unmerged model, model-only rows
+   (the package in CUDA graphs, as the server runs it) and the package served end to end.
 
 The machine has torch (CUDA) but not the serving wheels and no network: `--wheels DIR` installs
 them from a folder prepared here with `--download-wheels` (the `serve` extra: FastAPI, uvicorn,
@@ -32,7 +38,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +58,7 @@ def serving_wheels(pyproject: Path = ROOT / "pyproject.toml") -> tuple[str, ...]
 
 
 VARIANTS = ("none", "tome", "sttm", "sttm-fold")  # sttm-fold: the bias as a q/k channel
+STAGES = ("model", "profile", "serve", "aoti", "compile")  # in the order they run
 
 
 @dataclass(frozen=True)
@@ -59,19 +66,23 @@ class Plan:
     preset: str
     batches: tuple[int, ...]
     variants: tuple[str, ...]
-    modes: tuple[str, ...]  # eager, graphs, compile
+    modes: tuple[str, ...]  # eager, graphs, compile, aoti
     concurrency: tuple[int, ...]
     timing_s: float  # per model-only row
     serve_model: str  # what the served checkpoints are built from
     served: tuple[str, ...]  # merge methods served end to end
     dry: bool
+    aoti: tuple[str, ...] = ()  # merge methods compiled into AOTInductor packages (in this order)
+    stages: tuple[str, ...] = STAGES
 
 
 def make_plan(dry: bool) -> Plan:
-    if dry:  # the CPU: tiny sizes, eager only, the demo served
-        return Plan("vit-tiny", (1, 2), VARIANTS, ("eager",), (1, 2), 0.3, "demo", ("sttm",), True)
+    if dry:  # the CPU: tiny sizes, eager and a one-variant AOTInductor package, the demo served
+        # (the package: a one-block unmerged model, AOTInductor's code generation being the cost)
+        return Plan("vit-tiny", (1, 2), VARIANTS, ("eager",), (1, 2), 0.3, "demo", ("sttm",), True, ("none",))
     modes = ("eager", "graphs", "compile")
-    return Plan("videomae-b", (1, 8, 32), VARIANTS, modes, (1, 16, 64), 2.0, "videomae-b", ("none", "sttm"), False)
+    served = ("none", "sttm")  # and the AOTInductor packages: STTM first (the one the issue is about)
+    return Plan("videomae-b", (1, 8, 32), VARIANTS, modes, (1, 16, 64), 2.0, "videomae-b", served, False, served[::-1])
 
 
 def download_wheels(dest: Path, python_version: str) -> None:
@@ -260,6 +271,102 @@ def serve_end_to_end(plan: Plan, deadline: float, rows: list[dict], save: Callab
             save()
 
 
+def profile_stage(plan: Plan, deadline: float, rows: list[dict], save: Callable[[], None]) -> None:
+    """`torch.profiler` over eager forwards (fp16 on a GPU) at the largest batch, none and STTM:
+    the top ops by self device time and the merge steps' share."""
+    import torch
+
+    from benchmarks.cpu_profile import profile_model
+
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
+    batch = max(plan.batches)
+    for variant in ("none", "sttm"):
+        row = {"stage": "profile", "variant": variant, "batch": batch, "dtype": str(dtype)}
+        if deadline - time.monotonic() < 30:
+            rows.append({**row, "skipped": "time"})
+            continue
+        try:
+            model = _build(plan.preset, variant, 400 if not plan.dry else None).to(device, dtype)
+            cfg = model.config
+            video = torch.randn(batch, 3, cfg.num_frames, cfg.image_size, cfg.image_size, device=device, dtype=dtype)
+            row.update(profile_model(model, video, runs=2 if plan.dry else 5, top=12))
+        except Exception as err:  # noqa: BLE001 - reported; the other stages still run
+            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        rows.append(row)
+        save()
+
+
+def _aoti_package(plan: Plan, variant: str, folder: Path) -> Path:
+    """`sttm export --format aoti` (fp16 on a GPU) of `variant`, as a user runs it (validated)."""
+    import torch
+
+    from export.run import ExportSpec, run_export
+    from models import save_model
+
+    model = _build(plan.preset, variant, 400 if not plan.dry else None)
+    if plan.dry:  # one block: the fewest kernels for the CPU's C++ compiler
+        from models import MergeConfig, build_model
+
+        model = build_model(model.config.replace(depth=1), MergeConfig("none", 0.0)).eval()
+    checkpoint = save_model(model, folder / f"{plan.preset}-{variant}")
+    precision = "fp16" if torch.cuda.is_available() else "fp32"
+    spec = ExportSpec(str(checkpoint), folder / f"{variant}-aoti.pt2", fmt="aoti", precision=precision,
+                      max_batch=max(plan.batches), quiet=True)  # fmt: skip
+    (package,) = run_export(spec).files
+    return package
+
+
+def _aoti_rows(plan: Plan, variant: str, package: Path, rows: list[dict], save: Callable[[], None]) -> None:
+    """Model-only clips/s of the package, at each batch: in CUDA graphs on a GPU, as the server runs it."""
+    import torch
+
+    from ptruntime.aoti import DTYPES, load_package
+    from ptruntime.graphs import BatchGraphs
+
+    compiled, meta, target = load_package(package, max(plan.batches))
+    cuda, dtype = target.device == "cuda", DTYPES[target.precision]
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    clip = (3, meta.input_spec.frames, meta.input_spec.size, meta.input_spec.size)
+
+    def forward(video):
+        out = compiled(video)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    graphs = BatchGraphs(forward, clip, dtype, plan.batches) if cuda else None
+    for batch in plan.batches:
+        video = torch.randn(batch, *clip, device=target.device, dtype=dtype)
+        run = (lambda v=video: graphs(v)) if cuda else (lambda v=video: forward(v))
+        row = {"stage": "model", "mode": "aoti" + (" + graphs" if cuda else ""), "variant": variant, "batch": batch}
+        with torch.inference_mode():
+            row["clips_per_s"] = round(_clips_per_s(run, batch, plan.timing_s, sync), 1)
+        rows.append({**row, "dtype": str(dtype)})
+        save()
+
+
+def aoti_stage(plan: Plan, deadline: float, rows: list[dict], save: Callable[[], None]) -> None:
+    """Per variant in `plan.aoti`: the package exported (its time recorded), measured model-only,
+    and served end to end (`sttm serve --backend torch --model package.pt2`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = _write_clip(Path(tmp) / "clip.mp4", 128 if plan.dry else 320, 32)
+        for variant in plan.aoti:
+            if deadline - time.monotonic() < (30 if plan.dry else 180):
+                rows.append({"stage": "aoti", "variant": variant, "skipped": "time"})
+                continue
+            started = time.monotonic()
+            try:
+                package = _aoti_package(plan, variant, Path(tmp))
+                rows.append({"stage": "aoti", "variant": variant, "export_s": round(time.monotonic() - started, 1)})
+                save()
+                _aoti_rows(plan, variant, package, rows, save)
+            except Exception as err:  # noqa: BLE001 - reported; the other stages still run
+                first = str(err).splitlines()[0][:200] if str(err) else ""
+                rows.append({"stage": "aoti", "variant": variant, "error": f"{type(err).__name__}: {first}"})
+                continue
+            rows.append(serve_one(plan, f"{variant} aoti", package, clip, deadline))
+            save()
+
+
 def render(result: dict) -> str:
     """The tables (markdown) of `result`."""
     head = result["machine"]
@@ -269,6 +376,10 @@ def render(result: dict) -> str:
     for row in (r for r in result["rows"] if r["stage"] == "model"):
         value = row.get("clips_per_s", row.get("skipped", row.get("error")))
         lines.append(f"| {row['mode']} | {row['variant']} | {row['batch']} | {value} |")
+    for row in (r for r in result["rows"] if r["stage"] == "aoti"):
+        what = f"exported in {row['export_s']} s" if "export_s" in row else row.get("skipped", row.get("error"))
+        lines.append(f"| aoti export | {row['variant']} | | {what} |")
+    lines += _profile_tables(result["rows"])
     lines += [
         "",
         "| served | backend | concurrency | clips/s | p50 ms | p99 ms | errors |",
@@ -283,6 +394,26 @@ def render(result: dict) -> str:
             lines.append(f"| {row['variant']} | {row['backend']} {row['precision']} | {lv['concurrency']} | "
                          f"{lv['throughput_rps']} | {lat['p50']} | {lat['p99']} | {lv['errors']} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _profile_tables(rows: list[dict]) -> list[str]:
+    """The profile rows side by side: share of self device time per op, per variant."""
+    profiles = [r for r in rows if r["stage"] == "profile"]
+    done = [r for r in profiles if "top" in r]
+    lines = ["", *(f"profile {r['variant']}: {r.get('skipped', r.get('error'))}" for r in profiles if "top" not in r)]
+    if not done:
+        return lines
+    head = " | ".join(f"{r['variant']} (batch {r['batch']}, {r['ms_per_forward']} ms)" for r in done)
+    lines += [f"| range / op, share of {done[0]['time']} | {head} |", "|---|" + "---|" * len(done)]
+    shares = [dict(r["top"]) | {f"{k} (range)": v for k, v in r["ranges"].items()} for r in done]
+
+    def order(key: str) -> tuple:  # ranges first, then by the largest share
+        return (" (range)" not in key, -max(s.get(key, 0) for s in shares))
+
+    for key in sorted({k for s in shares for k in s}, key=order):
+        cells = " | ".join(f"{s[key]:.1%}" if key in s else "-" for s in shares)
+        lines.append(f"| `{key}` | {cells} |")
+    return lines
 
 
 def machine() -> dict:
@@ -306,11 +437,18 @@ def run(plan: Plan, out: Path, budget_s: float) -> dict:
         (out / "gpu.json").write_text(json.dumps(result, indent=2))
         (out / "gpu.md").write_text(render(result) + "\n")
 
-    stages = [m for m in plan.modes if m != "compile"]
-    model_only(Plan(**{**asdict(plan), "modes": tuple(stages)}), deadline, result["rows"], save)
-    serve_end_to_end(plan, deadline, result["rows"], save)
-    if "compile" in plan.modes:
-        model_only(Plan(**{**asdict(plan), "modes": ("compile",), "batches": (32, 1)}), deadline, result["rows"], save)
+    rows = result["rows"]
+    if "model" in plan.stages:
+        first = tuple(m for m in plan.modes if m != "compile")
+        model_only(Plan(**{**asdict(plan), "modes": first}), deadline, rows, save)
+    if "profile" in plan.stages:
+        profile_stage(plan, deadline, rows, save)
+    if "serve" in plan.stages:
+        serve_end_to_end(plan, deadline, rows, save)
+    if "aoti" in plan.stages and plan.aoti:
+        aoti_stage(plan, deadline, rows, save)
+    if "compile" in plan.stages and "compile" in plan.modes:
+        model_only(Plan(**{**asdict(plan), "modes": ("compile",), "batches": (32, 1)}), deadline, rows, save)
     save()
     return result
 
@@ -323,13 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheels", type=Path, default=None, help="install the serving wheels from this folder first")
     parser.add_argument("--download-wheels", type=Path, default=None, metavar="DIR", help="only download them, here")
     parser.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"which of {','.join(STAGES)} to run (a rerun)")
     args = parser.parse_args(argv)
     if args.download_wheels is not None:
         download_wheels(args.download_wheels, args.python_version)
         return 0
     if args.wheels is not None:
         print(install_wheels(args.wheels), flush=True)
-    result = run(make_plan(args.dry), args.out, args.budget_s)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    if unknown := set(stages) - set(STAGES):
+        parser.error(f"--stages: unknown {', '.join(sorted(unknown))} (of {', '.join(STAGES)})")
+    result = run(replace(make_plan(args.dry), stages=stages), args.out, args.budget_s)
     print(render(result))
     failed = [r for r in result["rows"] if "error" in r]
     return 1 if failed else 0

@@ -149,15 +149,17 @@ def _export_flags(exp: argparse.ArgumentParser) -> None:
     )
     exp.add_argument(
         "--format",
-        choices=["onnx", "tensorrt", "triton", "openvino", "torch"],
+        choices=["onnx", "tensorrt", "triton", "openvino", "torch", "aoti"],
         default="onnx",
-        help="torch: a torch.export program (.pt2) for sttm serve --backend torch",
+        help="torch: a torch.export program (.pt2) for sttm serve --backend torch; aoti: an AOTInductor "
+        "package (.pt2) compiled for this machine's CUDA GPU, else its CPU (served on that device kind only)",
     )
     exp.add_argument(
         "--precision",
-        choices=["fp32", "fp16", "int8"],
+        choices=["fp32", "fp16", "bf16", "int8"],
         default="fp32",
-        help="fp16: GPU / TensorRT; int8: dynamic quantisation for ONNX Runtime on CPUs, or with "
+        help="fp16: GPU / TensorRT / --format aoti on a GPU; bf16: --format aoti; int8: dynamic quantisation "
+        "for ONNX Runtime on CPUs, or with "
         "--format openvino static quantisation (NNCF, needs --calib)",
     )
     exp.add_argument("--max-batch", type=int, default=8, help="largest batch of the engine / Triton config")

@@ -1,4 +1,5 @@
-"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine | OpenVINO IR -> validate) -> (Triton repo);
+"""`sttm export`: load -> ONNX -> validate -> (TensorRT engine | OpenVINO IR -> validate) -> (Triton repo),
+or load -> a PyTorch `.pt2` (a `torch.export` program, or an AOTInductor package) -> validate;
 a ladder of merge ratios is one such export per rung plus `ladder.json`."""
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from runtime.agreement import ValidationError, ValidationReport
 from runtime.ladder_file import RungEntry, rung_name, write_ladder
 from runtime.metadata import TORCH_SUFFIX, sidecar_path
 
-Format = Literal["onnx", "tensorrt", "triton", "openvino", "torch"]
+Format = Literal["onnx", "tensorrt", "triton", "openvino", "torch", "aoti"]
+PT2_FORMATS = ("torch", "aoti")  # what `sttm serve --backend torch` runs: a `.pt2`, validated on PyTorch
 
 
 @dataclass
@@ -91,6 +93,13 @@ class ExportSpec:
                 "--format torch stores fp32; fp16/bf16 are chosen when it is served "
                 "(sttm serve --backend torch --precision auto: fp16 on a GPU)"
             )
+        if self.precision == "bf16" and self.fmt != "aoti":
+            raise ExportError(
+                "--precision bf16 is for --format aoti; the ONNX backends and --backend torch choose bf16 "
+                "when they serve (--precision bf16 on sttm serve)"
+            )
+        if self.fmt == "aoti" and self.precision not in ("fp32", "fp16", "bf16"):
+            raise ExportError("--format aoti compiles fp32, fp16 (CUDA) or bf16 kernels, not int8")
         if self.fmt == "tensorrt" and int8:
             raise ExportError("--precision int8 is for ONNX Runtime on CPUs; TensorRT engines take fp32 or fp16")
         if ir and self.precision == "fp16":
@@ -120,7 +129,7 @@ class ExportSpec:
             return out
         if self.fmt == "openvino":  # the ONNX file is a step on the way; the IR is what is written
             return out / f"{self.name}.xml" if out.is_dir() else out.with_suffix(".xml")
-        if self.fmt == "torch":
+        if self.fmt in PT2_FORMATS:
             return out / f"{self.name}{TORCH_SUFFIX}" if out.is_dir() else out.with_suffix(TORCH_SUFFIX)
         onnx_path = out / f"{self.name}.onnx" if out.is_dir() else out
         return onnx_path.with_suffix(".onnx") if self.fmt == "tensorrt" else onnx_path
@@ -138,6 +147,8 @@ def run_export(spec: ExportSpec) -> ExportResult:
     result = ExportResult(files=[])
     if spec.fmt == "torch":
         return _write_program(model, meta, spec, progress, result)
+    if spec.fmt == "aoti":
+        return _write_package(model, meta, spec, progress, result)
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / "model.onnx"  # moved into place only once validated
         ort_run = _export_and_validate_onnx(model, staged, meta, spec, progress, result)
@@ -164,6 +175,8 @@ def _preflight(spec: ExportSpec) -> bool:
 
     if spec.fmt == "tensorrt" and (reason := tensorrt.unavailable_reason()):
         raise ExportError(f"--format tensorrt: {reason}")
+    if spec.fmt == "aoti":
+        _aoti_placement(spec.precision)
     _check_writable(spec.target)
     return spec.fmt == "tensorrt" or (spec.fmt == "triton" and tensorrt.unavailable_reason() is None)
 
@@ -249,6 +262,42 @@ def _write_program(model, meta, spec: ExportSpec, progress: Progress, result: Ex
     return result
 
 
+def _aoti_placement(precision: str):
+    """Where an AOTInductor package is compiled for: this machine's CUDA GPU if it has one, else its
+    CPU (`ptruntime.device.choose`); ExportError (one line) for a precision it cannot compute."""
+    from ptruntime.device import choose, here
+
+    try:
+        return choose(here(), precision)
+    except ValueError as err:
+        said = str(err).replace(" with --backend torch", "").replace(" (or auto)", "")  # said for `sttm serve`
+        raise ExportError(f"--format aoti: {said}") from None
+
+
+def _write_package(model, meta, spec: ExportSpec, progress: Progress, result: ExportResult) -> ExportResult:
+    """An AOTInductor package (`ptruntime.aoti`) for this machine's device and `spec.precision`,
+    validated against the eager model as `sttm serve --backend torch` loads it (its load-time
+    check included; fp32: the merge index patch for patch); written only when it passes."""
+    from ptruntime.aoti import save_package, target_for
+
+    placement = _aoti_placement(spec.precision)
+    target = target_for(placement.device, spec.precision, max(64, spec.max_batch))
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / f"{spec.name}{TORCH_SUFFIX}"
+        with progress.step(f"compiling an AOTInductor package for {target.describe()} ({meta.merge})"):
+            save_package(model, staged, meta, target)
+        with progress.step("validating the package on PyTorch"):
+            served = load_backend(staged, BackendOptions("torch", spec.precision, max_batch=spec.max_batch))
+            result.reports.append(validate(model, served, served.provider, spec.precision))
+            fp32 = meta.merge_output and spec.precision == "fp32"  # low precisions may flip near-tied decisions
+            patches = check_merge_index(model, served) if fp32 else 0
+        progress.show(result.reports[-1].table())
+        if patches:
+            progress.show(f"{meta.merge_output}: equal to the eager model on all {patches} patches")
+        result.files = [Path(shutil.move(staged, spec.target))]
+    return result
+
+
 def _write_ir(
     model, onnx_path: Path, out: Path, precision: str, calib, clips: int, progress: Progress, result: ExportResult
 ) -> ExportResult:
@@ -286,10 +335,10 @@ def run_ladder_export(
     the repository `out`). With `eval_data`, each rung's ONNX file is evaluated on that split
     (ONNX Runtime, CPU) and the accuracy and speed go into the ladder."""
     out, fmt = spec.out, spec.fmt
-    if fmt == "openvino":
+    if fmt == "openvino" or fmt in PT2_FORMATS:
         raise ExportError(
-            "a ladder is written as ONNX (the OpenVINO backend serves its rungs), TensorRT engines "
-            "or a Triton repository: leave out --format openvino"
+            "a ladder is written as ONNX (the OpenVINO and PyTorch backends serve its rungs), TensorRT "
+            f"engines or a Triton repository: leave out --format {fmt}"
         )
     if out.exists() and not out.is_dir():
         raise ExportError(f"a ladder is a directory: {out} is a file")

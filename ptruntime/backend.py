@@ -1,8 +1,11 @@
 """The `torch` plugin of `runtime.backends`: `load(source, options) -> Backend` and `check`.
 
-`source`: a `.pt2` written by `sttm export --format torch` (its metadata inside), or anything
-`models.load_model` takes — a checkpoint (ours, Hugging Face, original, MMAction2), the bundled
-demo's directory or a built-in name (random weights) — built and served directly, no export step.
+`source`: a `.pt2` written by `sttm export --format torch` (a `torch.export` program) or
+`--format aoti` (an AOTInductor package, compiled for one device: `ptruntime.aoti`), each with its
+metadata inside, or anything `models.load_model` takes — a checkpoint (ours, Hugging Face,
+original, MMAction2), the bundled demo's directory or a built-in name (random weights) — built
+and served directly, no export step. What the backend builds (not an AOTInductor package) can be
+`torch.compile`d at load (`BackendOptions.compile`, `STTM_TORCH_COMPILE`), held to the eager model.
 
 It runs on a CUDA GPU where there is one (the model in fp16/bf16, a CUDA graph per batch size:
 `ptruntime.graphs`), else on the CPU (fp32; bf16 on CPUs with bf16 units): `ptruntime.device`.
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ptruntime import aoti
 from ptruntime.artifact import load_program, metadata_for, model_name, served_module
 from ptruntime.device import Placement, choose, here
 from ptruntime.graphs import BatchGraphs, capture_sizes
@@ -28,12 +32,18 @@ from runtime.backends import Backend, BackendOptions, ModelLoadError
 from runtime.metadata import TORCH_SUFFIX, ModelMetadata
 
 CHECK_CLIPS = 4
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = aoti.DTYPES
+COMPILE_MODES = ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead")
 Outputs = tuple[np.ndarray, ...]
 
 
 def check(source: Path, options: BackendOptions) -> None:
     """`ModelLoadError` (one line) where `load` would refuse `options` here, without loading weights."""
+    if options.compile not in COMPILE_MODES:
+        raise ModelLoadError(f"STTM_TORCH_COMPILE={options.compile}: one of {', '.join(COMPILE_MODES)}")
+    if aoti.is_package(source):
+        _check_package(source, options)
+        return
     _placement(options.precision)
     _require(source)
 
@@ -49,22 +59,98 @@ def _require(source: Path) -> None:
 
 def load(source: Path, options: BackendOptions) -> Backend:
     """Open `source` on this machine's best device, in the precision `options` ask for (checked)."""
-    placement = _placement(options.precision)
+    check(source, options)
     if options.threads > 0:
         torch.set_num_threads(options.threads)
+    if aoti.is_package(source):
+        return _package(source, options)
+    placement = _placement(options.precision)
     device = torch.device(placement.device)
     module, meta = _open(source, device)
     module = module.to(device)
-    run, precision, reason = _runner(module, device, torch.float32), "fp32", placement.reason
+    eager = _runner(module, device, torch.float32)
+    run, precision, reason = eager, "fp32", placement.reason
     if placement.precision != "fp32":
-        low = _runner(copy.deepcopy(module).to(DTYPES[placement.precision]), device, DTYPES[placement.precision])
-        run, precision, reason = _checked(low, run, meta, placement, options)  # the fp32 copy: the check's
-    provider = f"torch:{device.type}"
+        low = copy.deepcopy(module).to(DTYPES[placement.precision])
+        low = _runner(_compiled(low, options.compile), device, DTYPES[placement.precision])
+        run, precision, reason = _checked(low, eager, meta, placement, options)  # the fp32 copy: the check's
+    elif options.compile != "off":
+        run, precision, reason = _checked(_runner(_compiled(module, options.compile), device, torch.float32),
+                                          eager, meta, placement, options, "torch.compile")  # fmt: skip
+    compiled = options.compile != "off" and run is not eager
+    provider = f"torch:{device.type}" + (f" (torch.compile {options.compile})" if compiled else "")
     if device.type == "cuda":
-        run = _graphed(run, meta, DTYPES[precision], options.max_batch)
-        provider = f"torch:cuda {torch.cuda.get_device_name(device)} (CUDA graphs)"
+        own_graphs = not (compiled and options.compile == "reduce-overhead")  # torch.compile's graphs otherwise
+        run = _graphed(run, meta, DTYPES[precision], options.max_batch) if own_graphs else run
+        provider = f"torch:cuda {torch.cuda.get_device_name(device)} ({_what(compiled, options.compile)})"
+    return _backend(run, meta, source, provider, precision, reason)
+
+
+def _what(compiled: bool, mode: str) -> str:
+    """How a CUDA model runs, for `/v1/models`."""
+    if not compiled:
+        return "CUDA graphs"
+    return f"torch.compile {mode}" + ("" if mode == "reduce-overhead" else ", CUDA graphs")
+
+
+def _backend(run, meta: ModelMetadata, source: Path, provider: str, precision: str, reason: str) -> Backend:
     explain = (lambda video: run(video)[:2]) if meta.merge_output else None
     return Backend(lambda video: run(video)[0], meta, source, provider, precision, explain, reason)
+
+
+def _compiled(module: nn.Module, mode: str) -> Callable:
+    """`module` under torch.compile in `mode` ("default": no mode), or itself where it is off."""
+    if mode == "off":
+        return module
+    return torch.compile(module, mode=None if mode == "default" else mode)
+
+
+def _check_package(source: Path, options: BackendOptions) -> None:
+    """`ModelLoadError` (one line) where this machine or `options` cannot run the package, read
+    from the archive alone (nothing compiled is loaded)."""
+    try:
+        _, target = aoti.read_package(source)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    if options.precision not in ("auto", target.precision):
+        raise ModelLoadError(
+            f"{source}: an AOTInductor package computes in what it was compiled for ({target.precision}), "
+            f"not --precision {options.precision}: export it with --precision {options.precision}"
+        )
+    if (why := aoti.refusal(target, aoti.here(), options.max_batch)) is not None:
+        raise ModelLoadError(f"{source}: {why}")
+
+
+def _package(source: Path, options: BackendOptions) -> Backend:
+    """An AOTInductor package, on the device and in the precision it was compiled for (refused in
+    one line elsewhere: `check`), held at load to the fp32 logits it carries; CUDA graphs on a GPU."""
+    try:
+        compiled, meta, target = aoti.load_package(source, options.max_batch)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    device, dtype = torch.device(target.device), DTYPES[target.precision]
+    run = _runner(compiled, device, dtype)
+    if options.check:
+        _hold_package(run, meta, target)
+    provider, reason = f"torch:{device.type} (AOTInductor)", f"an AOTInductor package for {target.describe()}"
+    reason += "; compiled ahead of time (STTM_TORCH_COMPILE does not apply)" if options.compile != "off" else ""
+    if device.type == "cuda":
+        run = _graphed(run, meta, dtype, options.max_batch)
+        provider = f"torch:cuda {torch.cuda.get_device_name(device)} (AOTInductor, CUDA graphs)"
+    return _backend(run, meta, source, provider, target.precision, reason)
+
+
+def _hold_package(run: Callable[[np.ndarray], Outputs], meta: ModelMetadata, target: aoti.Target) -> None:
+    """The package's logits on its check clips agree with the fp32 model's it carries, or a
+    `ModelLoadError` (the rule every backend is held to: `runtime.agreement`)."""
+    expected = np.asarray(target.check_logits, np.float32)
+    try:
+        compare(lambda v: run(v)[0], aoti.check_clips(meta), expected, "aoti", target.precision, "fp32 model", (1, 2))
+    except ValidationError as err:
+        raise ModelLoadError(
+            f"{meta.name}: the AOTInductor package does not reproduce the model it was compiled from "
+            f"(max abs diff {err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs)"
+        ) from None
 
 
 def _placement(requested: str) -> Placement:
@@ -98,7 +184,7 @@ def _runner(module: nn.Module, device: torch.device, dtype: torch.dtype) -> Call
     def forward(video: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
             out = module(video)
-        return out if isinstance(out, tuple) else (out,)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
     def run(video: np.ndarray) -> Outputs:
         return _numpy(forward(_tensor(video, device, dtype)))
@@ -113,24 +199,28 @@ def _checked(
     meta: ModelMetadata,
     placement: Placement,
     options: BackendOptions,
+    what: str = "",
 ) -> tuple[Callable[[np.ndarray], Outputs], str, str]:
-    """`low` where it agrees with `fp32` on the generated clips (or the check is off), else fp32
-    under `auto`; a `ModelLoadError` where that precision was asked for."""
+    """`low` (a low precision, or `what`: torch.compile) where it agrees with the eager `fp32` on
+    the generated clips (or the check is off), else fp32 under `auto`; a `ModelLoadError` where
+    that precision (or compiling) was asked for."""
     precision = placement.precision
     if not options.check:
         return low, precision, placement.reason
     videos = moving_squares(meta.input_spec, CHECK_CLIPS)
+    name = what or f"torch {precision}"
     try:
-        compare(lambda v: low(v)[0], videos, fp32(videos)[0], f"torch-{precision}", precision, "torch-fp32", (1, 2))
+        compare(lambda v: low(v)[0], videos, fp32(videos)[0], name, precision, "torch-fp32", (1, 2))
     except ValidationError as err:
         failed = (
-            f"torch {precision} does not match its fp32 on the check clips (max abs diff "
+            f"{name} does not match its eager fp32 on the check clips (max abs diff "
             f"{err.report.max_abs_diff:.3g} > {err.report.tolerance:g}, or top-1 differs)"
         )
-        if options.precision != "auto":
-            raise ModelLoadError(f"{meta.name}: {failed}: serve it with --precision fp32") from None
+        if options.precision != "auto" or what:
+            fix = "STTM_TORCH_COMPILE=off" if what else "--precision fp32"
+            raise ModelLoadError(f"{meta.name}: {failed}: serve it with {fix}") from None
         return fp32, "fp32", f"auto: fp32, {failed}"
-    return low, precision, placement.reason
+    return low, precision, placement.reason + (f"; {what} (checked against eager)" if what else "")
 
 
 def _graphed(run, meta: ModelMetadata, dtype: torch.dtype, max_batch: int) -> Callable[[np.ndarray], Outputs]:

@@ -11,7 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from media import Limits
-from runtime.backends import BackendOptions, Kind, Precision
+from runtime.backends import BackendOptions, Kind, Precision, TorchCompile
 
 # The bundled demo model: what `sttm serve`, `sttm predict` and `sttm label` run when no model is named
 DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx"
@@ -27,6 +27,9 @@ class RuntimeSettings(BaseSettings):
     intra_op_threads: int = 0  # 0: ONNX Runtime decides
     engine_cache: Path | None = None  # TensorRT provider: engine + timing cache directory (a volume)
     max_batch: int = 8  # dynamic batching: the largest batch the model is sent
+    # --backend torch: torch.compile a checkpoint / model name / .pt2 program at load, in this mode
+    # (off, default, max-autotune-no-cudagraphs, reduce-overhead); an AOTInductor package is compiled already
+    torch_compile: TorchCompile = "off"
     # decoding
     max_upload_mb: float = 200.0
     max_pixels: int = 3840 * 2160
@@ -38,7 +41,13 @@ class RuntimeSettings(BaseSettings):
     def backend_options(self) -> BackendOptions:
         """How the model runner is opened."""
         return BackendOptions(
-            self.backend, self.precision, self.providers, self.intra_op_threads, self.max_batch, self.engine_cache
+            self.backend,
+            self.precision,
+            self.providers,
+            self.intra_op_threads,
+            self.max_batch,
+            self.engine_cache,
+            compile=self.torch_compile,
         )
 
     @property

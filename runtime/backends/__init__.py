@@ -10,7 +10,7 @@ metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime op
   int8), on OpenVINO;
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its
   metadata in the `<engine>.json` sidecar;
-- `.pt2` (`sttm export --format torch`), a checkpoint or a built-in model name (`demo`,
+- `.pt2` (`sttm export --format torch` or `--format aoti`), a checkpoint or a built-in model name (`demo`,
   `videomae-b`, ...): PyTorch (`--backend torch`), a plugin (`backends.plugins`: the package
   `ptruntime`, above `models`, found by its entry point and never imported from here), on a
   CUDA GPU where there is one (CUDA graphs per batch size, fp16/bf16), else on the CPU.
@@ -41,6 +41,10 @@ from runtime.metadata import ENGINE_SUFFIXES, EXPORTED_SUFFIXES, IR_SUFFIX, TORC
 
 Kind = Literal["auto", "onnxruntime", "openvino", "tensorrt", "torch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+# `--backend torch` on a model it builds (a checkpoint, a name, a `.pt2` program): torch.compile's
+# mode, or off. On a GPU the backend captures its own CUDA graphs (`ptruntime.graphs`) except
+# under reduce-overhead, whose graphs are torch.compile's.
+TorchCompile = Literal["off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"]
 
 
 class ModelLoadError(RuntimeError):
@@ -57,6 +61,7 @@ class BackendOptions:
     cache: Path | None = None  # compiled-engine cache directory
     check: bool = True  # hold a low run-time precision to the runtime's own fp32 at load (`sttm validate`: to PyTorch)
     fuse: bool = True  # ONNX Runtime on the CPU: fused attention kernels (a graph pass at load, checked there)
+    compile: TorchCompile = "off"  # --backend torch: torch.compile the model (checked against eager at load)
 
 
 @dataclass(frozen=True)

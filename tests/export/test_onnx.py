@@ -229,8 +229,11 @@ def test_a_failed_validation_leaves_no_output_file(tmp_path, monkeypatch):
 def test_the_folded_bias_exports_static_without_scatter_and_validates(tmp_path):
     """The proportional-attention bias as a q/k channel (`models.layers.fold_biases`, off by
     default) keeps the graph as the exporters need it — static token shapes, no forbidden op,
-    TensorRT-parsable — and the exported file agrees with PyTorch, merge decisions included."""
+    TensorRT-parsable — and the exported file agrees with PyTorch, merge decisions included, on
+    ONNX Runtime and on OpenVINO (the ONNX file, and the IR `sttm export --format openvino` writes)."""
+    from export.ir import write_ir
     from models.layers import fold_biases
+    from runtime import BackendOptions, load_backend
     from tests.torch_helpers import randomize
 
     model = fold_biases(randomize(load_model("vit-tiny", merge="sttm", reduction=0.38)))
@@ -240,3 +243,8 @@ def test_the_folded_bias_exports_static_without_scatter_and_validates(tmp_path):
     backend = open_onnx(path)
     assert validate(model, backend, "onnxruntime-cpu", batches=(1, 3)).ok
     assert check_merge_index(model, backend) == 6 * np.prod(model.config.grid)
+    for source in (path, write_ir(path, tmp_path / "folded.xml")):
+        openvino = load_backend(source, BackendOptions("openvino", "fp32"))
+        assert openvino.provider.startswith("openvino:") and openvino.precision == "fp32"
+        assert validate(model, openvino, "openvino", batches=(1, 3)).ok
+        assert check_merge_index(model, openvino) == 6 * np.prod(model.config.grid)

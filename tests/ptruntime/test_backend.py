@@ -168,3 +168,36 @@ def test_a_low_precision_is_held_to_fp32_at_load(checkpoint):
     with pytest.raises(ModelLoadError, match="serve it with --precision fp32"):
         _checked(off, fp32, meta, placement, BackendOptions("torch", "fp16"))
     assert _checked(off, fp32, meta, placement, BackendOptions("torch", "fp16", check=False))[1] == "fp16"
+
+
+def test_a_model_is_compiled_at_load_where_asked_and_held_to_eager(tmp_path, monkeypatch):
+    """`STTM_TORCH_COMPILE`: the model built from a checkpoint runs under torch.compile (Inductor's
+    C++ kernels here), checked at load against the eager model; a compiled model that disagrees is
+    refused in one line naming the setting to turn off. (A one-block model: compiling is the cost.)"""
+    from models import PRESETS
+    from runtime.settings import RuntimeSettings
+
+    monkeypatch.setenv("STTM_TORCH_COMPILE", "default")
+    options = RuntimeSettings(backend="torch", max_batch=2).backend_options
+    assert options.compile == "default"
+    model = randomize(build_model(PRESETS["vit-tiny"].replace(depth=1), MergeConfig("none", 0.0))).eval()
+    directory = save_model(model, tmp_path / "one-block")
+    backend = load_backend(directory, options)
+    assert backend.provider == "torch:cpu (torch.compile default)" and backend.precision == "fp32"
+    assert backend.reason.endswith("torch.compile (checked against eager)")
+    videos = moving_squares(backend.meta.input_spec, 3, seed=5)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(videos)).numpy()
+    for batch in (1, 2, 3):
+        np.testing.assert_allclose(backend(videos[:batch]), expected[:batch], atol=1e-4)
+
+    import ptruntime.backend as torch_backend
+
+    def wrong(module, mode):  # a compiler gone wrong: every logit shifted
+        return lambda video: module(video) + 1.0
+
+    monkeypatch.setattr(torch_backend, "_compiled", wrong)
+    with pytest.raises(ModelLoadError, match="torch.compile does not match its eager fp32.*STTM_TORCH_COMPILE=off"):
+        load_backend(directory, options)
+    with pytest.raises(ModelLoadError, match="STTM_TORCH_COMPILE=fast: one of off, default"):
+        check_request(directory, BackendOptions("torch", compile="fast"))
