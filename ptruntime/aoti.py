@@ -164,7 +164,7 @@ def save_package(model: nn.Module, path: str | Path, meta: ModelMetadata, target
         out = module(videos)
     logits = (out[0] if isinstance(out, tuple) else out).tolist()  # (CHECK_CLIPS, classes), fp32 on the CPU
     dtype, device = DTYPES[target.precision], torch.device(target.device)
-    compiled = copy.deepcopy(served_module(model, meta)).to(device, dtype)  # `model` stays fp32 on the CPU
+    compiled = copy.deepcopy(module).to(device, dtype)  # `model` stays fp32 on the CPU
     cfg = meta.input_spec
     example = torch.zeros(2, 3, cfg.frames, cfg.size, cfg.size, device=device, dtype=dtype)  # (B, 3, T, S, S)
     batch = torch.export.Dim("batch", min=1, max=target.max_batch)
@@ -193,9 +193,14 @@ def load_package(path: str | Path, max_batch: int, machine: Here | None = None):
     meta, target = read_package(path)
     if (why := refusal(target, machine or here(), max_batch)) is not None:
         raise ValueError(f"{path}: {why}")
+    return load_compiled(path, target), meta, target
+
+
+def load_compiled(path: str | Path, target: Target):
+    """The compiled model of a package already read and found runnable here (`read_package`,
+    `refusal`); ValueError (one line) where torch cannot load it."""
     try:  # single-threaded on CUDA: the backend captures it in CUDA graphs
-        compiled = torch._inductor.aoti_load_package(str(path), run_single_threaded=target.device == "cuda")
+        return torch._inductor.aoti_load_package(str(path), run_single_threaded=target.device == "cuda")
     except Exception as err:  # noqa: BLE001 - torch raises many types for a package it cannot load
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ValueError(f"cannot load {path} ({target.describe()}): {first}") from None
-    return compiled, meta, target

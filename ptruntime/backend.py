@@ -39,8 +39,7 @@ Outputs = tuple[np.ndarray, ...]
 
 def check(source: Path, options: BackendOptions) -> None:
     """`ModelLoadError` (one line) where `load` would refuse `options` here, without loading weights."""
-    if options.compile not in COMPILE_MODES:
-        raise ModelLoadError(f"STTM_TORCH_COMPILE={options.compile}: one of {', '.join(COMPILE_MODES)}")
+    _check_compile_mode(options)
     if aoti.is_package(source):
         _check_package(source, options)
         return
@@ -59,12 +58,13 @@ def _require(source: Path) -> None:
 
 def load(source: Path, options: BackendOptions) -> Backend:
     """Open `source` on this machine's best device, in the precision `options` ask for (checked)."""
-    check(source, options)
+    _check_compile_mode(options)
     if options.threads > 0:
         torch.set_num_threads(options.threads)
     if aoti.is_package(source):
         return _package(source, options)
     placement = _placement(options.precision)
+    _require(source)
     device = torch.device(placement.device)
     module, meta = _open(source, device)
     module = module.to(device)
@@ -86,6 +86,11 @@ def load(source: Path, options: BackendOptions) -> Backend:
     return _backend(run, meta, source, provider, precision, reason)
 
 
+def _check_compile_mode(options: BackendOptions) -> None:
+    if options.compile not in COMPILE_MODES:
+        raise ModelLoadError(f"STTM_TORCH_COMPILE={options.compile}: one of {', '.join(COMPILE_MODES)}")
+
+
 def _what(compiled: bool, mode: str) -> str:
     """How a CUDA model runs, for `/v1/models`."""
     if not compiled:
@@ -105,11 +110,11 @@ def _compiled(module: nn.Module, mode: str) -> Callable:
     return torch.compile(module, mode=None if mode == "default" else mode)
 
 
-def _check_package(source: Path, options: BackendOptions) -> None:
-    """`ModelLoadError` (one line) where this machine or `options` cannot run the package, read
-    from the archive alone (nothing compiled is loaded)."""
+def _check_package(source: Path, options: BackendOptions) -> tuple[ModelMetadata, aoti.Target]:
+    """The package's metadata and target, or `ModelLoadError` (one line) where this machine or
+    `options` cannot run it, read from the archive alone (nothing compiled is loaded)."""
     try:
-        _, target = aoti.read_package(source)
+        meta, target = aoti.read_package(source)
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
     if options.precision not in ("auto", target.precision):
@@ -119,13 +124,15 @@ def _check_package(source: Path, options: BackendOptions) -> None:
         )
     if (why := aoti.refusal(target, aoti.here(), options.max_batch)) is not None:
         raise ModelLoadError(f"{source}: {why}")
+    return meta, target
 
 
 def _package(source: Path, options: BackendOptions) -> Backend:
     """An AOTInductor package, on the device and in the precision it was compiled for (refused in
-    one line elsewhere: `check`), held at load to the fp32 logits it carries; CUDA graphs on a GPU."""
+    one line elsewhere), held at load to the fp32 logits it carries; CUDA graphs on a GPU."""
+    meta, target = _check_package(source, options)
     try:
-        compiled, meta, target = aoti.load_package(source, options.max_batch)
+        compiled = aoti.load_compiled(source, target)
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
     device, dtype = torch.device(target.device), DTYPES[target.precision]

@@ -80,7 +80,7 @@ class Batcher:
         max_queue: int,
         on_batch: Callable[[int, float, int], None] = lambda size, seconds, rung: None,
         choose: Callable[[Demand], int] = lambda demand: 0,  # the rung for a batch of auto jobs
-        refuse: Callable[[Demand, int, int | None], QueueFullError | None] = lambda demand, clips, rung: None,
+        refuse: Callable[[Demand, int, int | None], QueueFullError | None] | None = None,  # e.g. a deadline
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.max_queue, self.on_batch, self.choose, self.refuse = max_queue, on_batch, choose, refuse
@@ -134,7 +134,7 @@ class Batcher:
         `QueueFullError` (before any work) when there is none, or when the `refuse` rule turns
         it away. Submitting with the ticket turns the hold into queued clips."""
         self._make_room(clips)
-        if (refused := self.refuse(self.demand(), clips, rung)) is not None:
+        if self.refuse is not None and (refused := self.refuse(self.demand(), clips, rung)) is not None:
             raise refused
         ticket = Ticket(clips, time.perf_counter())
         self._decoding[ticket] = None

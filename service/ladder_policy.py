@@ -100,10 +100,10 @@ def latest_finish(backlog: Sequence[tuple[float, int]], cost_per_clip: float) ->
     return latest
 
 
-def newcomer_finish(backlog: Sequence[tuple[float, int]], outside_s: float, clips: int, cost_per_clip: float) -> float:
+def newcomer_finish(clips_ahead: int, outside_s: float, clips: int, cost_per_clip: float) -> float:
     """When a request arriving now — `clips` clips, `outside_s` of decoding before they can
-    run — finishes, if it runs after every clip of `backlog` (`(seconds spent, clips)` each)."""
-    return outside_s + (sum(n for _, n in backlog) + clips) * cost_per_clip
+    run — finishes, if it runs after `clips_ahead` clips already in the server."""
+    return outside_s + (clips_ahead + clips) * cost_per_clip
 
 
 def keeps_up(clips_per_s: float, cost_per_clip: float, max_utilisation: float = MAX_UTILISATION) -> bool:
@@ -215,7 +215,7 @@ class LoadPolicy:
         if not self.deadline:
             return None
         cost = self.costs[-1 if rung is None else rung]
-        finish = newcomer_finish(self.work(demand.backlog)[:-1], self.outside_s, clips, cost)
+        finish = newcomer_finish(sum(w.clips for w in demand.backlog), self.outside_s, clips, cost)
         if finish <= self.target_s:
             return None
         late = finish - self.target_s

@@ -47,7 +47,8 @@ async def open_classifier(
     def run(clips: np.ndarray, rung: int) -> np.ndarray:
         return rungs[rung].backend(clips)
 
-    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose, policy.refuse)
+    refuse = policy.refuse if policy.deadline else None  # no demand is formed per upload without a deadline
+    batcher = Batcher(run, s.max_batch, s.max_wait_ms, s.max_queue, batch_done, policy.choose, refuse)
     batcher.start()
     pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="decode")
     try:
