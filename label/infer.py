@@ -127,7 +127,11 @@ class Labeller:
         for start in range(0, len(ok), self.spec.max_batch):
             chunk = ok[start : start + self.spec.max_batch]
             tensor = np.concatenate([normalize(pixels_of(r["pixels"], spec), spec.mean, spec.std) for r in chunk])
-            logits, seconds = self._run(tensor)  # (n, classes): one view per clip
+            try:
+                logits, seconds = self._run(tensor)  # (n, classes): one view per clip
+            except Exception as err:  # noqa: BLE001 - a failed model call fails its clips' rows, as the server's batch
+                answers.update((r["id"], _error({**r, **failure(err)})) for r in chunk)
+                continue
             for i, r in enumerate(chunk):
                 best = top_k(average_views(logits[i : i + 1]), meta.labels, self.spec.top_k)
                 answers[r["id"]] = {**_kept(r), **self.answer, "inference_ms": seconds * 1000, **_columns(best)}

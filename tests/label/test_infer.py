@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cli.predict import predict, timeline
@@ -36,6 +38,26 @@ def test_classify_gives_what_sttm_predict_gives(archive, tiny_onnx, tmp_path):
         assert (row["model"], row["reduction"]) == (want["model"], want["reduction"])
         assert row["duration_s"] == pytest.approx(want["video"]["duration_s"], abs=1e-3)  # the API rounds to ms
         assert row["precision"] == "fp32" and row["inference_ms"] > 0
+
+
+def test_a_failed_model_call_is_rows_with_internal_not_a_lost_block(archive, tiny_onnx):
+    """A model call that raises fails its clips' rows (`internal`, as the server's 500), in the
+    actor: the block is not lost, so its videos are never taken for a decoder crash."""
+    paths = [str(p) for p in archive[:5]]
+    actor = labeller(tiny_onnx, max_batch=4)
+    calls = []
+
+    def broken_then_fine(video):
+        calls.append(len(video))
+        if len(calls) == 1:
+            raise RuntimeError("the runtime failed")
+        return real(video)
+
+    real, actor.backend = actor.backend, dataclasses.replace(actor.backend, run=broken_then_fine)
+    rows = actor(decode_batch(pa.table({"id": paths, "path": paths}), actor.spec.decode)).to_pylist()
+    assert calls == [4, 1]
+    assert [r["status"] for r in rows] == ["internal"] * 4 + ["ok"]
+    assert rows[0]["message"] == "RuntimeError: the runtime failed" and rows[0]["labels"] is None
 
 
 def test_timeline_gives_what_sttm_predict_timeline_gives(archive, tiny_onnx):
