@@ -18,6 +18,10 @@ import numpy as np
 from media import InputSpec
 
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2, "int8": 1e-1}
+# a runtime's rewrite of a file (fused kernels at load) held to the graph it rewrites: an fp32 file
+# at the fp32 rule; an int8 file requantises activations per call, so a float reordering upstream
+# of a quantiser flips roundings and shows as whole steps — held to a tenth of int8's budget
+REWRITE_TOLERANCE = {"fp32": TOLERANCE["fp32"], "int8": TOLERANCE["int8"] / 10}
 
 
 class ValidationError(RuntimeError):
@@ -99,10 +103,12 @@ def compare(
     precision: str,
     reference: str,
     batches: tuple[int, ...] = (1, 3),
+    tolerance: float | None = None,
 ) -> ValidationReport:
     """Run `videos` through `run` at each batch size and hold the logits to `expected` (the
-    reference's); raises `ValidationError` (with the table) when they disagree."""
-    tolerance, clips = TOLERANCE[precision], len(videos)
+    reference's) within `tolerance` (default: `precision`'s); raises `ValidationError` (with
+    the table) when they disagree."""
+    tolerance, clips = TOLERANCE[precision] if tolerance is None else tolerance, len(videos)
     rows = []
     for batch in batches:
         got = np.concatenate([run(videos[i : i + batch]) for i in range(0, clips, batch)])

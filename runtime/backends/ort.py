@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from runtime.agreement import ValidationError, compare, moving_squares
+from runtime.agreement import REWRITE_TOLERANCE, ValidationError, compare, moving_squares
 from runtime.backends import Backend, BackendOptions, ModelLoadError
 from runtime.backends.cpu import int8_weights_problem, this_cpu
 from runtime.metadata import ModelMetadata
@@ -33,7 +33,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
     note = ""
     if chosen and chosen != ["CPUExecutionProvider"]:
         session = _session(path, [provider(p, meta, options.max_batch, options.cache) for p in chosen], options.threads)
-    elif options.fuse and meta.precision != "fp16":  # ORT's fused attention kernels on the CPU are fp32
+    elif options.fuse and meta.precision in REWRITE_TOLERANCE:  # ORT's fused CPU attention kernels are fp32
         session, note = _fused(path, session, meta, options.threads)
 
     def run(video):  # thread-safe: ORT sessions are
@@ -71,8 +71,8 @@ def largest_int8_weight(path: Path) -> int:
 
 def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int):
     """(a session on the graph with fused attention, a note for the provider name), held to
-    the `plain` session by the fp32 rule on generated clips; the plain session (and why) when
-    nothing fuses or it disagrees."""
+    the `plain` session on generated clips by the rewrite rule of the file's precision; the
+    plain session (and why) when nothing fuses or it disagrees."""
     import onnx
 
     from runtime.backends import fusion
@@ -92,9 +92,10 @@ def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata,
             videos,
             expected,
             "onnxruntime-fused",
-            "fp32",
+            meta.precision,
             "onnxruntime",
             batches=(2,),
+            tolerance=REWRITE_TOLERANCE[meta.precision],
         )
     except ValidationError as err:
         return plain, f" (fused attention differs by {err.report.max_abs_diff:.3g}: unfused)"
