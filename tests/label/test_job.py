@@ -126,8 +126,12 @@ def test_a_video_that_kills_its_process_is_one_row_and_the_rest_are_labelled(loc
     assert time.monotonic() - started < 120  # bounded: Ray Data's default retries it forever
 
 
-def test_the_exit_status_says_all_ok_or_not_started(local_ray, archive, tiny_onnx, tmp_path, capsys):
-    """0: every row `ok`; 2: refused before the job (1, some rows errors: the first test)."""
+def test_the_exit_status_says_all_ok_or_not_started(local_ray, archive, tiny_onnx, tmp_path, capsys, monkeypatch):
+    """0: every row `ok`; 2: refused before the job; 3: Ray failed mid-job, in one line naming
+    `--resume` (1, some rows errors: the first test)."""
+    from ray.exceptions import RaySystemError
+
+    import label.job
     from cli.main import main
 
     good = ["label", "--model", str(tiny_onnx), str(archive[0]), str(archive[1]), "-o", str(tmp_path / "a.parquet")]
@@ -136,3 +140,11 @@ def test_the_exit_status_says_all_ok_or_not_started(local_ray, archive, tiny_onn
     assert main(good) == 2  # OUT has parts, no --resume: refused before the job
     assert main(["label", str(tmp_path / "none*.mp4"), "-o", str(tmp_path / "c.parquet")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sttm label: error: ")
+
+    def lost(job):  # what Ray raises when the cluster under a job goes away
+        raise RaySystemError("System error: the GCS at 127.0.0.1:6379 is unreachable\nmore detail")
+
+    monkeypatch.setattr(label.job, "run", lost)
+    assert main([*good[:-1], str(tmp_path / "d.parquet")]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RaySystemError" in err and err.rstrip().endswith("--resume finishes it")
