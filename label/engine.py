@@ -75,7 +75,12 @@ def _init(address: str | None, plan: Plan) -> None:
         import runtime
 
         code = [str(Path(m.__file__).parent) for m in (label, media, runtime)]
-        ray.init(address=address, runtime_env={"py_modules": code}, **quiet)
+        try:
+            ray.init(address=address, runtime_env={"py_modules": code}, **quiet)
+        except ConnectionError as err:
+            if token_refused(err) and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                raise ConnectionError(f"{err}: {TOKEN_HINT}") from None
+            raise
         return
     # every core decodes, and the actor's share on top, as the server's decoding threads and its
     # batcher do: on 2 cores, two decoding tasks and the actor at once
@@ -83,6 +88,25 @@ def _init(address: str | None, plan: Plan) -> None:
     # address "local": a new Ray, never one a `ray start` (or a dead cluster's leftover file) names
     cpus = (os.cpu_count() or 1) + extra
     ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE, include_dashboard=False, **quiet)
+
+
+# Ray (>= 2.59) turns token authentication on for a cluster `ray start` makes, but a driver given
+# an explicit address never sends a token unless told to (it would hand it to any address named)
+TOKEN_HINT = (
+    "the cluster wants its authentication token: set RAY_AUTH_MODE=token, with the cluster's token in "
+    "~/.ray/auth_token (or RAY_AUTH_TOKEN)"
+)
+
+
+def token_refused(err: BaseException) -> bool:
+    """Whether Ray's failure to join a cluster was the cluster refusing a missing or wrong token
+    (Ray words it only inside the chained error's text)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if type(seen).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _nodes_with_cpus() -> int:

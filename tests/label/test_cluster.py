@@ -1,18 +1,27 @@
 """A real multi-node Ray cluster on 127.0.0.1 (a head and two worker nodes, each its own
 raylet and object store): a few hundred files labelled through `--address`, a worker node
-killed mid-job, every input exactly once with the right labels."""
+killed mid-job, every input exactly once with the right labels. And a head started as the
+docs say, `ray start --head`, with token authentication on: joined with the token, or refused
+in one line saying how."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from label.decode import DecodeSpec, decode_batch
-from label.engine import Plan
+from label.engine import TOKEN_HINT, Plan
 from label.infer import Labeller, LabelSpec, ModelPayload
 from label.job import Job, run
 from label.parts import complete_parts
@@ -85,3 +94,55 @@ def test_a_worker_node_killed_mid_job_loses_nothing(cluster, tiny_onnx, tmp_path
     assert sorted(r["id"] for r in rows) == sorted(paths) and summary.labelled == FILES  # every input once
     assert all(r["status"] == "ok" for r in rows)
     assert {r["id"]: r["labels"] for r in rows} == expected_labels(paths, tiny_onnx)
+
+
+@pytest.fixture
+def token_head(tmp_path):
+    """`(address, environment)`: a head from `ray start --head --block` in a HOME of its own that
+    holds a token, as any machine has once a local Ray ran there (Ray >= 2.59 writes one), so
+    `ray start` turns token authentication on. Its processes are ended after the test."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(home)}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    argv = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+            f"--object-store-memory={80 * 2**20}", f"--temp-dir={temp}", "--block"]  # fmt: skip
+    head = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        log = []
+        for line in head.stdout:  # --block: it prints this once every process of the node is up
+            log.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail("ray start ended: " + "".join(log[-5:]))
+        assert any("Token authentication is enabled" in line for line in log)
+        threading.Thread(target=head.stdout.read, daemon=True).start()  # keep its pipe drained
+        yield f"127.0.0.1:{port}", env
+    finally:  # the node's processes, and any that left the tree (they name the temp dir)
+        end([psutil.Process(head.pid), *psutil.Process(head.pid).children(recursive=True)])
+        head.wait(30)
+        end([p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or ())])
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_head_with_token_authentication_is_joined_with_its_token(token_head, tmp_path):
+    address, env = token_head
+    paths = [str(p) for p in write_archive(tmp_path / "videos", 3)]
+    sttm = str(Path(sys.executable).parent / "sttm")
+    argv = [sttm, "label", *paths, "--address", address]
+    # a driver never sends a token to an address it is given unless told to: one line saying how
+    refused = subprocess.run([*argv, "-o", str(tmp_path / "a.parquet")], capture_output=True, text=True, timeout=180,
+                             env=env | {"RAY_gcs_server_port_wait_time_s": "2"})  # fmt: skip
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and last.startswith("sttm label: error: ") and last.endswith(TOKEN_HINT), last
+    joined = subprocess.run([*argv, "-o", str(tmp_path / "b.parquet")], capture_output=True, text=True, timeout=300,
+                            env=env | {"RAY_AUTH_MODE": "token"})  # fmt: skip
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    rows = pq.read_table(tmp_path / "b.parquet").to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(paths) and all(r["status"] == "ok" for r in rows)
