@@ -67,14 +67,23 @@ def _label_command(args: argparse.Namespace) -> int:
 
     job = _job(args)
     try:
-        summary = run(job)
+        summary = run(job, head_lost=_head_lost)
     except RayError as err:  # not a video's fault (those are rows): Ray, a node, the model's actors
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
-        print(
-            f"sttm label: error: the job failed ({type(err).__name__}: {first}); --resume finishes it", file=sys.stderr
-        )
+        _failed(f"{type(err).__name__}: {first}")
         return EXIT_FAILED
     return EXIT_SOME_ERRORS if summary.errors else EXIT_OK
+
+
+def _failed(why: str) -> None:
+    print(f"sttm label: error: the job failed ({why}); --resume finishes it", file=sys.stderr, flush=True)
+
+
+def _head_lost(message: str) -> None:
+    """The cluster's head is gone: Ray would end this process itself at 60 s with exit 1 and a
+    C++ log line; end it now, with the status and the line of a failed job."""
+    _failed(message)
+    os._exit(EXIT_FAILED)
 
 
 def add_label(sub, f: Flags) -> None:

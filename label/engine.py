@@ -17,8 +17,11 @@ import importlib
 import logging
 import math
 import os
+import socket
+import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +110,37 @@ def token_refused(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# A cluster whose head dies takes the driver with it: Ray's core worker ends the process (exit 1,
+# a C++ log line) once the head's GCS has been unreachable for 60 s. The job watches the head
+# itself and gives up sooner, in its own words.
+HEAD_CHECK_S = 2.0
+HEAD_LOST_S = 20.0
+
+
+def watch_head(on_lost: Callable[[str], None], every_s: float = HEAD_CHECK_S, lost_after_s: float = HEAD_LOST_S):
+    """Check the connected Ray's head (a TCP connection to its GCS port) every `every_s` in a
+    daemon thread; when it has not answered for `lost_after_s`, call `on_lost(message)` once
+    (from that thread). Returns the `threading.Event` that stops the watch."""
+    import ray
+
+    host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+    stop = threading.Event()
+
+    def watch() -> None:
+        answered = time.monotonic()
+        while not stop.wait(every_s):
+            try:
+                socket.create_connection((host, int(port)), timeout=every_s).close()
+                answered = time.monotonic()
+            except OSError:
+                if time.monotonic() - answered >= lost_after_s:
+                    on_lost(f"the Ray head at {host}:{port} has not answered for {lost_after_s:.0f} s")
+                    return
+
+    threading.Thread(target=watch, name="sttm-head-watch", daemon=True).start()
+    return stop
 
 
 def _nodes_with_cpus() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -61,9 +62,11 @@ def _spec(job: Job, payload: ModelPayload) -> LabelSpec:
     return LabelSpec(job.options, decode, job.top_k, job.options.max_batch)
 
 
-def run(job: Job, stream: TextIO | None = None) -> Summary:
+def run(job: Job, stream: TextIO | None = None, head_lost: Callable[[str], None] | None = None) -> Summary:
     """Label every input not yet in `job.out`. Raises ValueError / OSError in one line for what
-    stops the job before it starts (no input, a bad model, an OUT that is not a job's)."""
+    stops the job before it starts (no input, a bad model, an OUT that is not a job's).
+    `head_lost(message)`: called (from another thread) if Ray's head stops answering mid-job
+    (`engine.watch_head`); the caller ends the process — the parts written are complete."""
     items = expand(job.inputs)
     if not items:
         raise ValueError("no input videos")
@@ -79,11 +82,14 @@ def run(job: Job, stream: TextIO | None = None) -> Summary:
     todo = [i for i in items if i.id not in parts.done]
     progress = Progress(len(todo), skipped=len(items) - len(todo), stream=stream or sys.stderr)
     started_here = engine.connect(job.address, job.plan) if todo else False
+    watch = engine.watch_head(head_lost) if todo and head_lost else None
     try:
         for batch in engine.run(todo, payload, spec, job.plan):
             progress.update(parts.add(batch)["status"].to_pylist())
         parts.flush()
     finally:
+        if watch is not None:
+            watch.set()
         if started_here:
             import ray
 

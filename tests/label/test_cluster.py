@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from label.decode import DecodeSpec, decode_batch
-from label.engine import TOKEN_HINT, Plan
+from label.engine import HEAD_LOST_S, TOKEN_HINT, Plan
 from label.infer import Labeller, LabelSpec, ModelPayload
 from label.job import Job, run
 from label.parts import complete_parts
@@ -96,12 +96,12 @@ def test_a_worker_node_killed_mid_job_loses_nothing(cluster, tiny_onnx, tmp_path
     assert {r["id"]: r["labels"] for r in rows} == expected_labels(paths, tiny_onnx)
 
 
-@pytest.fixture
-def token_head(tmp_path):
-    """`(address, environment)`: a head from `ray start --head --block` in a HOME of its own that
-    holds a token, as any machine has once a local Ray ran there (Ray >= 2.59 writes one), so
-    `ray start` turns token authentication on. Its processes are ended after the test."""
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory):
+    """`(address, environment, kill)`: a head from `ray start --head --block` in a HOME of its own
+    that holds a token, as any machine has once a local Ray ran there (Ray >= 2.59 writes one),
+    so `ray start` turns token authentication on. `kill()` ends its processes (as the module's end does)."""
+    home = tmp_path_factory.mktemp("home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(home)}
     ray_cli = str(Path(sys.executable).parent / "ray")
     subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
@@ -111,8 +111,14 @@ def token_head(tmp_path):
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
     argv = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
             f"--object-store-memory={80 * 2**20}", f"--temp-dir={temp}", "--block"]  # fmt: skip
-    head = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    head = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def kill() -> None:  # the node's processes, and any that left the tree (they name the temp dir)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            end([psutil.Process(head.pid), *psutil.Process(head.pid).children(recursive=True)])
+        head.wait(30)
+        end([p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or ())])
+
     try:
         log = []
         for line in head.stdout:  # --block: it prints this once every process of the node is up
@@ -123,16 +129,14 @@ def token_head(tmp_path):
             pytest.fail("ray start ended: " + "".join(log[-5:]))
         assert any("Token authentication is enabled" in line for line in log)
         threading.Thread(target=head.stdout.read, daemon=True).start()  # keep its pipe drained
-        yield f"127.0.0.1:{port}", env
-    finally:  # the node's processes, and any that left the tree (they name the temp dir)
-        end([psutil.Process(head.pid), *psutil.Process(head.pid).children(recursive=True)])
-        head.wait(30)
-        end([p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or ())])
+        yield f"127.0.0.1:{port}", env, kill
+    finally:
+        kill()
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_head_with_token_authentication_is_joined_with_its_token(token_head, tmp_path):
-    address, env = token_head
+    address, env, _ = token_head
     paths = [str(p) for p in write_archive(tmp_path / "videos", 3)]
     sttm = str(Path(sys.executable).parent / "sttm")
     argv = [sttm, "label", *paths, "--address", address]
@@ -146,3 +150,30 @@ def test_a_head_with_token_authentication_is_joined_with_its_token(token_head, t
     assert joined.returncode == 0, joined.stderr[-2000:]
     rows = pq.read_table(tmp_path / "b.parquet").to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(paths) and all(r["status"] == "ok" for r in rows)
+
+
+def test_a_head_lost_mid_job_ends_it_in_one_line_with_status_3(token_head, tmp_path):
+    """Ray itself would end the driver 60 s after the head, with exit 1 (the status of a job done
+    with error rows) and a C++ log line; the job gives up at HEAD_LOST_S with its own. Runs last:
+    it kills the module's head."""
+    address, env, kill = token_head
+    write_archive(tmp_path / "videos", 200)
+    out = tmp_path / "labels.parquet"
+    argv = [str(Path(sys.executable).parent / "sttm"), "label", str(tmp_path / "videos"), "-o", str(out),
+            "--address", address, "--part-rows", "5"]  # fmt: skip
+    job = subprocess.Popen(argv, env=env | {"RAY_AUTH_MODE": "token"}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not complete_parts(out) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.poll() is None and complete_parts(out), "the job ended (or wrote nothing) before the head was killed"
+    kill()
+    killed = time.monotonic()
+    _, err = job.communicate(timeout=90)
+    last = err.strip().splitlines()[-1]
+    assert job.returncode == 3, err[-2000:]
+    assert time.monotonic() - killed < HEAD_LOST_S + 15  # well before Ray's own 60 s
+    assert last.startswith("sttm label: error: the job failed (the Ray head at ") and last.endswith(
+        "--resume finishes it"
+    )
+    written = pq.read_table(out).to_pylist()  # every part complete and readable, each row once
+    assert 0 < len(written) < 200 and len({r["id"] for r in written}) == len(written)

@@ -141,7 +141,7 @@ def test_the_exit_status_says_all_ok_or_not_started(local_ray, archive, tiny_onn
     assert main(["label", str(tmp_path / "none*.mp4"), "-o", str(tmp_path / "c.parquet")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sttm label: error: ")
 
-    def lost(job):  # what Ray raises when the cluster under a job goes away
+    def lost(job, **_):  # what Ray raises when the cluster under a job goes away
         raise RaySystemError("System error: the GCS at 127.0.0.1:6379 is unreachable\nmore detail")
 
     monkeypatch.setattr(label.job, "run", lost)
