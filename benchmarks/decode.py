@@ -1,9 +1,10 @@
 """Sampled decoding (`media.read_frames`) vs decoding every frame, on generated clips.
 
-    python -m benchmarks.decode [--seconds 10 300] [--repeats 5] [--workdir DIR]
+    python -m benchmarks.decode [--seconds 10 300] [--gop 250] [--repeats 5] [--workdir DIR]
 
 Clips are generated here (H.264, 640x360, 30 fps; by default 10 s and 5 min), GOP 250
-(x264's default), a moving pattern so the encoder has real work. The baseline is what a
+(x264's default; phones and streaming sites use 1-2 s: `--gop 60`), a moving pattern so the
+encoder has real work. The baseline is what a
 naive user writes with PyAV: decode every frame and scale it to the short side.
 """
 
@@ -29,7 +30,7 @@ PLANS = {  # label -> the plan read_frames gets: one test-mode clip of 16 frames
 }
 
 
-def make_clip(path: Path, seconds: float, fps: int = 30, size: tuple[int, int] = (640, 360)) -> Path:
+def make_clip(path: Path, seconds: float, fps: int = 30, size: tuple[int, int] = (640, 360), gop: int = 250) -> Path:
     """An H.264 clip of `seconds` at `path` (kept: an existing file is reused)."""
     if path.is_file():
         return path
@@ -39,7 +40,7 @@ def make_clip(path: Path, seconds: float, fps: int = 30, size: tuple[int, int] =
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+        stream.options = {"preset": "veryfast", "crf": "23", "g": str(gop)}
         for i in range(int(seconds * fps)):
             x = (i * 7) % w
             frame = np.stack([(xx + i) % 256, (yy * 2 + i) % 256, np.full_like(xx, i % 256)], -1).astype(np.uint8)
@@ -55,9 +56,10 @@ def clip_label(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
-def make_clips(workdir: Path, seconds: list[float]) -> dict[str, Path]:
+def make_clips(workdir: Path, seconds: list[float], gop: int = 250) -> dict[str, Path]:
     """label ("10 s", "5 min") -> the generated clip."""
-    return {clip_label(s): make_clip(workdir / f"{s:g}s.mp4", s) for s in seconds}
+    suffix = "" if gop == 250 else f"-gop{gop}"
+    return {clip_label(s): make_clip(workdir / f"{s:g}s{suffix}.mp4", s, gop=gop) for s in seconds}
 
 
 def decode_every_frame(path: Path, short_side: int) -> int:
@@ -87,12 +89,14 @@ def median_ms(fn, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[10, 300], help="clip lengths to generate")
+    parser.add_argument("--gop", type=int, default=250, help="keyframe interval of the generated clips (frames)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where the clips are generated (and kept)")
     args = parser.parse_args(argv)
 
-    clips = make_clips(args.workdir, args.seconds)  # first: generating is not timed
-    print(f"# PyAV {av.__version__}, short side {SHORT_SIDE}, median of {args.repeats} (every frame: once from 1 min)")
+    clips = make_clips(args.workdir, args.seconds, args.gop)  # first: generating is not timed
+    repeats = f"median of {args.repeats} (every frame: once from 1 min)"
+    print(f"# PyAV {av.__version__}, GOP {args.gop}, short side {SHORT_SIDE}, {repeats}")
     print("| clip | frames sampled | sampled decode ms | decode every frame ms | ratio |")
     print("|---|---|---|---|---|")
     for seconds in dict.fromkeys(args.seconds):

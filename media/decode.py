@@ -8,6 +8,7 @@ resized (short side) by FFmpeg's scaler and rotated upright.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import time
@@ -24,6 +25,7 @@ from media.errors import VideoError
 
 Source = str | Path | bytes | BinaryIO  # a path, the encoded bytes, or a seekable binary file
 _REORDER_MARGIN = 24  # frames: stop skipping this far before a target (B-frame reordering is shorter)
+_SEEK_SAVES = 8  # frames: a seek (demuxer repositioned, decoder flushed) pays once it skips this many
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,30 @@ def read_frames(
     return stacked[np.vectorize(lookup.__getitem__, otypes=[int])(indices)], indices, info
 
 
+def worth_seeking(keys: list[int], gop: float, last_index: int, target: int) -> bool:
+    """Seek to the keyframe before `target`, rather than decode on from `last_index`? With the
+    container's index (`keys`: its keyframes' frame numbers, sorted): when that keyframe lies
+    more than `_SEEK_SAVES` frames ahead. Without one (MPEG-TS, a pipe): when the target is more
+    than 3 GOPs ahead (`gop`: a guess, refined from the keyframes decoded)."""
+    if keys:
+        k = bisect.bisect_right(keys, target) - 1
+        return k >= 0 and keys[k] - last_index > _SEEK_SAVES
+    return target - last_index > 3 * gop
+
+
+def _keyframes(stream, t0: int, tb: float, fps: float) -> list[int]:
+    """Frame numbers of the keyframes the container's index lists (MP4/MOV sample tables, MKV
+    cues; empty without an index). Decode timestamps: a frame or two early with B-frames."""
+    return sorted({round((e.timestamp - t0) * tb * fps) for e in stream.index_entries if e.is_keyframe})
+
+
 def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: int, limits: Limits) -> list:
     deadline = time.monotonic() + limits.decode_timeout_s
     ctx = stream.codec_context
     tb = float(stream.time_base)
     t0 = stream.start_time or 0
-    gop = 2 * info.fps  # keyframe interval guess (frames); refined from the stream
+    keys = _keyframes(stream, t0, tb, info.fps)
+    gop = 2 * info.fps  # keyframe interval guess (frames) where there is no index; refined from the stream
     out: dict[int, np.ndarray] = {}
     size = None  # (w, h) to convert to, fixed by the first frame (its rotation)
     last, last_index, last_key = None, -1, None
@@ -165,7 +185,7 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
     while k < len(wanted):
         target = int(wanted[k])
         progressed = False
-        if target - last_index > 3 * gop:  # far ahead: jump to the keyframe before it
+        if worth_seeking(keys, gop, last_index, target):  # jump to the keyframe before it
             with contextlib.suppress(av.FFmpegError):  # not seekable: decode forward
                 container.seek(int(t0 + target / info.fps / tb), stream=stream, backward=True, any_frame=False)
         try:
@@ -193,7 +213,7 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
                 if k == len(wanted):
                     break
                 target = int(wanted[k])
-                if target - index > 3 * gop:
+                if worth_seeking(keys, gop, index, target):
                     break  # seek in the outer loop
             else:
                 break  # end of stream

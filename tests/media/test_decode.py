@@ -132,3 +132,35 @@ def test_a_resolution_change_inside_the_stream_is_held_to_the_pixel_limit():
     frames, _, _ = read_frames(io.BytesIO(data), np.arange(10), 32, Limits(max_pixels=128 * 128))
     assert frames.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(frames[8:], frames[[7, 7]])
+
+
+def test_a_seek_is_taken_when_the_index_shows_a_keyframe_worth_jumping_to():
+    from media.decode import worth_seeking
+
+    keys = [0, 30, 76, 137]  # keyframes the container's index lists (frame numbers)
+    assert worth_seeking(keys, 50, -1, 93)  # the first target: from keyframe 76, not from 0
+    assert not worth_seeking(keys, 50, 93, 97)  # the next dense target: decode on
+    assert not worth_seeking(keys, 50, 133, 141)  # keyframe 137 only 4 frames ahead: not worth a seek
+    assert worth_seeking(keys, 50, 80, 200)  # keyframe 137 far ahead
+    assert not worth_seeking(keys, 50, -1, 20)  # no keyframe between: decode from the start
+    assert not worth_seeking([], 50, -1, 93) and worth_seeking([], 50, -1, 160)  # no index: 3 GOPs guessed
+
+
+@pytest.mark.parametrize("gop", [7, 30])
+def test_seeking_by_the_index_reads_the_exact_frames(tmp_path, gop):
+    path = tmp_path / "b.mp4"
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.height, stream.width = 48, 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0", "preset": "medium", "bf": "3", "g": str(gop), "sc_threshold": "0"}
+        for i in range(50):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), "rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as container:
+        assert sum(e.is_keyframe for e in container.streams.video[0].index_entries) == -(-50 // gop)
+    indices = np.array([[2, 15, 16, 22, 29, 30, 35, 43, 44, 49]])
+    frames, _, _ = read_frames(path, indices, short_side=48)
+    np.testing.assert_array_equal(levels(frames), indices)
