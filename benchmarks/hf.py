@@ -8,6 +8,12 @@ breaks beside this project's torch: run `prepare` and `ours` with the project's 
     /other/venv/bin/python benchmarks/hf.py hf --out /tmp/hfbench --clip CLIP
     python -m benchmarks.hf ours --out /tmp/hfbench --clip CLIP
 
+On a noisy machine, `alternate` runs the two sides in turn (hf, ours, ... , hf: `--rounds`
+of each, HF once more) and prints the medians and their ratio per export:
+
+    python -m benchmarks.hf alternate --out /tmp/hfbench --clip CLIP --hf-python /other/venv/bin/python \
+        --only sttm-int8.onnx none.onnx --rounds 3
+
 `hf` imports nothing from this project (run it as a file, so the other venv never needs
 this project installed); `prepare` needs the export extra (torch) and transformers, `ours`
 only the serving path (media, runtime.backends).
@@ -18,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -91,11 +99,13 @@ def hf(out: Path, clip: str, repeats: int) -> None:
     print(json.dumps({"side": "hf", "torch": torch.__version__, "seconds": seconds, "top": result[0]}))
 
 
-def ours(out: Path, clip: str, repeats: int) -> None:
+def ours(out: Path, clip: str, repeats: int, only: list[str] | None = None) -> None:
     from media import Limits, Views, load_clip
     from runtime.backends import BackendOptions, ModelLoadError, load_backend
 
     for variant, kind, precision in RUNS:
+        if only and variant not in only:
+            continue
         try:  # what this CPU cannot run (or `prepare` could not export here) is skipped, with the reason
             backend = load_backend(out / f"videomae-b-{variant}", BackendOptions(kind, precision, max_batch=1))
         except ModelLoadError as err:
@@ -112,19 +122,48 @@ def ours(out: Path, clip: str, repeats: int) -> None:
         print(json.dumps({"side": side, "seconds": seconds}), flush=True)
 
 
+def alternate(out: Path, clip: str, repeats: int, only: list[str] | None, hf_python: str, rounds: int) -> None:
+    """`hf` and `ours` in turn, each a fresh process, HF first and last; every result line is
+    printed as it comes, then per export the median seconds and HF's median over it."""
+    common = ["--out", str(out), "--clip", clip, "--repeats", str(repeats)]
+    hf_side = [hf_python, str(Path(__file__).resolve()), "hf", *common]
+    ours_side = [sys.executable, "-m", "benchmarks.hf", "ours", *common, *(["--only", *only] if only else [])]
+    seconds: dict[str, list[float]] = {}
+    for side in [hf_side, ours_side] * rounds + [hf_side]:
+        lines = subprocess.run(side, check=True, capture_output=True, text=True).stdout.splitlines()
+        for line in lines:
+            if line.startswith("{"):
+                print(line, flush=True)
+                row = json.loads(line)
+                if "seconds" in row:
+                    seconds.setdefault(row["side"], []).append(row["seconds"])
+    reference = statistics.median(seconds.pop("hf"))
+    for side, times in seconds.items():
+        median = statistics.median(times)
+        print(json.dumps({"side": side, "median_s": round(median, 3), "hf_median_s": round(reference, 3),
+                          "vs_hf": round(reference / median, 2), "runs": len(times)}))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("side", choices=["prepare", "hf", "ours"])
+    parser.add_argument("side", choices=["prepare", "hf", "ours", "alternate"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clip", default=None)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="+", metavar="FILE", help="ours: only these exports (e.g. sttm-int8.onnx)")
+    parser.add_argument("--hf-python", help="alternate: the Python of the venv with transformers + torchvision")
+    parser.add_argument("--rounds", type=int, default=3, help="alternate: runs of each side (HF once more)")
     args = parser.parse_args()
     if args.side == "prepare":
         prepare(args.out)
     elif args.side == "hf":
         hf(args.out, args.clip, args.repeats)
+    elif args.side == "alternate":
+        if not args.hf_python:
+            parser.error("alternate needs --hf-python")
+        alternate(args.out, args.clip, args.repeats, args.only, args.hf_python, args.rounds)
     else:
-        ours(args.out, args.clip, args.repeats)
+        ours(args.out, args.clip, args.repeats, args.only)
 
 
 if __name__ == "__main__":
