@@ -23,3 +23,13 @@ def test_random_crop_stays_inside_and_follows_the_rng():
     a, b = random_crop(frames, 32, random.Random(3)), random_crop(frames, 32, random.Random(3))
     assert a.shape == (1, 2, 32, 32, 3)
     np.testing.assert_array_equal(a, b)
+
+
+def test_normalize_is_the_textbook_formula_channels_first():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 4, 8, 10, 3), dtype=np.uint8)  # (views, T, H, W, 3)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = np.moveaxis((frames / 255.0 - np.array(mean)) / np.array(std), -1, -4)  # float64
+    x = normalize(frames, mean, std)
+    assert x.shape == (2, 3, 4, 8, 10) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(x, expected, rtol=0, atol=2e-6)
