@@ -270,8 +270,7 @@ def _aoti_placement(precision: str):
     try:
         return choose(here(), precision)
     except ValueError as err:
-        said = str(err).replace(" with --backend torch", "").replace(" (or auto)", "")  # said for `sttm serve`
-        raise ExportError(f"--format aoti: {said}") from None
+        raise ExportError(f"--format aoti: {err}") from None
 
 
 def _write_package(model, meta, spec: ExportSpec, progress: Progress, result: ExportResult) -> ExportResult:

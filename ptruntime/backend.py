@@ -164,7 +164,7 @@ def _placement(requested: str) -> Placement:
     try:
         return choose(here(), requested)
     except ValueError as err:
-        raise ModelLoadError(str(err)) from None
+        raise ModelLoadError(f"--backend torch: {err} (or auto)") from None
 
 
 def _open(source: Path, device: torch.device) -> tuple[nn.Module, ModelMetadata]:

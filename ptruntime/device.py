@@ -30,22 +30,23 @@ class Placement:
 
 
 def choose(machine: Machine, requested: str) -> Placement:
-    """The device and precision for `requested` (auto, fp32, fp16, bf16); ValueError (one line)
-    for what this machine cannot compute."""
+    """The device and precision for `requested` (auto, fp32, fp16, bf16); ValueError (one line,
+    naming no command: `sttm serve --backend torch` and `sttm export --format aoti` say which
+    flag it was) for what this machine cannot compute."""
     if requested not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"--backend torch computes in fp32, fp16 or bf16, not {requested}")
+        raise ValueError(f"PyTorch computes in fp32, fp16 or bf16 here, not {requested}")
     if machine.cuda:
         gpu = machine.gpu_name or "the GPU"
         if requested == "bf16" and not machine.cuda_bf16:
-            raise ValueError(f"--precision bf16: {gpu} does not compute bf16: use fp16 (or auto)")
+            raise ValueError(f"--precision bf16: {gpu} does not compute bf16: use fp16")
         if requested == "auto":
             return Placement("cuda", "fp16", f"auto: fp16 on {gpu}")
         return Placement("cuda", requested, f"--precision {requested} on {gpu}")
     cpu = machine.cpu or "this CPU"
     if requested == "fp16":
-        raise ValueError("--precision fp16 with --backend torch needs a CUDA GPU; on the CPU: fp32 (or auto)")
+        raise ValueError("--precision fp16 needs a CUDA GPU; on the CPU: fp32")
     if requested == "bf16" and not machine.cpu_bf16:
-        raise ValueError(f"--precision bf16: this CPU has no bf16 units ({cpu}): use fp32 (or auto)")
+        raise ValueError(f"--precision bf16: this CPU has no bf16 units ({cpu}): use fp32")
     if requested == "auto":
         if machine.cpu_bf16:
             return Placement("cpu", "bf16", f"auto: bf16 on this CPU's bf16 units ({cpu})")
