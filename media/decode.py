@@ -26,6 +26,7 @@ from media.errors import VideoError
 Source = str | Path | bytes | BinaryIO  # a path, the encoded bytes, or a seekable binary file
 _REORDER_MARGIN = 24  # frames: stop skipping this far before a target (B-frame reordering is shorter)
 _SEEK_SAVES = 8  # frames: a seek (demuxer repositioned, decoder flushed) pays once it skips this many
+_WALK_BACK = 1000  # index entries searched back for a keyframe before a target
 
 
 @dataclass(frozen=True)
@@ -154,21 +155,26 @@ def read_frames(
     return stacked[np.vectorize(lookup.__getitem__, otypes=[int])(indices)], indices, info
 
 
-def worth_seeking(keys: list[int], gop: float, last_index: int, target: int) -> bool:
-    """Seek to the keyframe before `target`, rather than decode on from `last_index`? With the
-    container's index (`keys`: its keyframes' frame numbers, sorted): when that keyframe lies
-    more than `_SEEK_SAVES` frames ahead. Without one (MPEG-TS, a pipe): when the target is more
+def worth_seeking(key_before: int | None, gop: float, last_index: int, target: int) -> bool:
+    """Seek to the keyframe before `target`, rather than decode on from `last_index`? Where the
+    container's index names that keyframe (`key_before`, its frame number): when it lies more
+    than `_SEEK_SAVES` frames ahead. Without one (MPEG-TS, a pipe; None): when the target is more
     than 3 GOPs ahead (`gop`: a guess, refined from the keyframes decoded)."""
-    if keys:
-        k = bisect.bisect_right(keys, target) - 1
-        return k >= 0 and keys[k] - last_index > _SEEK_SAVES
+    if key_before is not None:
+        return key_before - last_index > _SEEK_SAVES
     return target - last_index > 3 * gop
 
 
-def _keyframes(stream, t0: int, tb: float, fps: float) -> list[int]:
-    """Frame numbers of the keyframes the container's index lists (MP4/MOV sample tables, MKV
-    cues; empty without an index). Decode timestamps: a frame or two early with B-frames."""
-    return sorted({round((e.timestamp - t0) * tb * fps) for e in stream.index_entries if e.is_keyframe})
+def keyframe_before(entries, timestamp: int, most: int = _WALK_BACK) -> int | None:
+    """The timestamp of the last keyframe that index `entries` (sorted by timestamp: PyAV's
+    `stream.index_entries`) lists at or before `timestamp`; None where none of the `most`
+    entries up to it is one (or there is no index). Decode timestamps: with B-frames a keyframe
+    is listed a frame or two before it is shown."""
+    i = bisect.bisect_right(entries, timestamp, key=lambda e: e.timestamp) - 1
+    for j in range(i, max(i - most, -1), -1):
+        if entries[j].is_keyframe:
+            return entries[j].timestamp
+    return None
 
 
 def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: int, limits: Limits) -> list:
@@ -176,8 +182,16 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
     ctx = stream.codec_context
     tb = float(stream.time_base)
     t0 = stream.start_time or 0
-    keys = _keyframes(stream, t0, tb, info.fps)
+    entries = stream.index_entries  # the container's index (MP4/MOV sample tables, MKV cues); empty without
     gop = 2 * info.fps  # keyframe interval guess (frames) where there is no index; refined from the stream
+
+    def seek_for(target: int, from_index: int) -> bool:
+        if target - from_index <= _SEEK_SAVES:  # close: decode on (no index lookup)
+            return False
+        key = keyframe_before(entries, int(t0 + target / info.fps / tb))
+        key_index = None if key is None else round((key - t0) * tb * info.fps)
+        return worth_seeking(key_index, gop, from_index, target)
+
     out: dict[int, np.ndarray] = {}
     size = None  # (w, h) to convert to, fixed by the first frame (its rotation)
     last, last_index, last_key = None, -1, None
@@ -185,7 +199,7 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
     while k < len(wanted):
         target = int(wanted[k])
         progressed = False
-        if worth_seeking(keys, gop, last_index, target):  # jump to the keyframe before it
+        if seek_for(target, last_index):  # jump to the keyframe before it
             with contextlib.suppress(av.FFmpegError):  # not seekable: decode forward
                 container.seek(int(t0 + target / info.fps / tb), stream=stream, backward=True, any_frame=False)
         try:
@@ -213,7 +227,7 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
                 if k == len(wanted):
                     break
                 target = int(wanted[k])
-                if worth_seeking(keys, gop, index, target):
+                if seek_for(target, index):
                     break  # seek in the outer loop
             else:
                 break  # end of stream

@@ -137,13 +137,25 @@ def test_a_resolution_change_inside_the_stream_is_held_to_the_pixel_limit():
 def test_a_seek_is_taken_when_the_index_shows_a_keyframe_worth_jumping_to():
     from media.decode import worth_seeking
 
-    keys = [0, 30, 76, 137]  # keyframes the container's index lists (frame numbers)
-    assert worth_seeking(keys, 50, -1, 93)  # the first target: from keyframe 76, not from 0
-    assert not worth_seeking(keys, 50, 93, 97)  # the next dense target: decode on
-    assert not worth_seeking(keys, 50, 133, 141)  # keyframe 137 only 4 frames ahead: not worth a seek
-    assert worth_seeking(keys, 50, 80, 200)  # keyframe 137 far ahead
-    assert not worth_seeking(keys, 50, -1, 20)  # no keyframe between: decode from the start
-    assert not worth_seeking([], 50, -1, 93) and worth_seeking([], 50, -1, 160)  # no index: 3 GOPs guessed
+    assert worth_seeking(76, 50, -1, 93)  # the first target: from keyframe 76, not from 0
+    assert not worth_seeking(76, 50, 93, 97)  # the next dense target: decode on
+    assert not worth_seeking(137, 50, 133, 141)  # keyframe 137 only 4 frames ahead: not worth a seek
+    assert worth_seeking(137, 50, 80, 200)  # keyframe 137 far ahead
+    assert not worth_seeking(0, 50, -1, 20)  # no keyframe between: decode from the start
+    assert not worth_seeking(None, 50, -1, 93) and worth_seeking(None, 50, -1, 160)  # no index: 3 GOPs guessed
+
+
+def test_the_keyframe_before_a_timestamp_is_found_in_the_index():
+    from collections import namedtuple
+
+    from media.decode import keyframe_before
+
+    Entry = namedtuple("Entry", "timestamp is_keyframe")
+    entries = [Entry(t * 10, t % 30 == 0) for t in range(100)]  # keyframes at 0, 300, 600, 900
+    assert keyframe_before(entries, 455) == 300 and keyframe_before(entries, 600) == 600
+    assert keyframe_before(entries, 99_999) == 900 and keyframe_before(entries, -5) is None
+    assert keyframe_before(entries, 590, most=20) is None  # 300 lies 30 entries back
+    assert keyframe_before([], 100) is None  # no index
 
 
 @pytest.mark.parametrize("gop", [7, 30])
