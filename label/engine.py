@@ -103,10 +103,12 @@ TOKEN_HINT = (
 
 def token_refused(err: BaseException) -> bool:
     """Whether Ray's failure to join a cluster was the cluster refusing a missing or wrong token
-    (Ray words it only inside the chained error's text)."""
+    (Ray 2.60 says so only inside the chained error's text)."""
+    from ray.exceptions import AuthenticationError
+
     seen: BaseException | None = err
     while seen is not None:
-        if type(seen).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(seen):
+        if isinstance(seen, AuthenticationError) or "InvalidAuthToken" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
