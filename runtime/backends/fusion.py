@@ -4,10 +4,11 @@ The exported file stays standard ONNX (TensorRT parses it; OpenVINO reads it). F
 Runtime on the CPU the backend rewrites, in memory, each attention the exporter decomposed
 (`F.scaled_dot_product_attention`: q*s @ (k*s)^T [+ bias] -> Softmax -> @ v) into one
 `com.microsoft.MultiHeadAttention` (ORT's fused CPU kernel; the merged models' log-size bias
-`[B, 1, 1, N]` expanded to the `[B, 1, N, N]` it takes), then lets ONNX Runtime's own
+`[B, 1, 1, N]` folded into one more channel of q and k, so that a merged block runs the kernel's
+unbiased path and no `[B, 1, N, N]` bias is materialised), then lets ONNX Runtime's own
 transformer optimizer fuse residual + LayerNorm (`SkipLayerNormalization`) and bias + GELU.
 Any attention that does not match the pattern is left as it is. The backend holds the result
-to the plain graph at load (`runtime.agreement`, fp32 rule) and falls back to it otherwise.
+to the plain graph at load (`runtime.agreement`, the rewrite rule of its precision) and falls back to it otherwise.
 """
 
 from __future__ import annotations
@@ -70,33 +71,48 @@ def _fuse_attention(proto: onnx.ModelProto) -> onnx.ModelProto:
         match = _attention(softmax, producer, consumers, constants)
         if match is None:
             continue
-        (q, key, v, bias, heads, out), dropped = match
+        (q, key, v, bias, heads, size, out), dropped = match
         removed |= {id(n) for n in dropped}
+        bnhd = []
+        for name in (q, key, v):  # (B, h, N, d) -> (B, N, h, d)
+            added.append(helper.make_node("Transpose", [name], [f"{name}.bnhd{k}"], perm=[0, 2, 1, 3]))
+            bnhd.append(f"{name}.bnhd{k}")
+        attributes = {}
+        if bias is not None:  # folded: scale * [q, 1] . [k, b / scale] = scale * q . k + b, per key
+            added += [
+                helper.make_node("Pad", [bnhd[0], "fusion.pad_last", "fusion.one_f"], [f"{q}.folded{k}"]),
+                helper.make_node("Mul", [bias, f"fusion.unscale{k}"], [f"fusion.bias{k}"]),  # (B, 1, 1, N)
+                helper.make_node("Reshape", [f"fusion.bias{k}", "fusion.bn11"], [f"fusion.column{k}"]),  # (B, N, 1, 1)
+                helper.make_node("Expand", [f"fusion.column{k}", f"fusion.heads{k}"], [f"fusion.columns{k}"]),
+                helper.make_node("Concat", [bnhd[1], f"fusion.columns{k}"], [f"{key}.folded{k}"], axis=3),
+            ]
+            graph.initializer.extend([
+                numpy_helper.from_array(np.array(size**0.5, np.float32), f"fusion.unscale{k}"),
+                numpy_helper.from_array(np.array([1, 1, heads, 1], np.int64), f"fusion.heads{k}"),
+            ])  # fmt: skip
+            bnhd[:2] = [f"{q}.folded{k}", f"{key}.folded{k}"]
+            attributes["scale"] = size**-0.5  # the head's own: the kernel would take the folded size's
         inputs = []
-        for name in (q, key, v):  # (B, h, N, d) -> (B, N, h*d): the layout MultiHeadAttention takes
-            added += [
-                helper.make_node("Transpose", [name], [f"{name}.bnhd{k}"], perm=[0, 2, 1, 3]),
-                helper.make_node("Reshape", [f"{name}.bnhd{k}", "fusion.bnc"], [f"{name}.bnc{k}"]),
-            ]
-            inputs.append(f"{name}.bnc{k}")
-        if bias is not None:  # (B, 1, 1, N) -> (B, 1, N, N): the attention bias shape it takes
-            added += [
-                helper.make_node("Shape", [q], [f"fusion.n{k}"], start=2, end=3),  # [N] of q (B, h, N, d)
-                helper.make_node(
-                    "Concat", ["fusion.ones", f"fusion.n{k}", "fusion.one"], [f"fusion.rows{k}"], axis=0
-                ),  # [1, 1, N, 1]
-                helper.make_node("Expand", [bias, f"fusion.rows{k}"], [f"fusion.bias{k}"]),
-            ]
-            inputs += ["", "", f"fusion.bias{k}"]  # no projection bias, no key padding mask
+        for name in bnhd:  # (B, N, h, d) -> (B, N, h*d): the layout MultiHeadAttention takes
+            added.append(helper.make_node("Reshape", [name, "fusion.bnc"], [f"{name}.bnc"]))
+            inputs.append(f"{name}.bnc")
         added.append(
             helper.make_node(
-                "MultiHeadAttention", inputs, [out], domain=DOMAIN, num_heads=heads, name=f"fusion.attention{k}"
+                "MultiHeadAttention",
+                inputs,
+                [out],
+                domain=DOMAIN,
+                num_heads=heads,
+                name=f"fusion.attention{k}",
+                **attributes,
             )
         )
     if not added:
         return proto
-    for name, value in (("fusion.bnc", [0, 0, -1]), ("fusion.ones", [1, 1]), ("fusion.one", [1])):
+    shared = (("fusion.bnc", [0, 0, -1]), ("fusion.bn11", [0, -1, 1, 1]), ("fusion.pad_last", [0, 0, 0, 0, 0, 0, 0, 1]))
+    for name, value in shared:
         graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), "fusion.one_f"))
     del graph.node[:]
     graph.node.extend(_topological([n for n in nodes if id(n) not in removed] + added, graph))
     if not any(o.domain == DOMAIN for o in proto.opset_import):
@@ -137,21 +153,21 @@ def _attention(softmax, producer, consumers, constants):
     if len(nxt) != 1 or nxt[0].op_type != "Reshape" or list(_perm(transpose)) != [0, 2, 1, 3]:
         return None
     reshape = nxt[0]
-    heads = _heads(scale_q.input[0], producer, constants)
+    heads = _heads(scale_q.input[0], producer, constants)  # (heads, head size)
     if heads is None or any(len(consumers.get(n.output[0], [])) != 1 for n in (scale_q, scale_k, *chain[:2])):
         return None
     dropped = [scale_q, scale_k, *chain[:2], scores, softmax, context, transpose, reshape] + ([add] if add else [])
     if len(consumers.get(chain[2].output[0], [])) == 1:
         dropped.append(chain[2])
-    return (scale_q.input[0], key, context.input[1], bias, heads, reshape.output[0]), dropped
+    return (scale_q.input[0], key, context.input[1], bias, *heads, reshape.output[0]), dropped
 
 
 def _perm(node) -> list[int]:
     return next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
 
 
-def _heads(q: str, producer, constants) -> int | None:
-    """q = Squeeze(Slice(Transpose(Reshape(x, [B, N, 3, heads, d])))): the heads from that shape."""
+def _heads(q: str, producer, constants) -> tuple[int, int] | None:
+    """q = Squeeze(Slice(Transpose(Reshape(x, [B, N, 3, heads, d])))): (heads, d) from that shape."""
     node = producer.get(q)
     for op in ("Squeeze", "Slice", "Transpose", "Reshape"):
         if node is None or node.op_type != op:
@@ -159,7 +175,7 @@ def _heads(q: str, producer, constants) -> int | None:
         if op != "Reshape":
             node = producer.get(node.input[0])
     shape = constants.get(node.input[1])
-    return int(shape[3]) if shape is not None and len(shape) == 5 and shape[2] == 3 else None
+    return (int(shape[3]), int(shape[4])) if shape is not None and len(shape) == 5 and shape[2] == 3 else None
 
 
 def _topological(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:

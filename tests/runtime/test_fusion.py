@@ -78,3 +78,25 @@ def test_a_fused_graph_that_disagrees_is_not_served(exported, monkeypatch, preci
     backend = load_backend(path, BackendOptions("onnxruntime"))
     assert backend.provider.endswith("unfused)")
     assert backend(agreement.moving_squares(backend.meta.input_spec, 1)).shape == (1, len(model.labels))
+
+
+def test_the_merged_blocks_bias_is_folded_into_q_and_k_not_expanded_to_n_by_n(exported):
+    """ORT's CPU kernel runs attention with a bias [B, 1, N, N] on a slower path and needs the
+    bias materialised per clip; folded (`scale * [q, 1] . [k, b / scale]`) every merged block
+    takes q, k, v only, q and k one channel wider, with the head's own scale given."""
+    from runtime.backends import fusion
+
+    model, path = exported("vit-tiny", "sttm")
+    proto = onnx.load(path)
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    biased = sum(producer[n.input[0]].op_type == "Add" for n in proto.graph.node if n.op_type == "Softmax")
+    graph, count = fusion.fuse(proto)
+    attentions = [n for n in graph.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(attentions) == count and 0 < biased < count  # the blocks before the first merge: no bias
+    assert all(len([i for i in n.input if i]) == 3 for n in attentions)  # no bias, no mask input
+    scales = [a.f for n in attentions for a in n.attribute if a.name == "scale"]
+    from models.layers import Attention
+
+    attention = next(m for m in model.modules() if isinstance(m, Attention))
+    head = attention.qkv.in_features // attention.heads
+    assert len(scales) == biased and all(abs(f - head**-0.5) < 1e-7 for f in scales)
