@@ -1,0 +1,45 @@
+"""The ORT profile's arithmetic: multiply-adds per kernel from the shapes ORT records, and on
+the bundled demo model the profiled graph's matmuls and attentions add up to its GMACs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.ort_profile import macs, profile_file, table
+
+
+def _event(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> dict:
+    return {
+        "args": {
+            "op_name": op,
+            "input_type_shape": [{"float": shape} for shape in inputs],
+            "output_type_shape": [{"float": shape} for shape in outputs],
+        }
+    }
+
+
+def test_multiply_adds_of_matmuls_and_fused_attention_and_none_for_the_rest():
+    qkv = _event("DynamicQuantizeMatMul", [[1, 1568, 768], [2304]], [[1, 1568, 2304]])
+    assert macs(qkv) == 1568 * 768 * 2304
+    batched = _event("MatMul", [[2, 12, 196, 64], [2, 12, 64, 196]], [[2, 12, 196, 196]])
+    assert macs(batched) == 2 * 12 * 196 * 196 * 64
+    # a merged block folded: q and k one channel wider per head (12 x 65), v as it is; 1176 tokens
+    folded = _event("MultiHeadAttention", [[2, 1176, 780], [2, 1176, 780], [2, 1176, 768]], [[2, 1176, 768]])
+    assert macs(folded) == 2 * 1176 * 1176 * (780 + 768)
+    assert macs(_event("Gelu", [[1, 1568, 3072]], [[1, 1568, 3072]])) == 0
+
+
+def test_the_demo_models_profile_adds_up_to_its_multiply_adds():
+    pytest.importorskip("torch")
+    from models import load_model
+
+    demo = Path(__file__).parents[2] / "models" / "demo" / "demo.onnx"
+    result = profile_file(demo, runs=2, threads=1)
+    assert result["fused_attentions"] == len(result["by_attention"]) > 0
+    counted = sum(row["gmacs"] for row in result["by_op"].values())
+    expected = load_model("demo").gflops()  # schedule's count, merge steps included
+    assert counted == pytest.approx(expected, rel=0.05)
+    assert sum(row["share"] for row in result["by_op"].values()) == pytest.approx(1.0, abs=0.01)
+    assert "MultiHeadAttention" in table(result, top=50)
