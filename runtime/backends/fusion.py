@@ -78,19 +78,9 @@ def _fuse_attention(proto: onnx.ModelProto) -> onnx.ModelProto:
             added.append(helper.make_node("Transpose", [name], [f"{name}.bnhd{k}"], perm=[0, 2, 1, 3]))
             bnhd.append(f"{name}.bnhd{k}")
         attributes = {}
-        if bias is not None:  # folded: scale * [q, 1] . [k, b / scale] = scale * q . k + b, per key
-            added += [
-                helper.make_node("Pad", [bnhd[0], "fusion.pad_last", "fusion.one_f"], [f"{q}.folded{k}"]),
-                helper.make_node("Mul", [bias, f"fusion.unscale{k}"], [f"fusion.bias{k}"]),  # (B, 1, 1, N)
-                helper.make_node("Reshape", [f"fusion.bias{k}", "fusion.bn11"], [f"fusion.column{k}"]),  # (B, N, 1, 1)
-                helper.make_node("Expand", [f"fusion.column{k}", f"fusion.heads{k}"], [f"fusion.columns{k}"]),
-                helper.make_node("Concat", [bnhd[1], f"fusion.columns{k}"], [f"{key}.folded{k}"], axis=3),
-            ]
-            graph.initializer.extend([
-                numpy_helper.from_array(np.array(size**0.5, np.float32), f"fusion.unscale{k}"),
-                numpy_helper.from_array(np.array([1, 1, heads, 1], np.int64), f"fusion.heads{k}"),
-            ])  # fmt: skip
-            bnhd[:2] = [f"{q}.folded{k}", f"{key}.folded{k}"]
+        if bias is not None:
+            folded, bnhd[:2] = _fold_bias(graph, k, *bnhd[:2], bias, heads, size)
+            added += folded
             attributes["scale"] = size**-0.5  # the head's own: the kernel would take the folded size's
         inputs = []
         for name in bnhd:  # (B, N, h, d) -> (B, N, h*d): the layout MultiHeadAttention takes
@@ -118,6 +108,24 @@ def _fuse_attention(proto: onnx.ModelProto) -> onnx.ModelProto:
     if not any(o.domain == DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return proto
+
+
+def _fold_bias(graph: onnx.GraphProto, k: int, q: str, key: str, bias: str, heads: int, size: int):
+    """(nodes, (q', k')): the per-key bias `[B, 1, 1, N]` folded into one more channel of q and k
+    `(B, N, h, d)`: `scale * [q, 1] . [k, b / scale] = scale * q . k + b`, so that the kernel runs
+    without an attention bias (which it takes only as `[B, 1, N, N]`, on a slower path)."""
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(size**0.5, np.float32), f"fusion.unscale{k}"),  # 1 / scale
+        numpy_helper.from_array(np.array([1, 1, heads, 1], np.int64), f"fusion.heads{k}"),
+    ])  # fmt: skip
+    nodes = [
+        helper.make_node("Pad", [q, "fusion.pad_last", "fusion.one_f"], [f"{q}.folded"]),  # (B, N, h, d+1)
+        helper.make_node("Mul", [bias, f"fusion.unscale{k}"], [f"fusion.bias{k}"]),  # (B, 1, 1, N)
+        helper.make_node("Reshape", [f"fusion.bias{k}", "fusion.bn11"], [f"fusion.column{k}"]),  # (B, N, 1, 1)
+        helper.make_node("Expand", [f"fusion.column{k}", f"fusion.heads{k}"], [f"fusion.columns{k}"]),  # (B, N, h, 1)
+        helper.make_node("Concat", [key, f"fusion.columns{k}"], [f"{key}.folded"], axis=3),  # (B, N, h, d+1)
+    ]
+    return nodes, (f"{q}.folded", f"{key}.folded")
 
 
 def _attention(softmax, producer, consumers, constants):
