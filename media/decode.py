@@ -178,10 +178,9 @@ def keyframe_before(entries, timestamp: int, most: int = _WALK_BACK) -> int | No
 
 
 def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: int, limits: Limits) -> list:
-    deadline = time.monotonic() + limits.decode_timeout_s
+    deadline = time.monotonic() + limits.decode_timeout_s  # one for the whole clip, seeks included
     ctx = stream.codec_context
-    tb = float(stream.time_base)
-    t0 = stream.start_time or 0
+    tb, t0 = float(stream.time_base), stream.start_time or 0
     entries = stream.index_entries  # the container's index (MP4/MOV sample tables, MKV cues); empty without
     gop = 2 * info.fps  # keyframe interval guess (frames) where there is no index; refined from the stream
 
@@ -194,18 +193,14 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
 
     out: dict[int, np.ndarray] = {}
     size = None  # (w, h) to convert to, fixed by the first frame (its rotation)
-    last, last_index, last_key = None, -1, None
-    k = 0
+    last, last_index, last_key, k = None, -1, None, 0
     while k < len(wanted):
         target = int(wanted[k])
         progressed = False
         if seek_for(target, last_index):  # jump to the keyframe before it
-            with contextlib.suppress(av.FFmpegError):  # not seekable: decode forward
-                container.seek(int(t0 + target / info.fps / tb), stream=stream, backward=True, any_frame=False)
+            _seek(container, stream, int(t0 + target / info.fps / tb))
         try:
-            for frame in container.decode(stream):
-                if time.monotonic() > deadline:
-                    raise VideoError("timeout", f"decoding took longer than {limits.decode_timeout_s:.0f} s")
+            for frame in _frames(container, stream, deadline, limits.decode_timeout_s):
                 index = round((frame.pts - t0) * tb * info.fps) if frame.pts is not None else last_index + 1
                 if frame.key_frame:
                     if last_key is not None and index > last_key:
@@ -242,6 +237,22 @@ def _decode(container, stream, info: VideoInfo, wanted: np.ndarray, short_side: 
     for i in wanted[k:]:  # short video: repeat the last frame (MMAction2's convention)
         out[int(i)] = last
     return [out[int(i)] for i in wanted]
+
+
+def _frames(container, stream, deadline: float, timeout_s: float):
+    """The stream's frames, decoded from where the container stands, until `deadline`
+    (`time.monotonic()`; `timeout_s`: what it allowed, for the error)."""
+    for frame in container.decode(stream):
+        if time.monotonic() > deadline:
+            raise VideoError("timeout", f"decoding took longer than {timeout_s:.0f} s")
+        yield frame
+
+
+def _seek(container, stream, timestamp: int) -> None:
+    """To the keyframe at or before `timestamp` (the stream's time base); a container that
+    cannot seek is decoded forward."""
+    with contextlib.suppress(av.FFmpegError):
+        container.seek(timestamp, stream=stream, backward=True, any_frame=False)
 
 
 def convert_frame(frame, size: tuple[int, int]) -> np.ndarray:

@@ -176,3 +176,16 @@ def test_seeking_by_the_index_reads_the_exact_frames(tmp_path, gop):
     indices = np.array([[2, 15, 16, 22, 29, 30, 35, 43, 44, 49]])
     frames, _, _ = read_frames(path, indices, short_side=48)
     np.testing.assert_array_equal(levels(frames), indices)
+
+
+def test_decoding_past_its_time_limit_is_a_timeout_error_across_seeks(tmp_path, monkeypatch):
+    """One deadline for the whole clip: a seek does not restart the clock."""
+    path = numbered_clip(tmp_path / "n.mp4", gop=5)
+    clock = iter(range(0, 10_000, 10))  # every reading 10 s after the last
+    monkeypatch.setattr(media.decode.time, "monotonic", lambda: next(clock))
+    with pytest.raises(VideoError) as err:
+        read_frames(path, np.array([[0, 30]]), short_side=48, limits=Limits(decode_timeout_s=25.0))
+    assert err.value.code == "timeout" and "25 s" in str(err.value)
+    # the same clip within the limit: a frame decoded, then a seek to frame 30, then decoded
+    frames, _, _ = read_frames(path, np.array([[0, 30]]), short_side=48, limits=Limits(decode_timeout_s=1e9))
+    np.testing.assert_array_equal(levels(frames), [[0, 30]])
