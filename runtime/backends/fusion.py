@@ -8,7 +8,8 @@ Runtime on the CPU the backend rewrites, in memory, each attention the exporter 
 unbiased path and no `[B, 1, N, N]` bias is materialised), then lets ONNX Runtime's own
 transformer optimizer fuse residual + LayerNorm (`SkipLayerNormalization`) and bias + GELU.
 Any attention that does not match the pattern is left as it is. The backend holds the result
-to the plain graph at load (`runtime.agreement`, the rewrite rule of its precision) and falls back to it otherwise.
+to the plain graph at load (`runtime.agreement`, the rewrite rule of its precision) and falls
+back to it otherwise.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _fold_bias(graph: onnx.GraphProto, k: int, q: str, key: str, bias: str, head
 
 
 def _attention(softmax, producer, consumers, constants):
-    """The exporter's SDPA around `softmax`, or None: ((q, k, v, bias, heads, output), nodes
+    """The exporter's SDPA around `softmax`, or None: ((q, k, v, bias, heads, d, output), nodes
     replaced). q, k, v are `(B, h, N, d)`; output is the `(B, N, h*d)` the block reads."""
     scores = producer.get(softmax.input[0])
     bias = add = None
