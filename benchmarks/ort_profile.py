@@ -125,9 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(argv)
-    if not args.file.is_file():
-        parser.error(f"{args.file} does not exist")
-    result = profile_file(args.file, args.runs, args.threads)
+    if not args.file.is_file() or args.file.suffix != ".onnx":
+        parser.error(f"{args.file}: not an .onnx file")
+    try:
+        result = profile_file(args.file, args.runs, args.threads)
+    except ValueError as err:  # not one of our exports (no metadata)
+        parser.error(f"{args.file}: {err}")
     print(json.dumps(result) if args.json else table(result, args.top))
 
 

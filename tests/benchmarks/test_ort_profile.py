@@ -43,3 +43,18 @@ def test_the_demo_models_profile_adds_up_to_its_multiply_adds():
     assert counted == pytest.approx(expected, rel=0.05)
     assert sum(row["share"] for row in result["by_op"].values()) == pytest.approx(1.0, abs=0.01)
     assert "MultiHeadAttention" in table(result, top=50)
+
+
+def test_what_it_cannot_profile_is_one_line_and_exit_2(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from benchmarks.ort_profile import main
+
+    foreign = tmp_path / "relu.onnx"  # an ONNX file without our metadata
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), foreign)
+    for path, says in ((tmp_path / "model.xml", "not an .onnx file"), (foreign, "was it written by `sttm export`")):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(path)])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err.strip().splitlines()[-1]
