@@ -77,16 +77,16 @@ def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata,
 
     from runtime.backends import fusion
 
-    try:
+    try:  # an optimisation: whatever fails here (e.g. an ORT without a kernel feature), plain serves
         graph, count = fusion.fuse(onnx.load(str(path)))
-    except Exception as err:  # noqa: BLE001 - an optimisation: the plain graph serves the same answers
-        return plain, f" (attention not fused: {str(err).splitlines()[0][:120]})"
-    if not count:
+        session = _session(graph.SerializeToString(), ["CPUExecutionProvider"], threads, str(path)) if count else None
+    except Exception as err:  # noqa: BLE001
+        return plain, _not_fused(err)
+    if session is None:
         return plain, ""
-    session = _session(graph.SerializeToString(), ["CPUExecutionProvider"], threads, str(path))
     videos = moving_squares(meta.input_spec, CHECK_CLIPS)
     expected = plain.run([meta.output_name], {meta.input_name: videos})[0]
-    try:  # one call of 2 clips: the batched path (the bias expanded per clip)
+    try:  # one call of 2 clips: the batched path (the bias folded per clip)
         compare(
             lambda v: session.run([meta.output_name], {meta.input_name: v})[0],
             videos,
@@ -99,7 +99,13 @@ def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata,
         )
     except ValidationError as err:
         return plain, f" (fused attention differs by {err.report.max_abs_diff:.3g}: unfused)"
+    except Exception as err:  # noqa: BLE001 - the fused graph fails where the plain one runs
+        return plain, _not_fused(err)
     return session, f" (fused attention x{count})"
+
+
+def _not_fused(err: Exception) -> str:
+    return f" (attention not fused: {str(err).splitlines()[0][:120]})"
 
 
 def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):

@@ -100,3 +100,28 @@ def test_the_merged_blocks_bias_is_folded_into_q_and_k_not_expanded_to_n_by_n(ex
     attention = next(m for m in model.modules() if isinstance(m, Attention))
     head = attention.qkv.in_features // attention.heads
     assert len(scales) == biased and all(abs(f - head**-0.5) < 1e-7 for f in scales)
+
+
+@pytest.mark.parametrize("breaks", ["at load", "when run"])
+def test_a_fused_graph_that_onnx_runtime_cannot_load_or_run_leaves_the_plain_one_serving(exported, monkeypatch, breaks):
+    """The fusion is an optimisation: an ONNX Runtime that refuses the fused graph (an older
+    one without a kernel feature, say) costs the speed, not the model."""
+    from runtime.backends import fusion
+
+    model, path = exported("vit-tiny", "sttm")
+    fuse = fusion.fuse
+
+    def broken(proto):
+        graph, count = fuse(proto)
+        for node in graph.graph.node:
+            if node.op_type == "MultiHeadAttention":
+                if breaks == "at load":
+                    node.op_type = "NoSuchAttention"  # no kernel: the session cannot be made
+                else:
+                    next(a for a in node.attribute if a.name == "num_heads").i = 5  # 5 does not divide the width
+        return graph, count
+
+    monkeypatch.setattr(fusion, "fuse", broken)
+    backend = load_backend(path, BackendOptions("onnxruntime"))
+    assert "(attention not fused: " in backend.provider
+    assert backend(agreement.moving_squares(backend.meta.input_spec, 1)).shape == (1, len(model.labels))
