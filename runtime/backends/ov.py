@@ -21,7 +21,7 @@ import openvino
 from runtime.agreement import ValidationError, compare, moving_squares
 from runtime.backends import Backend, BackendOptions, ModelLoadError
 from runtime.backends.cpu import Choice, choose_precision, int8_weights_problem, this_cpu
-from runtime.backends.ov_compile import Infer, clip_by_clip, compiled, fixed, streams
+from runtime.backends.ov_compile import Infer, clip_by_clip, compiled, core, fixed, streams
 from runtime.backends.ov_split import decisions_in_fp32
 from runtime.metadata import PREFIX, ModelMetadata
 
@@ -29,14 +29,10 @@ CHECK_CLIPS = 4
 
 
 def load(path: Path, options: BackendOptions) -> Backend:
-    core = openvino.Core()
-    if options.cache is not None:
-        options.cache.mkdir(parents=True, exist_ok=True)
-        core.set_property({"CACHE_DIR": str(options.cache)})
-    try:
-        model = core.read_model(str(path))
-    except RuntimeError as err:
-        raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+    cache = options.cache
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    model = _read(path)
     meta = _metadata(model, path)
     precision, reason = dataclasses.astuple(_decided(model, path, meta, options.precision))
     # a batch of 1, but an int8 IR keeps its dynamic batch: OpenVINO 2026.4 computes one with a
@@ -45,16 +41,16 @@ def load(path: Path, options: BackendOptions) -> Backend:
 
     def served(at: str, alone: Infer | None = None) -> Infer:
         """Batches at precision `at`: a lone clip on `alone` (compiled here if not given), the rest on the streams."""
-        alone = alone or compiled(core, single, at, options.threads)
-        return clip_by_clip(alone, streams(core, single, at, options.threads, options.max_batch))
+        alone = alone or compiled(single, at, options.threads, cache)
+        return clip_by_clip(alone, streams(single, at, options.threads, options.max_batch, cache))
 
     infer = served(precision)
     provider = "openvino:CPU"
     if precision in ("bf16", "fp16") and options.check:
-        alone_fp32 = compiled(core, single, "fp32", options.threads)  # the check's, and the fallback's
+        alone_fp32 = compiled(single, "fp32", options.threads, cache)  # the check's, and the fallback's
         reference = clip_by_clip(alone_fp32)
         try:
-            infer, provider = _checked(core, model, meta, precision, infer, reference, options.threads)
+            infer, provider = _checked(model, meta, precision, infer, reference, options.threads, cache)
         except ValidationError as err:
             failed = (
                 f"openvino {precision} does not match its fp32 on the check clips (max abs diff "
@@ -85,7 +81,7 @@ def read_metadata(path: Path) -> ModelMetadata:
 
 def _read(path: Path):
     try:
-        return openvino.Core().read_model(str(path))
+        return core().read_model(str(path))
     except RuntimeError as err:
         raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
 
@@ -110,7 +106,7 @@ def _largest_int8_weight(model) -> int:
 
 
 def _checked(
-    core: openvino.Core, model, meta: ModelMetadata, precision: str, infer: Infer, reference: Infer, threads: int
+    model, meta: ModelMetadata, precision: str, infer: Infer, reference: Infer, threads: int, cache: Path | None
 ) -> tuple[Infer, str]:
     """The fastest form of `precision` that agrees with fp32: the whole model in it, else
     the merge decisions in fp32 (`decisions_in_fp32`). Raises `ValidationError` (the whole
@@ -123,7 +119,7 @@ def _checked(
     # on the model as stored (a dynamic batch): with static shapes OpenVINO 2026.4 fuses the cut
     # model's second part into snippets that compute the demo wrongly in bf16 (max diff 4.2;
     # right with SNIPPETS_MODE=DISABLE)
-    exact = decisions_in_fp32(core, model, precision, threads)
+    exact = decisions_in_fp32(model, precision, threads, cache)
     if exact is None:
         raise whole
     try:

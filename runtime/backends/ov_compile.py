@@ -9,8 +9,10 @@ docs/runtimes.md.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import openvino
@@ -20,18 +22,30 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 Infer = Callable[..., list[np.ndarray]]  # `(video, *more inputs) -> [outputs]`, output 0 the logits
 
 
-def _config(precision: str, threads: int, hint: str) -> dict:
+@functools.cache
+def core() -> openvino.Core:
+    """The process's one OpenVINO Core, for every model it reads and compiles. One, not one per
+    model: OpenVINO 2026.4's CPU plugin installs a signal stack on the thread that first compiles
+    with a Core and puts the previous one back when that Core goes, so Cores released out of
+    order leave a freed stack installed, and the next signal handled on that thread (SIGTERM,
+    SIGHUP) ends the process with SIGSEGV (docs/runtimes.md)."""
+    return openvino.Core()
+
+
+def _config(precision: str, threads: int, hint: str, cache: Path | None) -> dict:
     config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if cache is not None:  # per compile, not on the shared Core
+        config["CACHE_DIR"] = str(cache)
     return config
 
 
-def compiled(core: openvino.Core, model, precision: str, threads: int) -> Infer:
+def compiled(model, precision: str, threads: int, cache: Path | None = None) -> Infer:
     """The model compiled at `precision` for one request on all the threads, as a thread-safe
     function `(video, *more inputs) -> [outputs]` (one infer request per thread; output 0 is
-    the logits)."""
-    compiled = core.compile_model(model, "CPU", _config(precision, threads, "LATENCY"))
+    the logits); compiled models cached in `cache` (OpenVINO's `CACHE_DIR`) when given."""
+    compiled = core().compile_model(model, "CPU", _config(precision, threads, "LATENCY", cache))
     local = threading.local()
 
     def infer(video: np.ndarray, *more: np.ndarray) -> list[np.ndarray]:
@@ -43,13 +57,13 @@ def compiled(core: openvino.Core, model, precision: str, threads: int) -> Infer:
     return infer
 
 
-def streams(core: openvino.Core, model, precision: str, threads: int, max_batch: int) -> tuple[Infer, int] | None:
+def streams(model, precision: str, threads: int, max_batch: int, cache: Path | None = None) -> tuple[Infer, int] | None:
     """The model (batch 1) compiled for the CPU's streams (the THROUGHPUT hint), as (a thread-safe
     function over any number of clips, run as many at once as there are streams; the stream
     count). None where batches cannot fill two streams (`max_batch`, or one stream here)."""
     if max_batch < 2:
         return None
-    compiled = core.compile_model(model, "CPU", _config(precision, threads, "THROUGHPUT"))
+    compiled = core().compile_model(model, "CPU", _config(precision, threads, "THROUGHPUT", cache))
     count = int(compiled.get_property("NUM_STREAMS"))
     if not 2 <= count <= max_batch:
         return None

@@ -5,13 +5,15 @@ from Python)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import openvino
 
 from runtime.backends.ov_compile import compiled
 
 
-def decisions_in_fp32(core: openvino.Core, model, precision: str, threads: int):
+def decisions_in_fp32(model, precision: str, threads: int, cache: Path | None = None):
     """The model as two compiled parts, `video -> [outputs]`: every node that a merge
     decision (TopK) depends on, in fp32; the rest in `precision`, fed the tensors it reads
     from the first part. None when the model makes no decisions (nothing merges). `model`
@@ -40,7 +42,7 @@ def decisions_in_fp32(core: openvino.Core, model, precision: str, threads: int):
         cuts.append(cut)
     first = openvino.Model([twins[name].output(i) for name, i in crossing], exact_part.get_parameters(), "decisions")
     second = openvino.Model(rest.get_results(), [*rest.get_parameters(), *cuts], "rest")
-    run_first, run_second = compiled(core, first, "fp32", threads), compiled(core, second, precision, threads)
+    run_first, run_second = compiled(first, "fp32", threads, cache), compiled(second, precision, threads, cache)
 
     def infer(video: np.ndarray) -> list[np.ndarray]:
         return run_second(video, *run_first(video))

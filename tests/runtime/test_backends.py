@@ -66,11 +66,11 @@ def test_openvino_runs_clip_by_clip_alone_or_on_its_streams(tiny_onnx):
     reference = load_backend(tiny_onnx, BackendOptions(kind="onnxruntime"))
     clips = moving_squares(served.meta.input_spec, 5)
     np.testing.assert_allclose(served(clips), reference(clips), atol=1e-4)
-    core = openvino.Core()
-    streams = ov_compile.streams(core, ov_compile.fixed(core.read_model(str(tiny_onnx)), 1), "fp32", 2, max_batch=4)
+    model = ov_compile.core().read_model(str(tiny_onnx))
+    streams = ov_compile.streams(ov_compile.fixed(model, 1), "fp32", 2, max_batch=4)
     assert streams is not None and streams[1] == 2  # 2 cores: 2 streams of 1 thread
     np.testing.assert_allclose(streams[0](clips)[0], reference(clips), atol=1e-4)
-    assert ov_compile.streams(core, core.read_model(str(tiny_onnx)), "fp32", 2, max_batch=1) is None  # never a batch
+    assert ov_compile.streams(model, "fp32", 2, max_batch=1) is None  # never a batch
 
     calls = []
 
@@ -131,15 +131,15 @@ def test_the_split_at_the_merge_decisions_computes_the_same_model(tiny_onnx):
     same function as the whole model (both in fp32 here): every output, merge_index included."""
     from runtime.backends import ov_compile, ov_split
 
-    core = openvino.Core()
+    core = ov_compile.core()
     model = core.read_model(str(DEMO_ONNX))
-    split = ov_split.decisions_in_fp32(core, model, "fp32", 0)
-    whole = ov_compile.compiled(core, model, "fp32", 0)  # after the split: the model it was cut from is intact
+    split = ov_split.decisions_in_fp32(model, "fp32", 0)
+    whole = ov_compile.compiled(model, "fp32", 0)  # after the split: the model it was cut from is intact
     clips = moving_squares(load_backend(DEMO_ONNX, BackendOptions("onnxruntime")).meta.input_spec, 3)
     for a, b in zip(whole(clips), split(clips), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     unmerged = core.read_model(str(tiny_onnx))
-    assert ov_split.decisions_in_fp32(core, unmerged, "fp32", 0) is None  # no decisions: nothing to split
+    assert ov_split.decisions_in_fp32(unmerged, "fp32", 0) is None  # no decisions: nothing to split
 
 
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units")
@@ -230,3 +230,28 @@ def test_int8_weights_that_saturate_on_this_cpu_are_refused_at_load(tiny_onnx, t
     assert load_backend(seven, BackendOptions("onnxruntime")).precision == "int8"
     monkeypatch.setattr(ort, "this_cpu", lambda: AMX)
     assert load_backend(full, BackendOptions("onnxruntime")).precision == "int8"
+
+
+def test_openvino_models_released_in_any_order_leave_signals_deliverable(tiny_onnx):
+    """OpenVINO 2026.4's CPU plugin installs a signal stack per Core and puts the previous one
+    back when that Core goes: with a Core per model, two models released oldest first left a
+    freed stack installed, and the next SIGHUP (key reload) or SIGTERM killed the server with
+    SIGSEGV. One Core per process: a fresh process loads two, drops them, takes a SIGHUP."""
+    import subprocess
+    import sys
+
+    code = f"""
+import gc, os, signal, sys
+from pathlib import Path
+from runtime.backends import BackendOptions, load_backend
+first = load_backend(Path({str(tiny_onnx)!r}), BackendOptions(kind="openvino", precision="fp32"))
+second = load_backend(Path({str(tiny_onnx)!r}), BackendOptions(kind="openvino", precision="fp32"))
+del first
+gc.collect()
+del second
+gc.collect()
+signal.signal(signal.SIGHUP, lambda *_: print("reloaded", flush=True))
+os.kill(os.getpid(), signal.SIGHUP)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "reloaded"), done.stderr[-500:]
