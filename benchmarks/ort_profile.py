@@ -1,8 +1,10 @@
 """Where an exported file's time goes in ONNX Runtime on the CPU, by ORT's own profiler: the
-graph the backend serves (attention fused at load, as `runtime.backends.ort` does), batch 1,
-one generated clip, kernel time per op type and per fused attention (docs/benchmarks/speed.md).
+graph with attention fused as `runtime.backends.ort` fuses it at load (`--unfused`: the plain
+graph, which the backend serves where its load-time check refuses the fused one), batch 1, one
+generated clip, kernel time and multiply-adds per op type and per fused attention
+(docs/benchmarks/speed.md).
 
-    python -m benchmarks.ort_profile FILE.onnx [--runs 4] [--threads 2] [--top 12]
+    python -m benchmarks.ort_profile FILE.onnx [--runs 4] [--threads 2] [--top 12] [--unfused]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import onnx
 import onnxruntime
 
-from runtime.agreement import moving_squares
+from runtime.agreement import REWRITE_TOLERANCE, moving_squares
 from runtime.backends import fusion
 from runtime.metadata import ModelMetadata
 
@@ -46,9 +48,9 @@ def macs(event: dict) -> int:
     return 0
 
 
-def kernel_times(events: list[dict], runs: int) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """ORT profile events -> ({op type: [ms per run, G multiply-adds per run]}, {fused attention
-    node: ms per run}), each largest first."""
+def kernel_times(events: list[dict], runs: int) -> tuple[dict[str, dict], dict[str, float]]:
+    """ORT profile events -> ({op type: {"ms", "gmacs"} per run}, {fused attention node: ms per
+    run}), each largest first."""
     by_op: collections.Counter = collections.Counter()
     work: collections.Counter = collections.Counter()
     by_attention: collections.Counter = collections.Counter()
@@ -60,15 +62,18 @@ def kernel_times(events: list[dict], runs: int) -> tuple[dict[str, list[float]],
         work[op] += macs(event)
         if op == "MultiHeadAttention":
             by_attention[event["name"].removesuffix("_kernel_time")] += event["dur"]
-    ops = {k: [round(v / runs / 1000, 2), round(work[k] / runs / 1e9, 4)] for k, v in by_op.most_common()}  # us -> ms
-    return ops, {k: round(v / runs / 1000, 2) for k, v in by_attention.most_common()}
+    ms = lambda us: round(us / runs / 1000, 2)  # noqa: E731 - profile durations are in us
+    ops = {k: {"ms": ms(v), "gmacs": round(work[k] / runs / 1e9, 4)} for k, v in by_op.most_common()}
+    return ops, {k: ms(v) for k, v in by_attention.most_common()}
 
 
-def profile_file(path: Path, runs: int, threads: int) -> dict:
-    """`runs` profiled calls (after one warm-up) of the fused graph of `path` on one clip."""
+def profile_file(path: Path, runs: int, threads: int, fuse: bool = True) -> dict:
+    """`runs` profiled calls (after one warm-up) of `path` on one clip, its attention fused
+    where the backend fuses it (the file's precision) unless `fuse` is off."""
     proto = onnx.load(str(path))
     meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-    graph, fused = fusion.fuse(proto) if meta.precision in ("fp32", "int8") else (proto, 0)
+    graph, fused = fusion.fuse(proto) if fuse and meta.precision in REWRITE_TOLERANCE else (proto, 0)
+    measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
@@ -87,15 +92,16 @@ def profile_file(path: Path, runs: int, threads: int) -> dict:
     first = next(e for e in events if e.get("name") == "model_run")
     events = [e for e in events if e["ts"] >= first["ts"] + first["dur"]]
     by_op, by_attention = kernel_times(events, runs)
-    total = sum(ms for ms, _ in by_op.values()) or 1.0
+    total = sum(row["ms"] for row in by_op.values()) or 1.0
     return {
         "file": path.name,
         "precision": meta.precision,
         "fused_attentions": fused,
         "threads": threads,
+        "measured": measured,
         "ms_per_call": round(wall * 1000, 1),
         "kernel_ms": round(total, 1),
-        "by_op": {k: {"ms": ms, "share": round(ms / total, 3), "gmacs": g} for k, (ms, g) in by_op.items()},
+        "by_op": {k: row | {"share": round(row["ms"] / total, 3)} for k, row in by_op.items()},
         "by_attention": by_attention,
     }
 
@@ -103,7 +109,7 @@ def profile_file(path: Path, runs: int, threads: int) -> dict:
 def table(result: dict, top: int) -> str:
     lines = [
         f"{result['file']} ({result['precision']}, attention fused x{result['fused_attentions']}), "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {result['threads']} threads: "
+        f"{result['measured']}, {result['threads']} threads: "
         f"{result['ms_per_call']} ms per call, {result['kernel_ms']} ms in kernels",
         "| op | ms per call | share | G multiply-adds | G multiply-adds/s |",
         "|---|---|---|---|---|",
@@ -123,12 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--unfused", action="store_true", help="the plain graph, attention not fused")
     parser.add_argument("--json", action="store_true", help="the result as one JSON object")
     args = parser.parse_args(argv)
     if not args.file.is_file() or args.file.suffix != ".onnx":
         parser.error(f"{args.file}: not an .onnx file")
     try:
-        result = profile_file(args.file, args.runs, args.threads)
+        result = profile_file(args.file, args.runs, args.threads, fuse=not args.unfused)
     except ValueError as err:  # not one of our exports (no metadata)
         parser.error(f"{args.file}: {err}")
     print(json.dumps(result) if args.json else table(result, args.top))
