@@ -1,6 +1,6 @@
 """Where an exported file's time goes in ONNX Runtime on the CPU, by ORT's own profiler: the
-graph with attention fused as `runtime.backends.ort` fuses it at load (`--unfused`: the plain
-graph, which the backend serves where its load-time check refuses the fused one), batch 1, one
+graph the backend serves (`runtime.backends.ort`: attention fused where its load-time check
+passes, the plain graph where it refuses; `--unfused`: always the plain graph), batch 1, one
 generated clip, kernel time and multiply-adds per op type and per fused attention
 (docs/benchmarks/speed.md).
 
@@ -17,11 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import onnx
-import onnxruntime
-
-from runtime.agreement import REWRITE_TOLERANCE, moving_squares
-from runtime.backends import fusion
+from runtime.agreement import moving_squares
+from runtime.backends import ModelLoadError, ort
 from runtime.metadata import ModelMetadata
 
 MATMULS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMul", "FusedMatMul", "Gemm")
@@ -68,35 +65,31 @@ def kernel_times(events: list[dict], runs: int) -> tuple[dict[str, dict], dict[s
 
 
 def profile_file(path: Path, runs: int, threads: int, fuse: bool = True) -> dict:
-    """`runs` profiled calls (after one warm-up) of `path` on one clip, its attention fused
-    where the backend fuses it (the file's precision) unless `fuse` is off."""
-    proto = onnx.load(str(path))
-    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-    graph, fused = fusion.fuse(proto) if fuse and meta.precision in REWRITE_TOLERANCE else (proto, 0)
+    """`runs` profiled calls (after one warm-up) of `path` on one clip, in the session the
+    backend serves it with (`runtime.backends.ort.fused_or_plain`: attention fused where its
+    load-time check passes) unless `fuse` is off (the plain graph)."""
     measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    video = moving_squares(meta.input_spec, 1)
     with tempfile.TemporaryDirectory() as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, "ort")
-        session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feed = {meta.input_name: video}
-        session.run([meta.output_name], feed)  # warm-up: its events are dropped below
+        plain = ort.open_session(path, ["CPUExecutionProvider"], threads, profile=os.path.join(tmp, "plain"))
+        meta = ModelMetadata.from_props(plain.get_modelmeta().custom_metadata_map)
+        session, served = (plain, "")
+        if fuse:
+            session, served = ort.fused_or_plain(path, plain, meta, threads, os.path.join(tmp, "fused"))
+        feed = {meta.input_name: moving_squares(meta.input_spec, 1)}
+        session.run([meta.output_name], feed)  # warm-up
         started = time.perf_counter()
         for _ in range(runs):
             session.run([meta.output_name], feed)
         wall = (time.perf_counter() - started) / runs
         events = json.loads(Path(session.end_profiling()).read_text())
-    first = next(e for e in events if e.get("name") == "model_run")
-    events = [e for e in events if e["ts"] >= first["ts"] + first["dur"]]
-    by_op, by_attention = kernel_times(events, runs)
+        if session is not plain:
+            plain.end_profiling()
+    by_op, by_attention = kernel_times(last_runs(events, runs), runs)
     total = sum(row["ms"] for row in by_op.values()) or 1.0
     return {
         "file": path.name,
         "precision": meta.precision,
-        "fused_attentions": fused,
+        "served": served.removeprefix(" (").removesuffix(")") or "attention not fused",
         "threads": threads,
         "measured": measured,
         "ms_per_call": round(wall * 1000, 1),
@@ -106,9 +99,15 @@ def profile_file(path: Path, runs: int, threads: int, fuse: bool = True) -> dict
     }
 
 
+def last_runs(events: list[dict], runs: int) -> list[dict]:
+    """The events of the last `runs` calls: the load-time check's and the warm-up's dropped."""
+    calls = [e for e in events if e.get("name") == "model_run"][-runs:]
+    return [e for e in events if any(c["ts"] <= e["ts"] <= c["ts"] + c["dur"] for c in calls)]
+
+
 def table(result: dict, top: int) -> str:
     lines = [
-        f"{result['file']} ({result['precision']}, attention fused x{result['fused_attentions']}), "
+        f"{result['file']} ({result['precision']}, {result['served']}), "
         f"{result['measured']}, {result['threads']} threads: "
         f"{result['ms_per_call']} ms per call, {result['kernel_ms']} ms in kernels",
         "| op | ms per call | share | G multiply-adds | G multiply-adds/s |",
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.file}: not an .onnx file")
     try:
         result = profile_file(args.file, args.runs, args.threads, fuse=not args.unfused)
-    except ValueError as err:  # not one of our exports (no metadata)
+    except (ValueError, ModelLoadError) as err:  # not one of our exports (no metadata), or not a model
         parser.error(f"{args.file}: {err}")
     print(json.dumps(result) if args.json else table(result, args.top))
 

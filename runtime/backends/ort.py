@@ -21,7 +21,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
     """The metadata is read from a CPU session; for ONNX Runtime's TensorRT provider, explicit
     batch profiles (1..max_batch) and an engine cache keep it from rebuilding engines when the
     batch size changes; CUDA and CPU follow as fallbacks."""
-    session = _session(path, ["CPUExecutionProvider"], options.threads)
+    session = open_session(path, ["CPUExecutionProvider"], options.threads)
     try:
         meta = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
     except ValueError as err:
@@ -32,9 +32,10 @@ def load(path: Path, options: BackendOptions) -> Backend:
     chosen = [p for p in options.providers if p in available]
     note = ""
     if chosen and chosen != ["CPUExecutionProvider"]:
-        session = _session(path, [provider(p, meta, options.max_batch, options.cache) for p in chosen], options.threads)
-    elif options.fuse and meta.precision in REWRITE_TOLERANCE:  # ORT's fused CPU attention kernels are fp32
-        session, note = _fused(path, session, meta, options.threads)
+        providers = [provider(p, meta, options.max_batch, options.cache) for p in chosen]
+        session = open_session(path, providers, options.threads)
+    elif options.fuse:
+        session, note = fused_or_plain(path, session, meta, options.threads)
 
     def run(video):  # thread-safe: ORT sessions are
         return session.run([meta.output_name], {meta.input_name: video})[0]
@@ -69,17 +70,24 @@ def largest_int8_weight(path: Path) -> int:
     return max((int(np.abs(w.astype(np.int16)).max()) for w in found if w.size), default=0)
 
 
-def _fused(path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int):
-    """(a session on the graph with fused attention, a note for the provider name), held to
-    the `plain` session on generated clips by the rewrite rule of the file's precision; the
-    plain session (and why) when nothing fuses or it disagrees."""
+def fused_or_plain(
+    path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int, profile: str | None = None
+) -> tuple[onnxruntime.InferenceSession, str]:
+    """The CPU session that serves `path`, and a note for the provider name: one on the graph
+    with fused attention, held to the `plain` session on generated clips by the rewrite rule of
+    the file's precision; the plain session (and why) when its precision has no fused kernels
+    (they are fp32), nothing fuses, or the fused graph fails or disagrees. `profile`: ORT's
+    profiler on in the fused session, files under that prefix (`benchmarks.ort_profile`)."""
     import onnx
 
     from runtime.backends import fusion
 
+    if meta.precision not in REWRITE_TOLERANCE:
+        return plain, ""
     try:  # an optimisation: whatever fails here (e.g. an ORT without a kernel feature), plain serves
         graph, count = fusion.fuse(onnx.load(str(path)))
-        session = _session(graph.SerializeToString(), ["CPUExecutionProvider"], threads, str(path)) if count else None
+        cpu = ["CPUExecutionProvider"]
+        session = open_session(graph.SerializeToString(), cpu, threads, str(path), profile) if count else None
     except Exception as err:  # noqa: BLE001
         return plain, _not_fused(err)
     if session is None:
@@ -127,11 +135,17 @@ def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None)
     return (name, options)
 
 
-def _session(model: Path | bytes, providers: list, threads: int, name: str = "") -> onnxruntime.InferenceSession:
-    """A session on a file, or on a serialized model (`name` says which file it came from)."""
+def open_session(
+    model: Path | bytes, providers: list, threads: int, name: str = "", profile: str | None = None
+) -> onnxruntime.InferenceSession:
+    """A session on a file, or on a serialized model (`name` says which file it came from);
+    `profile`: ORT's profiler on, its file under that prefix."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     try:
         return onnxruntime.InferenceSession(
             model if isinstance(model, bytes) else str(model), options, providers=providers

@@ -9,6 +9,8 @@ import pytest
 
 from benchmarks.ort_profile import macs, profile_file, table
 
+DEMO = Path(__file__).parents[2] / "models" / "demo" / "demo.onnx"
+
 
 def _event(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> dict:
     return {
@@ -35,14 +37,24 @@ def test_the_demo_models_profile_adds_up_to_its_multiply_adds():
     pytest.importorskip("torch")
     from models import load_model
 
-    demo = Path(__file__).parents[2] / "models" / "demo" / "demo.onnx"
-    result = profile_file(demo, runs=2, threads=1)
-    assert result["fused_attentions"] == len(result["by_attention"]) > 0
+    result = profile_file(DEMO, runs=2, threads=1)
+    assert result["served"] == f"fused attention x{len(result['by_attention'])}" and result["by_attention"]
     counted = sum(row["gmacs"] for row in result["by_op"].values())
     expected = load_model("demo").gflops()  # schedule's count, merge steps included
     assert counted == pytest.approx(expected, rel=0.05)
     assert sum(row["share"] for row in result["by_op"].values()) == pytest.approx(1.0, abs=0.01)
     assert "MultiHeadAttention" in table(result, top=50)
+
+
+def test_it_profiles_the_plain_graph_where_the_backends_check_refuses_the_fused_one(monkeypatch):
+    from runtime.agreement import REWRITE_TOLERANCE
+
+    monkeypatch.setitem(REWRITE_TOLERANCE, "fp32", -1.0)  # no fused graph can pass: the backend serves plain
+    result = profile_file(DEMO, runs=1, threads=1)
+    assert result["served"].startswith("fused attention differs by") and result["served"].endswith("unfused")
+    assert not result["by_attention"] and "MultiHeadAttention" not in result["by_op"]
+    assert result["by_op"]["MatMul"]["gmacs"] > 0  # attention as the exporter wrote it: plain matmuls
+    assert profile_file(DEMO, runs=1, threads=1, fuse=False)["served"] == "attention not fused"
 
 
 def test_what_it_cannot_profile_is_one_line_and_exit_2(tmp_path, capsys):
@@ -54,7 +66,14 @@ def test_what_it_cannot_profile_is_one_line_and_exit_2(tmp_path, capsys):
     foreign = tmp_path / "relu.onnx"  # an ONNX file without our metadata
     x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
     onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), foreign)
-    for path, says in ((tmp_path / "model.xml", "not an .onnx file"), (foreign, "was it written by `sttm export`")):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    cases = (
+        (tmp_path / "model.xml", "not an .onnx file"),
+        (foreign, "was it written by `sttm export`"),
+        (broken, "cannot load"),
+    )
+    for path, says in cases:
         with pytest.raises(SystemExit) as exit_:
             main([str(path)])
         assert exit_.value.code == 2 and says in capsys.readouterr().err.strip().splitlines()[-1]
