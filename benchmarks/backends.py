@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib-clips", type=int, default=8, help="int8 calibration clips (generated)")
     parser.add_argument("--runtimes", nargs="+", default=[PYTORCH, *RUNTIMES], choices=[PYTORCH, *RUNTIMES])
     args = parser.parse_args(argv)
-    runners, refused, gflops, gate = {}, {}, {}, {}
+    runners, refused, gflops, gate, runs_on = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         clip_path = make_clip(Path(scratch) / "clip.mp4", 10, size=(640, 272))
         video = load_clip(clip_path, load_model(args.model).input_spec).tensor  # (1, 3, T, S, S)
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> None:
                 if (merge, name) in refused or name not in args.runtimes:
                     continue
                 try:
-                    run = load_backend(files.get(name, path), options).run
-                    runners[(merge, name)] = lambda r=run: r(video)
+                    backend = load_backend(files.get(name, path), options)
+                    runners[(merge, name)] = lambda r=backend.run: r(video)
+                    runs_on[(merge, name)] = backend.provider  # e.g. whether its attention runs fused
                 except ModelLoadError as err:
                     refused[(merge, name)] = str(err).split(": ", 1)[-1]
         seconds = interleaved_medians(runners, args.repeats)
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         vs_own = f"{own / sec:.2f}x" if own else "-"
         vs_base = f"{base / sec:.2f}x" if base else "-"
         print(f"| {merge} | {name} | {gflops[merge]:.1f} | {sec * 1000:.0f} | {vs_base} | {vs_own} |")
+    for (merge, name), provider in runs_on.items():
+        print(f"# {merge}: {name} runs on {provider}")
     for (merge, name), diff in gate.items():
         print(f"# {merge}: {name} vs PyTorch max abs logit diff {diff:.3g} (gate 0.1)")
     for (merge, name), reason in refused.items():
