@@ -89,7 +89,7 @@ def profile_file(path: Path, runs: int, threads: int, fuse: bool = True) -> dict
     return {
         "file": path.name,
         "precision": meta.precision,
-        "served": served.removeprefix(" (").removesuffix(")") or "attention not fused",
+        "served": served or "attention not fused",
         "threads": threads,
         "measured": measured,
         "ms_per_call": round(wall * 1000, 1),

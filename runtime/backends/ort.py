@@ -45,7 +45,7 @@ def load(path: Path, options: BackendOptions) -> Backend:
         return logits, index
 
     has_merges = bool(meta.merge_output) and meta.merge_output in {o.name for o in session.get_outputs()}
-    runs_on = f"onnxruntime:{session.get_providers()[0]}{note}"
+    runs_on = f"onnxruntime:{session.get_providers()[0]}" + (f" ({note})" if note else "")
     return Backend(
         run,
         meta,
@@ -73,9 +73,9 @@ def largest_int8_weight(path: Path) -> int:
 def fused_or_plain(
     path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int, profile: str | None = None
 ) -> tuple[onnxruntime.InferenceSession, str]:
-    """The CPU session that serves `path`, and a note for the provider name: one on the graph
-    with fused attention, held to the `plain` session on generated clips by the rewrite rule of
-    the file's precision; the plain session (and why) when its precision has no fused kernels
+    """The CPU session that serves `path`, and a note for the provider name (empty for none):
+    one on the graph with fused attention, held to the `plain` session on generated clips by the
+    rewrite rule of the file's precision; the plain session (and why) when its precision has no fused kernels
     (they are fp32), nothing fuses, or the fused graph fails or disagrees. `profile`: ORT's
     profiler on in the fused session, files under that prefix (`benchmarks.ort_profile`)."""
     import onnx
@@ -106,14 +106,14 @@ def fused_or_plain(
             tolerance=REWRITE_TOLERANCE[meta.precision],
         )
     except ValidationError as err:
-        return plain, f" (fused attention differs by {err.report.max_abs_diff:.3g}: unfused)"
+        return plain, f"fused attention differs by {err.report.max_abs_diff:.3g}: unfused"
     except Exception as err:  # noqa: BLE001 - the fused graph fails where the plain one runs
         return plain, _not_fused(err)
-    return session, f" (fused attention x{count})"
+    return session, f"fused attention x{count}"
 
 
 def _not_fused(err: Exception) -> str:
-    return f" (attention not fused: {str(err).splitlines()[0][:120]})"
+    return f"attention not fused: {str(err).splitlines()[0][:120]}"
 
 
 def provider(name: str, meta: ModelMetadata, max_batch: int, cache: Path | None):
