@@ -28,3 +28,25 @@ def _sigchld_restored():
     yield
     if signal.getsignal(signal.SIGCHLD) is not before:
         signal.signal(signal.SIGCHLD, before)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """`exported(name, merge, reduction=0.38, random=True, **overrides) -> (model, onnx path)`:
+    each export made once per run and shared by every test file and test process (pytest-xdist's
+    workers have their base temp directories in one parent). torch is imported only when called."""
+    from tests.torch_helpers import export_once
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "exports"
+    root.mkdir(exist_ok=True)
+    cache = {}
+
+    def get(name: str, merge: str, reduction: float = 0.38, random: bool = True, **overrides):
+        reduction = reduction if merge != "none" else 0.0
+        key = (name, merge, reduction, random, tuple(sorted(overrides.items())))
+        if key not in cache:
+            cache[key] = export_once(root, name, merge, reduction, random, **overrides)
+        return cache[key]
+
+    return get

@@ -4,6 +4,10 @@ so the service tests also run where torch is not installed (`.venv-serve`)."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+from pathlib import Path
+
 import torch
 
 torch.set_num_threads(2)
@@ -16,6 +20,30 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
     return module
+
+
+def export_once(root: Path, name: str, merge: str, reduction: float, random: bool, **overrides):
+    """`(model, onnx path)`: a preset (merge, reduction, config overrides; every weight random or
+    as initialised) exported once under `root` for every test process that shares it — a lock per
+    file, so two processes never export the same one, and a file appears only whole. The model is
+    rebuilt here (cheap, deterministic); the export is what costs (30-60 s by the dynamo exporter)."""
+    from export.onnx import export_onnx, metadata_for
+    from models import MergeConfig, build_model, load_model
+
+    model = load_model(name, merge=merge, reduction=reduction)
+    if overrides:
+        model = build_model(model.config.replace(**overrides), MergeConfig(merge, reduction))
+    if random:
+        randomize(model)
+    settings = "-".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    path = root / f"{name}-{merge}-{reduction}-{'random' if random else 'init'}{settings and '-' + settings}.onnx"
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = path.with_suffix(".partial.onnx")
+            export_onnx(model, partial, metadata_for(model, name))
+            os.replace(partial, path)
+    return model, path
 
 
 def write_hf(directory, arch: str, seed: int = 0, **overrides):

@@ -2,31 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from export.onnx import export_onnx, metadata_for
 from models import load_model
 from tests.torch_helpers import randomize
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """Export each (model, merge) once per session: `exported(name, merge) -> (model, path)`."""
-    cache = {}
-
-    def get(name: str, merge: str, reduction: float = 0.38, **overrides):
-        key = (name, merge, reduction, tuple(sorted(overrides.items())))
-        if key not in cache:
-            model = load_model(name, merge=merge, reduction=reduction if merge != "none" else 0.0)
-            if overrides:
-                from models import MergeConfig, build_model
-
-                model = build_model(model.config.replace(**overrides), MergeConfig(merge, model.merge_config.reduction))
-            randomize(model)  # every weight random: stricter parity than the default init
-            path = tmp_path_factory.mktemp("onnx") / f"{name}-{merge}.onnx"
-            export_onnx(model, path, metadata_for(model, name))
-            cache[key] = (model, path)
-        return cache[key]
-
-    return get
 
 
 @pytest.fixture(scope="session")

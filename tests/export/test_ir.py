@@ -10,19 +10,16 @@ import pytest
 
 from cli.main import main
 from export.ir import calibration_clips, write_ir
-from export.onnx import export_onnx, merger_nodes, metadata_for
+from export.onnx import merger_nodes
 from export.validate import open_onnx, validate
-from models import load_model
 from runtime.agreement import moving_squares
 from runtime.backends import BackendOptions, ModelLoadError, load_backend
 
 
 @pytest.fixture(scope="module")
-def tiny_sttm(tmp_path_factory):
-    """vit-tiny with STTM, exported once: (model, onnx path)."""
-    model = load_model("vit-tiny", merge="sttm", reduction=0.3)
-    path = tmp_path_factory.mktemp("ir") / "tiny.onnx"
-    return model, export_onnx(model, path, metadata_for(model, "tiny"))
+def tiny_sttm(exported):
+    """vit-tiny with STTM, as initialised, exported once (shared with tests/runtime/test_fusion.py)."""
+    return exported("vit-tiny", "sttm", 0.3, random=False)
 
 
 def test_int8_ir_quantises_the_blocks_keeps_merge_decisions_fp32_and_serves_as_int8(tiny_sttm, tmp_path):

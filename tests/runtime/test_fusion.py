@@ -15,38 +15,41 @@ from runtime.backends import BackendOptions, load_backend
 pytest.importorskip("torch")  # the graphs are real exports
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """`exported(name, merge) -> (model, path)`, each exported once."""
-    from export.onnx import export_onnx, metadata_for, to_int8
-    from models import load_model
+# vit-tiny STTM as initialised (what tests/export/test_ir.py exports too), the others random
+# (tests/export/test_onnx.py's): the session's shared exports, so none is made twice
+SHARED = {("vit-tiny", "sttm"): {"reduction": 0.3, "random": False}}
 
-    cache = {}
+
+@pytest.fixture(scope="module")
+def files(exported, tmp_path_factory):
+    """`files(name, merge, precision="fp32") -> (model, path)`: a shared export, or its int8 as
+    `sttm export --precision int8` quantises it (made once)."""
+    from export.onnx import metadata_for, to_int8
+
+    int8 = {}
 
     def get(name: str, merge: str, precision: str = "fp32"):
-        if (name, merge, precision) not in cache:
-            path = tmp_path_factory.mktemp("fusion") / f"{name}-{merge}-{precision}.onnx"
-            if precision == "int8":  # the fp32 export quantised as `sttm export --precision int8` does
-                model, fp32 = get(name, merge)
-                proto = to_int8(onnx.load(fp32))
-                del proto.metadata_props[:]
-                for key, value in metadata_for(model, name, "int8").to_props().items():
-                    proto.metadata_props.add(key=key, value=value)
-                onnx.save_model(proto, path)
-            else:
-                model = load_model(name, merge=merge, reduction=0.3 if merge != "none" else 0.0)
-                export_onnx(model, path, metadata_for(model, name))
-            cache[name, merge, precision] = model, path
-        return cache[name, merge, precision]
+        model, fp32 = exported(name, merge, **SHARED.get((name, merge), {}))
+        if precision == "fp32":
+            return model, fp32
+        if (name, merge) not in int8:
+            proto = to_int8(onnx.load(fp32))
+            del proto.metadata_props[:]
+            for key, value in metadata_for(model, name, "int8").to_props().items():
+                proto.metadata_props.add(key=key, value=value)
+            path = tmp_path_factory.mktemp("fusion") / f"{name}-{merge}-int8.onnx"
+            onnx.save_model(proto, path)
+            int8[name, merge] = path
+        return model, int8[name, merge]
 
     return get
 
 
 @pytest.mark.parametrize("name,merge", [("vit-tiny", "none"), ("vit-tiny", "sttm"), ("timesformer-tiny", "tome")])
-def test_every_attention_runs_fused_and_matches_pytorch(exported, name, merge):
+def test_every_attention_runs_fused_and_matches_pytorch(files, name, merge):
     from export.validate import validate
 
-    model, path = exported(name, merge)
+    model, path = files(name, merge)
     written = path.read_bytes()
     fused = load_backend(path, BackendOptions("onnxruntime"))
     attentions = sum(n.op_type == "Softmax" for n in onnx.load(path).graph.node)
@@ -57,13 +60,13 @@ def test_every_attention_runs_fused_and_matches_pytorch(exported, name, merge):
     assert plain.provider == "onnxruntime:CPUExecutionProvider"
 
 
-def test_an_int8_graph_runs_fused_within_the_int8_gate(exported):
+def test_an_int8_graph_runs_fused_within_the_int8_gate(files):
     """int8 files requantise activations per call: the fused graph is held to the plain one at a
     tenth of int8's budget (not fp32's 1e-3, which whole quantisation steps exceed), and to
     PyTorch by the int8 gate."""
     from export.validate import validate
 
-    model, path = exported("vit-tiny", "sttm", "int8")
+    model, path = files("vit-tiny", "sttm", "int8")
     fused = load_backend(path, BackendOptions("onnxruntime"))
     attentions = sum(n.op_type == "Softmax" for n in onnx.load(path).graph.node)
     assert fused.precision == "int8"
@@ -72,21 +75,21 @@ def test_an_int8_graph_runs_fused_within_the_int8_gate(exported):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_a_fused_graph_that_disagrees_is_not_served(exported, monkeypatch, precision):
-    model, path = exported("vit-tiny", "sttm", precision)
+def test_a_fused_graph_that_disagrees_is_not_served(files, monkeypatch, precision):
+    model, path = files("vit-tiny", "sttm", precision)
     monkeypatch.setitem(agreement.REWRITE_TOLERANCE, precision, -1.0)  # nothing agrees now
     backend = load_backend(path, BackendOptions("onnxruntime"))
     assert backend.provider.endswith("unfused)")
     assert backend(agreement.moving_squares(backend.meta.input_spec, 1)).shape == (1, len(model.labels))
 
 
-def test_the_merged_blocks_bias_is_folded_into_q_and_k_not_expanded_to_n_by_n(exported):
+def test_the_merged_blocks_bias_is_folded_into_q_and_k_not_expanded_to_n_by_n(files):
     """ORT's CPU kernel runs attention with a bias [B, 1, N, N] on a slower path and needs the
     bias materialised per clip; folded (`scale * [q, 1] . [k, b / scale]`) every merged block
     takes q, k, v only, q and k one channel wider, with the head's own scale given."""
     from runtime.backends import fusion
 
-    model, path = exported("vit-tiny", "sttm")
+    model, path = files("vit-tiny", "sttm")
     proto = onnx.load(path)
     producer = {out: n for n in proto.graph.node for out in n.output}
     biased = sum(producer[n.input[0]].op_type == "Add" for n in proto.graph.node if n.op_type == "Softmax")
@@ -103,12 +106,12 @@ def test_the_merged_blocks_bias_is_folded_into_q_and_k_not_expanded_to_n_by_n(ex
 
 
 @pytest.mark.parametrize("breaks", ["at load", "when run"])
-def test_a_fused_graph_that_onnx_runtime_cannot_load_or_run_leaves_the_plain_one_serving(exported, monkeypatch, breaks):
+def test_a_fused_graph_that_onnx_runtime_cannot_load_or_run_leaves_the_plain_one_serving(files, monkeypatch, breaks):
     """The fusion is an optimisation: an ONNX Runtime that refuses the fused graph (an older
     one without a kernel feature, say) costs the speed, not the model."""
     from runtime.backends import fusion
 
-    model, path = exported("vit-tiny", "sttm")
+    model, path = files("vit-tiny", "sttm")
     fuse = fusion.fuse
 
     def broken(proto):
