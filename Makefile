@@ -5,6 +5,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
+# pip installs torch (pip's configuration on our machines points at its CPU build on local disk);
+# uv installs everything else, resolving as pip does but ~10x faster (the main extras: 16 s vs
+# ~200 s here). torch is named to uv too, so uv keeps the installed one or stops: it never pulls
+# another build. `$(call uv,VENV_BIN)` installs into that environment (uv would otherwise pick ./.venv).
+uv = $(1)/pip install -q uv && $(1)/uv pip install -q --python $(1)/python
 # The server's own environment, as the serving image has it: no torch. `make test` runs the
 # service tests there too, so an import of torch on the serving path fails CI.
 SERVE_VENV := .venv-serve
@@ -19,31 +24,28 @@ SOURCES := cli label models export ptruntime service tritonserve runtime media b
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[serve,cpu,export,label,dev]"
+	$(call uv,$(BIN)) -e ".[serve,cpu,export,label,dev]" "$(TORCH)"
 	touch $@
 
 install: $(VENV)/.installed
 
 $(SERVE_BIN)/activate:
 	$(PY) -m venv $(SERVE_VENV)
-	$(SERVE_BIN)/pip install -q --upgrade pip
 
 $(SERVE_VENV)/.installed: pyproject.toml | $(SERVE_BIN)/activate
-	$(SERVE_BIN)/pip install -q -e ".[serve,cpu,test]"
+	$(call uv,$(SERVE_BIN)) -e ".[serve,cpu,test]"
 	touch $@
 
 install-serve: $(SERVE_VENV)/.installed
 
 $(TRITON_BIN)/activate:
 	$(PY) -m venv $(TRITON_VENV)
-	$(TRITON_BIN)/pip install -q --upgrade pip
 
 $(TRITON_VENV)/.installed: pyproject.toml | $(TRITON_BIN)/activate
-	$(TRITON_BIN)/pip install -q -e ".[serve,cpu,triton]"
+	$(call uv,$(TRITON_BIN)) -e ".[serve,cpu,triton]"
 	touch $@
 
 install-triton: $(TRITON_VENV)/.installed

@@ -64,7 +64,7 @@ def _extras(requirement: str) -> set[str]:
 
 
 def _makefile_extras() -> set[str]:
-    match = re.search(r'pip install -q -e "\.\[([^\]]+)\]"', (ROOT / "Makefile").read_text())
+    match = re.search(r'\$\(call uv,\$\(BIN\)\) -e "\.\[([^\]]+)\]"', (ROOT / "Makefile").read_text())
     assert match, "the Makefile's install step moved"
     return set(match.group(1).split(","))
 
