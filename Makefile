@@ -8,8 +8,10 @@ TORCH := torch==2.13.0
 # pip installs torch (pip's configuration on our machines points at its CPU build on local disk);
 # uv installs everything else, resolving as pip does but ~10x faster (the main extras: 16 s vs
 # ~200 s here). torch is named to uv too, so uv keeps the installed one or stops: it never pulls
-# another build. `$(call uv,VENV_BIN)` installs into that environment (uv would otherwise pick ./.venv).
-uv = $(1)/pip install -q uv && $(1)/uv pip install -q --python $(1)/python
+# another build. `$(call uv,VENV_BIN)` installs into that environment (uv would otherwise pick ./.venv),
+# compiled to bytecode as pip does: our machines set PYTHONDONTWRITEBYTECODE, and without .pyc files
+# every process compiles what it imports (`import ray`: 7.5 s, against 2.4 s compiled).
+uv = $(1)/pip install -q uv && $(1)/uv pip install -q --compile-bytecode --python $(1)/python
 # The server's own environment, as the serving image has it: no torch. `make test` runs the
 # service tests there too, so an import of torch on the serving path fails CI.
 SERVE_VENV := .venv-serve
