@@ -1,6 +1,7 @@
 """Helpers for the tests that need torch (tests/models, tests/export): tiny checkpoints
-written the way users get them. Imported only from there, never from tests/conftest.py,
-so the service tests also run where torch is not installed (`.venv-serve`)."""
+written the way users get them, and exports shared by a run. Imported only from there, and by
+tests/conftest.py's `exported` fixture only when a test calls it — never at import, so the
+service tests also run where torch is not installed (`.venv-serve`)."""
 
 from __future__ import annotations
 
