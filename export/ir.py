@@ -55,6 +55,8 @@ def write_ir(onnx_path: str | Path, out: str | Path, calibration: np.ndarray | N
     fp32, or quantised to int8 with the `calibration` clips (NNCF's progress bars on stderr
     unless `quiet`). Returns `out`."""
     model = openvino.Core().read_model(str(onnx_path))
+    # the ONNX file's distance from PyTorch is not the IR's (no rewrite rule reads an IR's)
+    model.set_rt_info(json.dumps(None), ["framework", f"{PREFIX}validated_diff"])
     if calibration is not None:
         proto = onnx.load(str(onnx_path), load_external_data=False)
         # fp32: the merge decisions, and the first and last layers (patch embedding, head: cheap,

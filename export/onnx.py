@@ -19,7 +19,7 @@ from onnx import numpy_helper
 from export.errors import ExportError
 from models import VideoClassifier
 from ptruntime.artifact import metadata_for as artifact_metadata
-from runtime.metadata import ModelMetadata
+from runtime.metadata import PREFIX, ModelMetadata
 
 SCOPES = "pkg.torch.onnx.name_scopes"  # a node's metadata: the modules the dynamo exporter traced it in
 # Ops that would break static shapes or TensorRT-without-plugins; never in our graphs.
@@ -90,6 +90,17 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
         proto = store_exact_halves(proto)
     onnx.save_model(proto, path)
     return path
+
+
+def write_metadata(path: str | Path, metadata: ModelMetadata) -> None:
+    """Replace the `sttm.*` metadata of the ONNX file at `path` with `metadata`'s; the graph and
+    any other metadata stay as they are."""
+    proto = onnx.load(str(path))
+    others = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    for key, value in [*others, *metadata.to_props().items()]:
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save_model(proto, str(path))
 
 
 def merger_nodes(proto: onnx.ModelProto) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for
+from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for, write_metadata
 from export.validate import check_merge_index, open_onnx, validate
 from models.checkpoint import Sidecars
 from ptruntime.artifact import model_name
@@ -199,6 +199,8 @@ def _export_and_validate_onnx(model, target: Path, meta, spec: ExportSpec, progr
         ort_run = open_onnx(target)
         result.reports.append(validate(model, ort_run, "onnxruntime-cpu", meta.precision))
         patches = check_merge_index(model, ort_run) if checks_merges else 0
+    # the file records how far it is from PyTorch: a runtime's rewrite of it may use only the rest
+    write_metadata(target, replace(meta, validated_diff=result.reports[-1].max_abs_diff))
     progress.show(result.reports[-1].table())
     if checks_merges:
         progress.show(f"{meta.merge_output}: equal to PyTorch on all {patches} patches")

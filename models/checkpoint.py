@@ -236,10 +236,25 @@ def _short_side_default(cfg: ModelConfig, clip: dict) -> ModelConfig:
     return cfg.replace(preprocessing=dataclasses.replace(cfg.preprocessing, short_side=cfg.image_size))
 
 
+# `sttm export`'s files by suffix (`runtime.metadata.EXPORTED_SUFFIXES`, which models may not import)
+EXPORTED = {
+    ".onnx": "ONNX",
+    ".xml": "OpenVINO IR",
+    ".plan": "TensorRT engine",
+    ".engine": "TensorRT engine",
+    ".pt2": "torch.export program",
+}
+
+
 def _from_file(
     path: Path, sidecars: Sidecars, num_frames: int | None, image_size: int | None
 ) -> tuple[ModelConfig, dict, Source]:
     """A single-file checkpoint: which one it is, its config and its weights in our names."""
+    if path.suffix in EXPORTED:  # what `sttm export` writes: a runtime's file, no weights to read here
+        raise CheckpointError(
+            f"{path}: an exported model ({EXPORTED[path.suffix]}), not a checkpoint: `sttm serve --model`, "
+            "`sttm predict` and `sttm eval` run it; this command takes the checkpoint it was exported from"
+        )
     checkpoint = _read_state(path)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: not a state dict")

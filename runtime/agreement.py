@@ -18,10 +18,22 @@ import numpy as np
 from media import InputSpec
 
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2, "int8": 1e-1}
-# a runtime's rewrite of a file (fused kernels at load) held to the graph it rewrites: an fp32 file
-# at the fp32 rule; an int8 file requantises activations per call, so a float reordering upstream
-# of a quantiser flips roundings and shows as whole steps — held to a tenth of int8's budget
+# a runtime's rewrite of a file (fused kernels at load) held to the graph it rewrites, where the file
+# records no distance from PyTorch: an fp32 file at the fp32 rule; an int8 file requantises
+# activations per call, so a float reordering upstream of a quantiser flips roundings and shows as
+# whole steps — held to a tenth of int8's budget
 REWRITE_TOLERANCE = {"fp32": TOLERANCE["fp32"], "int8": TOLERANCE["int8"] / 10}
+
+
+def rewrite_tolerance(precision: str, validated_diff: float | None = None) -> float:
+    """How far a runtime's rewrite of a file may move its logits from the graph it rewrites: what
+    the file left of its precision's gate (`TOLERANCE` less `validated_diff`, the file's own
+    distance from PyTorch at export — on the validation clips, whose first ones a load-time check
+    reruns, the served logits then stay within the gate), or `REWRITE_TOLERANCE` where the file
+    records no distance."""
+    if validated_diff is None:
+        return REWRITE_TOLERANCE[precision]
+    return TOLERANCE[precision] - validated_diff
 
 
 class ValidationError(RuntimeError):

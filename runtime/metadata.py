@@ -60,6 +60,10 @@ class ModelMetadata:
     # the final token it was merged into (`models.explain`); "" in files exported without it
     merge_output: str = ""
     merge_grid: tuple[int, ...] = ()
+    # the file's max abs logit difference from PyTorch on the validation clips, measured when
+    # `sttm export` validated it (None: not recorded, as in files written before it was): what a
+    # runtime's rewrite of the file may add stays within the gate (`agreement.rewrite_tolerance`)
+    validated_diff: float | None = None
 
     def to_props(self) -> dict[str, str]:
         """One `sttm.<field>` entry per field, each a JSON value (readable in Netron)."""

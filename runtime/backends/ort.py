@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from runtime.agreement import REWRITE_TOLERANCE, ValidationError, compare, moving_squares
+from runtime.agreement import REWRITE_TOLERANCE, ValidationError, compare, moving_squares, rewrite_tolerance
 from runtime.backends import Backend, BackendOptions, ModelLoadError
 from runtime.backends.cpu import int8_weights_problem, this_cpu
 from runtime.metadata import ModelMetadata
@@ -74,10 +74,11 @@ def fused_or_plain(
     path: Path, plain: onnxruntime.InferenceSession, meta: ModelMetadata, threads: int, profile: str | None = None
 ) -> tuple[onnxruntime.InferenceSession, str]:
     """The CPU session that serves `path`, and a note for the provider name (empty for none):
-    one on the graph with fused attention, held to the `plain` session on generated clips by the
-    rewrite rule of the file's precision; the plain session (and why) when its precision has no fused kernels
-    (they are fp32), nothing fuses, or the fused graph fails or disagrees. `profile`: ORT's
-    profiler on in the fused session, files under that prefix (`benchmarks.ort_profile`)."""
+    one on the graph with fused attention, held to the `plain` session on the first validation
+    clips within what the file left of its precision's gate (`agreement.rewrite_tolerance`); the
+    plain session (and why) when its precision has no fused kernels (they are fp32), nothing
+    fuses, or the fused graph fails or disagrees. `profile`: ORT's profiler on in the fused
+    session, files under that prefix (`benchmarks.ort_profile`)."""
     import onnx
 
     from runtime.backends import fusion
@@ -103,7 +104,7 @@ def fused_or_plain(
             meta.precision,
             "onnxruntime",
             batches=(2,),
-            tolerance=REWRITE_TOLERANCE[meta.precision],
+            tolerance=rewrite_tolerance(meta.precision, meta.validated_diff),
         )
     except ValidationError as err:
         return plain, f"fused attention differs by {err.report.max_abs_diff:.3g}: unfused"

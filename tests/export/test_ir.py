@@ -66,6 +66,7 @@ def test_cli_writes_a_validated_int8_ir_and_refuses_what_it_cannot_in_one_line(c
     assert main([*argv, "--calib", "generated", "--calib-clips", "4"]) == 0
     assert capsys.readouterr().out.split() == [str(out), str(out.with_suffix(".bin"))]
     assert load_backend(out).precision == "int8"
+    assert load_backend(out).meta.validated_diff is None  # the ONNX file's distance is not the IR's
     cases = [
         ([*tiny, "--format", "openvino", "--precision", "fp16", "-o", str(tmp_path / "h.xml")], "run-time precisions"),
         ([*argv, "--calib", str(tmp_path / "nowhere")], "not a data set directory"),

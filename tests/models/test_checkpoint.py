@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from models import PRESETS, CheckpointError, MergeConfig, build_model, load_model, save_model
 from tests.torch_helpers import randomize, write_hf
+
+DEMO_ONNX = Path(__file__).parents[2] / "models" / "demo" / "demo.onnx"
 
 TINY = PRESETS["vit-tiny"]
 
@@ -116,6 +119,20 @@ def test_not_a_checkpoint(tmp_path):
         load_model(tmp_path)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing")
+
+
+def test_an_exported_model_is_named_as_one_with_what_runs_it(capsys):
+    from cli.main import main
+    from models.checkpoint import EXPORTED
+    from runtime.metadata import EXPORTED_SUFFIXES
+
+    assert set(EXPORTED) == set(EXPORTED_SUFFIXES)  # the two lists cannot drift
+    with pytest.raises(CheckpointError, match=r"demo.onnx: an exported model \(ONNX\), not a checkpoint"):
+        load_model(DEMO_ONNX)
+    assert main(["info", str(DEMO_ONNX)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # one line, naming `sttm serve --model`
+    assert main(["export", str(DEMO_ONNX), "-o", str(DEMO_ONNX.with_name("never.onnx")), "--quiet"]) == 2
+    assert "sttm serve --model" in capsys.readouterr().err and not DEMO_ONNX.with_name("never.onnx").exists()
 
 
 def test_hf_directory_with_pytorch_model_bin(tmp_path):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from runtime import agreement
-from runtime.backends import BackendOptions, load_backend
+from runtime.backends import BackendOptions, load_backend, read_metadata
 
 pytest.importorskip("torch")  # the graphs are real exports
 
@@ -81,6 +81,25 @@ def test_a_fused_graph_that_disagrees_is_not_served(files, monkeypatch, precisio
     backend = load_backend(path, BackendOptions("onnxruntime"))
     assert backend.provider.endswith("unfused)")
     assert backend(agreement.moving_squares(backend.meta.input_spec, 1)).shape == (1, len(model.labels))
+
+
+def test_a_file_that_records_its_distance_from_pytorch_gives_its_fused_graph_what_is_left(files, monkeypatch, tmp_path):
+    """`sttm export` records each file's distance from PyTorch: the fused graph may add what is
+    left of the gate (a file recording none gets the fixed rule, here made to refuse everything)."""
+    from dataclasses import replace
+
+    from export.onnx import write_metadata
+
+    model, path = files("vit-tiny", "sttm", "int8")
+    monkeypatch.setitem(agreement.REWRITE_TOLERANCE, "int8", -1.0)
+    served = {}
+    for recorded in (None, 0.05, 0.2):  # 0.2: past the gate, nothing left
+        copy = tmp_path / f"{recorded}.onnx"
+        copy.write_bytes(path.read_bytes())
+        write_metadata(copy, replace(read_metadata(path), validated_diff=recorded))
+        served[recorded] = load_backend(copy, BackendOptions("onnxruntime")).provider
+    assert served[None].endswith("unfused)") and served[0.2].endswith("unfused)")
+    assert re.search(r"fused attention x\d+\)$", served[0.05])
 
 
 def test_the_merged_blocks_bias_is_folded_into_q_and_k_not_expanded_to_n_by_n(files):
