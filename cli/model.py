@@ -1,4 +1,5 @@
-"""The model commands (torch): `sttm info`, `sttm synth`, `sttm train`, `sttm explain`."""
+"""The model commands (torch; `sttm info` of an exported file without it): `sttm info`, `sttm synth`,
+`sttm train`, `sttm explain`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from cli.flags import Flags, sidecars_of
 
 
 def _info(args: argparse.Namespace) -> None:
+    from runtime.metadata import EXPORTED_SUFFIXES
+
+    if args.model.endswith(EXPORTED_SUFFIXES):
+        return _info_exported(args)
     from models import load_model
     from models.info import describe, render
     from runtime.backends import installed
@@ -24,6 +29,47 @@ def _info(args: argparse.Namespace) -> None:
         return
     plan = info["served_here"]
     print(f"{render(info)}\nserved here      {plan['backend']} {plan['precision']}: {plan['reason']}")
+
+
+def _info_exported(args: argparse.Namespace) -> None:
+    """An exported file (torch-free): what it carries, and what `sttm serve --model` runs it on
+    here — the file loaded as the server loads it."""
+    from dataclasses import asdict
+
+    from runtime import load_backend
+
+    if args.merge or args.reduction is not None or args.labels or args.config:
+        raise ValueError("--merge/--reduction/--labels/--config describe a checkpoint; an exported model has its own")
+    backend = load_backend(args.model)
+    meta = asdict(backend.meta)
+    labels = meta.pop("labels")
+    info = {
+        **meta,
+        "num_labels": len(labels),
+        "labels_preview": list(labels[:5]),
+        "gflops_saved": round(1 - meta["gflops"] / meta["gflops_unmerged"], 4) if meta["gflops_unmerged"] else 0.0,
+        "served_here": {"backend": backend.provider, "precision": backend.precision, "reason": backend.reason},
+    }
+    print(json.dumps(info, indent=2) if args.json else _render_exported(args.model, info))
+
+
+def _render_exported(path: str, info: dict) -> str:
+    spec, plan, diff = info["input_spec"], info["served_here"], info["validated_diff"]
+    checked = "" if diff is None else f", {diff:.3g} from PyTorch when exported (max abs logit diff)"
+    return "\n".join(
+        [
+            f"exported         {path}: {info['name']}, {info['precision']}{checked}",
+            f"architecture     {info['arch']}",
+            f"input            {spec['frames']} frames x {spec['size']}x{spec['size']}, {spec['sampling']} sampling "
+            f"(interval {spec['frame_interval']}), short side {spec['short_side']}",
+            f"labels           {info['num_labels']} ({', '.join(info['labels_preview'])}"
+            f"{', ...' if info['num_labels'] > 5 else ''})",
+            f"merge            {info['merge']} (reduction {info['reduction']:.0%}, in the graph)",
+            f"GFLOPs (MACs)    {info['gflops']:.2f} merged, {info['gflops_unmerged']:.2f} unmerged "
+            f"({info['gflops_saved']:.1%} saved)",
+            f"served here      {plan['backend']} {plan['precision']}: {plan['reason']}",
+        ]
+    )
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -75,7 +121,10 @@ def _explain(args: argparse.Namespace) -> None:
 
 def add_info(sub, f: Flags) -> None:
     info = sub.add_parser(
-        "info", parents=[f.checkpoint, f.merge, f.json], help="describe a model: architecture, GFLOPs, tokens per layer"
+        "info",
+        parents=[f.checkpoint, f.merge, f.json],
+        help="describe a model (a checkpoint, or an exported file and how it is served here): architecture, GFLOPs, "
+        "tokens per layer",
     )
     info.set_defaults(run=_info)
 

@@ -28,6 +28,29 @@ def test_info_text(capsys):
     assert "architecture     timesformer" in out and "tokens per layer" in out and "tome" in out
 
 
+def test_info_of_an_exported_file_says_what_it_carries_and_how_it_is_served_here(capsys, tmp_path):
+    """Torch-free (the serving environment runs it too): the file's metadata, and the runtime,
+    precision and reason `sttm serve --model` would have here."""
+    from dataclasses import replace
+
+    from runtime import BackendOptions, load_backend
+    from tests.service.conftest import TINY_META, write_tiny_onnx
+
+    path = write_tiny_onnx(tmp_path / "m.onnx", replace(TINY_META, validated_diff=2.5e-7))
+    served = load_backend(path, BackendOptions())
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["served_here"] == {"backend": served.provider, "precision": "fp32", "reason": served.reason}
+    assert info["num_labels"] == len(TINY_META.labels) and info["input_spec"]["frames"] == 8
+    assert info["validated_diff"] == 2.5e-7 and info["merge"] == "none"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"exported         {path}: tiny, fp32, 2.5e-07 from PyTorch" in out
+    assert f"served here      {served.provider} fp32: {served.reason}" in out
+    assert main(["info", str(path), "--reduction", "0.5"]) == 2  # the merge is in the graph
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_bad_model_is_one_line_error(capsys, tmp_path):
     pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
     assert main(["info", str(tmp_path / "nope")]) == 2
