@@ -84,8 +84,9 @@ test: system-packages lint install-serve install-triton
 	$(SERVE_BIN)/python -c "import importlib.util, sys; sys.exit('$(SERVE_VENV) has torch; serving must not need it' if importlib.util.find_spec('torch') else 0)"
 	$(SERVE_BIN)/pytest tests/service tests/media tests/runtime tests/tritonserve tests/cli --durations=10
 	# Above AVX2 (AVX-512, AMX): the precision tests again with OpenVINO held to AVX2 by oneDNN's
-	# ONEDNN_MAX_CPU_ISA (runtime.backends.cpu follows it), so the AVX2-only paths run everywhere.
-	if grep -qwE 'avx512f|amx_tile' /proc/cpuinfo; then ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/pytest tests/runtime tests/export/test_ir.py; fi
+	# ONEDNN_MAX_CPU_ISA (runtime.backends.cpu follows it), so the AVX2-only paths run everywhere;
+	# only the backends' and CPU decisions' tests and the IR's (ONNX Runtime ignores the variable: the rest would repeat)
+	if grep -qwE 'avx512f|amx_tile' /proc/cpuinfo; then ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/pytest tests/runtime/test_backends.py tests/runtime/test_cpu.py tests/export/test_ir.py; fi
 
 # The docs site (docs/, mkdocs.yml) on http://127.0.0.1:8001/; `make test` builds it with --strict
 # (not -q: quiet mode drops the warnings that --strict counts, and a broken site would pass).
