@@ -29,8 +29,8 @@ def rewrite_tolerance(precision: str, validated_diff: float | None = None) -> fl
     """How far a runtime's rewrite of a file may move its logits from the graph it rewrites: what
     the file left of its precision's gate (`TOLERANCE` less `validated_diff`, the file's own
     distance from PyTorch at export — on the validation clips, whose first ones a load-time check
-    reruns, the served logits then stay within the gate), or `REWRITE_TOLERANCE` where the file
-    records no distance."""
+    reruns, the served logits then stay within the gate, up to how an int8 file's logits move with
+    the batch size), or `REWRITE_TOLERANCE` where the file records no distance."""
     if validated_diff is None:
         return REWRITE_TOLERANCE[precision]
     return TOLERANCE[precision] - validated_diff
