@@ -13,9 +13,10 @@ from cli.flags import Flags, sidecars_of
 
 
 def _info(args: argparse.Namespace) -> None:
+    from runtime.ladder_file import is_ladder
     from runtime.metadata import EXPORTED_SUFFIXES
 
-    if args.model.endswith(EXPORTED_SUFFIXES):
+    if args.model.endswith(EXPORTED_SUFFIXES) or is_ladder(args.model):
         return _info_exported(args)
     from models import load_model
     from models.info import describe, render
@@ -32,25 +33,43 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _info_exported(args: argparse.Namespace) -> None:
-    """An exported file (torch-free): what it carries, and what `sttm serve --model` runs it on
-    here — the file loaded as the server loads it."""
+    """An exported file, or a ladder of them (torch-free): what each carries, and what `sttm serve
+    --model` runs it on here — each file loaded as the server loads it."""
+    from pathlib import Path
+
+    from runtime.ladder_file import is_ladder, read_ladder
+
+    if args.merge or args.reduction is not None or args.labels or args.config:
+        raise ValueError("--merge/--reduction/--labels/--config describe a checkpoint; an exported model has its own")
+    if not is_ladder(args.model):
+        info = _exported_info(args.model)
+        print(json.dumps(info, indent=2) if args.json else _render_exported(args.model, info))
+        return
+    name, rungs = read_ladder(args.model)
+    files = [str(Path(args.model) / rung.file) for rung in rungs]
+    infos = [{**_exported_info(file), "measured": rung.measured} for file, rung in zip(files, rungs, strict=True)]
+    if args.json:
+        print(json.dumps({"ladder": name, "rungs": infos}, indent=2))
+        return
+    blocks = [_render_exported(file, info) for file, info in zip(files, infos, strict=True)]
+    print(f"ladder           {args.model}: {name}, {len(rungs)} rungs, least merged first\n\n" + "\n\n".join(blocks))
+
+
+def _exported_info(path: str) -> dict:
     from dataclasses import asdict
 
     from runtime import load_backend
 
-    if args.merge or args.reduction is not None or args.labels or args.config:
-        raise ValueError("--merge/--reduction/--labels/--config describe a checkpoint; an exported model has its own")
-    backend = load_backend(args.model)
+    backend = load_backend(path)
     meta = asdict(backend.meta)
     labels = meta.pop("labels")
-    info = {
+    return {
         **meta,
         "num_labels": len(labels),
         "labels_preview": list(labels[:5]),
         "gflops_saved": round(1 - meta["gflops"] / meta["gflops_unmerged"], 4) if meta["gflops_unmerged"] else 0.0,
         "served_here": {"backend": backend.provider, "precision": backend.precision, "reason": backend.reason},
     }
-    print(json.dumps(info, indent=2) if args.json else _render_exported(args.model, info))
 
 
 def _render_exported(path: str, info: dict) -> str:
@@ -69,6 +88,7 @@ def _render_exported(path: str, info: dict) -> str:
             f"({info['gflops_saved']:.1%} saved)",
             f"served here      {plan['backend']} {plan['precision']}: {plan['reason']}",
         ]
+        + ([f"measured         {json.dumps(info['measured'])} (at export)"] if info.get("measured") else [])
     )
 
 

@@ -51,6 +51,23 @@ def test_info_of_an_exported_file_says_what_it_carries_and_how_it_is_served_here
     assert capsys.readouterr().err.count("\n") == 1
 
 
+def test_info_of_a_ladder_describes_every_rung_as_it_is_served(capsys, tmp_path):
+    from tests.service.test_ladder_policy import write_ladder_dir
+
+    ladder = write_ladder_dir(tmp_path / "tiny")
+    assert main(["info", str(ladder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ladder"] == "tiny" and [r["reduction"] for r in info["rungs"]] == [0.0, 0.5]
+    assert [r["measured"] for r in info["rungs"]] == [{"top1": 1.0}, {"top1": 0.5}]  # from ladder.json
+    assert all(r["served_here"]["backend"].startswith("onnxruntime") for r in info["rungs"])
+    assert main(["info", str(ladder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ladder           {ladder}: tiny, 2 rungs") and out.count("served here") == 2
+    (ladder / "tiny_r050.onnx").unlink()
+    assert main(["info", str(ladder)]) == 2  # a rung missing: one line
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_bad_model_is_one_line_error(capsys, tmp_path):
     pytest.importorskip("torch")  # `sttm info` / `sttm export` build the model in torch
     assert main(["info", str(tmp_path / "nope")]) == 2
