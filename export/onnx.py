@@ -78,8 +78,7 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
     except Exception as err:  # noqa: BLE001 - the exporter raises many types
         raise ExportError(f"torch.onnx.export failed: {str(err).splitlines()[0][:300]}") from err
     proto = program.model_proto
-    for key, value in metadata.to_props().items():
-        proto.metadata_props.add(key=key, value=value)
+    set_metadata(proto, metadata)
     proto.doc_string = f"sttm-serve export of {metadata.name} ({metadata.arch}, merge {metadata.merge})"
     check_graph(proto)
     if metadata.precision == "fp16":
@@ -92,15 +91,19 @@ def export_onnx(model: VideoClassifier, path: str | Path, metadata: ModelMetadat
     return path
 
 
-def write_metadata(path: str | Path, metadata: ModelMetadata) -> None:
-    """Replace the `sttm.*` metadata of the ONNX file at `path` with `metadata`'s; the graph and
-    any other metadata stay as they are."""
-    proto = onnx.load(str(path))
+def set_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
+    """`proto` with its `sttm.*` metadata replaced by `metadata`'s; the graph and any other
+    metadata stay as they are."""
     others = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
     del proto.metadata_props[:]
     for key, value in [*others, *metadata.to_props().items()]:
         proto.metadata_props.add(key=key, value=value)
-    onnx.save_model(proto, str(path))
+    return proto
+
+
+def write_metadata(path: str | Path, metadata: ModelMetadata) -> None:
+    """`set_metadata` on the ONNX file at `path`."""
+    onnx.save_model(set_metadata(onnx.load(str(path)), metadata), str(path))
 
 
 def merger_nodes(proto: onnx.ModelProto) -> list[str]:

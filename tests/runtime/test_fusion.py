@@ -24,7 +24,7 @@ SHARED = {("vit-tiny", "sttm"): {"reduction": 0.3, "random": False}}
 def files(exported, tmp_path_factory):
     """`files(name, merge, precision="fp32") -> (model, path)`: a shared export, or its int8 as
     `sttm export --precision int8` quantises it (made once)."""
-    from export.onnx import metadata_for, to_int8
+    from export.onnx import metadata_for, set_metadata, to_int8
 
     int8 = {}
 
@@ -33,10 +33,7 @@ def files(exported, tmp_path_factory):
         if precision == "fp32":
             return model, fp32
         if (name, merge) not in int8:
-            proto = to_int8(onnx.load(fp32))
-            del proto.metadata_props[:]
-            for key, value in metadata_for(model, name, "int8").to_props().items():
-                proto.metadata_props.add(key=key, value=value)
+            proto = set_metadata(to_int8(onnx.load(fp32)), metadata_for(model, name, "int8"))
             path = tmp_path_factory.mktemp("fusion") / f"{name}-{merge}-int8.onnx"
             onnx.save_model(proto, path)
             int8[name, merge] = path
