@@ -16,8 +16,10 @@ def _info(args: argparse.Namespace) -> None:
     from runtime.ladder_file import is_ladder
     from runtime.metadata import EXPORTED_SUFFIXES
 
-    if args.model.endswith(EXPORTED_SUFFIXES) or is_ladder(args.model):
-        return _info_exported(args)
+    if is_ladder(args.model):
+        return _info_exported(args, ladder=True)
+    if args.model.endswith(EXPORTED_SUFFIXES):
+        return _info_exported(args, ladder=False)
     from models import load_model
     from models.info import describe, render
     from runtime.backends import installed
@@ -32,16 +34,16 @@ def _info(args: argparse.Namespace) -> None:
     print(f"{render(info)}\nserved here      {plan['backend']} {plan['precision']}: {plan['reason']}")
 
 
-def _info_exported(args: argparse.Namespace) -> None:
-    """An exported file, or a ladder of them (torch-free): what each carries, and what `sttm serve
-    --model` runs it on here — each file loaded as the server loads it."""
+def _info_exported(args: argparse.Namespace, ladder: bool) -> None:
+    """An exported file, or a `ladder` of them (torch-free): what each carries, and what `sttm
+    serve --model` runs it on here — each file loaded as the server loads it."""
     from pathlib import Path
 
-    from runtime.ladder_file import is_ladder, read_ladder
+    from runtime.ladder_file import read_ladder
 
     if args.merge or args.reduction is not None or args.labels or args.config:
         raise ValueError("--merge/--reduction/--labels/--config describe a checkpoint; an exported model has its own")
-    if not is_ladder(args.model):
+    if not ladder:
         info = _exported_info(args.model)
         print(json.dumps(info, indent=2) if args.json else _render_exported(args.model, info))
         return
