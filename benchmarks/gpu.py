@@ -247,7 +247,7 @@ def serve_one(plan: Plan, method: str, checkpoint: Path, clip: Path, deadline: f
         levels = [{k: lv[k] for k in ("concurrency", "requests", "errors", "throughput_rps", "latency_ms")}
                   for lv in report["levels"]]  # fmt: skip
         return {"stage": "serve", "variant": method, "backend": served["backend"], "precision": served["precision"],
-                "levels": levels}  # fmt: skip
+                "reason": served.get("reason", ""), "levels": levels}  # fmt: skip
     except Exception as err:  # noqa: BLE001 - reported, with the server's last lines
         log.seek(0)
         tail = log.read().splitlines()[-5:]

@@ -25,7 +25,7 @@ from torch import nn
 
 from ptruntime import aoti
 from ptruntime.artifact import load_program, metadata_for, model_name, served_module
-from ptruntime.device import Placement, choose, here
+from ptruntime.device import Placement, choose, for_program, here
 from ptruntime.graphs import BatchGraphs, capture_sizes
 from runtime.agreement import ValidationError, compare, moving_squares
 from runtime.backends import Backend, BackendOptions, ModelLoadError
@@ -43,7 +43,7 @@ def check(source: Path, options: BackendOptions) -> None:
     if aoti.is_package(source):
         _check_package(source, options)
         return
-    _placement(options.precision)
+    _placement(options.precision, program=source.suffix == TORCH_SUFFIX)
     _require(source)
 
 
@@ -63,7 +63,7 @@ def load(source: Path, options: BackendOptions) -> Backend:
         torch.set_num_threads(options.threads)
     if aoti.is_package(source):
         return _package(source, options)
-    placement = _placement(options.precision)
+    placement = _placement(options.precision, program=source.suffix == TORCH_SUFFIX)
     _require(source)
     device = torch.device(placement.device)
     module, meta = _open(source, device)
@@ -160,9 +160,11 @@ def _hold_package(run: Callable[[np.ndarray], Outputs], meta: ModelMetadata, tar
         ) from None
 
 
-def _placement(requested: str) -> Placement:
+def _placement(requested: str, program: bool = False) -> Placement:
+    """Where and in what precision to run (`program`: a `torch.export` program), or one line."""
     try:
-        return choose(here(), requested)
+        placement = choose(here(), requested)
+        return for_program(placement, requested) if program else placement
     except ValueError as err:
         raise ModelLoadError(f"--backend torch: {err} (or auto)") from None
 

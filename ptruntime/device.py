@@ -54,6 +54,23 @@ def choose(machine: Machine, requested: str) -> Placement:
     return Placement("cpu", requested, f"--precision {requested} on the CPU")
 
 
+def for_program(placement: Placement, requested: str) -> Placement:
+    """`placement` for a `torch.export` program, which computes in fp32, the precision it was traced
+    in: its graph asserts each tensor's dtype (`aten._assert_tensor_metadata`), so a copy cast to
+    bf16/fp16 fails at its first check. `auto` stays on the device in fp32 and says why; a low
+    precision asked for is a ValueError (one line)."""
+    if placement.precision == "fp32":
+        return placement
+    if requested != "auto":
+        raise ValueError(
+            f"a torch.export program (.pt2) computes in fp32, the precision it was exported in, not "
+            f"--precision {requested}: serve the checkpoint itself in {requested}, or an AOTInductor package "
+            f"exported with --precision {requested}"
+        )
+    why = "auto: fp32, a torch.export program runs in the precision it was exported in"
+    return Placement(placement.device, "fp32", why)
+
+
 def here() -> Machine:
     """This machine, as torch sees it."""
     import torch

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from benchmarks import gpu  # noqa: E402
+from ptruntime.device import choose, here  # noqa: E402
 
 
 def test_the_device_plan_is_what_the_issue_asks_for():
@@ -30,8 +31,12 @@ def test_the_dry_run_measures_every_stage(tmp_path):
     served = {r["variant"]: r for r in result["rows"] if r["stage"] == "serve"}
     assert set(served) == {"sttm", "none aoti"}
     assert (served["sttm"]["backend"], served["none aoti"]["backend"]) == ("torch:cpu", "torch:cpu (AOTInductor)")
+    auto = choose(here(), "auto").precision  # a checkpoint on this CPU: bf16 where it has bf16 units
+    fell_back = served["sttm"]["reason"].startswith("auto: fp32,")  # the load-time check refused bf16
+    assert served["sttm"]["precision"] == ("fp32" if fell_back else auto)
+    assert served["none aoti"]["precision"] == "fp32"  # the package the dry run compiles
     for row in served.values():
-        assert row["precision"] == "fp32" and [lv["concurrency"] for lv in row["levels"]] == [1, 2]
+        assert [lv["concurrency"] for lv in row["levels"]] == [1, 2]
         assert all(lv["errors"] == 0 and lv["latency_ms"]["p99"] >= lv["latency_ms"]["p50"] > 0 for lv in row["levels"])
     (exported,) = [r for r in result["rows"] if r["stage"] == "aoti"]
     assert exported["variant"] == "none" and exported["export_s"] > 0
@@ -41,7 +46,7 @@ def test_the_dry_run_measures_every_stage(tmp_path):
     for profile in profiles.values():
         assert profile["time"] == "self CPU time" and len(profile["top"]) >= 5 and profile["ms_per_forward"] > 0
     table = (tmp_path / "gpu.md").read_text()
-    assert "| eager | sttm | 2 |" in table and "| sttm | torch:cpu fp32 | 2 |" in table
+    assert "| eager | sttm | 2 |" in table and f"| sttm | torch:cpu {served['sttm']['precision']} | 2 |" in table
     assert "| none aoti | torch:cpu (AOTInductor) fp32 | 2 |" in table and "| `merge (range)` |" in table
 
 

@@ -40,18 +40,19 @@ def test_info_of_an_exported_file_says_what_it_carries_and_how_it_is_served_here
     served = load_backend(path, BackendOptions())
     assert main(["info", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["served_here"] == {"backend": served.provider, "precision": "fp32", "reason": served.reason}
+    assert info["served_here"] == {"backend": served.provider, "precision": served.precision, "reason": served.reason}
     assert info["num_labels"] == len(TINY_META.labels) and info["input_spec"]["frames"] == 8
     assert info["validated_diff"] == 2.5e-7 and info["merge"] == "none"
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"exported         {path}: tiny, fp32, 2.5e-07 from PyTorch" in out
-    assert f"served here      {served.provider} fp32: {served.reason}" in out
+    assert f"served here      {served.provider} {served.precision}: {served.reason}" in out
     assert main(["info", str(path), "--reduction", "0.5"]) == 2  # the merge is in the graph
     assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_info_of_a_ladder_describes_every_rung_as_it_is_served(capsys, tmp_path):
+    from runtime import BackendOptions, load_backend
     from tests.service.test_ladder_policy import write_ladder_dir
 
     ladder = write_ladder_dir(tmp_path / "tiny")
@@ -59,7 +60,10 @@ def test_info_of_a_ladder_describes_every_rung_as_it_is_served(capsys, tmp_path)
     info = json.loads(capsys.readouterr().out)
     assert info["ladder"] == "tiny" and [r["reduction"] for r in info["rungs"]] == [0.0, 0.5]
     assert [r["measured"] for r in info["rungs"]] == [{"top1": 1.0}, {"top1": 0.5}]  # from ladder.json
-    assert all(r["served_here"]["backend"].startswith("onnxruntime") for r in info["rungs"])
+    served = [load_backend(ladder / f"tiny_r{r:03d}.onnx", BackendOptions()) for r in (0, 50)]  # as `sttm serve` would
+    assert [(r["served_here"]["backend"], r["served_here"]["precision"]) for r in info["rungs"]] == [
+        (s.provider, s.precision) for s in served
+    ]
     assert main(["info", str(ladder)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"ladder           {ladder}: tiny, 2 rungs") and out.count("served here") == 2

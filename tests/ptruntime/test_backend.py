@@ -15,13 +15,15 @@ torch = pytest.importorskip("torch")
 from export.run import ExportSpec, run_export  # noqa: E402
 from models import MergeConfig, build_model, save_model  # noqa: E402
 from models.explain import WithMergeIndex  # noqa: E402
+from ptruntime.device import choose, here  # noqa: E402
 from runtime import BackendOptions, ModelLoadError, load_backend  # noqa: E402
-from runtime.agreement import moving_squares  # noqa: E402
+from runtime.agreement import TOLERANCE, moving_squares  # noqa: E402
 from runtime.backends import check_request, resolve_kind  # noqa: E402
 from runtime.metadata import TORCH_METADATA  # noqa: E402
 from tests.torch_helpers import randomize  # noqa: E402
 
 TORCH = BackendOptions("torch")
+TORCH_FP32 = BackendOptions("torch", "fp32")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def _expected(model, videos):
 def test_a_checkpoint_is_served_directly_and_equals_the_eager_model(checkpoint):
     model, directory = checkpoint
     assert resolve_kind(directory, BackendOptions()).value == "torch"  # auto: only PyTorch runs a checkpoint
-    backend = load_backend(directory, BackendOptions())
+    backend = load_backend(directory, TORCH_FP32)
     assert (backend.provider, backend.precision) == ("torch:cpu", "fp32")
     assert backend.meta.name == "tiny-sttm" and backend.meta.merge == "sttm" and backend.meta.merge_output
     videos = moving_squares(backend.meta.input_spec, 3)
@@ -60,7 +62,20 @@ def test_a_checkpoint_is_served_directly_and_equals_the_eager_model(checkpoint):
     np.testing.assert_allclose(backend(videos), logits, atol=1e-5)
     got_logits, got_index = backend.explain(videos)
     assert np.array_equal(got_index, index) and got_index.dtype == np.int32
-    assert "PyTorch runs it" in backend.reason
+
+
+def test_auto_serves_what_this_cpu_decides_and_holds_it_to_eager(checkpoint):
+    """`auto`: bf16 on a CPU with bf16 units (held at load to fp32 by the rule every backend
+    is, falling back to fp32 with the reason where it fails), fp32 elsewhere."""
+    model, directory = checkpoint
+    placement = choose(here(), "auto")
+    backend = load_backend(directory, BackendOptions())
+    assert backend.provider == "torch:cpu" and "PyTorch runs it" in backend.reason
+    fell_back = "auto: fp32, torch bf16 does not match" in backend.reason
+    assert backend.precision == ("fp32" if fell_back else placement.precision)
+    videos = moving_squares(backend.meta.input_spec, 3, seed=5)
+    expected = _expected(model, videos)[0]
+    assert np.abs(backend(videos) - expected).max() <= TOLERANCE[backend.precision]
 
 
 def test_the_exported_program_carries_its_metadata_and_runs_as_the_checkpoint(checkpoint, program):
@@ -68,8 +83,9 @@ def test_the_exported_program_carries_its_metadata_and_runs_as_the_checkpoint(ch
     with zipfile.ZipFile(program) as archive:
         names = archive.namelist()
     assert any(name.endswith(TORCH_METADATA) for name in names)
-    served = load_backend(program, BackendOptions())  # auto: a .pt2 runs on PyTorch
-    direct = load_backend(directory, TORCH)
+    served = load_backend(program, BackendOptions())  # auto: a .pt2 runs on PyTorch, in fp32 on every CPU
+    assert served.precision == "fp32"
+    direct = load_backend(directory, TORCH_FP32)
     assert served.meta == direct.meta
     videos = moving_squares(served.meta.input_spec, 4, seed=3)
     for batch in (1, 4):
@@ -91,11 +107,15 @@ def test_an_unmerged_model_has_no_merge_output(tmp_path):
         ("vit-tiny", BackendOptions("torch", "int8"), "int8"),
         ("vit-tiny", BackendOptions("torch", "fp16"), "needs a CUDA GPU"),
         ("vit-tiny", BackendOptions("onnxruntime"), "--backend torch"),
+        ("prog.pt2", BackendOptions("torch", "bf16"), "computes in fp32|no bf16 units"),
     ],
 )
-def test_what_it_cannot_serve_is_refused_in_one_line_before_loading(source, options, says):
+def test_what_it_cannot_serve_is_refused_in_one_line_before_loading(source, options, says, tmp_path, program):
     if torch.cuda.is_available() and "CUDA" in says:
         pytest.skip("this machine has a GPU")
+    if source == "prog.pt2":  # bf16 of a program: refused whether or not this CPU has bf16 units
+        source = tmp_path / source
+        source.write_bytes(program.read_bytes())
     with pytest.raises(ModelLoadError, match=says) as err:
         check_request(source, options)
     assert "\n" not in str(err.value)
@@ -129,7 +149,8 @@ def test_the_server_names_it_and_answers_on_it(checkpoint):
     _, directory = checkpoint
     with TestClient(create_app(Settings(model=directory, backend="torch", max_batch=2))) as client:
         info = client.get("/v1/models").json()[0]
-        assert info["backend"] == "torch:cpu" and info["precision"] == "fp32"
+        served = load_backend(directory, BackendOptions("torch"))
+        assert (info["backend"], info["precision"], info["reason"]) == ("torch:cpu", served.precision, served.reason)
         assert json.dumps(info).count("tiny") >= 1
 
 
@@ -178,7 +199,7 @@ def test_a_model_is_compiled_at_load_where_asked_and_held_to_eager(tmp_path, mon
     from runtime.settings import RuntimeSettings
 
     monkeypatch.setenv("STTM_TORCH_COMPILE", "default")
-    options = RuntimeSettings(backend="torch", max_batch=2).backend_options
+    options = RuntimeSettings(backend="torch", precision="fp32", max_batch=2).backend_options
     assert options.compile == "default"
     model = randomize(build_model(PRESETS["vit-tiny"].replace(depth=1), MergeConfig("none", 0.0))).eval()
     directory = save_model(model, tmp_path / "one-block")

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ptruntime.device import Machine, choose  # noqa: E402
+from ptruntime.device import Machine, choose, for_program  # noqa: E402
 from ptruntime.graphs import capture_sizes, padded_size  # noqa: E402
 
 H200 = Machine(cuda=True, cuda_bf16=True, cpu_bf16=False, gpu_name="NVIDIA H200")
@@ -48,6 +48,19 @@ def test_what_a_machine_cannot_compute_is_refused_in_one_line(machine, requested
     with pytest.raises(ValueError, match=says) as err:
         choose(machine, requested)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("machine", [H200, T4, EPYC, SAPPHIRE])
+def test_a_program_runs_in_fp32_where_auto_would_go_lower_and_refuses_a_low_precision(machine):
+    """A torch.export program asserts the dtypes it was traced in: fp32 on every machine."""
+    placement = for_program(choose(machine, "auto"), "auto")
+    assert (placement.device, placement.precision) == (choose(machine, "auto").device, "fp32")
+    if choose(machine, "auto").precision != "fp32":
+        assert "torch.export program" in placement.reason
+        low = "bf16" if machine.cpu_bf16 or machine.cuda_bf16 else "fp16"
+        with pytest.raises(ValueError, match="computes in fp32") as err:
+            for_program(choose(machine, low), low)
+        assert "\n" not in str(err.value)
 
 
 SIZES = [(1, (1,)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8)), (32, (1, 2, 4, 8, 16, 32))]
