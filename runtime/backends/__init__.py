@@ -139,6 +139,15 @@ def _onnx_metadata(path: Path) -> ModelMetadata:
     return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
 
 
+def _stored_precision(path: Path) -> str:
+    """The precision an ONNX file's metadata says it stores; fp32 where it says nothing readable
+    (loading it then says what is wrong)."""
+    try:
+        return _onnx_metadata(path).precision
+    except (ValueError, OSError):
+        return "fp32"
+
+
 def check_request(path: str | Path, options: BackendOptions = BackendOptions()) -> None:
     """Raise `ModelLoadError` (one line) where `load_backend` would refuse what `options` ask
     of this file on this machine, without compiling anything: `sttm serve` says it and exits
@@ -183,7 +192,10 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
         elif list(options.providers) != ["CPUExecutionProvider"]:
             kind, reason = "onnxruntime", f"providers {', '.join(options.providers)}"
         else:
-            kind, reason = dataclasses.astuple(choose_runtime(this_cpu(), installed("openvino")))
+            choice = choose_runtime(this_cpu(), installed("openvino"))
+            if choice.value != "onnxruntime":  # an int8 file stays where `sttm export` validated it
+                choice = choose_runtime(this_cpu(), True, _stored_precision(path))
+            kind, reason = dataclasses.astuple(choice)
     what = "a TensorRT engine (.plan)" if engine else "an OpenVINO IR (.xml)" if ir else "an ONNX file"
     if kind == "torch" or runs_on_torch(path):
         what = what if kind == "torch" else "a .pt2 or a checkpoint"

@@ -113,17 +113,22 @@ def parse_cpuinfo(text: str) -> CpuFeatures:
 
 
 def choose_runtime(cpu: CpuFeatures, openvino_installed: bool, stored: str = "fp32") -> Choice:
-    """The runtime for an ONNX file on the CPU, by what was measured per CPU kind: OpenVINO
-    where it can run bf16 on matrix units (AMX / AVX512-BF16: STTM 1.5x the best unmerged
-    runtime), ONNX Runtime elsewhere (AVX2-only EPYC, fp32: STTM 1771 vs 1953 ms, unmerged 3023
-    vs 3255 ms) and for int8 files (its MatMulInteger is what `sttm export` validated)."""
+    """The runtime for an ONNX file on the CPU, by what was measured per CPU kind (VideoMAE-B,
+    model only, 2 cores): OpenVINO where it runs bf16 on the CPU's units (AMX, AVX512-BF16: STTM
+    1.5x the best unmerged runtime on AMX) and on every AVX-512 CPU, where its fp32 is the faster
+    too (AMD Zen 5, and held by `ONEDNN_MAX_CPU_ISA` to AVX-512 with and without VNNI: unmerged
+    1.11-1.15x ONNX Runtime, STTM 1.06-1.13x); ONNX Runtime on AVX2-only CPUs, where its fp32 is
+    the faster (EPYC Zen 3: STTM 1771 vs 1953 ms, unmerged 3023 vs 3255 ms), and for int8 files
+    (its MatMulInteger is what `sttm export` validated)."""
     if stored == "int8":
         return Choice("onnxruntime", "an int8 ONNX file runs on ONNX Runtime, as it was validated")
     if not openvino_installed:
         return Choice("onnxruntime", "OpenVINO is not installed")
     if cpu.bf16:
         return Choice("openvino", f"OpenVINO runs bf16 on this CPU's matrix units ({cpu.describe()})")
-    return Choice("onnxruntime", f"ONNX Runtime is the faster fp32 runtime without bf16 units ({cpu.describe()})")
+    if cpu.kind in ("avx512", "amx"):
+        return Choice("openvino", f"OpenVINO is the faster fp32 runtime on AVX-512 ({cpu.describe()})")
+    return Choice("onnxruntime", f"ONNX Runtime is the faster fp32 runtime without AVX-512 ({cpu.describe()})")
 
 
 def choose_precision(cpu: CpuFeatures, requested: str, stored: str) -> Choice:

@@ -31,6 +31,13 @@ KINDS = {
         True,
         True,
     ),  # fmt: skip
+    "epyc-zen5": (  # AMD EPYC family 26 as /proc/cpuinfo lists it: AVX-512 with VNNI and bf16, no AMX
+        BASE | {"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_vp2intersect"},
+        "avx512",
+        True,
+        True,
+        False,
+    ),  # fmt: skip
     "old": ({"sse4_2"}, "baseline", False, False, False),
 }
 
@@ -55,9 +62,12 @@ def test_cpuinfo_is_parsed_from_its_flags_line():
 
 
 @pytest.mark.parametrize("name", KINDS)
-def test_auto_runtime_is_openvino_only_where_it_runs_bf16(name):
+def test_auto_runtime_is_openvino_on_avx512_and_onnxruntime_below(name):
+    """Where each was measured the faster: OpenVINO on AVX-512 / AMX (bf16 or not), ONNX Runtime
+    on AVX2; an int8 ONNX file on ONNX Runtime everywhere."""
     choice = choose_runtime(cpu(name), openvino_installed=True)
-    assert choice.value == ("openvino" if KINDS[name][3] else "onnxruntime")
+    assert choice.value == ("openvino" if KINDS[name][1] in ("avx512", "amx") else "onnxruntime")
+    assert choose_runtime(cpu(name), openvino_installed=True, stored="int8").value == "onnxruntime"
     assert choice.reason  # always says why
     assert choose_runtime(cpu(name), openvino_installed=False).value == "onnxruntime"
 
@@ -100,7 +110,11 @@ def test_the_plan_sttm_info_shows():
     amx, epyc = auto_plan(cpu("sapphire-rapids"), True), auto_plan(cpu("epyc-zen3"), True)
     assert (amx["backend"], amx["precision"]) == ("openvino", "bf16")
     assert (epyc["backend"], epyc["precision"]) == ("onnxruntime", "fp32")
-    assert "no bf16 units" in epyc["reason"] and epyc["cpu"].startswith("AVX2")
+    assert "without AVX-512" in epyc["reason"] and epyc["cpu"].startswith("AVX2")
+    zen5, cascade = auto_plan(cpu("epyc-zen5"), True), auto_plan(cpu("cascade-lake"), True)
+    assert (zen5["backend"], zen5["precision"]) == ("openvino", "bf16") and "bf16 units" in zen5["reason"]
+    assert (cascade["backend"], cascade["precision"]) == ("openvino", "fp32")
+    assert "faster fp32 runtime on AVX-512" in cascade["reason"] and "no bf16 units" in cascade["reason"]
 
 
 def test_held_to_a_lower_instruction_set_the_choices_follow_it():
@@ -109,6 +123,7 @@ def test_held_to_a_lower_instruction_set_the_choices_follow_it():
     amx = cpu("sapphire-rapids")
     assert held_to(amx, "AVX2").kind == "avx2" and not held_to(amx, "avx2").vnni
     assert choose_runtime(held_to(amx, "AVX2"), True).value == "onnxruntime"
+    assert choose_runtime(held_to(amx, "AVX512_CORE"), True).value == "openvino"
     vnni = held_to(amx, "AVX512_CORE_VNNI")
     assert (vnni.kind, vnni.vnni, vnni.bf16) == ("avx512", True, False)
     assert held_to(amx, "AVX512_CORE_BF16").bf16 and held_to(amx, "AVX512_CORE_BF16").kind == "avx512"

@@ -337,8 +337,11 @@ def test_with_a_deadline_a_burst_is_answered_in_time_or_refused_at_once(ladder, 
     )
     with TestClient(create_app(settings_)) as client:
         policy = client.app.state.runtime.classifier.policy
-        policy.target_s = 12 * policy.costs[-1] + 0.1  # ~12 clips on the most merged rung, plus its decoding
         data = _clip(clips)
+        assert _post(client, data, num_clips=8).status_code == 200  # the policy measures a request's decoding
+        # ~12 clips on the most merged rung, after a request's decoding as measured on this machine
+        # (a fixed allowance would admit the whole burst where the runtime is fast)
+        policy.target_s = policy.outside_s + 12 * policy.costs[-1]
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda _: _post(client, data, num_clips=8), range(16)))
         codes = [r.status_code for r in answers]
