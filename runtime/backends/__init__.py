@@ -4,8 +4,9 @@ A backend is a function `[B, 3, T, S, S]` float32 -> logits `[B, classes]` plus 
 metadata (what `sttm export` wrote: labels, input spec, merge). Which runtime opens a file
 (`BackendOptions.kind`, `auto` by default):
 - `.onnx`: on the CPU, the runtime that is fastest on this CPU kind (`backends.cpu`): OpenVINO
-  (`backends.ov`) where it runs bf16 on matrix units (AMX / AVX512-BF16), ONNX Runtime
-  (`backends.ort`) elsewhere; ONNX Runtime where a GPU provider (TensorRT/CUDA) is asked for;
+  (`backends.ov`) on AVX-512 CPUs (in bf16 where they have bf16 units: AMX / AVX512-BF16),
+  ONNX Runtime (`backends.ort`) on AVX2-only ones and for int8 files; ONNX Runtime where a GPU
+  provider (TensorRT/CUDA) is asked for;
 - `.xml`: an OpenVINO IR (`sttm export --format openvino`, e.g. statically quantised to
   int8), on OpenVINO;
 - `.plan` / `.engine`: a serialized TensorRT engine run directly (`backends.trt`), its

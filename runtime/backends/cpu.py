@@ -38,7 +38,7 @@ class CpuFeatures:
 
     @property
     def bf16(self) -> bool:
-        """bf16 matrix units (OpenVINO runs bf16 on them)."""
+        """bf16 units: AMX tiles or AVX512-BF16 dot products (OpenVINO runs bf16 on them)."""
         return bool(self.flags & {"avx512_bf16", "amx_bf16"})
 
     @property
@@ -125,7 +125,7 @@ def choose_runtime(cpu: CpuFeatures, openvino_installed: bool, stored: str = "fp
     if not openvino_installed:
         return Choice("onnxruntime", "OpenVINO is not installed")
     if cpu.bf16:
-        return Choice("openvino", f"OpenVINO runs bf16 on this CPU's matrix units ({cpu.describe()})")
+        return Choice("openvino", f"OpenVINO runs bf16 on this CPU's bf16 units ({cpu.describe()})")
     if cpu.kind in ("avx512", "amx"):
         return Choice("openvino", f"OpenVINO is the faster fp32 runtime on AVX-512 ({cpu.describe()})")
     return Choice("onnxruntime", f"ONNX Runtime is the faster fp32 runtime without AVX-512 ({cpu.describe()})")
@@ -147,7 +147,7 @@ def choose_precision(cpu: CpuFeatures, requested: str, stored: str) -> Choice:
         )
     if requested == "auto":
         if cpu.bf16:
-            return Choice("bf16", f"auto: bf16 on this CPU's matrix units ({cpu.describe()})")
+            return Choice("bf16", f"auto: bf16 on this CPU's bf16 units ({cpu.describe()})")
         return Choice("fp32", f"auto: fp32, this CPU has no bf16 units ({cpu.describe()})")
     if requested == "bf16" and not cpu.bf16:
         if not cpu.fp16:

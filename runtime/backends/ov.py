@@ -1,4 +1,4 @@
-"""OpenVINO on the CPU: the exported file compiled for this CPU in fp32, bf16 (on matrix units:
+"""OpenVINO on the CPU: the exported file compiled for this CPU in fp32, bf16 (on bf16 units:
 AMX / AVX512-BF16) or fp16 (no bf16 units), or a static int8 IR (`sttm export --format
 openvino --precision int8`) whose quantised matmuls run in int8 and the rest in fp32.
 
