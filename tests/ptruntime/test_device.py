@@ -53,9 +53,10 @@ def test_what_a_machine_cannot_compute_is_refused_in_one_line(machine, requested
 @pytest.mark.parametrize("machine", [H200, T4, EPYC, SAPPHIRE])
 def test_a_program_runs_in_fp32_where_auto_would_go_lower_and_refuses_a_low_precision(machine):
     """A torch.export program asserts the dtypes it was traced in: fp32 on every machine."""
-    placement = for_program(choose(machine, "auto"), "auto")
-    assert (placement.device, placement.precision) == (choose(machine, "auto").device, "fp32")
-    if choose(machine, "auto").precision != "fp32":
+    auto = choose(machine, "auto")
+    placement = for_program(auto, "auto")
+    assert (placement.device, placement.precision) == (auto.device, "fp32")
+    if auto.precision != "fp32":
         assert "torch.export program" in placement.reason
         low = "bf16" if machine.cpu_bf16 or machine.cuda_bf16 else "fp16"
         with pytest.raises(ValueError, match="computes in fp32") as err:
