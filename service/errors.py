@@ -27,6 +27,17 @@ def documented(*statuses: int) -> dict:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
+def describe(errors: list[dict], whole: str = "") -> str:
+    """Pydantic's errors as one line of `where: what` (`whole` names an error of the whole
+    input); a name the request may not carry (a misspelt option) says so."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body")) or whole
+        what = "not an option here" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
+        parts.append(f"{where}: {what}" if where else what)
+    return "; ".join(parts) or "invalid request"
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -50,11 +61,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError):
-        parts = []
-        for e in err.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "body"))
-            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
-        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+        return error_response(422, "invalid_request", describe(err.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException):

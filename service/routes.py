@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from service import timeline_formats
 from service.app_state import AppStateDep, ClassifierDep
 from service.auth import Protected
-from service.errors import ApiError, documented
+from service.errors import ApiError, describe, documented
 from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, TimelineQuery, TimelineResponse
 from service.upload import video_body
 
@@ -36,8 +36,7 @@ def _options(model, query: dict, fields: dict):
     try:
         return model.model_validate({**query, **fields})
     except ValidationError as err:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ApiError(422, "invalid_request", msg) from None
+        raise ApiError(422, "invalid_request", describe(err.errors())) from None
 
 
 @router.post(

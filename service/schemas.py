@@ -57,6 +57,8 @@ class Rendered(BaseModel):
 class ClassifyQuery(BaseModel):
     """Sampling vocabulary of MMAction2/VideoMAE. `model` uses what the model was trained with."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is a 422, not silently the default
+
     top_k: int = Field(5, ge=1, le=1000)
     sampling: Literal["model", "uniform", "dense"] = "model"
     clip_len: int | None = Field(None, ge=1, le=512, description="must equal the model's frames when given")
@@ -99,6 +101,8 @@ WINDOWING = {"top_k", "window_s", "stride_s", "min_score", "min_windows"}
 
 
 class TimelineQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     top_k: int = Field(3, **TimelineLimits.TOP_K)
     window_s: float = Field(2.0, **TimelineLimits.WINDOW_S)
     stride_s: float = Field(1.0, **TimelineLimits.STRIDE_S, description="seconds")

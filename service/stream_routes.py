@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from media.stream import Pipe
 from service.app_state import AppState, AppStateDep, ClassifierDep
 from service.auth import HOW, Protected, key_in_url, refusal
-from service.errors import ApiError, documented
+from service.errors import ApiError, describe, documented
 from service.schemas import StreamInfo, StreamOptions, StreamRequest
 from service.sources import check_request
 from service.streams import Stream, Streams
@@ -149,8 +149,7 @@ async def push(ws: WebSocket) -> None:
             return await _refuse(ws, "not_ready", runtime.load_error or "the model is still loading")
         opts = StreamOptions.model_validate_json(first)
     except ValidationError as err:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in err.errors())
-        return await _refuse(ws, "invalid_request", msg)
+        return await _refuse(ws, "invalid_request", describe(err.errors(), whole="message"))
     except (TimeoutError, KeyError, WebSocketDisconnect, RuntimeError):
         return await _refuse(ws, "invalid_request", "the first message must be the options as JSON text")
     pipe = Pipe(PIPE_BYTES, s.stream_stall_s)

@@ -195,6 +195,18 @@ def test_bad_inputs_get_json_4xx_and_the_server_still_answers(client_for, clips,
     assert _post(client, _clip(clips)).status_code == 200
 
 
+def test_a_misspelt_option_is_refused_by_name_not_served_with_the_default(client_for, clips):
+    client = client_for()
+    for path in ("/v1/classify", "/v1/timeline"):
+        r = _post(client, _clip(clips), path=path, params={"topk": 3})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"] == {"code": "invalid_request", "message": "topk: not an option here"}
+    r = client.post("/v1/classify", files={"file": ("v.mp4", _clip(clips))}, data={"top_k": "2", "crop": "3"})
+    assert r.status_code == 422 and r.json()["error"]["message"] == "crop: not an option here"
+    r = client.post("/v1/classify", files={"file": ("v.mp4", _clip(clips))}, data={"top_k": "2"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+
+
 def test_duration_limit(client_for, clips):
     client = client_for(max_duration_s=1.0)
     r = _post(client, _clip(clips))
