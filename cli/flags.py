@@ -63,16 +63,17 @@ def _runtime() -> argparse.ArgumentParser:
         "--backend",
         choices=["auto", "onnxruntime", "openvino", "tensorrt", "torch"],
         default=None,
-        help="runtime of an exported model (STTM_BACKEND; auto: OpenVINO on the CPU when installed, "
-        "else ONNX Runtime; engines: TensorRT; .pt2, checkpoints and model names: torch, the PyTorch "
-        "backend, on a CUDA GPU where there is one)",
+        help="runtime of an exported model (STTM_BACKEND; auto, for an ONNX file: OpenVINO on AVX-512 "
+        "and AMX CPUs, ONNX Runtime on AVX2-only ones and for int8 files; an IR: OpenVINO; engines: "
+        "TensorRT; .pt2, checkpoints and model names: torch, the PyTorch backend, on a CUDA GPU where "
+        "there is one; `sttm info MODEL` says which here, and why)",
     )
     runtime.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16", "int8"],
         default=None,
-        help="what the runtime computes in (STTM_PRECISION; auto: bf16 on CPUs with bf16 units "
-        "where it passes the check, else fp32)",
+        help="what the runtime computes in (STTM_PRECISION; auto: what an int8 file stores; else bf16 "
+        "on CPUs with bf16 units where it passes the load-time check, fp16 for PyTorch on a GPU, fp32 otherwise)",
     )
     return runtime
 

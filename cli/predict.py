@@ -38,10 +38,11 @@ def predict(model: str, videos: list[str], top_k: int = 5, **settings) -> list[d
     """One result per video: `/v1/classify`'s answer, or `{"error": {"code", "message"}}`.
     `settings`: any other `Settings` field (e.g. `backend`, `precision`); the rest come from
     `STTM_*` variables, as for the server."""
-    from service.classify import ClassifyOptions
+    from service.schemas import ClassifyQuery
     from service.settings import Settings
 
-    return asyncio.run(_predict(Settings(model=model, **settings), videos, ClassifyOptions(top_k=top_k)))
+    opts = ClassifyQuery(top_k=top_k).options()  # POST /v1/classify's limits and defaults
+    return asyncio.run(_predict(Settings(model=model, **settings), videos, opts))
 
 
 async def _timeline(settings: Settings, video: str, opts: TimelineOptions) -> TimelineResponse:
@@ -61,20 +62,25 @@ def timeline(model: str, video: str, opts: TimelineOptions, fmt: str = "json", *
     return answer.model_dump_json(indent=2) if fmt == "json" else timeline_formats.render(fmt, answer.segments)
 
 
-def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:
+def _query(model, **flags):
+    """A route's query model from the flags, so the command keeps the route's limits; a value
+    out of them is one line naming the flag."""
     from pydantic import ValidationError
 
+    try:
+        return model(**flags)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"--{first['loc'][0].replace('_', '-')}: {first['msg'].lower()}") from None
+
+
+def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:
     from service.schemas import TimelineQuery
 
     if len(args.videos) != 1:
         raise ValueError("--timeline takes one video")
-    try:  # the limits of GET /v1/timeline's query
-        query = TimelineQuery(
-            top_k=args.top_k, window_s=args.window_s, stride_s=args.stride_s, min_score=args.min_score
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"--{first['loc'][0].replace('_', '-')}: {first['msg'].lower()}") from None
+    query = _query(TimelineQuery, top_k=args.top_k, window_s=args.window_s, stride_s=args.stride_s,
+                   min_score=args.min_score)  # fmt: skip
     opts = query.options()
     text = timeline(args.model, args.videos[0], opts, args.format, **runtime)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -100,6 +106,9 @@ def _predict_command(args: argparse.Namespace) -> int:
     runtime = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
     if args.timeline:
         return _timeline_command(args, runtime)
+    from service.schemas import ClassifyQuery
+
+    _query(ClassifyQuery, top_k=args.top_k)  # before the model loads
     results = predict(args.model, args.videos, args.top_k, **runtime)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -29,5 +29,7 @@ def average_views(logits: np.ndarray) -> np.ndarray:
 
 def top_k(probs: np.ndarray, labels: tuple[str, ...], k: int) -> list[Prediction]:
     """The `k` best of `[classes]` probabilities, best first (ties: the lower index)."""
+    if k < 1:  # a slice would quietly answer nothing (0) or all but the last -k (negative)
+        raise ValueError(f"top_k must be at least 1, not {k}")
     order = np.argsort(-probs, kind="stable")[: min(k, len(labels))]
     return [Prediction(labels[i], float(probs[i]), int(i)) for i in order]

@@ -20,8 +20,8 @@ DEMO_ONNX = Path(__file__).resolve().parents[1] / "models" / "demo" / "demo.onnx
 class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STTM_", env_file=None, extra="ignore")
 
-    backend: Kind = "auto"  # auto: OpenVINO on the CPU when installed, else ONNX Runtime; engines: TensorRT
-    precision: Precision = "auto"  # what the runtime computes in; auto: bf16 on CPUs with bf16 units (OpenVINO)
+    backend: Kind = "auto"  # auto: per CPU kind and file (backends.cpu.choose_runtime); engines: TensorRT
+    precision: Precision = "auto"  # what the runtime computes in; auto: per CPU and file (backends.cpu)
     # ONNX Runtime providers, in order of preference; those not installed are skipped
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: int = 0  # 0: ONNX Runtime decides

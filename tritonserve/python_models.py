@@ -77,8 +77,11 @@ def split_rows(batch: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 def answer(logits: np.ndarray, labels: tuple[str, ...], k: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """`[views, classes]` logits -> (labels, scores) of the top k, best first."""
-    best = top_k(average_views(logits), labels, DEFAULT_TOP_K if k is None else max(1, k))
+    """`[views, classes]` logits -> (labels, scores) of the top k, best first; `VideoError("bad_option")`
+    for a k under 1, as `/v1/classify` refuses it."""
+    if k is not None and k < 1:
+        raise VideoError("bad_option", f"top_k must be at least 1, not {k}")
+    best = top_k(average_views(logits), labels, DEFAULT_TOP_K if k is None else k)
     return np.array([p.label.encode() for p in best], dtype=np.object_), np.array([p.score for p in best], np.float32)
 
 
@@ -130,6 +133,10 @@ class Postprocess:
         responses = []
         for request in requests:
             logits = pb.get_input_tensor_by_name(request, "logits").as_numpy()
-            labels, scores = answer(logits, self.labels, _optional_int(request, "top_k"))
+            try:
+                labels, scores = answer(logits, self.labels, _optional_int(request, "top_k"))
+            except VideoError as err:
+                responses.append(_error(err))
+                continue
             responses.append(pb.InferenceResponse([pb.Tensor("labels", labels), pb.Tensor("scores", scores)]))
         return responses

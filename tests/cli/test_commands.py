@@ -162,6 +162,18 @@ def test_predict_json_and_bad_file(capsys, tmp_path):
     assert len(results[0]["predictions"]) == 2 and results[1]["error"]["code"] == "not_a_video"
 
 
+@pytest.mark.parametrize("top_k", ["0", "-3", "1001"])
+def test_predict_holds_top_k_to_the_routes_limits_in_one_line(capsys, tmp_path, top_k):
+    """As POST /v1/classify and /v1/timeline: 1-1000 (a slice would answer nothing for 0 and all
+    but the last three of the labels for -3)."""
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"unused: refused before the model loads")
+    for timeline in ([], ["--timeline"]):
+        assert main(["predict", "demo", str(clip), "--top-k", top_k, *timeline]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sttm predict: error: --top-k: input should be") and err.count("\n") == 1, err
+
+
 def test_a_torch_command_without_torch_is_one_line(capsys):
     """In the serving environment (no torch), `sttm info` says what is missing in one line."""
     if importlib.util.find_spec("torch") is not None:

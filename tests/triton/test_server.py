@@ -233,6 +233,8 @@ def test_bad_clips_are_per_request_errors_and_the_server_stays_ready(http, clips
         client.infer("sttm_video", _inputs(httpclient, good, crops=2))
     with pytest.raises(InferenceServerException, match="bad_option: num_clips x crops is over 8 views"):
         client.infer("sttm_video", _inputs(httpclient, good, num_clips=3, crops=3))  # the model's max batch
+    with pytest.raises(InferenceServerException, match="bad_option: top_k must be at least 1, not 0"):
+        client.infer("sttm_video", _inputs(httpclient, good, top_k=0))
     labels, _ = _labels_scores(client.infer("sttm_video", _inputs(httpclient, good)))  # no instance was lost
     assert len(labels) == 5
 

@@ -40,6 +40,10 @@ def test_answer_is_classify_top_k_of_the_averaged_views():
     assert list(labels) == [p.label.encode() for p in expected] == [b"b", b"c"]
     np.testing.assert_allclose(scores, [p.score for p in expected], rtol=1e-6)
     assert scores.dtype == np.float32 and len(answer(logits, META.labels, None)[0]) == 3  # top 5 of 3 labels
+    for k in (0, -2):  # refused as /v1/classify refuses it, not quietly answered as top 1
+        with pytest.raises(VideoError, match=f"top_k must be at least 1, not {k}") as err:
+            answer(logits, META.labels, k)
+        assert err.value.code == "bad_option"
 
 
 def test_an_upload_over_the_limit_is_refused_before_decoding():
