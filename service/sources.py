@@ -36,8 +36,8 @@ METADATA = tuple(ipaddress.ip_network(n) for n in ("169.254.169.254/32", "fd00:e
 class RefusedError(VideoError):
     """A URL the policy refuses: nothing was sent to it. `str()` names the host and the rule."""
 
-    def __init__(self, host: str, rule: str) -> None:
-        super().__init__("forbidden_url", f"host {host} refused: {rule}")
+    def __init__(self, host: str, rule: str, what: str = "host") -> None:
+        super().__init__("forbidden_url", f"{what} {host} refused: {rule}")
         self.host, self.rule = host, rule
 
 
@@ -135,9 +135,8 @@ def check(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> T
     except ValueError:
         raise VideoError("bad_url", f"malformed URL {url[:200]!r}") from None
     if scheme not in URL_SCHEMES:
-        raise RefusedError(
-            host or url[:100], f"only {', '.join(URL_SCHEMES)} URLs are read, not {scheme or url[:100]!r}"
-        )
+        rule = f"only {', '.join(URL_SCHEMES)} URLs are read, not {scheme or url[:100]!r}"
+        raise RefusedError(host, rule) if host else RefusedError(url[:100], rule, what="URL")
     if not host:
         raise VideoError("bad_url", f"the URL {url[:200]!r} has no host")
     try:

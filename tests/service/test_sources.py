@@ -82,6 +82,15 @@ def test_the_api_check_answers_403_or_422(url, status):
     assert err.value.status == status, err.value.message
 
 
+def test_a_refused_scheme_names_the_url_or_its_host():
+    allow, rule = AllowList.parse("127.0.0.1"), "refused: only rtsp, rtsps, http, https URLs are read, not"
+    for url, words in [("file:///etc/passwd", f"URL file:///etc/passwd {rule} 'file'"),
+                       ("gopher://127.0.0.1/", f"host 127.0.0.1 {rule} 'gopher'")]:  # fmt: skip
+        with pytest.raises(RefusedError) as err:
+            check(url, allow, _stub({}))
+        assert str(err.value) == words
+
+
 def test_unresolvable_and_malformed_are_not_refusals():
     with pytest.raises(VideoError) as err:
         check("http://nowhere.invalid/", AllowList.parse("nowhere.invalid"), _stub({}))
