@@ -60,7 +60,7 @@ class DecodeSpec:
 def open_source(path: str, max_bytes: int, timeout_s: float) -> Source:
     """A local path as it is (its size checked), a URL's body as bytes (at most `max_bytes`).
     Raises VideoError `too_large`, OSError when it cannot be read."""
-    if not is_url(path):  # a missing file is left to the decoder: `not_a_video`, as `sttm predict` says
+    if not is_url(path):  # a missing file is left to the decoder: `not_found`, as `sttm predict` says
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         if size > max_bytes:
             raise VideoError("too_large", f"the file is over the limit of {max_bytes} bytes ({size})")

@@ -61,6 +61,8 @@ def open_container(source: Source, limits: Limits) -> av.container.InputContaine
     check_sample_tables(source, limits.max_duration_s)
     try:
         return av_open(source, limits)
+    except FileNotFoundError:  # a path (`sttm predict`'s, a manifest's) that is not there
+        raise VideoError("not_found", f"no such file: {source}") from None
     except av.FFmpegError as err:
         reason = err.strerror or str(err)
         raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None

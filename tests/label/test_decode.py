@@ -34,7 +34,7 @@ def test_bad_files_are_rows_with_the_codes_sttm_predict_gives(tmp_path, tiny_onn
     staged = decode_batch(batch, DecodeSpec(spec)).to_pylist()
     predicted = predict(str(tiny_onnx), paths)
     assert [r["status"] for r in staged] == [p["error"]["code"] for p in predicted]
-    assert [r["status"] for r in staged] == [*expected.values(), "not_a_video"]
+    assert [r["status"] for r in staged] == [*expected.values(), "not_found"]
     assert all(r["message"] and r["pixels"] == b"" for r in staged)
 
 

@@ -59,6 +59,9 @@ def test_bad_inputs_are_video_errors(tmp_path):
     with pytest.raises(VideoError) as err:
         probe(tmp_path / "text.mp4")
     assert err.value.code == "not_a_video"
+    with pytest.raises(VideoError) as err:
+        probe(tmp_path / "missing.mp4")
+    assert err.value.code == "not_found" and str(err.value) == f"no such file: {tmp_path / 'missing.mp4'}"
     clip = numbered_clip(tmp_path / "n.mp4")
     with pytest.raises(VideoError) as err:
         probe(clip, Limits(max_pixels=1000))
