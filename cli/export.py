@@ -150,8 +150,9 @@ def _export_flags(exp: argparse.ArgumentParser) -> None:
     exp.add_argument(
         "--format",
         choices=["onnx", "tensorrt", "triton", "openvino", "torch", "aoti"],
-        default="onnx",
-        help="torch: a torch.export program (.pt2) for sttm serve --backend torch; aoti: an AOTInductor "
+        default=None,
+        help="default: what -o's suffix names (.xml openvino, .plan/.engine tensorrt, .pt2 torch), else onnx; "
+        "torch: a torch.export program (.pt2) for sttm serve --backend torch; aoti: an AOTInductor "
         "package (.pt2) compiled for this machine's CUDA GPU, else its CPU (served on that device kind only)",
     )
     exp.add_argument(

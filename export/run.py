@@ -20,10 +20,28 @@ from ptruntime.artifact import model_name
 from runtime import BackendOptions, load_backend, read_metadata
 from runtime.agreement import ValidationError, ValidationReport
 from runtime.ladder_file import RungEntry, rung_name, write_ladder
-from runtime.metadata import TORCH_SUFFIX, sidecar_path
+from runtime.metadata import ENGINE_SUFFIXES, IR_SUFFIX, TORCH_SUFFIX, sidecar_path
 
 Format = Literal["onnx", "tensorrt", "triton", "openvino", "torch", "aoti"]
 PT2_FORMATS = ("torch", "aoti")  # what `sttm serve --backend torch` runs: a `.pt2`, validated on PyTorch
+# the format a file name announces (what `sttm serve --model` will take the file for)
+SUFFIX_FORMATS = {".onnx": "onnx", IR_SUFFIX: "openvino", **dict.fromkeys(ENGINE_SUFFIXES, "tensorrt"),
+                  TORCH_SUFFIX: "torch"}  # fmt: skip
+
+
+def format_for(out: Path, fmt: Format | None) -> Format:
+    """`fmt`, or when none is given the one `out`'s suffix names (.xml an OpenVINO IR, .plan or
+    .engine a TensorRT engine, .pt2 a torch.export program; anything else, a directory included,
+    ONNX). ExportError when ONNX would be written under another format's suffix, which the
+    server would then open as that format."""
+    named = SUFFIX_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        return named or "onnx"
+    if fmt == "onnx" and named not in (None, "onnx"):
+        kind = {"openvino": "an OpenVINO IR", "tensorrt": "a TensorRT engine", "torch": "a torch.export program"}
+        raise ExportError(f"-o {out.name} names {kind[named]}, but --format onnx writes ONNX: "
+                          f"name it {out.stem}.onnx, or leave --format out to write {kind[named]}")  # fmt: skip
+    return fmt
 
 
 @dataclass
@@ -72,7 +90,7 @@ class ExportSpec:
     out: Path
     merge: str | None = None
     reduction: float | None = None
-    fmt: Format = "onnx"
+    fmt: Format | None = None  # None: from `out`'s suffix (`format_for`)
     precision: str = "fp32"
     max_batch: int = 8
     name: str = ""  # "" -> from `model` (`model_name`)
@@ -86,6 +104,7 @@ class ExportSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "fmt", format_for(self.out, self.fmt))
         object.__setattr__(self, "name", self.name or model_name(self.model))
         ir, int8 = self.fmt == "openvino", self.precision == "int8"
         if self.fmt == "torch" and self.precision != "fp32":

@@ -37,3 +37,14 @@ def test_a_spec_is_frozen_and_names_its_target(tmp_path):
     assert ExportSpec("vit-tiny", tmp_path / "m.onnx", fmt="openvino").target == tmp_path / "m.xml"
     rung = replace(spec, out=tmp_path / "demo_r038.onnx", reduction=0.38)  # a ladder's rung: checked again
     assert rung.name == "demo" and rung.target == Path(tmp_path / "demo_r038.onnx")
+
+
+def test_the_format_is_what_the_file_name_names_unless_given():
+    for name, fmt in [("m.onnx", "onnx"), ("m.xml", "openvino"), ("m.plan", "tensorrt"), ("m.ENGINE", "tensorrt"),
+                      ("m.pt2", "torch"), ("ladder", "onnx"), ("m.weird", "onnx")]:  # fmt: skip
+        assert ExportSpec("vit-tiny", Path("/tmp/out") / name).fmt == fmt, name
+    assert ExportSpec("vit-tiny", Path("/tmp/m.pt2"), fmt="aoti").fmt == "aoti"  # given: kept
+    assert ExportSpec("vit-tiny", Path("/tmp/m.xml")).target == Path("/tmp/m.xml")
+    for name, named in [("m.xml", "an OpenVINO IR"), ("m.plan", "a TensorRT engine"), ("m.pt2", "a torch.export")]:
+        with pytest.raises(ExportError, match=f"-o {name} names {named}.*, but --format onnx writes ONNX"):
+            ExportSpec("vit-tiny", Path("/tmp") / name, fmt="onnx")  # the server would open it as that format
