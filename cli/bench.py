@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.flags import Flags
+from cli.flags import Flags, at_least
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def add_bench(sub, f: Flags) -> None:
     bs.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
     bs.add_argument("--clip", required=True, help="video file sent with every request")
     bs.add_argument("--concurrency", default="1,4,16", help="requests in flight, one level after another")
-    bs.add_argument("--requests", type=int, default=100, help="requests per concurrency level")
+    bs.add_argument("--requests", type=at_least(1), default=100, help="requests per concurrency level")
     bs.add_argument(
         "--protocol",
         choices=["rest", "v2"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.flags import Flags, sidecars_of
+from cli.flags import Flags, at_least, sidecars_of
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -163,7 +163,7 @@ def _export_flags(exp: argparse.ArgumentParser) -> None:
         "for ONNX Runtime on CPUs, or with "
         "--format openvino static quantisation (NNCF, needs --calib)",
     )
-    exp.add_argument("--max-batch", type=int, default=8, help="largest batch of the engine / Triton config")
+    exp.add_argument("--max-batch", type=at_least(1), default=8, help="largest batch of the engine / Triton config")
     exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -178,10 +178,10 @@ def _triton_flags(exp: argparse.ArgumentParser) -> None:
         "model (Triton builds without ONNX Runtime, e.g. `sttm triton`); platform: Triton's "
         "onnxruntime_onnx (and tensorrt_plan when an engine was built)",
     )
-    exp.add_argument("--instances", type=int, default=1, help="Triton repository: instances of the model")
+    exp.add_argument("--instances", type=at_least(1), default=1, help="Triton repository: instances of the model")
     exp.add_argument(
         "--triton-decoders",
-        type=int,
+        type=at_least(1),
         default=2,
         help="Triton repository: instances of the preprocess model (clips decoded at once)",
     )
@@ -213,7 +213,7 @@ def add_eval(sub, f: Flags) -> None:
     )
     ev.add_argument("data")
     ev.add_argument("--split", default="test")
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--workers", type=int, default=2)
+    ev.add_argument("--batch-size", type=at_least(1), default=8)
+    ev.add_argument("--workers", type=at_least(0), default=2)
     ev.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     ev.set_defaults(run=_eval)

@@ -6,6 +6,31 @@ import argparse
 from dataclasses import dataclass
 
 
+def at_least(low: int):
+    """An argparse type for a count (clips, requests, workers, a batch): an int of at least `low`,
+    so that 0 or -1 is refused with the flag's name rather than run as nothing."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # not a number: argparse's "invalid int value"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port to listen on, 1-65535."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, not {value}")
+    return value
+
+
+port.__name__ = "int"
+
+
 def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
@@ -86,7 +111,7 @@ def _calib() -> argparse.ArgumentParser:
         metavar="DATA|generated",
         help="int8 on OpenVINO: calibrate on clips of a data set directory (its train split), or on generated clips",
     )
-    calib.add_argument("--calib-clips", type=int, default=64, help="calibration clips (default 64)")
+    calib.add_argument("--calib-clips", type=at_least(1), default=64, help="calibration clips (default 64)")
     return calib
 
 

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli.flags import Flags
+from cli.flags import Flags, at_least
 
 INSTALL = "pip install -e '.[label]' (ray[data] and pyarrow)"
 EXIT_OK, EXIT_SOME_ERRORS, EXIT_FAILED = 0, 1, 3  # 2: did not start (cli.main, as every command)
@@ -115,8 +115,8 @@ def add_label(sub, f: Flags) -> None:
     lab.add_argument(
         "--address", default=None, help="a Ray cluster (RAY_ADDRESS; default: a local Ray started for the job)"
     )
-    lab.add_argument("--actors", type=int, default=None, help="inference actors (default: one per node)")
+    lab.add_argument("--actors", type=at_least(1), default=None, help="inference actors (default: one per node)")
     lab.add_argument("--actor-gpus", type=float, default=0.0, help="accelerators per actor (1: TensorRT, CUDA)")
-    lab.add_argument("--files-per-task", type=int, default=4, help="videos per decoding task")
-    lab.add_argument("--part-rows", type=int, default=1000, help="rows per output part")
+    lab.add_argument("--files-per-task", type=at_least(1), default=4, help="videos per decoding task")
+    lab.add_argument("--part-rows", type=at_least(1), default=1000, help="rows per output part")
     lab.set_defaults(run=_label_command)

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from cli.flags import Flags, sidecars_of
+from cli.flags import Flags, at_least, sidecars_of
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -154,11 +154,11 @@ def add_info(sub, f: Flags) -> None:
 def add_synth(sub, f: Flags) -> None:
     syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")
     syn.add_argument("out")
-    syn.add_argument("--clips-per-class", type=int, required=True)
+    syn.add_argument("--clips-per-class", type=at_least(1), required=True)
     syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--size", type=int, default=128)
-    syn.add_argument("--frames", type=int, default=32)
-    syn.add_argument("--workers", type=int, default=2)
+    syn.add_argument("--size", type=at_least(16), default=128)
+    syn.add_argument("--frames", type=at_least(2), default=32)
+    syn.add_argument("--workers", type=at_least(1), default=2)
     syn.set_defaults(run=_synth)
 
 
@@ -169,13 +169,13 @@ def add_train(sub, f: Flags) -> None:
     tr.add_argument("data", help="directory with train.csv/val.csv (or train/<class>/, val/<class>/)")
     tr.add_argument("--model", required=True, help="built-in config or checkpoint to start from")
     tr.add_argument("-o", "--output", required=True, help="run directory: best/, last/, summary.json")
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--epochs", type=at_least(1), default=10)
+    tr.add_argument("--batch-size", type=at_least(1), default=16)
     tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--workers", type=int, default=2)
+    tr.add_argument("--workers", type=at_least(0), default=2)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
-    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    tr.add_argument("--max-steps", type=at_least(1), default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument(
         "--augment",
         default=None,

@@ -174,6 +174,25 @@ def test_predict_holds_top_k_to_the_routes_limits_in_one_line(capsys, tmp_path, 
         assert err.startswith("sttm predict: error: --top-k: input should be") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["export", "demo", "-o", "m.onnx", "--max-batch", "0"], "argument --max-batch: must be at least 1, not 0"),
+        (["serve", "--workers", "0"], "argument --workers: must be at least 1, not 0"),
+        (["serve", "--port", "70000"], "argument --port: a port is 1-65535, not 70000"),
+        (["synth", "out", "--clips-per-class", "-1"], "argument --clips-per-class: must be at least 1, not -1"),
+        (["synth", "out", "--clips-per-class", "1", "--frames", "1"], "argument --frames: must be at least 2, not 1"),
+        (["label", "in", "-o", "o.parquet", "--part-rows", "0"], "argument --part-rows: must be at least 1, not 0"),
+        (["bench", "serve", "http://x", "--clip", "c", "--requests", "abc"], "argument --requests: invalid int value"),
+    ],
+)
+def test_a_count_out_of_range_is_refused_by_the_parser_naming_the_flag(capsys, argv, message):
+    """Before anything runs: 0 workers, -1 clips or a 1-frame clip used to run as nothing (or crash)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_torch_command_without_torch_is_one_line(capsys):
     """In the serving environment (no torch), `sttm info` says what is missing in one line."""
     if importlib.util.find_spec("torch") is not None:
