@@ -24,18 +24,19 @@ class RuntimeSettings(BaseSettings):
     precision: Precision = "auto"  # what the runtime computes in; auto: per CPU and file (backends.cpu)
     # ONNX Runtime providers, in order of preference; those not installed are skipped
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
-    intra_op_threads: int = 0  # 0: ONNX Runtime decides
+    intra_op_threads: int = Field(0, ge=0)  # 0: ONNX Runtime decides
     engine_cache: Path | None = None  # TensorRT provider: engine + timing cache directory (a volume)
-    max_batch: int = 8  # dynamic batching: the largest batch the model is sent
+    max_batch: int = Field(8, ge=1)  # dynamic batching: the largest batch the model is sent
     # --backend torch: torch.compile a checkpoint / model name / .pt2 program at load, in this mode
     # (off, default, max-autotune-no-cudagraphs, reduce-overhead); an AOTInductor package is compiled already
     torch_compile: TorchCompile = "off"
     # decoding
-    max_upload_mb: float = 200.0
-    max_pixels: int = 3840 * 2160
-    max_duration_s: float = 3600.0
-    decode_timeout_s: float = 30.0
-    max_views: int = 30  # num_clips x crops
+    # (each a limit: a count at least 1, a size or a time over 0, or the setting is refused at start)
+    max_upload_mb: float = Field(200.0, gt=0)
+    max_pixels: int = Field(3840 * 2160, ge=1)
+    max_duration_s: float = Field(3600.0, gt=0)
+    decode_timeout_s: float = Field(30.0, gt=0)
+    max_views: int = Field(30, ge=1)  # num_clips x crops
 
     @property
     def backend_options(self) -> BackendOptions:

@@ -23,10 +23,10 @@ class Settings(RuntimeSettings):
         "a .pt2 (sttm export --format torch), a checkpoint or a built-in model name",
     )
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     # dynamic batching (max_batch: RuntimeSettings)
-    max_wait_ms: float = 5.0
-    max_queue: int = 64  # clips waiting for the model; beyond it: 503 + Retry-After
+    max_wait_ms: float = Field(5.0, ge=0)
+    max_queue: int = Field(64, ge=1)  # clips waiting for the model; beyond it: 503 + Retry-After
     # a ladder: auto requests run on the least-merged rung predicted to finish the queue within
     # this target (the most merged when none does; it rejects only with a deadline). Unset: the least merged.
     latency_target_ms: float | None = Field(None, gt=0)
@@ -34,19 +34,23 @@ class Settings(RuntimeSettings):
     # is predicted to answer later than it, before decoding it (service.ladder_policy)
     latency_deadline: bool = False
     # decoding (the limits: RuntimeSettings)
-    decode_workers: int = 2
-    max_windows: int = 3600  # timeline windows per request (an hour at a 1 s stride)
-    read_timeout_s: float = 60.0  # a request body not complete this long after the request began is cut (408)
+    decode_workers: int = Field(2, ge=1)
+    max_windows: int = Field(3600, ge=1)  # timeline windows per request (an hour at a 1 s stride)
+    read_timeout_s: float = Field(
+        60.0, gt=0
+    )  # a request body not complete this long after the request began is cut (408)
     # continuous video: live streams (POST /v1/streams, /v1/streams/ws) and long timelines
     stream_allow: str = ""  # hosts and CIDRs URL sources may name, comma-separated; empty: none
-    max_streams: int = 4  # live streams at once (URL and client push)
-    stream_keep_s: float = 60.0  # a finished stream (and its events) stays addressable this long
-    stream_events: int = 2000  # events kept per stream for late subscribers (Last-Event-ID)
-    stream_slots: int = 16  # batcher slots streams and timelines may hold at once; uploads keep the rest
-    stream_stall_s: float = 10.0  # the longest wait for a source's next frame
-    stream_retry_s: float = 30.0  # a stalled or dropped source is retried (with backoff) this long, then ends
-    stream_max_pixels: int = 1920 * 1080  # per-stream frame size limit
-    stream_max_fps: float = 60.0  # frames beyond this rate are thinned out
+    max_streams: int = Field(4, ge=0)  # live streams at once (URL and client push)
+    stream_keep_s: float = Field(60.0, ge=0)  # a finished stream (and its events) stays addressable this long
+    stream_events: int = Field(2000, ge=1)  # events kept per stream for late subscribers (Last-Event-ID)
+    stream_slots: int = Field(16, ge=1)  # batcher slots streams and timelines may hold at once; uploads keep the rest
+    stream_stall_s: float = Field(10.0, gt=0)  # the longest wait for a source's next frame
+    stream_retry_s: float = Field(
+        30.0, ge=0
+    )  # a stalled or dropped source is retried (with backoff) this long, then ends
+    stream_max_pixels: int = Field(1920 * 1080, ge=1)  # per-stream frame size limit
+    stream_max_fps: float = Field(60.0, gt=0)  # frames beyond this rate are thinned out
     # behaviour
     require_model: bool = True  # missing/corrupt model: exit (True) or stay not-ready (False)
     api_key: SecretStr | None = None  # an API key (Authorization: Bearer / X-API-Key); health endpoints stay open

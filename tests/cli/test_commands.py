@@ -144,6 +144,15 @@ def test_bad_settings_are_one_line_naming_the_variable(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("sttm serve: error: STTM_MAX_QUEUE: Input should be a valid integer") and err.count("\n") == 1
     monkeypatch.delenv("STTM_MAX_QUEUE")
+    # out of range: these started a server that answered 500 to every clip (a batch of 0), failed its
+    # startup with a traceback (0 decoders), or refused every upload as over -1 MB
+    for variable, value, words in [("STTM_MAX_BATCH", "0", "greater than or equal to 1"),
+                                   ("STTM_DECODE_WORKERS", "0", "greater than or equal to 1"),
+                                   ("STTM_MAX_UPLOAD_MB", "-1", "greater than 0")]:  # fmt: skip
+        monkeypatch.setenv(variable, value)
+        assert main(["serve"]) == 2
+        assert capsys.readouterr().err == f"sttm serve: error: {variable}: Input should be {words}\n"
+        monkeypatch.delenv(variable)
     monkeypatch.setenv("STTM_LATENCY_DEADLINE", "true")  # a deadline without a target
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
