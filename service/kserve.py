@@ -94,6 +94,8 @@ async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> 
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except ValueError:
         raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
+    if not np.isfinite(data).all():  # the model would answer NaN logits (null in JSON) with a 200
+        raise ApiError(400, "bad_input", "data holds NaN or infinity (or numbers beyond float32's range)")
     logits = (await classifier.infer(data, pinned)).logits
     out = TensorOut(name=m.output_name, shape=list(logits.shape), datatype="FP32", data=logits.ravel().tolist())
     return InferResponse(model_name=name, id=request.id, outputs=[out])

@@ -152,6 +152,11 @@ def test_v2_protocol(client_for):
     assert r.json()["id"] == "r1" and out["shape"] == [2, 12] and len(out["data"]) == 24
     body["inputs"][0]["shape"] = [2, 3, 8, 32, 32]
     assert client.post("/v2/models/tiny/infer", json=body).json()["error"]["code"] == "bad_input"
+    body["inputs"][0]["shape"] = list(data.shape)
+    for bad in ("NaN", "Infinity", "1e39"):  # 1e39 is infinity in float32
+        text = json.dumps(body).replace("[0.0, ", f"[{bad}, ", 1)
+        r = client.post("/v2/models/tiny/infer", content=text, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "NaN or infinity" in r.json()["error"]["message"], (bad, r.text)
 
 
 def _bad_inputs(clips, tmp_path):
