@@ -18,14 +18,10 @@ def _serve(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None:
             os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
     settings = Settings()
-    if settings.require_model:
-        from runtime.backends import check_request
-        from runtime.ladder_file import is_ladder, read_ladder
+    if settings.require_model:  # what it can tell without opening the model: one line, exit 2
+        from service.ladder_policy import check_served
 
-        if settings.model.is_dir() and is_ladder(settings.model):
-            read_ladder(settings.model)  # a ladder with a missing rung: one line, exit 2
-        else:  # what this machine cannot run (a missing file; torch where it is not installed): one line, exit 2
-            check_request(settings.model, settings.backend_options)
+        check_served(settings.model, settings.backend_options)
     uvicorn.run(
         "service.app:create_app",
         factory=True,

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.backends import Backend, BackendOptions, ModelLoadError, load_backend
+from runtime.backends import Backend, BackendOptions, ModelLoadError, check_request, load_backend
 from runtime.ladder_file import is_ladder, read_ladder, rung_name
 from service.batcher import Demand, QueueFullError, Waiting
 
@@ -252,21 +252,40 @@ def find_rung(rungs: Sequence[Rung], reduction: float) -> int:
     raise ValueError(f"reduction must be 'auto' or one of this model's rungs: {values}")
 
 
+def _entries(path: Path):
+    """A ladder directory's name and entries; ModelLoadError (one line) for a directory that
+    is neither a ladder nor a checkpoint, or a ladder.json that does not hold up. None for one
+    model (a file, or for PyTorch a checkpoint directory or a model name)."""
+    if not is_ladder(path):
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory without ladder.json: serve a model file or a ladder")
+        return None
+    try:
+        return read_ladder(path)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+
+
+def check_served(path: str | Path, options: BackendOptions) -> None:
+    """ModelLoadError (one line) where `load_rungs` would refuse `path` before opening a model —
+    the directory and ladder.json rules, and what this machine cannot run (`check_request`) —
+    without opening one: `sttm serve` says it and exits before the server starts."""
+    path = Path(path)
+    found = _entries(path)
+    for file in [path] if found is None else [path / entry.file for entry in found[1]]:
+        check_request(file, options)
+
+
 def load_rungs(path: str | Path, options: BackendOptions) -> tuple[str, list[Rung]]:
     """Open a ladder directory (every rung, least merged first) or a single model file (a
     ladder of one rung). ModelLoadError in one line: a missing or corrupt rung, no
     ladder.json, or a rung whose labels or input spec differ from the first rung's."""
     path = Path(path)
-    if not is_ladder(path):  # one model: a file, or (PyTorch) a checkpoint directory or a model name
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is a directory without ladder.json: serve a model file or a ladder")
+    if (found := _entries(path)) is None:  # one model
         backend = load_backend(path, options)
         meta = backend.meta
         return meta.name, [Rung(meta.reduction, rung_name(meta.name, meta.reduction), backend)]
-    try:
-        name, entries = read_ladder(path)
-    except ValueError as err:
-        raise ModelLoadError(str(err)) from None
+    name, entries = found
     rungs: list[Rung] = []
     for entry in entries:
         try:

@@ -111,10 +111,18 @@ def test_export_errors_are_one_line(capsys, tmp_path):
         assert lines[-1].startswith("sttm export: error:") and "Traceback" not in err, err
 
 
-def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path):
+def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path, monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
     assert main(["serve", "--model", str(tmp_path / "missing.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sttm serve: error: model file") and err.count("\n") == 1
+    (tmp_path / "empty").mkdir()  # neither a ladder nor a checkpoint: was uvicorn's "startup failed", exit 3
+    assert main(["serve", "--model", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sttm serve: error: {tmp_path / 'empty'} is a directory without ladder.json")
+    assert err.count("\n") == 1
 
 
 def test_serve_refuses_what_this_cpu_cannot_run_in_one_line_before_starting(capsys, tiny_onnx, monkeypatch):
