@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.backends import Backend, BackendOptions, ModelLoadError, check_request, load_backend
-from runtime.ladder_file import is_ladder, read_ladder, rung_name
+from runtime.ladder_file import RungEntry, is_ladder, read_ladder, rung_name
 from service.batcher import Demand, QueueFullError, Waiting
 
 # Descend to a less-merged rung only when it predicts at most this fraction of the target:
@@ -252,7 +252,7 @@ def find_rung(rungs: Sequence[Rung], reduction: float) -> int:
     raise ValueError(f"reduction must be 'auto' or one of this model's rungs: {values}")
 
 
-def _entries(path: Path):
+def _entries(path: Path) -> tuple[str, list[RungEntry]] | None:
     """A ladder directory's name and entries; ModelLoadError (one line) for a directory that
     is neither a ladder nor a checkpoint, or a ladder.json that does not hold up. None for one
     model (a file, or for PyTorch a checkpoint directory or a model name)."""

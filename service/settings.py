@@ -36,9 +36,8 @@ class Settings(RuntimeSettings):
     # decoding (the limits: RuntimeSettings)
     decode_workers: int = Field(2, ge=1)
     max_windows: int = Field(3600, ge=1)  # timeline windows per request (an hour at a 1 s stride)
-    read_timeout_s: float = Field(
-        60.0, gt=0
-    )  # a request body not complete this long after the request began is cut (408)
+    # a request body not complete this long after the request began is cut (408)
+    read_timeout_s: float = Field(60.0, gt=0)
     # continuous video: live streams (POST /v1/streams, /v1/streams/ws) and long timelines
     stream_allow: str = ""  # hosts and CIDRs URL sources may name, comma-separated; empty: none
     max_streams: int = Field(4, ge=0)  # live streams at once (URL and client push)
@@ -46,9 +45,8 @@ class Settings(RuntimeSettings):
     stream_events: int = Field(2000, ge=1)  # events kept per stream for late subscribers (Last-Event-ID)
     stream_slots: int = Field(16, ge=1)  # batcher slots streams and timelines may hold at once; uploads keep the rest
     stream_stall_s: float = Field(10.0, gt=0)  # the longest wait for a source's next frame
-    stream_retry_s: float = Field(
-        30.0, ge=0
-    )  # a stalled or dropped source is retried (with backoff) this long, then ends
+    # a stalled or dropped source is retried (with backoff) this long, then ends
+    stream_retry_s: float = Field(30.0, ge=0)
     stream_max_pixels: int = Field(1920 * 1080, ge=1)  # per-stream frame size limit
     stream_max_fps: float = Field(60.0, gt=0)  # frames beyond this rate are thinned out
     # behaviour
