@@ -6,29 +6,24 @@ import argparse
 from dataclasses import dataclass
 
 
-def at_least(low: int):
-    """An argparse type for a count (clips, requests, workers, a batch): an int of at least `low`,
-    so that 0 or -1 is refused with the flag's name rather than run as nothing."""
+def at_least(low: int, high: int | None = None):
+    """An argparse type for a count (clips, requests, workers, a batch) or a port: an int of at
+    least `low` (and at most `high`), so that 0 or -1 is refused with the flag's name rather than
+    run as nothing."""
 
     def parse(text: str) -> int:
         value = int(text)  # not a number: argparse's "invalid int value"
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"must be at least {low}, not {value}" if high is None else f"must be {low}-{high}, not {value}"
+            )
         return value
 
     parse.__name__ = "int"
     return parse
 
 
-def port(text: str) -> int:
-    """An argparse type: a TCP port to listen on, 1-65535."""
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, not {value}")
-    return value
-
-
-port.__name__ = "int"
+PORT = at_least(1, 65535)  # a TCP port to listen on
 
 
 def _parent() -> argparse.ArgumentParser:

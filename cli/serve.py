@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli.flags import Flags, at_least, port
+from cli.flags import PORT, Flags, at_least
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -50,7 +50,7 @@ def add_serve(sub, f: Flags) -> None:
         "also a .pt2, a checkpoint or a built-in model name",
     )
     srv.add_argument("--host", default=None)
-    srv.add_argument("--port", type=port, default=None)
+    srv.add_argument("--port", type=PORT, default=None)
     srv.add_argument("--workers", type=at_least(1), default=1, help="processes; each holds its own copy of the model")
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(run=_serve)
@@ -63,9 +63,9 @@ def add_triton(sub, f: Flags) -> None:
         "server of the nvidia-pytriton package, in the foreground",
     )
     tri.add_argument("repo", help="the model repository directory")
-    tri.add_argument("--http-port", type=port, default=8100)
-    tri.add_argument("--grpc-port", type=port, default=8101)
-    tri.add_argument("--metrics-port", type=port, default=8102)
+    tri.add_argument("--http-port", type=PORT, default=8100)
+    tri.add_argument("--grpc-port", type=PORT, default=8101)
+    tri.add_argument("--metrics-port", type=PORT, default=8102)
     tri.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     tri.add_argument(
         "--tritonserver-arg",

@@ -15,7 +15,7 @@ from typing import Literal
 
 from export.onnx import ExportError, OnnxSpec, export_onnx, metadata_for, write_metadata
 from export.validate import check_merge_index, open_onnx, validate
-from models.checkpoint import Sidecars
+from models.checkpoint import EXPORTED, Sidecars
 from ptruntime.artifact import model_name
 from runtime import BackendOptions, load_backend, read_metadata
 from runtime.agreement import ValidationError, ValidationReport
@@ -38,9 +38,9 @@ def format_for(out: Path, fmt: Format | None) -> Format:
     if fmt is None:
         return named or "onnx"
     if fmt == "onnx" and named not in (None, "onnx"):
-        kind = {"openvino": "an OpenVINO IR", "tensorrt": "a TensorRT engine", "torch": "a torch.export program"}
-        raise ExportError(f"-o {out.name} names {kind[named]}, but --format onnx writes ONNX: "
-                          f"name it {out.stem}.onnx, or leave --format out to write {kind[named]}")  # fmt: skip
+        kind = EXPORTED[out.suffix.lower()]
+        raise ExportError(f"-o {out.name}: {out.suffix} names the {kind} format, but --format onnx writes ONNX: "
+                          f"name it {out.stem}.onnx, or leave --format out to write the {kind} format")  # fmt: skip
     return fmt
 
 

@@ -79,9 +79,10 @@ def split_rows(batch: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 def answer(logits: np.ndarray, labels: tuple[str, ...], k: int | None) -> tuple[np.ndarray, np.ndarray]:
     """`[views, classes]` logits -> (labels, scores) of the top k, best first; `VideoError("bad_option")`
     for a k under 1, as `/v1/classify` refuses it."""
-    if k is not None and k < 1:
-        raise VideoError("bad_option", f"top_k must be at least 1, not {k}")
-    best = top_k(average_views(logits), labels, DEFAULT_TOP_K if k is None else k)
+    try:
+        best = top_k(average_views(logits), labels, DEFAULT_TOP_K if k is None else k)
+    except ValueError as err:  # k under 1
+        raise VideoError("bad_option", str(err)) from None
     return np.array([p.label.encode() for p in best], dtype=np.object_), np.array([p.score for p in best], np.float32)
 
 

@@ -196,7 +196,7 @@ def test_predict_holds_top_k_to_the_routes_limits_in_one_line(capsys, tmp_path, 
     [
         (["export", "demo", "-o", "m.onnx", "--max-batch", "0"], "argument --max-batch: must be at least 1, not 0"),
         (["serve", "--workers", "0"], "argument --workers: must be at least 1, not 0"),
-        (["serve", "--port", "70000"], "argument --port: a port is 1-65535, not 70000"),
+        (["serve", "--port", "70000"], "argument --port: must be 1-65535, not 70000"),
         (["synth", "out", "--clips-per-class", "-1"], "argument --clips-per-class: must be at least 1, not -1"),
         (["synth", "out", "--clips-per-class", "1", "--frames", "1"], "argument --frames: must be at least 2, not 1"),
         (["label", "in", "-o", "o.parquet", "--part-rows", "0"], "argument --part-rows: must be at least 1, not 0"),
