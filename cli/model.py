@@ -156,8 +156,8 @@ def add_synth(sub, f: Flags) -> None:
     syn.add_argument("out")
     syn.add_argument("--clips-per-class", type=at_least(1), required=True)
     syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--size", type=at_least(16), default=128)  # textured backgrounds: a cell per 16 pixels
-    syn.add_argument("--frames", type=at_least(2), default=32)
+    syn.add_argument("--size", type=int, default=128, help="frame side, even, at least 16")
+    syn.add_argument("--frames", type=int, default=32, help="at least 2")
     syn.add_argument("--workers", type=at_least(1), default=2)
     syn.set_defaults(run=_synth)
 

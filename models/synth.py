@@ -43,6 +43,15 @@ class SynthConfig:
     frames: int = 32
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """ValueError (one line) for clips that cannot be made: H.264 in 4:2:0 takes even sides
+        (an odd size failed in libx264 with a traceback), a motion needs two frames (one divided
+        by zero); under 16 pixels the shapes would be a pixel or two."""
+        if self.size < 16 or self.size % 2:
+            raise ValueError(f"--size must be even and at least 16, not {self.size}")
+        if self.frames < 2:
+            raise ValueError(f"--frames must be at least 2, not {self.frames}")
+
 
 def _shape_mask(kind: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
     """Inside-test in the object's own (rotated) coordinates."""

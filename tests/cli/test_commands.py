@@ -198,7 +198,6 @@ def test_predict_holds_top_k_to_the_routes_limits_in_one_line(capsys, tmp_path, 
         (["serve", "--workers", "0"], "argument --workers: must be at least 1, not 0"),
         (["serve", "--port", "70000"], "argument --port: must be 1-65535, not 70000"),
         (["synth", "out", "--clips-per-class", "-1"], "argument --clips-per-class: must be at least 1, not -1"),
-        (["synth", "out", "--clips-per-class", "1", "--frames", "1"], "argument --frames: must be at least 2, not 1"),
         (["label", "in", "-o", "o.parquet", "--part-rows", "0"], "argument --part-rows: must be at least 1, not 0"),
         (["bench", "serve", "http://x", "--clip", "c", "--requests", "abc"], "argument --requests: invalid int value"),
     ],
@@ -208,6 +207,17 @@ def test_a_count_out_of_range_is_refused_by_the_parser_naming_the_flag(capsys, a
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_synth_refuses_clips_it_cannot_make_in_one_line(capsys, tmp_path):
+    """An odd size failed inside libx264 and one frame divided by zero, each with a traceback."""
+    pytest.importorskip("torch")  # `sttm synth` lives with the models
+    for flags, message in [(["--size", "17"], "--size must be even and at least 16, not 17"),
+                           (["--size", "8"], "--size must be even and at least 16, not 8"),
+                           (["--frames", "1"], "--frames must be at least 2, not 1")]:  # fmt: skip
+        assert main(["synth", str(tmp_path / "out"), "--clips-per-class", "1", *flags]) == 2
+        assert capsys.readouterr().err == f"sttm synth: error: {message}\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_torch_command_without_torch_is_one_line(capsys):
