@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import mmconfig
-from models.checkpoint_formats import NAMES, identify
+from models.checkpoint_formats import HEAD_BYTES, NAMES, identify, not_weights
 from models.classifier import Source, VideoClassifier
 from models.config import MMACTION_TIMESFORMER_PRE, MMACTION_VIT_PRE, PRESETS, TIMESFORMER_PRE, MergeConfig, ModelConfig
 from models.config_inference import config_from_hf, config_from_original, config_from_state, vit_clip_from_tokens
@@ -85,6 +85,10 @@ def load_weights(model: VideoClassifier, state: dict[str, torch.Tensor], source:
 
 def _read_state(path: Path) -> dict:
     """One weights file. `.bin`/`.pth` are memory-mapped (pages are read as tensors are used)."""
+    with open(path, "rb") as file:
+        head = file.read(HEAD_BYTES)
+    if what := not_weights(head):
+        raise CheckpointError(f"{path}: not a weights file: this is {what}")
     try:
         if path.suffix == ".safetensors":
             return load_file(path)

@@ -1,4 +1,4 @@
-"""Which checkpoint a file is, from its keys alone: pure functions, no I/O.
+"""Which checkpoint a file is, from its first bytes and its keys: pure functions, no I/O.
 
 A supported layout gets a name (`sttm info` and `sttm export` print it); an unsupported
 one is named for what it looks like ("an MMAction2 SlowFast checkpoint") rather than by a
@@ -86,3 +86,33 @@ def identify(state: Mapping) -> str:
         raise CheckpointError(f"this is an MMAction2 checkpoint with a backbone we do not know; {TRANSFORMERS_ONLY}")
     sample = ", ".join(sorted(keys)[:4])
     raise CheckpointError(f"unrecognised checkpoint layout (keys such as {sample}); {TRANSFORMERS_ONLY}")
+
+
+# (offset, bytes, what a file starting so is): files a user may pass for a model by mistake
+_NOT_WEIGHTS = [
+    (4, b"ftyp", "an MP4 / MOV video"),
+    (0, b"\x1a\x45\xdf\xa3", "a Matroska / WebM video"),
+    (0, b"RIFF", "a RIFF file (AVI video, WAV audio)"),
+    (0, b"\x89PNG", "a PNG image"),
+    (0, b"\xff\xd8\xff", "a JPEG image"),
+    (0, b"GIF8", "a GIF image"),
+    (0, b"%PDF", "a PDF document"),
+    (0, b"\x1f\x8b", "a gzip archive"),
+]
+HEAD_BYTES = 16  # what `not_weights` needs of a file
+
+
+def not_weights(head: bytes) -> str | None:
+    """What a file whose first `HEAD_BYTES` are `head` is, when it cannot be a weights file
+    (None when it can): torch.save writes a zip archive (pickle protocol 2 before torch 1.6),
+    safetensors a little-endian header length and then its JSON header."""
+    if head.startswith((b"PK\x03\x04", b"\x80")) or (len(head) > 8 and head[8:9] == b"{"):
+        return None
+    if not head:
+        return "an empty file"
+    for offset, magic, what in _NOT_WEIGHTS:
+        if head[offset : offset + len(magic)] == magic:
+            return what
+    if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+        return "a text file"
+    return "neither a PyTorch checkpoint (zip or pickle) nor safetensors"

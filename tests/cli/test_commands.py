@@ -125,6 +125,19 @@ def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path, monkeypatch
     assert err.count("\n") == 1
 
 
+def test_serve_refuses_a_file_that_is_not_a_model_in_one_line(capsys, tmp_path, monkeypatch):
+    """A clip passed as --model was taken for a checkpoint and failed inside uvicorn's startup
+    ("cannot read weights (it pickles Python objects ...)", exit 3)."""
+    pytest.importorskip("torch")  # under auto a checkpoint runs on the torch plugin, which says it
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))
+    assert main(["serve", "--model", str(clip)]) == 2
+    assert capsys.readouterr().err == f"sttm serve: error: {clip} is not a model: this is an MP4 / MOV video\n"
+
+
 def test_serve_refuses_what_this_cpu_cannot_run_in_one_line_before_starting(capsys, tiny_onnx, monkeypatch):
     """An explicit precision the CPU lacks units for: one line and exit 2 (never uvicorn's
     "Application startup failed"); the CPU is taken for an AVX2-only one so this holds anywhere."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,24 @@ def test_truncated_pth_is_a_clear_error(tmp_path):
     data = (tmp_path / "x.pth").read_bytes()
     (tmp_path / "x.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_model(tmp_path / "x.pth")
+
+
+@pytest.mark.parametrize(
+    ("head", "what"),
+    [
+        (b"\x00\x00\x00\x18ftypmp42", "an MP4 / MOV video"),
+        (b"\x1a\x45\xdf\xa3\x9f", "a Matroska / WebM video"),
+        (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+        (b"moving_right\nmoving_left\n", "a text file"),
+        (b"", "an empty file"),
+        (bytes(range(200, 216)), "neither a PyTorch checkpoint (zip or pickle) nor safetensors"),
+    ],
+)
+def test_a_file_that_is_not_weights_is_named_for_what_it_is(tmp_path, head, what):
+    """Was "cannot read weights (it pickles Python objects besides tensors ...)" for a video."""
+    (tmp_path / "x.pth").write_bytes(head + bytes(100) * bool(head))
+    with pytest.raises(CheckpointError, match=f"x.pth: not a weights file: this is {re.escape(what)}$"):
         load_model(tmp_path / "x.pth")
 
 
