@@ -77,7 +77,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _print_eval(result: dict, data: str) -> None:
     print(f"{result['model']} on {data} [{result['split']}], merge {result['merge']} @ {result['reduction']}")
-    print(f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  ({result['clips']} clips)")
+    skipped = f", {result['skipped']} skipped" if result["skipped"] else ""
+    print(f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  ({result['clips']} clips{skipped})")
     print(
         f"GFLOPs {result['gflops']:.3f}/clip  {result['clips_per_s']:.1f} clips/s end to end, "
         f"{result['model_clips_per_s']:.1f} clips/s model only"

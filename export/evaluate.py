@@ -11,12 +11,12 @@ from torch.utils.data import DataLoader
 
 from export.validate import open_onnx
 from models.checkpoint import Sidecars
-from models.data import VideoDataset, collate, load_split
+from models.data import VideoDataset, collate, load_split, require_read
 from models.scoring import Tally
 from runtime import Backend
 
 
-def _scores(run, loader, labels: tuple[str, ...]) -> dict:
+def _scores(run, loader: DataLoader, labels: tuple[str, ...], split: str) -> dict:
     tally = Tally(labels)
     started = time.perf_counter()
     infer = 0.0
@@ -29,8 +29,10 @@ def _scores(run, loader, labels: tuple[str, ...]) -> dict:
         infer += time.perf_counter() - t
         tally.add(logits, targets.numpy())
     wall = time.perf_counter() - started
+    require_read(tally.total, loader.dataset, split)
     return {
         **tally.scores(),
+        "skipped": len(loader.dataset) - tally.total,  # named in the log as they were skipped
         "clips_per_s": tally.total / max(wall, 1e-9),  # end to end: decode + preprocess + model
         "model_clips_per_s": tally.total / max(infer, 1e-9),
         "confusion": tally.confusion.tolist(),
@@ -80,5 +82,5 @@ def evaluate(
     split_data = load_split(data, split, labels)
     dataset = VideoDataset(split_data, spec, train=False, on_error=on_error)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
-    result = _scores(run, loader, labels)
+    result = _scores(run, loader, labels, split)
     return {"model": str(model_ref), "split": split, "merge": method, "reduction": red, "gflops": gflops, **result}

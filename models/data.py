@@ -148,6 +148,14 @@ class VideoDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(video)), label
 
 
+def require_read(read: int, dataset: VideoDataset, split: str) -> None:
+    """ValueError where not one clip of a non-empty split decoded (each was logged as skipped):
+    training on nothing or scoring nothing would otherwise report 0.0 and exit 0."""
+    if read == 0 and len(dataset):
+        first = dataset.split.items[0][0]
+        raise ValueError(f"no clip of the {split} split could be read ({len(dataset)} listed; the first: {first})")
+
+
 def collate(batch):
     """Drops items that failed to decode (reported by the dataset)."""
     batch = [b for b in batch if b is not None]

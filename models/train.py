@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.checkpoint import Sidecars, VideoClassifier, build_model, load_model, save_model
-from models.data import VideoDataset, collate, load_split
+from models.data import VideoDataset, collate, load_split, require_read
 from models.scoring import Tally
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def evaluate(model: VideoClassifier, loader: DataLoader) -> dict:
             continue
         videos, labels = batch
         tally.add(model(videos).float().numpy(), labels.numpy())
+    require_read(tally.total, loader.dataset, "val")
     return tally.scores()
 
 
@@ -107,7 +108,9 @@ def _loaders(train_split, val_split, spec, cfg: TrainConfig, distributed: bool):
     loader_args = dict(
         batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate, persistent_workers=cfg.workers > 0
     )
-    train_loader = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=True, **loader_args)
+    # a last short batch is dropped, unless it would be the only one (a set smaller than a batch)
+    drop_last = len(sampler or train_set) >= cfg.batch_size
+    train_loader = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=drop_last, **loader_args)
     return train_loader, DataLoader(val_set, **loader_args), sampler
 
 
@@ -209,6 +212,7 @@ def train(
             sampler.set_epoch(epoch)
         started = time.perf_counter()
         seen, loss_sum = _train_epoch(net, model, train_loader, optim, lr_at, run, cfg, epoch)
+        require_read(seen, train_loader.dataset, "train")
         if _rank() == 0:
             metrics = evaluate(model, val_loader)
             record = {

@@ -32,6 +32,23 @@ def test_eval_cli_json(data_and_model, capsys):
     assert result["split"] == "val" and result["clips"] == 12 and set(result["per_class"]) <= set(CLASSES)
 
 
+def test_eval_counts_skipped_clips_and_refuses_a_split_it_cannot_read(data_and_model, tmp_path, capsys):
+    """A split of unreadable clips scored "top-1 0.00% (0 clips)" with exit 0."""
+    root = data_and_model
+    good = root / "data" / "videos" / "moving_right_00000.mp4"
+    (tmp_path / "test.csv").write_text(f"path,label\n{good},moving_right\nmissing.mp4,moving_right\n")
+    result = evaluate(str(root / "ckpt"), tmp_path, workers=0)
+    assert (result["clips"], result["skipped"]) == (1, 1)
+    assert main(["eval", str(root / "ckpt"), str(tmp_path), "--workers", "0"]) == 0
+    assert "(1 clips, 1 skipped)" in capsys.readouterr().out
+    (tmp_path / "test.csv").write_text("path,label\nmissing.mp4,moving_right\n")
+    assert main(["eval", str(root / "ckpt"), str(tmp_path), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("sttm eval: error: no clip of the test split could be read (1 listed;") and err.count("\n") == 1
+    )
+
+
 def test_explain_draws_merge_groups(data_and_model, tmp_path):
     root = data_and_model
     model = load_model(root / "ckpt", merge="sttm", reduction=0.38)

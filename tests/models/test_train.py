@@ -163,6 +163,32 @@ def test_train_resume_and_eval(motion, tmp_path):
     assert resumed["epochs"] == 2 and resumed["history"][0] == summary["history"][0]
 
 
+def test_a_train_set_smaller_than_a_batch_still_trains(motion, tmp_path):
+    """The last short batch was dropped even when it was the only one: 0 steps, a model saved, exit 0."""
+    out, _ = motion
+    size = len(load_split(out, "train").items)
+    summary = train(out, "vit-tiny", tmp_path / "run", cfg=TrainConfig(epochs=1, batch_size=size + 1, workers=0))
+    (record,) = summary["history"]
+    assert record["train_loss"] > 0 and record["clips_per_s"] > 0
+
+
+def test_a_split_with_no_readable_clip_is_refused(motion, tmp_path):
+    """Every clip skipped trained nothing and scored 0.0, with exit 0."""
+    out, _ = motion
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    (tmp_path / "train.csv").write_text("path,label\nbad.mp4,growing\nmissing.mp4,growing\n")
+    (tmp_path / "val.csv").write_text(f"path,label\n{out}/videos/growing_00000.mp4,growing\n")
+    cfg = TrainConfig(epochs=1, batch_size=2, workers=0)
+    with pytest.raises(
+        ValueError, match=r"no clip of the train split could be read \(2 listed; the first: .*bad.mp4\)"
+    ):
+        train(tmp_path, "vit-tiny", tmp_path / "run", cfg=cfg)
+    (tmp_path / "train.csv").write_text(f"path,label\n{out}/videos/growing_00000.mp4,growing\n")
+    (tmp_path / "val.csv").write_text("path,label\nbad.mp4,growing\n")
+    with pytest.raises(ValueError, match="no clip of the val split could be read"):
+        train(tmp_path, "vit-tiny", tmp_path / "run", cfg=cfg)
+
+
 def test_torchrun_ddp_two_processes_gloo(motion, tmp_path):
     out, _ = motion
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
