@@ -32,6 +32,9 @@ def describe(errors: list[dict], whole: str = "") -> str:
     input); a name the request may not carry (a misspelt option) says so."""
     parts = []
     for err in errors:
+        if err.get("type") == "json_invalid":  # FastAPI locates it at character 0 of the body
+            parts.append(f"the {whole or 'body'} is not JSON ({err.get('ctx', {}).get('error', 'JSON decode error')})")
+            continue
         where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body")) or whole
         what = "not an option here" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
         parts.append(f"{where}: {what}" if where else what)

@@ -145,6 +145,12 @@ def test_urls_outside_the_allow_list_or_protocols_are_refused(client, url, statu
     assert r.status_code == status and r.json()["error"]["code"] in ("forbidden_url", "invalid_request")
 
 
+def test_a_body_that_is_not_json_is_named_so(client):
+    r = client.post("/v1/streams", content=b"notjson", headers={"content-type": "application/json"})
+    assert r.status_code == 422  # was "0: JSON decode error"
+    assert r.json()["error"] == {"code": "invalid_request", "message": "the body is not JSON (Expecting value)"}
+
+
 def test_redirects_are_followed_by_the_stream_and_each_hop_checked(client, http_server):
     for target, words in [("http://10.1.2.3/clip.mp4", "host 10.1.2.3 refused: 10.1.2.3, a private address,"),
                           ("file:///etc/passwd", "only rtsp, rtsps, http, https URLs are read")]:  # fmt: skip
@@ -223,6 +229,8 @@ def test_websocket_bad_first_message_or_media_is_an_error_then_end(client, first
             events.append(ws.receive_json())
     errors = [e["data"] for e in events if e["event"] == "error"]
     assert errors and errors[0]["code"] == code and events[-1]["event"] == "end"
+    if first == "not json":
+        assert errors[0]["message"].startswith("the message is not JSON (")
 
 
 def test_stream_limit_and_api_key(tiny_onnx, http_server):
