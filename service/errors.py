@@ -35,6 +35,9 @@ def describe(errors: list[dict], whole: str = "") -> str:
         if err.get("type") == "json_invalid":  # FastAPI locates it at character 0 of the body
             parts.append(f"the {whole or 'body'} is not JSON ({err.get('ctx', {}).get('error', 'JSON decode error')})")
             continue
+        if tuple(err.get("loc", ())) == ("body",) and err.get("type") in ("model_attributes_type", "dict_type"):
+            parts.append("the body must be a JSON object (Content-Type: application/json)")
+            continue
         where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body")) or whole
         what = "not an option here" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
         parts.append(f"{where}: {what}" if where else what)

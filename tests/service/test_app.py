@@ -157,6 +157,9 @@ def test_v2_protocol(client_for):
         text = json.dumps(body).replace("[0.0, ", f"[{bad}, ", 1)
         r = client.post("/v2/models/tiny/infer", content=text, headers={"content-type": "application/json"})
         assert r.status_code == 400 and "NaN or infinity" in r.json()["error"]["message"], (bad, r.text)
+    form = client.post("/v2/models/tiny/infer", content=b"{}", headers={"content-type": "text/plain"})
+    assert form.status_code == 422  # was pydantic's "Input should be a valid dictionary or object ..."
+    assert form.json()["error"]["message"] == "the body must be a JSON object (Content-Type: application/json)"
 
 
 def _bad_inputs(clips, tmp_path):
