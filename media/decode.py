@@ -54,15 +54,16 @@ def decoder_options(limits: Limits) -> dict[str, str]:
 def open_container(source: Source, limits: Limits) -> av.container.InputContainer:
     """Open and probe, in one of `CONTAINERS`. FFmpeg's probe may decode a first frame; the
     decoder options keep it from allocating one over the pixel limit (`_info` then refuses it)."""
-    if isinstance(source, str | Path):
-        source = str(source)
-    elif isinstance(source, bytes | bytearray | memoryview):
-        source = io.BytesIO(source)
-    check_sample_tables(source, limits.max_duration_s)
+    if isinstance(source, str | Path):  # a path (`sttm predict`'s, a manifest's), never an FFmpeg URL
+        if not Path(source).is_file():
+            raise VideoError("not_found", f"{'not a file' if Path(source).exists() else 'no such file'}: {source}")
+        check_sample_tables(source, limits.max_duration_s)
+        source = f"file:{source}"  # read as a file even when named like a protocol ("concat:a|b", "pipe:0")
+    else:
+        source = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+        check_sample_tables(source, limits.max_duration_s)
     try:
         return av_open(source, limits)
-    except FileNotFoundError:  # a path (`sttm predict`'s, a manifest's) that is not there
-        raise VideoError("not_found", f"no such file: {source}") from None
     except av.FFmpegError as err:
         reason = err.strerror or str(err)
         raise VideoError("not_a_video", f"not a readable MP4/MOV, MKV/WebM, AVI or MPEG-TS video ({reason})") from None
@@ -271,10 +272,11 @@ def convert_frame(frame, size: tuple[int, int]) -> np.ndarray:
 def av_open(source, limits: Limits):
     """`av.open` as every decode here does it: read-only, the decoder options of `limits`, only
     the allowed containers (`CONTAINERS`); FFmpeg's errors are the caller's to word."""
+    files_only = {"protocol_whitelist": "file"} if isinstance(source, str) else {}  # a path: no network, no pipes
     return av.open(
         source,
         mode="r",
         metadata_errors="ignore",
         options=decoder_options(limits),
-        container_options={"format_whitelist": CONTAINERS},
+        container_options={"format_whitelist": CONTAINERS, **files_only},
     )

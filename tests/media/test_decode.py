@@ -84,6 +84,22 @@ def test_bad_inputs_are_video_errors(tmp_path):
         read_frames(truncated, clip_plan(4, "dense", 4), 48)
 
 
+def test_a_path_is_read_as_a_file_never_as_an_ffmpeg_protocol(tmp_path, monkeypatch):
+    """A manifest's or a command line's path named like an FFmpeg URL ("concat:a|b" joined two
+    files, "tcp://", "pipe:0") opened that protocol; now only a file of that name is read."""
+    clip = numbered_clip(tmp_path / "n.mp4", frames=12)
+    monkeypatch.chdir(tmp_path)
+    for name in (f"concat:{clip}|{clip}", "pipe:0", "tcp://127.0.0.1:9", "http:/127.0.0.1/x.mp4"):
+        with pytest.raises(VideoError) as err:
+            probe(name)
+        assert (err.value.code, str(err.value)) == ("not_found", f"no such file: {name}")
+    named = tmp_path / "concat:n.mp4"  # a file that really has such a name
+    named.write_bytes(clip.read_bytes())
+    assert probe("concat:n.mp4").frames == 12
+    with pytest.raises(VideoError, match=f"not a file: {tmp_path}$"):
+        probe(tmp_path)
+
+
 def test_synth_writer_round_trips(tmp_path):
     clip = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     write_mp4(tmp_path / "c.mp4", clip)
