@@ -3,9 +3,10 @@
 An INPUT is a video file, a directory (every video under it, recursively, in name order), a
 glob (`archive/**/*.mp4`), or a manifest: `.csv` (a header row) or `.jsonl` (one object a
 line) with a `path` or `url` column and an optional `id`. Without an id a video's id is its
-path as given (a manifest's relative paths are resolved against the manifest's folder). An
-id met twice is labelled once (the first). Nothing is opened here but directories and
-manifests: a bad video becomes a row with its status when it is decoded.
+path as given (a manifest's relative paths are resolved against the manifest's folder). A
+video met twice (a folder and a glob over it) is labelled once; one id given to two different
+videos is refused. Nothing is opened here but directories and manifests: a bad video becomes a
+row with its status when it is decoded.
 """
 
 from __future__ import annotations
@@ -89,13 +90,16 @@ def _one(arg: str) -> Iterator[Item]:
 
 def expand(inputs: Iterable[str]) -> list[Item]:
     """Every video the INPUT arguments name, in order, each id once. ValueError in one line for a
-    glob that matches nothing, an unreadable manifest, or a directory with no video."""
+    glob that matches nothing, an unreadable manifest, a directory with no video, or an id given
+    to two different videos."""
     seen: dict[str, Item] = {}
     for arg in inputs:
         found = 0
         try:
             for item in _one(arg):
-                seen.setdefault(item.id, item)
+                first = seen.setdefault(item.id, item)
+                if first.path != item.path:  # one row would stand for two videos
+                    raise ValueError(f"{arg}: id {item.id!r} names two videos: {first.path} and {item.path}")
                 found += 1
         except OSError as err:
             raise ValueError(f"{arg}: {err.strerror or err}") from None

@@ -57,3 +57,14 @@ def test_a_glob_that_matches_nothing_and_an_empty_folder_are_errors(tmp_path):
         expand([str(tmp_path / "*.mp4")])
     with pytest.raises(ValueError, match="no video files"):
         expand([str(tmp_path)])
+
+
+def test_one_id_for_two_videos_is_refused(tree):
+    """The second video was silently dropped: one row stood for two videos."""
+    (tree / "dup.csv").write_text("id,path\nx,a/1.mp4\nx,c/3.webm\n")
+    with pytest.raises(
+        ValueError, match=f"dup.csv: id 'x' names two videos: {tree / 'a/1.mp4'} and {tree / 'c/3.webm'}$"
+    ):
+        expand([str(tree / "dup.csv")])
+    (tree / "same.csv").write_text("id,path\nx,a/1.mp4\nx,a/1.mp4\n")  # the same video twice: once
+    assert expand([str(tree / "same.csv")]) == [Item("x", str(tree / "a/1.mp4"))]
