@@ -106,6 +106,10 @@ def prepare(
     repo = Path(repo).resolve()
     if not repo.is_dir():
         raise OSError(f"model repository {repo} is not a directory (sttm export MODEL --format triton -o REPO)")
+    if not any(repo.glob("*/config.pbtxt")):  # Triton would start, find no model and fail after its tables
+        raise OSError(
+            f"{repo} is not a model repository: no MODEL/config.pbtxt (sttm export MODEL --format triton -o REPO)"
+        )
     wheel = wheel_dir()
     backends = backend_dir(wheel, cache_root(), importlib.metadata.version(PACKAGE))
     argv = command(wheel, backends, repo, ports, host, list(extra))

@@ -46,3 +46,18 @@ def test_environment_and_command(tmp_path):
     assert argv[0] == str(wheel / "bin" / "tritonserver") and argv[-1] == "--log-verbose=1"
     assert {f"--model-repository={tmp_path / 'repo'}", f"--backend-directory={tmp_path / 'b'}", "--http-port=1",
             "--grpc-port=2", "--metrics-port=3", "--http-address=127.0.0.1"} <= set(argv)  # fmt: skip
+
+
+def test_a_directory_that_is_not_a_repository_is_one_line_before_triton_starts(tmp_path, capsys):
+    """Triton started, printed its tables and failed ("failed to load all models", exit 1)."""
+    from cli.main import main
+
+    assert main(["triton", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    (tmp_path / "videos").mkdir()  # a folder of something else
+    assert main(["triton", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"sttm triton: error: {tmp_path} is not a model repository: no MODEL/config.pbtxt (sttm export MODEL --format triton -o REPO)\n"
+    )
