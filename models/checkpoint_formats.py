@@ -110,6 +110,8 @@ def not_weights(head: bytes) -> str | None:
         return None
     if not head:
         return "an empty file"
+    if head[:1] == b"\x08" and head[2:3] == b"\x12":  # ONNX's ModelProto: ir_version, then producer_name
+        return "an ONNX model: the server takes a file for ONNX by its .onnx suffix (rename it)"
     for offset, magic, what in _NOT_WEIGHTS:
         if head[offset : offset + len(magic)] == magic:
             return what

@@ -58,7 +58,7 @@ def _require(source: Path) -> None:
     if source.is_file():
         with open(source, "rb") as file:
             if what := not_weights(file.read(HEAD_BYTES)):
-                raise ModelLoadError(f"{source} is not a model: this is {what}")
+                raise ModelLoadError(f"{source}: not a checkpoint: this is {what}")
 
 
 def load(source: Path, options: BackendOptions) -> Backend:

@@ -87,6 +87,7 @@ def test_truncated_pth_is_a_clear_error(tmp_path):
         (b"\x89PNG\r\n\x1a\n", "a PNG image"),
         (b"moving_right\nmoving_left\n", "a text file"),
         (b"", "an empty file"),
+        (b"\x08\x0a\x12\x07pytorch", "an ONNX model: the server takes a file for ONNX by its .onnx suffix (rename it)"),
         (bytes(range(200, 216)), "neither a PyTorch checkpoint (zip or pickle) nor safetensors"),
     ],
 )
