@@ -135,7 +135,7 @@ def test_serve_refuses_a_file_that_is_not_a_model_in_one_line(capsys, tmp_path, 
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))
     assert main(["serve", "--model", str(clip)]) == 2
-    assert capsys.readouterr().err == f"sttm serve: error: {clip} : not a checkpoint: this is an MP4 / MOV video\n"
+    assert capsys.readouterr().err == f"sttm serve: error: {clip}: not a checkpoint: this is an MP4 / MOV video\n"
 
 
 def test_serve_refuses_what_this_cpu_cannot_run_in_one_line_before_starting(capsys, tiny_onnx, monkeypatch):
