@@ -66,8 +66,13 @@ def jittered_indices(total: int, clip_len: int, sampling: Sampling, frame_interv
 
 
 def frame_range(info: VideoInfo, start_s: float, end_s: float | None) -> tuple[int, int]:
-    """The frames `[first, last)` within `[start_s, end_s)`; times past the end mean the end,
-    and the range holds at least one frame."""
+    """The frames `[first, last)` within `[start_s, end_s)`; an end past the video's end means
+    its end, and the range holds at least one frame. A start at or past the end is a
+    `bad_option` (the last frame repeated would be answered as if it were the clip)."""
+    if start_s > 0 and start_s >= info.duration_s:
+        raise VideoError(
+            "bad_option", f"start {start_s:g} s is not before the end of the video ({info.duration_s:.2f} s)"
+        )
     start_s, end_s = min(start_s, info.duration_s), None if end_s is None else min(end_s, info.duration_s)
     first = min(max(0, round(start_s * info.fps)), max(info.frames - 1, 0))
     last = info.frames if end_s is None else min(info.frames, max(first + 1, round(end_s * info.fps)))

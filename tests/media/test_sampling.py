@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from media import VideoError, VideoInfo
-from media.sampling import clip_plan, dense_indices, jitter_plan, uniform_indices, window_starts
+from media.sampling import clip_plan, dense_indices, frame_range, jitter_plan, uniform_indices, window_starts
 
 INFO = VideoInfo(duration_s=10.0, fps=10.0, width=64, height=48, codec="h264", frames=100)
 
@@ -25,7 +25,10 @@ def test_dense_and_uniform_sampling():
 def test_a_plan_keeps_inside_its_time_window():
     idx = clip_plan(4, "uniform", 4, start_s=1.0, end_s=2.0)(INFO)
     assert idx.shape == (1, 4) and idx.min() >= 10 and idx.max() < 20
-    assert clip_plan(4, "dense", 2, start_s=50.0)(INFO).max() == 99  # past the end: the end
+    assert frame_range(INFO, 9.0, 50.0) == (90, 100)  # an end past the end: the end
+    for start in (10.0, 50.0, float("inf")):  # answered as the last frame repeated, 200
+        with pytest.raises(VideoError, match=f"start {start:g} s is not before the end of the video \\(10.00 s\\)"):
+            clip_plan(4, "dense", 2, start_s=start)(INFO)
 
 
 def test_timeline_windows_are_counted_before_they_are_listed():
