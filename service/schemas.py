@@ -57,7 +57,8 @@ class Rendered(BaseModel):
 class ClassifyQuery(BaseModel):
     """Sampling vocabulary of MMAction2/VideoMAE. `model` uses what the model was trained with."""
 
-    model_config = ConfigDict(extra="forbid")  # a misspelt option is a 422, not silently the default
+    # a misspelt option is a 422, not silently the default; NaN or infinity is "not a finite number"
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     top_k: int = Field(5, ge=1, le=1000)
     sampling: Literal["model", "uniform", "dense"] = "model"
@@ -101,7 +102,7 @@ WINDOWING = {"top_k", "window_s", "stride_s", "min_score", "min_windows"}
 
 
 class TimelineQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     top_k: int = Field(3, **TimelineLimits.TOP_K)
     window_s: float = Field(2.0, **TimelineLimits.WINDOW_S)
@@ -118,7 +119,7 @@ class TimelineQuery(BaseModel):
 class StreamOptions(BaseModel):
     """A live stream's options (also the WebSocket's first message)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     window_s: float = Field(2.0, **TimelineLimits.STREAM_WINDOW_S)
     stride_s: float = Field(1.0, **TimelineLimits.STREAM_STRIDE_S)

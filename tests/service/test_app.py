@@ -213,6 +213,10 @@ def test_a_misspelt_option_is_refused_by_name_not_served_with_the_default(client
     assert r.status_code == 422 and r.json()["error"]["message"] == "crop: not an option here"
     r = client.post("/v1/classify", files={"file": ("v.mp4", _clip(clips))}, data={"top_k": "2"})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+    for path, name in (("/v1/classify", "start"), ("/v1/classify", "end"), ("/v1/timeline", "window_s")):
+        for value in ("nan", "inf"):  # "window_s: Input should be less than or equal to 600" for nan
+            r = _post(client, _clip(clips), path=path, params={name: value})
+            assert r.status_code == 422 and r.json()["error"]["message"] == f"{name}: Input should be a finite number"
 
 
 def test_duration_limit(client_for, clips):

@@ -57,7 +57,5 @@ def test_a_directory_that_is_not_a_repository_is_one_line_before_triton_starts(t
     (tmp_path / "videos").mkdir()  # a folder of something else
     assert main(["triton", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert (
-        err
-        == f"sttm triton: error: {tmp_path} is not a model repository: no MODEL/config.pbtxt (sttm export MODEL --format triton -o REPO)\n"
-    )
+    assert err.startswith(f"sttm triton: error: {tmp_path} is not a model repository: no MODEL/config.pbtxt (")
+    assert err.count("\n") == 1
