@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -14,12 +15,14 @@ from runtime.backends import ModelLoadError
 from service import __version__, errors, kserve, routes, stream_routes, web
 from service.app_state import AppState
 from service.auth import Protected, redact_server_logs
-from service.keys import KeyRing, reload_keys_on_sighup
+from service.keys import KeyRing, open_to_others, reload_keys_on_sighup
 from service.lifecycle import open_classifier
 from service.metrics import Metrics
 from service.settings import Settings
 from service.streams import Streams
 from service.upload import BodyLimit
+
+log = logging.getLogger("uvicorn.error")  # beside uvicorn's own start-up lines, in its format
 
 
 class OneLineStartupError:
@@ -79,6 +82,12 @@ def _lifespan(settings: Settings):
         runtime: AppState = app.state.runtime
         async with AsyncExitStack() as stack:
             stack.enter_context(reload_keys_on_sighup(runtime.keys))
+            if open_to_others(settings.host, runtime.keys):
+                log.warning(
+                    "listening on %s with no API key: whoever reaches it may classify and start streams "
+                    "(STTM_API_KEY or STTM_API_KEYS_FILE; docs/security.md)",
+                    settings.host,
+                )
             try:
                 on_batch = runtime.metrics.observe_batch
                 runtime.classifier = await stack.enter_async_context(open_classifier(settings, on_batch))

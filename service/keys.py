@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -97,6 +98,17 @@ class KeyRing:
         for known in (*self.static, *self.from_file):
             found |= hmac.compare_digest(candidate, known)
         return found
+
+
+def open_to_others(host: str, keys: KeyRing) -> bool:
+    """Whether the server listens beyond this machine (not a loopback address or `localhost`)
+    with no key required: anyone who can reach it may classify and start streams."""
+    if keys.required or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return True
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from service.keys import KeyRing, digest, parse_keys, reload_keys_on_sighup
+from service.keys import KeyRing, digest, open_to_others, parse_keys, reload_keys_on_sighup
 
 HEX64 = "ab" * 32
 
@@ -42,6 +42,29 @@ def test_no_key_configured_requires_none_and_a_missing_file_stops_the_start(tmp_
     assert not KeyRing().required
     with pytest.raises(ValueError, match="STTM_API_KEYS_FILE .*No such file"):
         KeyRing(None, tmp_path / "missing")
+
+
+def test_listening_beyond_this_machine_without_a_key_is_named():
+    """What the start-up warning is given on: every interface or a name, and no key."""
+    for host in ("0.0.0.0", "::", "192.168.1.5", "sttm.example"):
+        assert open_to_others(host, KeyRing()), host
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert not open_to_others(host, KeyRing()), host
+    assert not open_to_others("0.0.0.0", KeyRing("a-key"))
+
+
+def test_the_start_warns_when_open_to_others(tmp_path, caplog):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    model = tmp_path / "missing.onnx"  # not served: the warning comes before the model loads
+    for host, warned in (("0.0.0.0", True), ("127.0.0.1", False)):
+        caplog.clear()
+        with TestClient(create_app(Settings(model=model, host=host, require_model=False))):
+            pass
+        assert ("listening on 0.0.0.0 with no API key" in caplog.text) is warned, host
 
 
 def test_sighup_rereads_a_file_whose_time_and_size_did_not_change(tmp_path):
