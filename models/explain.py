@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from media import load_clip
+from media import VideoError, load_clip
 from models.checkpoint import VideoClassifier
 from models.merge import follow_merge
 from models.mergers import Recorder
@@ -75,14 +75,25 @@ def merge_groups(model: VideoClassifier, video: torch.Tensor) -> np.ndarray:
 
 
 def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> Path:
-    """Decode `video_path` exactly as the server would, run the model, draw the merges."""
+    """Decode `video_path` exactly as the server would, run the model, draw the merges into
+    `out` (its suffix names the image format; none: `.png`; a directory: `<video>.png` in it).
+    Returns the file written. VideoError (its message naming the video) when it cannot be read."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
+    out = Path(out)
+    out = out / f"{Path(video_path).stem}.png" if out.is_dir() else out if out.suffix else out.with_suffix(".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:  # said before the clip is decoded and the model run
+        raise ValueError(f"-o {out.name}: not an image format matplotlib writes ({', '.join(sorted(formats))})")
     cfg = model.config
-    clip = load_clip(video_path, model.input_spec)
+    try:
+        clip = load_clip(video_path, model.input_spec)
+    except VideoError as err:
+        raise VideoError(err.code, str(err) if str(video_path) in str(err) else f"{video_path}: {err}") from None
     frames = clip.pixels[0]  # (T, S, S, 3)
     video = torch.from_numpy(clip.tensor)  # (1, 3, T, S, S)
     with torch.no_grad():
@@ -113,4 +124,4 @@ def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> 
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return Path(out)
+    return out

@@ -9,6 +9,7 @@ import pytest
 from cli.main import main
 from export.evaluate import evaluate
 from export.run import ExportSpec, run_export
+from media import VideoError
 from models import load_model
 from models.explain import explain, merge_groups
 from models.synth import CLASSES
@@ -55,6 +56,15 @@ def test_explain_draws_merge_groups(data_and_model, tmp_path):
     video = root / "data" / "videos" / "moving_right_00000.mp4"
     out = explain(model, video, tmp_path / "x.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the file it names is the one written (-o without a suffix printed "x" and wrote x.png)
+    assert explain(model, video, tmp_path / "bare") == tmp_path / "bare.png"
+    assert explain(model, video, tmp_path).read_bytes()[:4] == b"\x89PNG"  # a folder: <video>.png in it
+    assert (tmp_path / "moving_right_00000.png").is_file()
+    with pytest.raises(ValueError, match="-o x.txt: not an image format matplotlib writes"):
+        explain(model, video, tmp_path / "x.txt")
+    (tmp_path / "t.mp4").write_text("not a video")
+    with pytest.raises(VideoError, match=f"^{tmp_path / 't.mp4'}: not a readable"):
+        explain(model, tmp_path / "t.mp4", tmp_path / "y.png")
     import torch
 
     groups = merge_groups(model, torch.zeros(1, 3, 8, 64, 64))
