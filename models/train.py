@@ -109,7 +109,7 @@ def _loaders(train_split, val_split, spec, cfg: TrainConfig, distributed: bool):
         batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=collate, persistent_workers=cfg.workers > 0
     )
     # a last short batch is dropped, unless it would be the only one (a set smaller than a batch)
-    drop_last = len(sampler or train_set) >= cfg.batch_size
+    drop_last = len(sampler if sampler is not None else train_set) >= cfg.batch_size
     train_loader = DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=drop_last, **loader_args)
     return train_loader, DataLoader(val_set, **loader_args), sampler
 

@@ -55,7 +55,7 @@ def _require(source: Path) -> None:
     if not source.exists() and (source.suffix == TORCH_SUFFIX or str(source) not in (*PRESETS, "demo")):
         names = "" if source.suffix == TORCH_SUFFIX else f" and is no built-in model (demo, {', '.join(PRESETS)})"
         raise ModelLoadError(f"model file {source} does not exist{names}")
-    if source.is_file():
+    if source.is_file() and source.suffix != TORCH_SUFFIX:  # a checkpoint (a program says for itself)
         with open(source, "rb") as file:
             if what := not_weights(file.read(HEAD_BYTES)):
                 raise ModelLoadError(f"{source}: not a checkpoint: this is {what}")

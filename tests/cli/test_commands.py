@@ -273,6 +273,8 @@ def test_runtime_flags_refuse_what_cannot_run_in_one_line(capsys, tmp_path):
 def test_triton_without_its_wheel_or_repository_is_one_line(capsys, monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.pbtxt").write_text('backend: "python"\n')  # a repository: the wheel is what is missing
     assert main(["triton", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
         "sttm triton: error: the 'nvidia-pytriton' package is not installed (pip install nvidia-pytriton; "
