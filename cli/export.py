@@ -165,7 +165,7 @@ def _export_flags(exp: argparse.ArgumentParser) -> None:
         "--format openvino static quantisation (NNCF, needs --calib)",
     )
     exp.add_argument("--max-batch", type=at_least(1), default=8, help="largest batch of the engine / Triton config")
-    exp.add_argument("--name", default=None, help="model name (default: from MODEL)")
+    exp.add_argument("--name", default=None, help="model name: letters, digits, '_' and '-' (default: from MODEL)")
     exp.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 

@@ -4,6 +4,7 @@ a ladder of merge ratios is one such export per rung plus `ladder.json`."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -106,6 +107,10 @@ class ExportSpec:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "fmt", format_for(self.out, self.fmt))
         object.__setattr__(self, "name", self.name or model_name(self.model))
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.name):  # a file and Triton model name, never a path
+            raise ExportError(
+                f"--name {self.name!r}: letters, digits, '_' and '-' only, starting with a letter or digit"
+            )
         ir, int8 = self.fmt == "openvino", self.precision == "int8"
         if self.fmt == "torch" and self.precision != "fp32":
             raise ExportError(

@@ -21,6 +21,8 @@ from export.run import ExportError, ExportSpec
         (dict(fmt="openvino", precision="int8", calib="/no/such/dir"), "not a data set directory"),
         (dict(fmt="triton", triton_runtime="other"), "--triton-runtime"),
         (dict(fmt="triton", instances=0), "--instances"),
+        (dict(fmt="triton", name="../evil"), "--name '../evil': letters, digits"),  # wrote evil_video beside OUT
+        (dict(name="a b"), "--name 'a b': letters, digits"),  # not a Triton model name
     ],
 )
 def test_an_incoherent_spec_is_refused_when_built(tmp_path, options, message):
