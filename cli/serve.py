@@ -14,7 +14,7 @@ def _serve(args: argparse.Namespace) -> None:
     from service.settings import Settings
 
     # Flags become STTM_* variables so that every worker process builds the same Settings.
-    for name in ("model", "host", "port", "backend", "precision"):
+    for name in ("model", "host", "port", "workers", "backend", "precision"):
         if getattr(args, name) is not None:
             os.environ[f"STTM_{name.upper()}"] = str(getattr(args, name))
     settings = Settings()
@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=args.workers,
+        workers=settings.workers,
         log_level=args.log_level,
         timeout_graceful_shutdown=30,
     )
@@ -51,7 +51,12 @@ def add_serve(sub, f: Flags) -> None:
     )
     srv.add_argument("--host", default=None)
     srv.add_argument("--port", type=PORT, default=None)
-    srv.add_argument("--workers", type=at_least(1), default=1, help="processes; each holds its own copy of the model")
+    srv.add_argument(
+        "--workers",
+        type=at_least(1),
+        default=None,
+        help="processes, each with its own copy of the model (default 1; URL streams need 1)",
+    )
     srv.add_argument("--log-level", default="info")
     srv.set_defaults(run=_serve)
 

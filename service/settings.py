@@ -24,6 +24,9 @@ class Settings(RuntimeSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # server processes (sttm serve --workers), each with its own model; URL streams need one (a
+    # stream lives in the process that started it, and its later requests may reach another)
+    workers: int = Field(1, ge=1)
     # dynamic batching (max_batch: RuntimeSettings)
     max_wait_ms: float = Field(5.0, ge=0)
     max_queue: int = Field(64, ge=1)  # clips waiting for the model; beyond it: 503 + Retry-After

@@ -40,12 +40,19 @@ StreamsDep = Annotated[Streams, Depends(get_streams)]
     status_code=201,
     response_model=StreamInfo,
     dependencies=Protected,
-    responses=documented(400, 401, 403, 422, 429, 503),
+    responses=documented(400, 401, 403, 422, 429, 501, 503),
 )
 async def create(body: StreamRequest, rt: AppStateDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
     """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be allowed
     by `STTM_STREAM_ALLOW` (403 here); every later fetch (redirects, the URLs a playlist names)
     is checked as it is made, and a refused one ends the stream with the host and the rule."""
+    if rt.settings.workers > 1:  # its events, status and delete would reach the other processes too
+        raise ApiError(
+            501,
+            "unsupported",
+            f"URL streams need a server of one process (sttm serve --workers 1; this one runs {rt.settings.workers}): "
+            "a stream lives in the process that started it; a WebSocket push (/v1/streams/ws) works",
+        )
     await asyncio.to_thread(check_request, body.url, streams.allow, streams.resolver)
     return StreamInfo.model_validate(streams.start(classifier, body.url, body.options()))
 

@@ -233,6 +233,17 @@ def test_websocket_bad_first_message_or_media_is_an_error_then_end(client, first
         assert errors[0]["message"].startswith("the message is not JSON (")
 
 
+def test_url_streams_are_refused_by_a_server_of_several_processes(tiny_onnx, http_server):
+    """With --workers 2 a stream started in one process answered 404 to its own events, status
+    and delete whenever they reached the other (every time, in a run)."""
+    settings = Settings(model=tiny_onnx, stream_allow="127.0.0.0/8", workers=2)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        r = c.post("/v1/streams", json={"url": f"{http_server}/clip.mp4"})
+        assert r.status_code == 501 and r.json()["error"]["code"] == "unsupported"
+        assert "sttm serve --workers 1; this one runs 2" in r.json()["error"]["message"]
+        assert c.get("/v1/streams").json() == []
+
+
 def test_stream_limit_and_api_key(tiny_onnx, http_server):
     settings = Settings(model=tiny_onnx, stream_allow="127.0.0.0/8", max_streams=1, api_key="k")
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
