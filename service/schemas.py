@@ -8,13 +8,36 @@ from dataclasses import asdict
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, AliasChoices, AliasPath, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from media import Views
 from service import classify
 
 # A rung of a ladder of merge ratios, by its nominal reduction, or the load policy's choice.
-Reduction = Literal["auto"] | Annotated[float, Field(ge=0, lt=1)]
+
+
+def _one_error(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """One message for the union, not one per member (it was "reduction.literal['auto']: Input
+    should be 'auto'; reduction.constrained-float: ...")."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("reduction", "'auto' or a rung's reduction, a number in [0, 1)") from None
+
+
+Reduction = Annotated[Literal["auto"] | Annotated[float, Field(ge=0, lt=1)], WrapValidator(_one_error)]
 REDUCTION = Field(
     "auto",
     description="a rung's nominal reduction (GET /v1/models: rungs), or 'auto': the "
