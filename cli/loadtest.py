@@ -237,6 +237,22 @@ async def _check_reachable(client: httpx.AsyncClient, base: str) -> None:
         raise RuntimeError(f"{base} is up but not ready (GET /v2/health/ready: 503)")
 
 
+async def _check_accepted(client: httpx.AsyncClient, url: str, body: Mapping) -> None:
+    """The first request, answered with a client error (4xx: the clip, the key, the endpoint),
+    stops the run in one line: every request after it would be refused alike."""
+    try:
+        response = await client.post(url, **body)
+    except httpx.TransportError:
+        return  # counted in the run as it happens
+    if 400 <= response.status_code < 500 and response.status_code != 429:
+        try:
+            error = response.json()["error"]
+            why = f"{error['code']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            why = response.text[:200] or response.reason_phrase
+        raise ValueError(f"{url} refused the clip ({response.status_code} {why})")
+
+
 def _request_body(clip: Path, data: bytes, protocol: Protocol) -> dict:
     """httpx keyword arguments of one request: a KServe v2 binary body, or a multipart upload."""
     if protocol == "v2":
@@ -278,7 +294,8 @@ async def bench(
 ) -> dict:
     """Drive `URL + endpoint` with the clip at each concurrency level; a report for `render`.
 
-    `warmup` requests are sent (and not counted) before the first level. With `pid`, the
+    `warmup` requests are sent (and not counted) before the first level; a client error (4xx)
+    to the first is a ValueError in one line. With `pid`, the
     server's RSS is read after answer number `rss_mark` (counted over all levels; the midpoint
     of a shorter run) and at the end; `ConnectionError`/`FileNotFoundError` when the server or the clip is missing."""
     clip = Path(clip)
@@ -297,8 +314,8 @@ async def bench(
     async with httpx.AsyncClient(headers=headers, timeout=timeout_s, limits=limits) as client:
         await _check_reachable(client, base)
         watch = ServerWatch(pid) if pid is not None else None
-        for _ in range(warmup):
-            await _one(client, target, body)
+        for n in range(warmup):
+            await (_check_accepted(client, target, body) if n == 0 else _one(client, target, body))
         done_before, mark = 0, {}
 
         def on_done(n: int) -> None:

@@ -219,9 +219,19 @@ def test_bench_cli_json_table_and_errors(server, clip, capsys):
     assert soak["rss_mark"] == 4 and soak["rss_mb_at_mark"] > 0 and soak["fds_at_mark"] > 0
     assert main(argv) == 0
     assert "| concurrency | requests | errors | req/s | p50 ms |" in capsys.readouterr().out
-    # errors are counted by status, and make the exit code non-zero
-    assert main([*argv, "--endpoint", "/v1/nothing", "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["levels"][0]["errors_by_status"] == {"404": 4}
+    # a first answer that is a client error stops the run in one line: every request would be refused
+    assert main([*argv, "--endpoint", "/v1/nothing", "--json"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"sttm bench: error: {server.url}/v1/nothing refused the clip (404 not_found: Not Found)\n"
+    )
+    text = clip.with_name("not-a-clip.mp4")
+    text.write_text("hello")
+    assert main(["bench", "serve", server.url, "--clip", str(text), "--requests", "1"]) == 2
+    assert "refused the clip (422 not_a_video: " in capsys.readouterr().err
+    # errors met during the run are counted by status
+    report = asyncio.run(bench(server.url, clip, [1], 4, endpoint="/v1/nothing", warmup=0))
+    assert report["levels"][0]["errors_by_status"] == {"404": 4}
 
 
 def test_bench_cli_unreachable_server_or_missing_clip_is_one_line(clip, tmp_path, capsys):
