@@ -103,7 +103,7 @@ def add_label(sub, f: Flags) -> None:
         "--output",
         required=True,
         metavar="OUT",
-        help="a folder of parts: Parquet (default), JSON Lines when it ends in .jsonl",
+        help="a folder of parts: Parquet (default), JSON Lines when it ends in .jsonl, .ndjson or .json",
     )
     lab.add_argument("--model", default=None, help="exported model or ladder (default: the bundled demo model)")
     lab.add_argument("--top-k", type=int, default=5)

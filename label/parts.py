@@ -27,8 +27,20 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _PART = re.compile(r"^part-(\d{6})\.(parquet|jsonl)$")
 
 
+# names that promise a format these parts are not (a folder named `run.2024` is still Parquet)
+NOT_WRITTEN = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".feather", ".arrow", ".orc", ".avro")
+
+
 def output_format(out: str | Path) -> str:
-    return "jsonl" if Path(out).suffix.lower() in JSONL_SUFFIXES else "parquet"
+    """`jsonl` for a name ending in one of `JSONL_SUFFIXES`, else `parquet`; ValueError for a
+    name that promises another format (`labels.csv` held Parquet parts)."""
+    suffix = Path(out).suffix.lower()
+    if suffix in NOT_WRITTEN:
+        raise ValueError(
+            f"-o {out}: OUT is a folder of Parquet parts (name it .parquet) or JSON Lines parts "
+            f"({', '.join(JSONL_SUFFIXES)}), not {suffix}"
+        )
+    return "jsonl" if suffix in JSONL_SUFFIXES else "parquet"
 
 
 def complete_parts(out: Path) -> list[Path]:

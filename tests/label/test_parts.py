@@ -62,6 +62,15 @@ def test_out_must_be_a_folder(tmp_path):
         Parts(tmp_path / "o.parquet", schema(False), resume=False)
 
 
+def test_a_name_that_promises_another_format_is_refused(tmp_path):
+    """`-o labels.csv` wrote a folder of Parquet parts named labels.csv."""
+    with pytest.raises(ValueError, match=r"-o .*labels.csv: OUT is a folder of Parquet parts .* not .csv$"):
+        Parts(tmp_path / "labels.csv", schema(False), resume=False)
+    assert not (tmp_path / "labels.csv").exists()
+    assert Parts(tmp_path / "run.2024", schema(False), resume=False).format == "parquet"  # a dotted folder name
+    assert Parts(tmp_path / "l.ndjson", schema(False), resume=False).format == "jsonl"
+
+
 def test_timeline_rows_nest_segments_and_windows():
     row = {**error_row("a", "a.mp4", "ok", ""), "labels": ["x"], "scores": [0.5],
            "segments": [{"label": "x", "start_s": 0.0, "end_s": 2.0, "score": 0.5}],
