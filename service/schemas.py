@@ -25,8 +25,6 @@ from pydantic_core import PydanticCustomError
 from media import Views
 from service import classify
 
-# A rung of a ladder of merge ratios, by its nominal reduction, or the load policy's choice.
-
 
 def _one_error(value: object, handler: ValidatorFunctionWrapHandler) -> object:
     """One message for the union, not one per member (it was "reduction.literal['auto']: Input
@@ -37,6 +35,7 @@ def _one_error(value: object, handler: ValidatorFunctionWrapHandler) -> object:
         raise PydanticCustomError("reduction", "'auto' or a rung's reduction, a number in [0, 1)") from None
 
 
+# A rung of a ladder of merge ratios, by its nominal reduction, or the load policy's choice.
 Reduction = Annotated[Literal["auto"] | Annotated[float, Field(ge=0, lt=1)], WrapValidator(_one_error)]
 REDUCTION = Field(
     "auto",
