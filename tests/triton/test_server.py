@@ -71,6 +71,7 @@ def triton(tmp_path_factory):
         pytest.fail(f"{TRITON_PYTHON} missing: `make install-triton` makes it (or set STTM_TRITON_PYTHON)")
     repo = tmp_path_factory.mktemp("repo")
     write_repository(repo, "sttm", read_metadata(DEMO_ONNX), DEMO_ONNX, max_batch=8)  # what `sttm export` writes
+    _patient_copy(repo)  # loaded with the others (loading it later and unloading it once hung Triton's unload)
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
     log = open(tmp_path_factory.mktemp("log") / "triton.log", "w+")  # noqa: SIM115 - lives as long as the server
     argv = [TRITON_PYTHON, "-m", "cli", "triton", str(repo), *(f"--{k}-port={v}" for k, v in ports.items()),
@@ -160,49 +161,40 @@ def _copy_model(repo: Path, name: str) -> Path:
     return repo / name
 
 
-def _unload(client, name: str, timeout_s: float = 60) -> None:
-    """Unloads a model and waits until it is gone: Triton unloads in the background, and the
-    server is not ready (strict readiness) while a model is unloading."""
-    client.unload_model(name)
-    deadline = time.monotonic() + timeout_s
-    while not client.is_server_ready() or any(
-        m["name"] == name and m.get("state") not in ("UNAVAILABLE", None) for m in client.get_model_repository_index()
-    ):
-        assert time.monotonic() < deadline, f"{name} did not unload in {timeout_s} s"
-        time.sleep(0.2)
-
-
-def test_concurrent_requests_are_batched(triton, http, clips):
-    """16 clip tensors sent at once to the model run in fewer executions, each answer the
-    model's own. The model is loaded once more with a 1 s queue delay instead of the
-    exported 5 ms: how many arrive within 5 ms of each other is up to the client's and the
-    machine's speed (on a busy 2-core CI machine, none did), while whether the model takes
-    batches and answers each request of one alike is what is tested. Through the ensemble
-    the decoders hand the model one clip at a time as each finishes decoding, so it is
-    checked for consistent answers."""
-    repo, ports, client = triton[2], triton[1], http
+def _patient_copy(repo: Path) -> None:
+    """`sttm_patient`: the exported model with a 1 s queue delay instead of the exported 5 ms, for
+    `test_concurrent_requests_are_batched`. It is in the repository from the start: loading it
+    during the run and unloading it after once left its Python stub unloading for good (CI,
+    2026-12-03: no unload in 60 s, the server not ready after, and Triton's 30 s exit timeout)."""
     config = _copy_model(repo, "sttm_patient") / "config.pbtxt"
     text, delays = re.subn(r"max_queue_delay_microseconds: \d+", "max_queue_delay_microseconds: 1000000",
                            config.read_text())  # fmt: skip
     assert delays == 1
     config.write_text(text)
-    client.load_model("sttm_patient")
+
+
+def test_concurrent_requests_are_batched(triton, http, clips):
+    """16 clip tensors sent at once to the model run in fewer executions, each answer the
+    model's own. The model is served once more with a 1 s queue delay instead of the
+    exported 5 ms (`_patient_copy`): how many arrive within 5 ms of each other is up to the client's and the
+    machine's speed (on a busy 2-core CI machine, none did), while whether the model takes
+    batches and answers each request of one alike is what is tested. Through the ensemble
+    the decoders hand the model one clip at a time as each finishes decoding, so it is
+    checked for consistent answers."""
+    ports, client = triton[1], http
     meta = read_metadata(DEMO_ONNX)
     data = next(iter(clips.values())).read_bytes()
     clip = load_clip(data, meta.input_spec, Views(), Limits(max_pixels=MAX_PIXELS)).tensor  # (1, 3, T, S, S)
     tensor = httpclient.InferInput(meta.input_name, list(clip.shape), "FP32")
     tensor.set_data_from_numpy(np.ascontiguousarray(clip, dtype=np.float32), binary_data=True)
-    try:
-        count0, exec0 = _counts(ports, "sttm_patient")  # its warm-up request counts too
-        pending = [client.async_infer("sttm_patient", [tensor]) for _ in range(16)]
-        logits = [p.get_result(timeout=120).as_numpy(meta.output_name) for p in pending]
-        # Triton may answer a request before its statistics count it (seen: 12 of 16 under load)
-        deadline = time.monotonic() + 10
-        while (counted := _counts(ports, "sttm_patient"))[0] - count0 < 16 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        count1, exec1 = counted
-    finally:
-        _unload(client, "sttm_patient")
+    count0, exec0 = _counts(ports, "sttm_patient")  # its warm-up request counts too
+    pending = [client.async_infer("sttm_patient", [tensor]) for _ in range(16)]
+    logits = [p.get_result(timeout=120).as_numpy(meta.output_name) for p in pending]
+    # Triton may answer a request before its statistics count it (seen: 12 of 16 under load)
+    deadline = time.monotonic() + 10
+    while (counted := _counts(ports, "sttm_patient"))[0] - count0 < 16 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    count1, exec1 = counted
     assert count1 - count0 == 16 and exec1 - exec0 < 16  # some of them ran together
     for answer in logits:  # batched or alone, the same logits
         np.testing.assert_allclose(answer, logits[0], atol=1e-4)
