@@ -74,15 +74,18 @@ def _query(model, **flags):
         raise ValueError(f"--{first['loc'][0].replace('_', '-')}: {first['msg'].lower()}") from None
 
 
+TIMELINE_FLAGS = ("window_s", "stride_s", "min_score", "format")  # what only --timeline reads
+
+
 def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:
     from service.schemas import TimelineQuery
 
     if len(args.videos) != 1:
         raise ValueError("--timeline takes one video")
-    query = _query(TimelineQuery, top_k=args.top_k, window_s=args.window_s, stride_s=args.stride_s,
-                   min_score=args.min_score)  # fmt: skip
+    given = {name: getattr(args, name) for name in TIMELINE_FLAGS[:3] if getattr(args, name) is not None}
+    query = _query(TimelineQuery, top_k=args.top_k, **given)  # the route's defaults for what is not given
     opts = query.options()
-    text = timeline(args.model, args.videos[0], opts, args.format, **runtime)
+    text = timeline(args.model, args.videos[0], opts, args.format or "json", **runtime)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
@@ -106,6 +109,8 @@ def _predict_command(args: argparse.Namespace) -> int:
     runtime = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
     if args.timeline:
         return _timeline_command(args, runtime)
+    if given := [f"--{n.replace('_', '-')}" for n in TIMELINE_FLAGS if getattr(args, n) is not None]:
+        raise ValueError(f"{', '.join(given)}: for --timeline only (without it a video is one clip)")
     from service.schemas import ClassifyQuery
 
     _query(ClassifyQuery, top_k=args.top_k)  # before the model loads
@@ -128,8 +133,8 @@ def add_predict(sub, f: Flags) -> None:
         action="store_true",
         help="one video window by window, with its action segments (as POST /v1/timeline)",
     )
-    pre.add_argument("--window-s", type=float, default=2.0, help="--timeline: window length (s)")
-    pre.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
-    pre.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")
-    pre.add_argument("--format", choices=["json", "vtt", "csv"], default="json", help="--timeline: output")
+    pre.add_argument("--window-s", type=float, default=None, help="--timeline: window length (s; default 2)")
+    pre.add_argument("--stride-s", type=float, default=None, help="--timeline: window stride (s; default 1)")
+    pre.add_argument("--min-score", type=float, default=None, help="--timeline: under it a window is 'no action'")
+    pre.add_argument("--format", choices=["json", "vtt", "csv"], default=None, help="--timeline: output (default json)")
     pre.set_defaults(run=_predict_command)

@@ -204,6 +204,15 @@ def test_predict_holds_top_k_to_the_routes_limits_in_one_line(capsys, tmp_path, 
         assert err.startswith("sttm predict: error: --top-k: input should be") and err.count("\n") == 1, err
 
 
+def test_predict_refuses_timeline_flags_without_timeline(capsys, tmp_path):
+    """`--format vtt` (or --window-s ...) without --timeline was ignored: the clip's labels came out as text."""
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"unused: refused before the model loads")
+    assert main(["predict", "demo", str(clip), "--format", "vtt", "--window-s", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sttm predict: error: --window-s, --format: for --timeline only (without it a video is one clip)\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
