@@ -21,6 +21,7 @@ from cli.flags import Flags, at_least
 
 INSTALL = "pip install -e '.[label]' (ray[data] and pyarrow)"
 EXIT_OK, EXIT_SOME_ERRORS, EXIT_FAILED = 0, 1, 3  # 2: did not start (cli.main, as every command)
+TIMELINE_FLAGS = ("window_s", "stride_s", "min_score")  # what only --timeline reads
 
 
 def _job(args: argparse.Namespace):
@@ -33,10 +34,13 @@ def _job(args: argparse.Namespace):
     s = RuntimeSettings(**overrides)
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
+    given = {flag: getattr(args, flag) for flag in TIMELINE_FLAGS if getattr(args, flag) is not None}
+    if given and not args.timeline:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in given)}: for --timeline only")
+    windows = Windows(**given) if args.timeline else None  # its defaults for what is not given
     for flag in ("window_s", "stride_s"):
-        if getattr(args, flag) <= 0:
+        if windows and getattr(windows, flag) <= 0:
             raise ValueError(f"--{flag.replace('_', '-')} must be over 0")
-    windows = Windows(args.window_s, args.stride_s, args.min_score) if args.timeline else None
     return Job(
         inputs=tuple(args.inputs),
         out=Path(args.output),
@@ -108,9 +112,9 @@ def add_label(sub, f: Flags) -> None:
     lab.add_argument("--model", default=None, help="exported model or ladder (default: the bundled demo model)")
     lab.add_argument("--top-k", type=int, default=5)
     lab.add_argument("--timeline", action="store_true", help="each video window by window: windows and segments")
-    lab.add_argument("--window-s", type=float, default=2.0, help="--timeline: window length (s)")
-    lab.add_argument("--stride-s", type=float, default=1.0, help="--timeline: window stride (s)")
-    lab.add_argument("--min-score", type=float, default=0.0, help="--timeline: under it a window is 'no action'")
+    lab.add_argument("--window-s", type=float, default=None, help="--timeline: window length (s; default 2)")
+    lab.add_argument("--stride-s", type=float, default=None, help="--timeline: window stride (s; default 1)")
+    lab.add_argument("--min-score", type=float, default=None, help="--timeline: under it a window is 'no action'")
     lab.add_argument("--resume", action="store_true", help="skip the ids OUT already has (after a crash or a kill)")
     lab.add_argument(
         "--address", default=None, help="a Ray cluster (RAY_ADDRESS; default: a local Ray started for the job)"

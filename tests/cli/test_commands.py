@@ -308,6 +308,7 @@ def test_label_without_ray_says_what_to_install_in_one_line(capsys, monkeypatch,
         (["--top-k", "0"], "--top-k must be at least 1"),
         (["--model", "/nonexistent.onnx"], "model file /nonexistent.onnx does not exist"),
         (["--timeline", "--stride-s", "0"], "--stride-s must be over 0"),
+        (["--window-s", "3", "--min-score", "0.5"], "--window-s, --min-score: for --timeline only"),  # were ignored
     ],
 )
 def test_label_refuses_bad_arguments_in_one_line_before_ray_starts(capsys, tmp_path, args, message):
