@@ -57,7 +57,7 @@ def add_serve(sub, f: Flags) -> None:
         default=None,
         help="processes, each with its own copy of the model (default 1; URL streams need 1)",
     )
-    srv.add_argument("--log-level", default="info")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug", "trace"])
     srv.set_defaults(run=_serve)
 
 
