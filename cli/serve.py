@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 
 from cli.flags import PORT, Flags, at_least
+
+
+def check_listen(host: str, port: int) -> None:
+    """OSError in one line where `host:port` cannot be listened on (a name that does not resolve,
+    a port in use): said before the model loads, where uvicorn says it after, exit 3."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as err:
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -22,6 +35,7 @@ def _serve(args: argparse.Namespace) -> None:
         from service.ladder_policy import check_served
 
         check_served(settings.model, settings.backend_options)
+    check_listen(settings.host, settings.port)  # before the model loads (uvicorn binds after)
     uvicorn.run(
         "service.app:create_app",
         factory=True,

@@ -125,6 +125,23 @@ def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path, monkeypatch
     assert err.count("\n") == 1
 
 
+def test_serve_refuses_an_address_it_cannot_listen_on_before_the_model_loads(capsys, monkeypatch):
+    """A port in use was found by uvicorn after the model had loaded (minutes for a big model), exit 3."""
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sttm serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
 def test_serve_refuses_a_file_that_is_not_a_model_in_one_line(capsys, tmp_path, monkeypatch):
     """A clip passed as --model was taken for a checkpoint and failed inside uvicorn's startup
     ("cannot read weights (it pickles Python objects ...)", exit 3)."""
