@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 
@@ -48,9 +49,13 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _triton(args: argparse.Namespace) -> None:
-    from tritonserve.launch import Ports, run
+    from tritonserve.launch import Ports, prepare, run
 
-    run(args.repo, Ports(args.http_port, args.grpc_port, args.metrics_port), args.host, args.tritonserver_arg)
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    prepare(args.repo, ports, args.host, args.tritonserver_arg)  # the repository and the wheel, said first
+    for port in dataclasses.astuple(ports):  # Triton finds a port in use after loading every model
+        check_listen(args.host, port)
+    run(args.repo, ports, args.host, args.tritonserver_arg)
 
 
 def add_serve(sub, f: Flags) -> None:

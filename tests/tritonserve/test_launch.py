@@ -8,6 +8,8 @@ import os
 import sys
 import sysconfig
 
+import pytest
+
 from tritonserve.launch import PROJECT_ROOT, Ports, backend_dir, command, environment
 
 
@@ -59,3 +61,22 @@ def test_a_directory_that_is_not_a_repository_is_one_line_before_triton_starts(t
     err = capsys.readouterr().err
     assert err.startswith(f"sttm triton: error: {tmp_path} is not a model repository: no MODEL/config.pbtxt (")
     assert err.count("\n") == 1
+
+
+def test_a_port_in_use_is_one_line_before_triton_starts(tmp_path, capsys, monkeypatch):
+    """Triton found a port in use after loading every model."""
+    import socket
+
+    import tritonserve.launch
+    from cli.main import main
+
+    monkeypatch.setattr(tritonserve.launch, "prepare", lambda *a, **k: None)  # the wheel need not be here
+    monkeypatch.setattr(tritonserve.launch, "run", lambda *a, **k: pytest.fail("Triton must not start"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = [f"--{kind}-port={port}" for kind in ("http", "grpc", "metrics")]  # whatever else is in use here
+        assert main(["triton", str(tmp_path), *ports]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sttm triton: error: cannot listen on 127.0.0.1:{port}: Address already in use")
