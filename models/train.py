@@ -155,7 +155,12 @@ def _train_epoch(net, model, loader, optim, lr_at, run: _Run, cfg: TrainConfig, 
     seen, loss_sum = 0, 0.0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=_rank() != 0, leave=False)
     for batch in bar:
-        if batch is None:
+        if batch is None:  # not one clip of it decoded (each named as skipped)
+            if dist.is_initialized():  # a step skipped on one rank leaves the others waiting in all-reduce
+                raise RuntimeError(
+                    "a whole batch failed to decode under torchrun, so the ranks would fall out of step "
+                    "(the clips are named above as skipped): fix or drop them"
+                )
             continue
         videos, labels = batch
         for group in optim.param_groups:

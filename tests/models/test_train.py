@@ -189,6 +189,19 @@ def test_a_split_with_no_readable_clip_is_refused(motion, tmp_path):
         train(tmp_path, "vit-tiny", tmp_path / "run", cfg=cfg)
 
 
+def test_a_batch_that_decodes_to_nothing_under_torchrun_stops_instead_of_hanging(monkeypatch):
+    """Skipped on one rank, the step would leave the other ranks waiting in all-reduce for good;
+    raised, torchrun ends every rank."""
+    import models.train as training
+
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(training.dist, "get_rank", lambda: 0)
+    model, cfg = load_model("vit-tiny"), TrainConfig(epochs=1, workers=0)
+    optim = training._optimizer(model, cfg)
+    with pytest.raises(RuntimeError, match="a whole batch failed to decode under torchrun"):
+        training._train_epoch(model, model, [None], optim, lambda step: 1e-3, training._Run(), cfg, 0)
+
+
 def test_torchrun_ddp_two_processes_gloo(motion, tmp_path):
     out, _ = motion
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
