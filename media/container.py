@@ -39,6 +39,24 @@ def _box_header(head: bytes | memoryview, room: int) -> tuple[bytes, int, int] |
     return (kind, size, header) if size >= header else None
 
 
+def index_after_media(head: bytes) -> bool:
+    """Whether the first bytes of an MP4/MOV put its media (`mdat`) before its index (`moov`, or a
+    fragment's `moof`): such a file cannot be decoded as it arrives, only once whole. False for
+    anything else, or when `head` ends before either box."""
+    if head[4:8] != b"ftyp":
+        return False
+    pos = 0
+    while pos + 8 <= len(head):
+        box = _box_header(head[pos : pos + 16], 1 << 62)
+        if box is None:
+            return False
+        kind, size, _ = box
+        if kind in (b"moov", b"moof", b"mdat"):
+            return kind == b"mdat"
+        pos += size
+    return False
+
+
 def _boxes(data: memoryview) -> Iterator[tuple[bytes, memoryview]]:
     """ISO BMFF boxes in `data` as (type, payload), up to the first malformed header."""
     pos = 0

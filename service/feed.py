@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from media.container import index_after_media
 from media.errors import VideoError
 from media.hls import PLAYLIST_BYTES, HlsReader, is_playlist
 from media.pipe import Pipe
@@ -123,6 +124,12 @@ def _rest(head: bytes, body: Iterator[bytes], deadline: float) -> bytes:
 def _file_feed(
     head: bytes, body: Iterator[bytes], response: contextlib.ExitStack, fetcher: Fetcher, timeout_s: float
 ) -> Feed:
+    if index_after_media(head):  # the decoder would wait for an index at the end: refused, not retried
+        raise VideoError(
+            "unsupported",
+            "the MP4's index (moov) comes after its media: an MP4 read as it arrives needs it first "
+            "(ffmpeg -i IN -c copy -movflags +faststart OUT)",
+        )
     feed = Feed(Pipe(PIPE_BYTES, timeout_s), live=False)
 
     def copy() -> None:

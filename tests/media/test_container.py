@@ -42,3 +42,17 @@ def test_absurd_durations_and_sample_counts_are_refused_before_decoding(tmp_path
     assert probe(io.BytesIO(declare_samples(one_frame, 10_000)), Limits(max_duration_s=10)).width == 64
     with pytest.raises(VideoError, match="10001 samples"):
         probe(io.BytesIO(declare_samples(one_frame, 10_001)), Limits(max_duration_s=10))
+
+
+def test_an_index_after_the_media_is_seen_in_the_first_bytes(tmp_path):
+    """What a stream reads as it arrives needs the index first (service.feed refuses the rest)."""
+    from media.container import index_after_media
+    from models.synth import write_mp4
+    from tests.service.conftest import faststart
+
+    written = tmp_path / "w.mp4"
+    write_mp4(written, np.zeros((4, 32, 32, 3), np.uint8))  # as PyAV writes it: moov at the end
+    assert index_after_media(written.read_bytes()[:4096])
+    assert not index_after_media(faststart(written, tmp_path / "f.mp4").read_bytes()[:4096])
+    assert not index_after_media(b"\x1a\x45\xdf\xa3" + bytes(60))  # not an MP4
+    assert not index_after_media(written.read_bytes()[:20])  # the head ends inside ftyp: cannot tell

@@ -51,6 +51,7 @@ def media_dir(tmp_path_factory, right_left_mp4):
     """The right-then-left clip as a progressive MP4 (index first, as a stream needs)."""
     out = tmp_path_factory.mktemp("www")
     faststart(right_left_mp4, out / "clip.mp4")
+    (out / "index-last.mp4").write_bytes(right_left_mp4.read_bytes())  # as written: its index after the media
     return out
 
 
@@ -118,6 +119,15 @@ def test_http_file_is_read_whole_with_two_segments_and_replayed_to_late_subscrib
     assert client.delete(f"/v1/streams/{sid}").status_code == 204
     gone = client.get(f"/v1/streams/{sid}")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_an_mp4_with_its_index_last_is_refused_at_once_not_retried(client, http_server):
+    """It was retried for STTM_STREAM_RETRY_S, then 'corrupt: cannot decode the media'."""
+    sid = client.post("/v1/streams", json={"url": f"{http_server}/index-last.mp4"}).json()["id"]
+    (*_, (_, event, data)) = _events(client, sid)
+    assert event == "end" and data["reason"].startswith("unsupported: the MP4's index (moov) comes after its media")
+    info = client.get(f"/v1/streams/{sid}").json()
+    assert info["state"] == "failed" and info["stats"]["retries"] == 0
 
 
 def test_slow_sse_reader_does_not_hold_the_stream_up(client, http_server):
