@@ -68,6 +68,19 @@ def connect(address: str | None, plan: Plan = Plan()) -> bool:
     return True
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """ConnectionError in one line where nothing listens at a cluster's `HOST:PORT` (or
+    `ray://HOST:PORT`): `ray.init` would retry for minutes, logging as it goes. `auto` (the
+    cluster this machine is part of) and an address without a port are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"no Ray cluster answers at {address}: {err.strerror or err}") from None
+
+
 def _init(address: str | None, plan: Plan) -> None:
     import ray
 
@@ -78,6 +91,7 @@ def _init(address: str | None, plan: Plan) -> None:
         import runtime
 
         code = [str(Path(m.__file__).parent) for m in (label, media, runtime)]
+        check_reachable(address)
         try:
             ray.init(address=address, runtime_env={"py_modules": code}, **quiet)
         except ConnectionError as err:

@@ -177,3 +177,18 @@ def test_a_head_lost_mid_job_ends_it_in_one_line_with_status_3(token_head, tmp_p
     )
     written = pq.read_table(out).to_pylist()  # every part complete and readable, each row once
     assert 0 < len(written) < 200 and len({r["id"] for r in written}) == len(written)
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path):
+    """`--address 127.0.0.1:1` waited on Ray's retries for minutes, logging as it went."""
+    from label.engine import check_reachable
+
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ConnectionError, match=f"no Ray cluster answers at {address}: Connection refused"):
+            check_reachable(address)
+    assert time.monotonic() - started < 5
+    check_reachable("auto")  # left to Ray: this machine's own cluster
