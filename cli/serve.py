@@ -49,13 +49,13 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _triton(args: argparse.Namespace) -> None:
-    from tritonserve.launch import Ports, prepare, run
+    from tritonserve.launch import Ports, become, prepare
 
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    prepare(args.repo, ports, args.host, args.tritonserver_arg)  # the repository and the wheel, said first
+    argv, env = prepare(args.repo, ports, args.host, args.tritonserver_arg)  # the repository and the wheel
     for port in dataclasses.astuple(ports):  # Triton finds a port in use after loading every model
         check_listen(args.host, port)
-    run(args.repo, ports, args.host, args.tritonserver_arg)
+    become(argv, env)
 
 
 def add_serve(sub, f: Flags) -> None:

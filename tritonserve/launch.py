@@ -116,9 +116,8 @@ def prepare(
     return argv, environment(wheel, os.environ)
 
 
-def run(repo: str | Path, ports: Ports = Ports(), host: str = "127.0.0.1", extra: list[str] = ()) -> None:
-    """Become `tritonserver` serving `repo` (does not return)."""
-    argv, env = prepare(repo, ports, host, extra)
+def become(argv: list[str], env: dict[str, str]) -> None:
+    """Replace this process with `argv` (what `prepare` made): signals then reach Triton."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)

@@ -70,8 +70,8 @@ def test_a_port_in_use_is_one_line_before_triton_starts(tmp_path, capsys, monkey
     import tritonserve.launch
     from cli.main import main
 
-    monkeypatch.setattr(tritonserve.launch, "prepare", lambda *a, **k: None)  # the wheel need not be here
-    monkeypatch.setattr(tritonserve.launch, "run", lambda *a, **k: pytest.fail("Triton must not start"))
+    monkeypatch.setattr(tritonserve.launch, "prepare", lambda *a, **k: ([], {}))  # the wheel need not be here
+    monkeypatch.setattr(tritonserve.launch, "become", lambda *a, **k: pytest.fail("Triton must not start"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
