@@ -83,11 +83,15 @@ def load_weights(model: VideoClassifier, state: dict[str, torch.Tensor], source:
     model.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def not_weights_file(path: Path) -> str | None:
+    """What the file at `path` is when its first bytes show it cannot hold weights (`not_weights`)."""
+    with open(path, "rb") as file:
+        return not_weights(file.read(HEAD_BYTES))
+
+
 def _read_state(path: Path) -> dict:
     """One weights file. `.bin`/`.pth` are memory-mapped (pages are read as tensors are used)."""
-    with open(path, "rb") as file:
-        head = file.read(HEAD_BYTES)
-    if what := not_weights(head):
+    if what := not_weights_file(path):
         raise CheckpointError(f"{path}: not a weights file: this is {what}")
     try:
         if path.suffix == ".safetensors":

@@ -50,15 +50,14 @@ def check(source: Path, options: BackendOptions) -> None:
 def _require(source: Path) -> None:
     """`source` exists, or names a built-in model; a file starts as a weights file can."""
     from models import PRESETS
-    from models.checkpoint_formats import HEAD_BYTES, not_weights
+    from models.checkpoint import not_weights_file
 
     if not source.exists() and (source.suffix == TORCH_SUFFIX or str(source) not in (*PRESETS, "demo")):
         names = "" if source.suffix == TORCH_SUFFIX else f" and is no built-in model (demo, {', '.join(PRESETS)})"
         raise ModelLoadError(f"model file {source} does not exist{names}")
-    if source.is_file() and source.suffix != TORCH_SUFFIX:  # a checkpoint (a program says for itself)
-        with open(source, "rb") as file:
-            if what := not_weights(file.read(HEAD_BYTES)):
-                raise ModelLoadError(f"{source}: not a checkpoint: this is {what}")
+    # a checkpoint's first bytes (a .pt2 program says for itself what is wrong with it)
+    if source.is_file() and source.suffix != TORCH_SUFFIX and (what := not_weights_file(source)):
+        raise ModelLoadError(f"{source}: not a checkpoint: this is {what}")
 
 
 def load(source: Path, options: BackendOptions) -> Backend:
