@@ -26,6 +26,16 @@ def at_least(low: int, high: int | None = None):
 PORT = at_least(1, 65535)  # a TCP port to listen on
 
 
+def timeline_only(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The flags among `names` given on the command line (a default of None: not given); given
+    without `--timeline`, which alone reads them, they are refused in one line, not ignored."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if given and not args.timeline:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise ValueError(f"{flags}: for --timeline only (without it a video is one clip)")
+    return given
+
+
 def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 

@@ -17,11 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-from cli.flags import Flags, at_least
+from cli.flags import Flags, at_least, timeline_only
 
 INSTALL = "pip install -e '.[label]' (ray[data] and pyarrow)"
 EXIT_OK, EXIT_SOME_ERRORS, EXIT_FAILED = 0, 1, 3  # 2: did not start (cli.main, as every command)
-TIMELINE_FLAGS = ("window_s", "stride_s", "min_score")  # what only --timeline reads
 
 
 def _job(args: argparse.Namespace):
@@ -34,9 +33,7 @@ def _job(args: argparse.Namespace):
     s = RuntimeSettings(**overrides)
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
-    given = {flag: getattr(args, flag) for flag in TIMELINE_FLAGS if getattr(args, flag) is not None}
-    if given and not args.timeline:
-        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in given)}: for --timeline only")
+    given = timeline_only(args, ("window_s", "stride_s", "min_score"))
     windows = Windows(**given) if args.timeline else None  # its defaults for what is not given
     for flag in ("window_s", "stride_s"):
         if windows and getattr(windows, flag) <= 0:

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING
 
-from cli.flags import Flags
+from cli.flags import Flags, timeline_only
 
 if TYPE_CHECKING:
     from service.classify import ClassifyOptions, TimelineOptions
@@ -74,18 +74,13 @@ def _query(model, **flags):
         raise ValueError(f"--{first['loc'][0].replace('_', '-')}: {first['msg'].lower()}") from None
 
 
-TIMELINE_FLAGS = ("window_s", "stride_s", "min_score", "format")  # what only --timeline reads
-
-
-def _timeline_command(args: argparse.Namespace, runtime: dict) -> int:
+def _timeline_command(args: argparse.Namespace, given: dict, runtime: dict) -> int:
     from service.schemas import TimelineQuery
 
     if len(args.videos) != 1:
         raise ValueError("--timeline takes one video")
-    given = {name: getattr(args, name) for name in TIMELINE_FLAGS[:3] if getattr(args, name) is not None}
     query = _query(TimelineQuery, top_k=args.top_k, **given)  # the route's defaults for what is not given
-    opts = query.options()
-    text = timeline(args.model, args.videos[0], opts, args.format or "json", **runtime)
+    text = timeline(args.model, args.videos[0], query.options(), query.format or "json", **runtime)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
@@ -107,10 +102,9 @@ def _print(results: list[dict]) -> None:
 
 def _predict_command(args: argparse.Namespace) -> int:
     runtime = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
+    given = timeline_only(args, ("window_s", "stride_s", "min_score", "format"))
     if args.timeline:
-        return _timeline_command(args, runtime)
-    if given := [f"--{n.replace('_', '-')}" for n in TIMELINE_FLAGS if getattr(args, n) is not None]:
-        raise ValueError(f"{', '.join(given)}: for --timeline only (without it a video is one clip)")
+        return _timeline_command(args, given, runtime)
     from service.schemas import ClassifyQuery
 
     _query(ClassifyQuery, top_k=args.top_k)  # before the model loads
