@@ -54,14 +54,13 @@ def decoder_options(limits: Limits) -> dict[str, str]:
 def open_container(source: Source, limits: Limits) -> av.container.InputContainer:
     """Open and probe, in one of `CONTAINERS`. FFmpeg's probe may decode a first frame; the
     decoder options keep it from allocating one over the pixel limit (`_info` then refuses it)."""
-    if isinstance(source, str | Path):  # a path (`sttm predict`'s, a manifest's), never an FFmpeg URL
-        if not Path(source).is_file():
-            raise VideoError("not_found", f"{'not a file' if Path(source).exists() else 'no such file'}: {source}")
-        check_sample_tables(source, limits.max_duration_s)
-        source = f"file:{source}"  # read as a file even when named like a protocol ("concat:a|b", "pipe:0")
-    else:
-        source = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
-        check_sample_tables(source, limits.max_duration_s)
+    if isinstance(source, bytes | bytearray | memoryview):
+        source = io.BytesIO(source)
+    elif isinstance(source, str | Path) and not Path(source).is_file():  # a path: `sttm predict`'s, a manifest's
+        raise VideoError("not_found", f"{'not a file' if Path(source).exists() else 'no such file'}: {source}")
+    check_sample_tables(source, limits.max_duration_s)
+    if isinstance(source, str | Path):  # read as a file even when named like a protocol ("concat:a|b", "pipe:0")
+        source = f"file:{source}"
     try:
         return av_open(source, limits)
     except av.FFmpegError as err:
