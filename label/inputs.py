@@ -41,10 +41,10 @@ def _directory(root: Path) -> Iterator[Item]:
 
 def _manifest_rows(path: Path) -> Iterator[dict]:
     if path.suffix.lower() == ".csv":
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             yield from csv.DictReader(f)
         return
-    with path.open() as f:
+    with path.open(encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -103,6 +103,8 @@ def expand(inputs: Iterable[str]) -> list[Item]:
                 found += 1
         except OSError as err:
             raise ValueError(f"{arg}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{arg}: not UTF-8 text (byte {err.object[err.start]:#04x} at {err.start})") from None
         if not found and Path(arg).is_dir():
             raise ValueError(f"{arg}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) under it")
     return list(seen.values())

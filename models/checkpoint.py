@@ -152,7 +152,7 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
@@ -168,7 +168,7 @@ def _dtype(state: dict[str, torch.Tensor]) -> str:
 def read_labels(path: str | Path) -> tuple[str, ...]:
     """A labels file: one class name a line, in class-index order (blank lines skipped)."""
     try:
-        names = tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+        names = tuple(line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip())
     except (OSError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: cannot read labels ({err})") from None
     if not names:

@@ -4,6 +4,7 @@ video files, decoded with `media.load_clip` (the same code path the server uses)
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import random
@@ -37,19 +38,26 @@ class Split:
     swaps: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
+def _text(path: Path) -> str:
+    """A text file the user wrote: UTF-8, with or without the BOM spreadsheets put first."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at {err.start})") from None
+
+
 def _read_csv(path: Path, labels: list[str] | None) -> list[tuple[Path, str]]:
     rows = []
-    with open(path, newline="") as f:
-        for row in csv.reader(f):
-            if not row or row[0].strip().lower() == "path":
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}: a row needs 'path,label': {row}")
-            label = row[1].strip()
-            if labels is not None and label.isdigit() and label not in labels:
-                label = labels[int(label)]
-            target = Path(row[0].strip())
-            rows.append((target if target.is_absolute() else path.parent / target, label))
+    for row in csv.reader(io.StringIO(_text(path))):
+        if not row or row[0].strip().lower() == "path":
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}: a row needs 'path,label': {row}")
+        label = row[1].strip()
+        if labels is not None and label.isdigit() and label not in labels:
+            label = labels[int(label)]
+        target = Path(row[0].strip())
+        rows.append((target if target.is_absolute() else path.parent / target, label))
     return rows
 
 
@@ -66,9 +74,9 @@ def load_split(data: str | Path, split: str, labels: tuple[str, ...] | None = No
     """`data` is a directory with `<split>.csv` (+ optional `labels.txt`, `dataset.json`),
     or with `<split>/<class>/*.mp4`, or a CSV file itself."""
     data = Path(data)
-    meta = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else {}
+    meta = json.loads(_text(data / "dataset.json")) if (data / "dataset.json").is_file() else {}
     if labels is None and (data / "labels.txt").is_file():
-        labels = tuple(line.strip() for line in (data / "labels.txt").read_text().splitlines() if line.strip())
+        labels = tuple(line.strip() for line in _text(data / "labels.txt").splitlines() if line.strip())
     if data.is_file():
         rows = _read_csv(data, list(labels) if labels else None)
     elif (data / f"{split}.csv").is_file():

@@ -77,7 +77,7 @@ def read_config(path: str | Path, _depth: int = 0) -> dict:
     """Top-level names of an MMAction2 config -> their literal values, `_base_` merged in."""
     path = Path(path)
     try:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8-sig"), filename=str(path))
     except (OSError, UnicodeDecodeError, SyntaxError) as err:
         raise ConfigFileError(f"{path}: cannot read MMAction2 config ({type(err).__name__}: {err})") from None
     env: dict = {}

@@ -70,7 +70,7 @@ def read_ladder(directory: str | Path) -> tuple[str, list[RungEntry]]:
     if not path.is_file():
         raise ValueError(f"{directory}: no {LADDER_FILE} (`sttm export MODEL --reduction 0,0.25,0.5 -o DIR` writes it)")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         if data.get("format") != FORMAT:
             raise ValueError(f"format is {data.get('format')!r}, not {FORMAT!r}")
         rungs = [RungEntry(**r) for r in data["rungs"]]

@@ -62,6 +62,8 @@ class KeyRing:
                 self._load(os.stat(path))
             except OSError as err:
                 raise ValueError(f"STTM_API_KEYS_FILE {path}: {err.strerror or err}") from None
+            except UnicodeDecodeError as err:
+                raise ValueError(f"STTM_API_KEYS_FILE {path}: not UTF-8 text (at byte {err.start})") from None
 
     @property
     def required(self) -> bool:
@@ -72,7 +74,7 @@ class KeyRing:
         self._reload = True
 
     def _load(self, st: os.stat_result) -> None:
-        self.from_file = parse_keys(Path(self.path).read_text(encoding="utf-8"))
+        self.from_file = parse_keys(Path(self.path).read_text(encoding="utf-8-sig"))
         self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         log.info("API keys: %d from %s", len(self.from_file), self.path)
 

@@ -52,6 +52,18 @@ def test_a_bad_manifest_is_one_line(tmp_path, content, message):
         expand([str(manifest)])
 
 
+def test_a_spreadsheet_manifest_with_a_bom_is_read_and_one_not_in_utf8_is_one_line(tree):
+    """Excel's "CSV UTF-8" starts with a BOM: its header read as '\\ufeffpath' refused every row."""
+    (tree / "excel.csv").write_bytes(b"\xef\xbb\xbfpath,id\r\na/1.mp4,first\r\n")
+    (tree / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"path": "c/3.webm"}).encode() + b"\n")
+    assert expand([str(tree / "excel.csv"), str(tree / "bom.jsonl")]) == [
+        Item("first", str(tree / "a/1.mp4")), Item(str(tree / "c/3.webm"), str(tree / "c/3.webm"))
+    ]  # fmt: skip
+    (tree / "latin1.csv").write_bytes("path\ncafé.mp4\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.csv: not UTF-8 text \(byte 0xe9 at 8\)$"):
+        expand([str(tree / "latin1.csv")])
+
+
 def test_a_glob_that_matches_nothing_and_an_empty_folder_are_errors(tmp_path):
     with pytest.raises(ValueError, match="matches nothing"):
         expand([str(tmp_path / "*.mp4")])

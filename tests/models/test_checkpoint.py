@@ -178,3 +178,13 @@ def test_the_bundled_demo_loads_by_name_fits_its_budget_and_matches_its_onnx():
     assert (model.merge_config.method, model.merge_config.reduction) == ("sttm", 0.38)
     report = validate(model, open_onnx(demo / "demo.onnx"), "onnxruntime-cpu")
     assert report.ok  # the served file is the shipped checkpoint
+
+
+def test_labels_files_and_mmaction2_configs_saved_with_a_bom_are_read(tmp_path):
+    from models.checkpoint import read_labels
+    from models.mmconfig import read_config
+
+    (tmp_path / "labels.txt").write_bytes(b"\xef\xbb\xbfabseiling\r\nair drumming\r\n")
+    assert read_labels(tmp_path / "labels.txt") == ("abseiling", "air drumming")
+    (tmp_path / "config.py").write_bytes(b"\xef\xbb\xbfmodel = dict(cls_head=dict(num_classes=400))\n")
+    assert read_config(tmp_path / "config.py") == {"model": {"cls_head": {"num_classes": 400}}}

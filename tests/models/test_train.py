@@ -79,6 +79,23 @@ def test_data_lists_and_flip_swaps(motion, tmp_path):
     assert tree.labels == ("a", "b") and len(tree.items) == 2
 
 
+def test_lists_and_labels_saved_by_a_spreadsheet_with_a_bom_are_read(motion, tmp_path):
+    """A BOM before 'path,label' made the header a clip of a class named 'label' (13 classes, not 12)."""
+    out, _ = motion
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "train.csv").write_bytes(
+        bom + (out / "train.csv").read_bytes().replace(b"videos/", str(out / "videos/").encode())
+    )
+    (tmp_path / "labels.txt").write_bytes(bom + (out / "labels.txt").read_bytes())
+    (tmp_path / "dataset.json").write_bytes(bom + (out / "dataset.json").read_bytes())
+    split = load_split(tmp_path, "train")
+    assert split.labels == tuple(CLASSES) and len(split.items) == 24
+    assert split.swaps == load_split(out, "train").swaps
+    (tmp_path / "labels.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"labels.txt: not UTF-8 text \(byte 0xe9 at 3\)$"):
+        load_split(tmp_path, "train")
+
+
 def test_label_maps_of_the_symmetries(motion, tmp_path):
     split = load_split(motion[0], "train")
     name = {i: n for i, n in enumerate(CLASSES)}

@@ -44,6 +44,16 @@ def test_no_key_configured_requires_none_and_a_missing_file_stops_the_start(tmp_
         KeyRing(None, tmp_path / "missing")
 
 
+def test_a_keys_file_saved_with_a_bom_accepts_its_first_key_and_one_not_in_utf8_stops_the_start(tmp_path):
+    """Notepad's UTF-8 starts with a BOM: the first key was '\\ufeffalpha' and never matched."""
+    (tmp_path / "keys").write_bytes(b"\xef\xbb\xbfalpha\r\nbeta\r\n")
+    ring = KeyRing(None, tmp_path / "keys")
+    assert ring.valid("alpha") and ring.valid("beta") and not ring.valid("\ufeffalpha")
+    (tmp_path / "latin1").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"STTM_API_KEYS_FILE .*latin1: not UTF-8 text \(at byte 3\)$"):
+        KeyRing(None, tmp_path / "latin1")
+
+
 def test_listening_beyond_this_machine_without_a_key_is_named():
     """What the start-up warning is given on: every interface or a name, and no key."""
     for host in ("0.0.0.0", "::", "192.168.1.5", "sttm.example"):
