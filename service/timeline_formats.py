@@ -4,6 +4,7 @@ player) and CSV. Pure functions over the response's segments."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 from collections.abc import Sequence
 
@@ -30,10 +31,16 @@ def _timestamp(seconds: float) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
+def _cue_text(label: str) -> str:
+    """A label as WebVTT cue text: `&`, `<`, `>` as character references (a `<` opens a tag, and
+    `-->` may not appear), line breaks as spaces (a blank line would end the cue)."""
+    return html.escape(" ".join(label.splitlines()), quote=False)
+
+
 def vtt(segments: Sequence) -> str:
     """WebVTT: a cue `start --> end` per segment, the text `<label> <score, 2 decimals>`."""
     cues = [
-        f"{i}\n{_timestamp(s.start_s)} --> {_timestamp(s.end_s)}\n{s.label} {s.score:.2f}\n"
+        f"{i}\n{_timestamp(s.start_s)} --> {_timestamp(s.end_s)}\n{_cue_text(s.label)} {s.score:.2f}\n"
         for i, s in enumerate(segments, 1)
     ]
     return "WEBVTT\n\n" + "\n".join(cues)

@@ -82,5 +82,8 @@ def test_vtt_and_csv():
     assert "00:00:02.500 --> 01:02:05.250\nmoving_left 0.50\n" in text
     assert csv_text(segs).splitlines() == ["label,start_s,end_s,score", "moving_right,0.000,2.500,0.8760",
                                            "moving_left,2.500,3725.250,0.5000"]  # fmt: skip
+    # a label is cue text: '<' would open a tag, '-->' may not appear, a blank line would end the cue
+    odd = vtt([Segment("rock & roll <live> -->\n\nencore", 0.0, 1.0, 0.5)])
+    assert odd.endswith("00:00:00.000 --> 00:00:01.000\nrock &amp; roll &lt;live&gt; --&gt;  encore 0.50\n")
     assert negotiate(None, "text/vtt") == "vtt" and negotiate(None, "text/html, text/csv;q=0.9") == "csv"
     assert negotiate("json", "text/vtt") == "json" and negotiate(None, None) == "json"
