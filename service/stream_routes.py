@@ -180,8 +180,19 @@ async def push(ws: WebSocket) -> None:
             await runtime.streams.stop(stream, "client closed")
 
 
+NOT_END = 'after the options, a text message must be {"type": "end"} (the media goes in binary messages)'
+
+
+def _is_end(text: str) -> bool:
+    with contextlib.suppress(ValueError):
+        message = json.loads(text)
+        return isinstance(message, dict) and message.get("type") == "end"
+    return False
+
+
 async def _receive(ws: WebSocket, pipe: Pipe, stream: Stream, streams: Streams) -> None:
-    """Media chunks into the pipe (waiting while it is full), until `end` or a disconnect."""
+    """Media chunks into the pipe (waiting while it is full), until `end` or a disconnect; any
+    other text message ends the stream (`invalid_request`)."""
     try:
         while True:
             message = await ws.receive()
@@ -189,11 +200,13 @@ async def _receive(ws: WebSocket, pipe: Pipe, stream: Stream, streams: Streams) 
                 break
             if message.get("bytes"):
                 await asyncio.to_thread(pipe.write, message["bytes"])
-            elif message.get("text"):
-                with contextlib.suppress(ValueError):
-                    if json.loads(message["text"]).get("type") == "end":
-                        pipe.close()
-                        return
+            elif message.get("text") is not None:
+                if _is_end(message["text"]):
+                    pipe.close()
+                    return
+                stream.log.append("error", {"code": "invalid_request", "message": NOT_END})
+                await streams.stop(stream, f"invalid_request: {NOT_END}")
+                return
     except (TimeoutError, BrokenPipeError, WebSocketDisconnect, RuntimeError):
         pass
     pipe.close()

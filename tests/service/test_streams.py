@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
 from service.sources import system_resolver
+from service.stream_routes import NOT_END
 from tests.media.fake_rtsp import CannedRtsp, listener, redirect_to
 from tests.service.conftest import faststart, right_then_left
 
@@ -241,6 +242,25 @@ def test_websocket_bad_first_message_or_media_is_an_error_then_end(client, first
     assert errors and errors[0]["code"] == code and events[-1]["event"] == "end"
     if first == "not json":
         assert errors[0]["message"].startswith("the message is not JSON (")
+
+
+@pytest.mark.parametrize("text", ["[1]", "5", "null", '{"type": "pause"}', "", "not json"])
+def test_websocket_text_other_than_end_after_the_options_ends_the_stream_at_once(client, text):
+    """'[1]' raised AttributeError in the receiver (a traceback in the log) and the stream waited
+    for media until its stall limit; '{"type": "pause"}' was silently ignored."""
+    chunks = _webm_chunks(right_then_left())
+    with client.websocket_connect("/v1/streams/ws") as ws:
+        ws.send_text("{}")
+        ws.send_bytes(chunks[0])
+        ws.send_text(text)
+        events = []
+        while not events or events[-1]["event"] != "end":
+            events.append(ws.receive_json())
+    errors = [e["data"] for e in events if e["event"] == "error"]
+    assert errors == [{"code": "invalid_request", "message": NOT_END}]
+    assert events[-1]["data"]["reason"] == f"invalid_request: {NOT_END}"
+    info = client.get(f"/v1/streams/{events[0]['data']['id']}").json()
+    assert info["reason"] == f"invalid_request: {NOT_END}" and info["state"] != "running"
 
 
 def test_url_streams_are_refused_by_a_server_of_several_processes(tiny_onnx, http_server):
