@@ -367,6 +367,8 @@ def run_ladder_export(
         )
     if out.exists() and not out.is_dir():
         raise ExportError(f"a ladder is a directory: {out} is a file")
+    if fmt != "triton" and out.suffix.lower() in SUFFIX_FORMATS:
+        raise ExportError(f"a ladder is a directory of models and ladder.json: -o {out.name} names one model file")
     out.mkdir(parents=True, exist_ok=True)
     result, rungs = ExportResult(files=[]), []
     for reduction in reductions:

@@ -39,13 +39,16 @@ def rung_name(model: str, reduction: float) -> str:
 
 def parse_reductions(text: str) -> list[float]:
     """`0,0.25,0.38,0.5` -> sorted distinct values in [0, 1) that name distinct rungs (whole
-    percents apart); ValueError in one line otherwise."""
+    percents apart); ValueError in one line otherwise (a value given twice too)."""
     try:
-        values = sorted({float(v) for v in text.split(",") if v.strip()})
+        given = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"--reduction takes numbers separated by commas, got {text!r}") from None
+    values = sorted(set(given))
     if not values or not all(0 <= v < 1 for v in values):
         raise ValueError(f"--reduction values must be in [0, 1), got {text!r}")
+    if len(values) != len(given):
+        raise ValueError(f"--reduction names a value twice, got {text!r}")
     names = [rung_name("m", v) for v in values]
     if len(set(names)) != len(names):
         raise ValueError(f"--reduction values must be at least a whole percent apart, got {text!r}")

@@ -59,9 +59,15 @@ def test_a_triton_ladder_is_one_model_per_rung(data_and_model, tmp_path):
         (["--reduction", "0.3,0.301"], "a whole percent apart"),
         (["--reduction", "0.3,1.5"], "in [0, 1)"),
         (["--reduction", "0.3", "--eval-data", "x"], "measures the rungs of a ladder"),
+        # these wrote a one-rung ladder (a value twice) or a folder named like a model file
+        (["--reduction", "0.2,0.2"], "names a value twice"),
+        (["--reduction", "0,0.5", "-o", "ladder.onnx"], "-o ladder.onnx names one model file"),
+        (["--reduction", "0,0.5", "-o", "ladder.plan", "--format", "tensorrt"], "-o ladder.plan names one model"),
     ],
 )
-def test_ladder_flags_are_checked_in_one_line(argv, message, tmp_path, capsys):
-    assert main(["export", "vit-tiny", "-o", str(tmp_path / "x"), *argv]) == 2
+def test_ladder_flags_are_checked_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "vit-tiny", "-o", "x", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sttm export: error:") and message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -225,7 +225,7 @@ def test_a_deadline_refuses_what_even_the_most_merged_rung_answers_late():
 
 def test_parse_reductions():
     assert parse_reductions("0.5,0,0.25,0.38") == [0.0, 0.25, 0.38, 0.5]
-    for bad in ("0.3,x", "1.2", "0.38,0.381", ""):
+    for bad in ("0.3,x", "1.2", "0.38,0.381", "", "0.2,0.2", "0,0.5,0"):
         with pytest.raises(ValueError):
             parse_reductions(bad)
 
