@@ -37,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from runtime.backends.cpu import Choice, choose_runtime, this_cpu
+from runtime.backends.cpu import Choice, choose_runtime, join_reasons, this_cpu
 from runtime.backends.plugins import PluginMissingError, missing_reason, nvidia_gpu_present, plugin
 from runtime.metadata import ENGINE_SUFFIXES, EXPORTED_SUFFIXES, IR_SUFFIX, TORCH_SUFFIX, ModelMetadata, read_sidecar
 
@@ -110,7 +110,7 @@ def load_backend(path: str | Path, options: BackendOptions = BackendOptions()) -
         from runtime.backends import ort
 
         backend = ort.load(path, options)
-    return dataclasses.replace(backend, reason="; ".join(r for r in (kind.reason, backend.reason) if r))
+    return dataclasses.replace(backend, reason=join_reasons(this_cpu(), kind.reason, backend.reason))
 
 
 def read_metadata(path: str | Path, options: BackendOptions = BackendOptions()) -> ModelMetadata:

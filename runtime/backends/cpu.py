@@ -175,6 +175,15 @@ def int8_weights_problem(cpu: CpuFeatures, largest_weight: int) -> str | None:
     )
 
 
+def join_reasons(cpu: CpuFeatures, *reasons: str) -> str:
+    """The reasons of one decision, `; `-joined, naming the CPU once: `OpenVINO runs bf16 on
+    this CPU's bf16 units (AMX (...)); auto: bf16 on this CPU's bf16 units`."""
+    named, out = f" ({cpu.describe()})", []
+    for reason in filter(None, reasons):
+        out.append(reason.replace(named, "") if any(named in r for r in out) else reason)
+    return "; ".join(out)
+
+
 def auto_plan(cpu: CpuFeatures, openvino_installed: bool) -> dict[str, str]:
     """What `--backend auto --precision auto` runs an exported fp32 ONNX file with on `cpu`,
     and why (`sttm info`)."""
@@ -187,5 +196,5 @@ def auto_plan(cpu: CpuFeatures, openvino_installed: bool) -> dict[str, str]:
         "cpu": cpu.describe(),
         "backend": runtime.value,
         "precision": precision.value,
-        "reason": f"{runtime.reason}; {precision.reason}",
+        "reason": join_reasons(cpu, runtime.reason, precision.reason),
     }

@@ -111,6 +111,7 @@ def test_the_plan_sttm_info_shows():
     assert (amx["backend"], amx["precision"]) == ("openvino", "bf16")
     assert (epyc["backend"], epyc["precision"]) == ("onnxruntime", "fp32")
     assert "without AVX-512" in epyc["reason"] and epyc["cpu"].startswith("AVX2")
+    assert amx["reason"].count(amx["cpu"]) == 1  # it was named by the runtime's reason and the precision's
     zen5, cascade = auto_plan(cpu("epyc-zen5"), True), auto_plan(cpu("cascade-lake"), True)
     assert (zen5["backend"], zen5["precision"]) == ("openvino", "bf16") and "bf16 units" in zen5["reason"]
     assert (cascade["backend"], cascade["precision"]) == ("openvino", "fp32")
