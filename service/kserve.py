@@ -89,7 +89,12 @@ async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> 
     if tensor.datatype != "FP32":
         raise ApiError(400, "bad_input", f"datatype must be FP32, got {tensor.datatype}")
     if len(tensor.shape) != 5 or tensor.shape[1:] != expected or not 1 <= tensor.shape[0] <= classifier.max_views:
-        raise ApiError(400, "bad_input", f"shape must be [batch, {', '.join(map(str, expected))}], got {tensor.shape}")
+        raise ApiError(
+            400,
+            "bad_input",
+            f"shape must be [batch, {', '.join(map(str, expected))}] with batch 1 to {classifier.max_views} "
+            f"(STTM_MAX_VIEWS), got {tensor.shape}",
+        )
     try:
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
     except ValueError:

@@ -152,6 +152,12 @@ def test_v2_protocol(client_for):
     assert r.json()["id"] == "r1" and out["shape"] == [2, 12] and len(out["data"]) == 24
     body["inputs"][0]["shape"] = [2, 3, 8, 32, 32]
     assert client.post("/v2/models/tiny/infer", json=body).json()["error"]["code"] == "bad_input"
+    body["inputs"][0]["shape"] = [10**8, 3, 8, 64, 64]  # said "must be [batch, 3, 8, 64, 64]", which it was
+    message = client.post("/v2/models/tiny/infer", json=body).json()["error"]["message"]
+    assert (
+        message
+        == "shape must be [batch, 3, 8, 64, 64] with batch 1 to 30 (STTM_MAX_VIEWS), got [100000000, 3, 8, 64, 64]"
+    )
     body["inputs"][0]["shape"] = list(data.shape)
     for bad in ("NaN", "Infinity", "1e39"):  # 1e39 is infinity in float32
         text = json.dumps(body).replace("[0.0, ", f"[{bad}, ", 1)
