@@ -27,17 +27,24 @@ def _job(args: argparse.Namespace):
     from label.decode import Windows
     from label.engine import Plan
     from label.job import Job
+    from runtime.segments import TimelineLimits, outside
     from runtime.settings import DEMO_ONNX, RuntimeSettings
 
     overrides = {k: v for k, v in (("backend", args.backend), ("precision", args.precision)) if v is not None}
     s = RuntimeSettings(**overrides)
-    if args.top_k < 1:
-        raise ValueError("--top-k must be at least 1")
     given = timeline_only(args, ("window_s", "stride_s", "min_score"))
     windows = Windows(**given) if args.timeline else None  # its defaults for what is not given
-    for flag in ("window_s", "stride_s"):
-        if windows and getattr(windows, flag) <= 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be over 0")
+    checks = [("top_k", args.top_k, TimelineLimits.TOP_K), ("actor_gpus", args.actor_gpus, {"ge": 0})]
+    if windows:  # the routes' limits, as in `sttm predict --timeline`
+        limits = {
+            "window_s": TimelineLimits.WINDOW_S,
+            "stride_s": TimelineLimits.STRIDE_S,
+            "min_score": TimelineLimits.MIN_SCORE,
+        }
+        checks += [(flag, getattr(windows, flag), bounds) for flag, bounds in limits.items()]
+    for flag, value, bounds in checks:
+        if problem := outside(value, bounds):
+            raise ValueError(f"--{flag.replace('_', '-')}: {problem}")
     return Job(
         inputs=tuple(args.inputs),
         out=Path(args.output),

@@ -16,10 +16,33 @@ The rule (the same for a recorded video and a live stream, which get segments as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+class TimelineLimits:
+    """The timeline's option limits, one place for the HTTP query, the stream options and the commands (pydantic's
+    `Field` bounds; `outside` checks a value against them where there is no pydantic model)."""
+
+    TOP_K = dict(ge=1, le=1000)
+    MIN_SCORE = dict(ge=0, le=1)
+    MIN_WINDOWS = dict(ge=1, le=100)
+    WINDOW_S = dict(gt=0, le=600)  # a file's timeline; a live stream's windows: at most STREAM_WINDOW_S
+    STRIDE_S = dict(ge=0.01, le=600)  # at least 10 ms: a finer stride is below any video's frame interval
+    STREAM_WINDOW_S = dict(gt=0, le=60)
+    STREAM_STRIDE_S = dict(ge=0.1, le=60)
+
+
+def outside(value: float, bounds: dict[str, float]) -> str | None:
+    """Why `value` is outside `bounds` (`TimelineLimits.WINDOW_S`, ...), in pydantic's words, or None."""
+    if not math.isfinite(value):
+        return "input should be a finite number"
+    words = {"gt": "greater than", "ge": "greater than or equal to", "le": "less than or equal to"}
+    fails = {"gt": lambda b: value <= b, "ge": lambda b: value < b, "le": lambda b: value > b}
+    return next((f"input should be {words[k]} {b:g}" for k, b in bounds.items() if fails[k](b)), None)
 
 
 @dataclass(frozen=True)

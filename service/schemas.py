@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from media import Views
+from runtime.segments import TimelineLimits
 from service import classify
 
 
@@ -56,18 +57,6 @@ def _rounded(digits: int):
 Seconds = Annotated[float, _rounded(3)]
 Score = Annotated[float, _rounded(4)]
 Millis = Annotated[float, _rounded(2)]
-
-
-class TimelineLimits:
-    """The timeline's option limits, one place for the HTTP query, the stream options and the CLI."""
-
-    TOP_K = dict(ge=1, le=1000)
-    MIN_SCORE = dict(ge=0, le=1)
-    MIN_WINDOWS = dict(ge=1, le=100)
-    WINDOW_S = dict(gt=0, le=600)  # a file's timeline; a live stream's windows: at most STREAM_WINDOW_S
-    STRIDE_S = dict(ge=0.01, le=600)  # at least 10 ms: a finer stride is below any video's frame interval
-    STREAM_WINDOW_S = dict(gt=0, le=60)
-    STREAM_STRIDE_S = dict(ge=0.1, le=60)
 
 
 class Rendered(BaseModel):

@@ -323,9 +323,15 @@ def test_label_without_ray_says_what_to_install_in_one_line(capsys, monkeypatch,
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--top-k", "0"], "--top-k must be at least 1"),
+        (["--top-k", "0"], "--top-k: input should be greater than or equal to 1"),
         (["--model", "/nonexistent.onnx"], "model file /nonexistent.onnx does not exist"),
-        (["--timeline", "--stride-s", "0"], "--stride-s must be over 0"),
+        (["--timeline", "--stride-s", "0"], "--stride-s: input should be greater than or equal to 0.01"),
+        # the routes' limits (sttm predict had them): these ran, or failed inside Ray after it started
+        (["--timeline", "--window-s", "601"], "--window-s: input should be less than or equal to 600"),
+        (["--timeline", "--min-score", "nan"], "--min-score: input should be a finite number"),
+        (["--timeline", "--min-score", "1.5"], "--min-score: input should be less than or equal to 1"),
+        (["--top-k", "5000"], "--top-k: input should be less than or equal to 1000"),
+        (["--actor-gpus", "-1"], "--actor-gpus: input should be greater than or equal to 0"),
         (["--window-s", "3", "--min-score", "0.5"], "--window-s, --min-score: for --timeline only"),  # were ignored
     ],
 )

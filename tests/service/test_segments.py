@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.segments import Segment, segments
+from runtime.segments import Segment, TimelineLimits, outside, segments
 from service.timeline_formats import csv_text, negotiate, vtt
 
 LABELS = ("right", "left", "up")
@@ -87,3 +87,12 @@ def test_vtt_and_csv():
     assert odd.endswith("00:00:00.000 --> 00:00:01.000\nrock &amp; roll &lt;live&gt; --&gt;  encore 0.50\n")
     assert negotiate(None, "text/vtt") == "vtt" and negotiate(None, "text/html, text/csv;q=0.9") == "csv"
     assert negotiate("json", "text/vtt") == "json" and negotiate(None, None) == "json"
+
+
+def test_a_value_outside_the_limits_is_named_in_pydantics_words():
+    """What `sttm label` says of its flags, where there is no pydantic model to say it."""
+    assert outside(2.0, TimelineLimits.WINDOW_S) is None and outside(600, TimelineLimits.WINDOW_S) is None
+    assert outside(0, TimelineLimits.WINDOW_S) == "input should be greater than 0"
+    assert outside(0.001, TimelineLimits.STRIDE_S) == "input should be greater than or equal to 0.01"
+    assert outside(1.01, TimelineLimits.MIN_SCORE) == "input should be less than or equal to 1"
+    assert outside(float("inf"), TimelineLimits.WINDOW_S) == "input should be a finite number"
