@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.flags import Flags, at_least
+from cli.flags import Flags, at_least, over
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
@@ -50,5 +50,5 @@ def add_bench(sub, f: Flags) -> None:
     bs.add_argument("--api-key", default=None, help="bearer token (the server's STTM_API_KEY)")
     soak = "soak: the server's process id; report its RSS at request 100 and at the end, and leftover temp files"
     bs.add_argument("--pid", type=int, default=None, help=soak)
-    bs.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    bs.add_argument("--timeout", type=over(0), default=60.0, help="seconds per request")
     bs.set_defaults(run=_bench_serve)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 
 
@@ -20,6 +21,20 @@ def at_least(low: int, high: int | None = None):
         return value
 
     parse.__name__ = "int"
+    return parse
+
+
+def over(low: float):
+    """An argparse type for a time or a rate: a finite float over `low` (0 or -1 seconds, nan, inf
+    are refused with the flag's name)."""
+
+    def parse(text: str) -> float:
+        value = float(text)  # not a number: argparse's "invalid float value"
+        if not (math.isfinite(value) and value > low):
+            raise argparse.ArgumentTypeError(f"must be a number over {low:g}, not {text}")
+        return value
+
+    parse.__name__ = "float"
     return parse
 
 

@@ -232,7 +232,7 @@ async def _check_reachable(client: httpx.AsyncClient, base: str) -> None:
     try:
         response = await client.get(f"{base}/v2/health/ready")
     except httpx.TransportError as err:
-        raise ConnectionError(f"cannot reach {base}: {err or type(err).__name__}") from None
+        raise ConnectionError(f"cannot reach {base}: {str(err) or type(err).__name__}") from None
     if response.status_code == 503:
         raise RuntimeError(f"{base} is up but not ready (GET /v2/health/ready: 503)")
 
@@ -298,6 +298,8 @@ async def bench(
     to the first is a ValueError in one line. With `pid`, the
     server's RSS is read after answer number `rss_mark` (counted over all levels; the midpoint
     of a shorter run) and at the end; `ConnectionError`/`FileNotFoundError` when the server or the clip is missing."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"the server's URL starts with http:// or https://, got {url!r}")
     clip = Path(clip)
     if not clip.is_file():
         raise FileNotFoundError(f"clip {clip} does not exist")

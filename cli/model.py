@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from cli.flags import Flags, at_least, sidecars_of
+from cli.flags import Flags, at_least, over, sidecars_of
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -171,7 +171,7 @@ def add_train(sub, f: Flags) -> None:
     tr.add_argument("-o", "--output", required=True, help="run directory: best/, last/, summary.json")
     tr.add_argument("--epochs", type=at_least(1), default=10)
     tr.add_argument("--batch-size", type=at_least(1), default=16)
-    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--lr", type=over(0), default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
     tr.add_argument("--workers", type=at_least(0), default=2)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")

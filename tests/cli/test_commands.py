@@ -240,6 +240,11 @@ def test_predict_refuses_timeline_flags_without_timeline(capsys, tmp_path):
         (["synth", "out", "--clips-per-class", "-1"], "argument --clips-per-class: must be at least 1, not -1"),
         (["label", "in", "-o", "o.parquet", "--part-rows", "0"], "argument --part-rows: must be at least 1, not 0"),
         (["bench", "serve", "http://x", "--clip", "c", "--requests", "abc"], "argument --requests: invalid int value"),
+        (
+            ["bench", "serve", "http://x", "--clip", "c", "--timeout", "0"],
+            "argument --timeout: must be a number over 0, not 0",
+        ),
+        (["train", "d", "--model", "m", "-o", "r", "--lr", "nan"], "argument --lr: must be a number over 0, not nan"),
     ],
 )
 def test_a_count_out_of_range_is_refused_by_the_parser_naming_the_flag(capsys, argv, message):

@@ -242,6 +242,14 @@ def test_bench_cli_unreachable_server_or_missing_clip_is_one_line(clip, tmp_path
     assert main(["bench", "serve", dead, "--clip", str(tmp_path / "nope.mp4")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sttm bench: error: clip") and "does not exist" in err and err.count("\n") == 1
+    # a URL without its scheme was 'cannot reach 127.0.0.1:8000: Request URL is missing ... protocol'
+    assert main(["bench", "serve", dead.removeprefix("http://"), "--clip", str(clip)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sttm bench: error: the server's URL starts with http:// or https://, got {dead[7:]!r}\n"
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers: 'cannot reach URL: ' said nothing
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        assert main(["bench", "serve", url, "--clip", str(clip), "--timeout", "0.2"]) == 2
+        assert capsys.readouterr().err == f"sttm bench: error: cannot reach {url}: ReadTimeout\n"
 
 
 # --- faults -------------------------------------------------------------------------------
