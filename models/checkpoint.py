@@ -245,6 +245,7 @@ def _short_side_default(cfg: ModelConfig, clip: dict) -> ModelConfig:
 
 
 # `sttm export`'s files by suffix (`runtime.metadata.EXPORTED_SUFFIXES`, which models may not import)
+LADDER_FILE = "ladder.json"  # what marks a ladder (runtime.ladder_file's: models does not import runtime)
 EXPORTED = {
     ".onnx": "ONNX",
     ".xml": "OpenVINO IR",
@@ -337,6 +338,11 @@ def _read(name: str, sidecars: Sidecars, num_frames: int | None, image_size: int
         return read
     if path.is_file():
         return (*_from_file(path, sidecars, num_frames, image_size), MergeConfig())
+    if (path / LADDER_FILE).is_file():
+        raise CheckpointError(
+            f"{path}: a ladder of exported models, not a checkpoint: `sttm serve --model`, `sttm predict` and "
+            "`sttm label` run it, `sttm eval` one rung's file; this command takes the checkpoint it was exported from"
+        )
     if path.exists():
         raise CheckpointError(f"{path}: a directory without config.json")
     raise CheckpointError(f"{name}: no such file, directory or built-in model (demo, {', '.join(PRESETS)})")

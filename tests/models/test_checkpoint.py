@@ -154,6 +154,17 @@ def test_an_exported_model_is_named_as_one_with_what_runs_it(capsys, tmp_path):
     assert "sttm serve --model" in err and err.count("\n") == 1 and not list(tmp_path.iterdir())
 
 
+def test_a_ladder_is_named_as_one_with_what_runs_it(tmp_path):
+    """It was 'a directory without config.json' (read as a Hugging Face checkpoint)."""
+    from models.checkpoint import LADDER_FILE
+    from runtime import ladder_file
+
+    assert LADDER_FILE == ladder_file.LADDER_FILE  # the two cannot drift
+    (tmp_path / LADDER_FILE).write_text("{}")
+    with pytest.raises(CheckpointError, match=r"a ladder of exported models, not a checkpoint: .*`sttm eval` one rung"):
+        load_model(tmp_path)
+
+
 def test_hf_directory_with_pytorch_model_bin(tmp_path):
     reference = write_hf(tmp_path, "timesformer")
     state = load_file(tmp_path / "model.safetensors")
