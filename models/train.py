@@ -136,9 +136,24 @@ def _lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
     return lr_at
 
 
+RUN_FILES = ("best", "last", "summary.json")
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    """Before any work: the run directory is a folder (or is made), and holds no earlier run
+    unless `resume` goes on with it (a second `train -o RUN` overwrote the first one's models).
+    ValueError in one line."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"-o {out} is a file: the run directory is a folder ({', '.join(RUN_FILES)})")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not resume:
+        raise ValueError(f"-o {out} holds a run ({', '.join(held)}): --resume goes on with it, or give another folder")
+
+
 def _resume(out: Path, model: VideoClassifier, optim: torch.optim.Optimizer) -> _Run:
     """Model, optimiser and progress from `out/last`; a fresh run where there is none."""
     if not (out / "last" / "trainer.pt").is_file():
+        _log(f"nothing to resume in {out}: a fresh run")
         return _Run()
     state = torch.load(out / "last" / "trainer.pt", map_location="cpu", weights_only=False)
     model.model.load_state_dict(load_model(out / "last").model.state_dict())
@@ -204,6 +219,7 @@ def train(
     distributed = _init_distributed()
     torch.manual_seed(cfg.seed)
     out = Path(out)
+    check_run_dir(out, resume)
     train_split = load_split(data, "train")
     val_split = load_split(data, "val", train_split.labels)
     model = prepare_model(model_ref, train_split.labels, merge, reduction, sidecars)

@@ -178,6 +178,14 @@ def test_train_resume_and_eval(motion, tmp_path):
     resumed = train(out, "vit-tiny", tmp_path / "run", cfg=TrainConfig(epochs=2, batch_size=4, workers=0),
                     merge="sttm", reduction=0.3, resume=True)  # fmt: skip
     assert resumed["epochs"] == 2 and resumed["history"][0] == summary["history"][0]
+    # without --resume the run is not overwritten (it was: a second run replaced best/ and last/)
+    before = (tmp_path / "run" / "best" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"run holds a run \(best, last, summary.json\): --resume goes on with it"):
+        train(out, "vit-tiny", tmp_path / "run", cfg=cfg)
+    assert (tmp_path / "run" / "best" / "model.safetensors").read_bytes() == before
+    (tmp_path / "file").write_text("")  # trained a whole run, then failed to save it into a file
+    with pytest.raises(ValueError, match="-o .*file is a file: the run directory is a folder"):
+        train(out, "vit-tiny", tmp_path / "file", cfg=cfg)
 
 
 def test_a_train_set_smaller_than_a_batch_still_trains(motion, tmp_path):
