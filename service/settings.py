@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from runtime.backends import prefer_torch
 from runtime.settings import DEMO_ONNX, RuntimeSettings
+from service.sources import AllowList
 
 DEMO_CHECKPOINT = DEMO_ONNX.parent  # the same model as a checkpoint (config.json + weights), for PyTorch
 
@@ -63,6 +64,12 @@ class Settings(RuntimeSettings):
     def _demo_name(cls, value: object) -> object:
         """`demo` names the bundled model, as in every other command."""
         return DEMO_ONNX if value == "demo" else value
+
+    @field_validator("stream_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        AllowList.parse(value)  # an item that would never match is refused at start
+        return value
 
     @model_validator(mode="after")
     def _deadline_needs_target(self) -> Settings:

@@ -17,6 +17,7 @@ The rule (`AllowList.refusal`), per address:
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> its addresses, in the resolver's order
 DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}
+HOST_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*")
 METADATA = tuple(ipaddress.ip_network(n) for n in ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32"))
 
 
@@ -87,11 +89,17 @@ class AllowList:
 
     @classmethod
     def parse(cls, text: str) -> AllowList:
+        """ValueError in one line for an item that is neither an address, a network nor a host
+        name (a URL, a port, a wildcard, a mistyped network: each would never match)."""
         names, networks = set(), []
         for item in filter(None, (part.strip().lower() for part in text.split(","))):
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
+                if not HOST_NAME.fullmatch(item.rstrip(".")):
+                    raise ValueError(
+                        f"{item!r} is neither an address, a network (10.20.0.0/16) nor a host name (cam.example.com)"
+                    ) from None
                 names.add(item.rstrip("."))
         return cls(frozenset(names), tuple(networks))
 

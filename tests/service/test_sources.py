@@ -60,6 +60,24 @@ def test_listed_networks_and_names():
     assert AllowList.parse("").refusal("127.0.0.1", "127.0.0.1")  # empty: nothing is allowed
 
 
+@pytest.mark.parametrize("item", ["10.0.0.0/33", "http://cam.example.com", "*.example.com", "cam.example.com:554",
+                                  "[::1]", "a b", "cam..example.com"])  # fmt: skip
+def test_an_allow_item_that_would_never_match_stops_the_start(item):
+    """Each was kept as a 'name' no host is ever called, so the camera it meant stayed refused."""
+    with pytest.raises(ValueError, match=r"is neither an address, a network \(10.20.0.0/16\) nor a host name"):
+        AllowList.parse(f"127.0.0.1,{item}")
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="stream_allow"):
+        Settings(stream_allow=item)
+    assert AllowList.parse("cam-1.example.com,_rtsp.lan,10.20.0.0/16,::1,fd00::/8").names == {
+        "cam-1.example.com",
+        "_rtsp.lan",
+    }
+
+
 def test_a_check_looks_the_name_up_once_and_pins_the_address():
     calls = []
     resolve = _stub({"cam.example": ["127.0.0.1", "127.0.0.3"]}, calls)
