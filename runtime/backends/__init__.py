@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -218,6 +218,8 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
             f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
             "files, ONNX Runtime ONNX files)"
         )
+    if kind == "onnxruntime":
+        _check_providers(options.providers)
     if kind == "openvino" and not installed("openvino"):
         raise ModelLoadError("--backend openvino: OpenVINO is not installed (pip install openvino, in the cpu extra)")
     if kind != "openvino" and options.precision not in ("auto", "fp32"):
@@ -226,6 +228,21 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
             f"--precision {options.precision} needs --backend openvino (or torch)"
         )
     return Choice(kind, reason)
+
+
+def _check_providers(providers: Sequence[str]) -> None:
+    """ModelLoadError for a name ONNX Runtime does not know (a typo would be skipped as "not
+    installed", and the model served on the CPU without a word)."""
+    import difflib
+
+    import onnxruntime
+
+    known = onnxruntime.get_all_providers()
+    for name in providers:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"ONNX Runtime's are {', '.join(known[:4])}, ..."
+            raise ModelLoadError(f"STTM_PROVIDERS: {name!r} is not an ONNX Runtime provider ({hint})")
 
 
 def _torch_choice(path: Path, options: BackendOptions) -> Choice:

@@ -40,6 +40,12 @@ def test_auto_picks_the_runtime_for_this_cpu_and_onnx_runtime_for_gpu_providers(
         assert stays.value == "onnxruntime" and ("validated" in stays.reason) == (expected == "openvino")
     gpu = BackendOptions(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert resolve_kind(tiny_onnx, gpu).value == "onnxruntime"
+    for kind in ("auto", "onnxruntime"):  # a misspelt provider was skipped as not installed: served on the CPU
+        typo = BackendOptions(kind, providers=["CUDAExecutionProvder", "CPUExecutionProvider"])
+        with pytest.raises(
+            ModelLoadError, match=r"'CUDAExecutionProvder' is not .* \(did you mean CUDAExecutionProvider\?\)"
+        ):
+            resolve_kind(tiny_onnx, typo)
     engine = tmp_path / "m.plan"
     engine.write_bytes(b"x")
     assert resolve_kind(engine, BackendOptions()).value == "tensorrt"
