@@ -25,8 +25,10 @@ def check_listen(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.settings import Settings
+    from service.settings import Settings, misspelt
 
+    if problem := misspelt(os.environ):
+        raise ValueError(problem)
     # Flags become STTM_* variables so that every worker process builds the same Settings.
     for name in ("model", "host", "port", "workers", "backend", "precision"):
         if getattr(args, name) is not None:

@@ -3,6 +3,8 @@ runtime and of decoding are `runtime.settings.RuntimeSettings`, shared with Trit
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -13,7 +15,7 @@ from service.sources import AllowList
 
 DEMO_CHECKPOINT = DEMO_ONNX.parent  # the same model as a checkpoint (config.json + weights), for PyTorch
 
-__all__ = ["DEMO_CHECKPOINT", "DEMO_ONNX", "Settings"]
+__all__ = ["DEMO_CHECKPOINT", "DEMO_ONNX", "Settings", "misspelt"]
 
 
 class Settings(RuntimeSettings):
@@ -88,3 +90,15 @@ class Settings(RuntimeSettings):
     @property
     def latency_target_s(self) -> float | None:
         return None if self.latency_target_ms is None else self.latency_target_ms / 1000
+
+
+def misspelt(environ: Mapping[str, str]) -> str | None:
+    """One line naming an `STTM_*` variable that is no setting but nearly one (`STTM_MAX_BATCHES`:
+    did you mean `STTM_MAX_BATCH`?), or None. pydantic-settings ignores it, so the setting it meant
+    would run at its default without a word; other `STTM_*` variables (docker compose's
+    `STTM_HOST_PORT`, the tests') are no near miss and pass."""
+    names = [f"STTM_{name.upper()}" for name in Settings.model_fields]
+    for var in sorted(environ):
+        if var.startswith("STTM_") and var not in names and (near := difflib.get_close_matches(var, names, 1, 0.8)):
+            return f"{var} is not a setting (did you mean {near[0]}?)"
+    return None

@@ -350,6 +350,26 @@ def test_label_refuses_bad_arguments_in_one_line_before_ray_starts(capsys, tmp_p
     assert not (tmp_path / "out.parquet").exists()  # nothing started, nothing written
 
 
+def test_serve_refuses_a_misspelt_setting_and_passes_other_sttm_variables(capsys, monkeypatch):
+    """STTM_MAX_BATCHES=4 was ignored by pydantic-settings: the server ran at max_batch 8 without a word."""
+    import uvicorn
+
+    from service.settings import misspelt
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server must not start"))
+    monkeypatch.setenv("STTM_MAX_BATCHES", "4")
+    assert main(["serve"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "sttm serve: error: STTM_MAX_BATCHES is not a setting (did you mean STTM_MAX_BATCH?)\n"
+    )
+    assert misspelt({"STTM_APIKEY": "k"}) == "STTM_APIKEY is not a setting (did you mean STTM_API_KEY?)"
+    others = ("STTM_HOST_PORT", "STTM_GPU_HOST_PORT", "STTM_CPUS", "STTM_MERGE", "STTM_REDUCTION", "STTM_TRITON_PYTHON")
+    assert (
+        misspelt({name: "1" for name in (*others, "STTM_MAX_BATCH", "PATH")}) is None
+    )  # compose's, the tests', settings
+
+
 def test_serve_on_torch_without_torch_is_one_line(capsys, monkeypatch):
     """The serving image has no torch: `--backend torch` says what to install and exits 2."""
     import uvicorn
