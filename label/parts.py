@@ -48,6 +48,14 @@ def complete_parts(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if _PART.match(p.name)) if out.is_dir() else []
 
 
+def read_columns(part: Path) -> list[str]:
+    """A part's column names (a JSON Lines part: its first row's keys)."""
+    if part.suffix == ".parquet":
+        return pq.read_schema(part).names
+    with part.open() as f:
+        return list(json.loads(next((line for line in f if line.strip()), "{}")))
+
+
 def read_ids(part: Path) -> list[str]:
     if part.suffix == ".parquet":
         return pq.read_table(part, columns=["id"])["id"].to_pylist()
@@ -68,6 +76,12 @@ class Parts:
         parts = complete_parts(self.out)
         if parts and not resume:
             raise ValueError(f"{self.out} already has {len(parts)} parts: --resume to finish that job, or another OUT")
+        if parts and set(theirs := read_columns(parts[0])) != set(schema.names):  # one table: one set of columns
+            differ = sorted(set(theirs) ^ set(schema.names))
+            raise ValueError(
+                f"{self.out}: its parts and this run differ in columns ({', '.join(differ)}): --resume finishes a "
+                "job with the flags that started it (--timeline or not), or give another OUT"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         for stale in self.out.glob(".part-*.tmp"):  # what a killed run was writing
             stale.unlink()

@@ -50,6 +50,20 @@ def test_an_id_is_written_once_and_resume_skips_what_out_has(tmp_path):
     assert [p.name for p in complete_parts(out)] == ["part-000000.jsonl", "part-000001.jsonl"]
 
 
+@pytest.mark.parametrize("name", ["labels.parquet", "labels.jsonl"])
+def test_resume_with_other_columns_is_refused(tmp_path, name):
+    """Resumed with --timeline, a job without it wrote parts the folder could not be read as one table with."""
+    out = tmp_path / name
+    parts = Parts(out, schema(False), resume=False)
+    parts.add(rows([1]))
+    parts.flush()
+    with pytest.raises(
+        ValueError, match=r"differ in columns \(segments, windows\): --resume finishes a job with the flags"
+    ):
+        Parts(out, schema(True), resume=True)
+    assert Parts(out, schema(False), resume=True).done == {"1"}
+
+
 def test_a_part_is_due_after_its_seconds_too(tmp_path):
     parts = Parts(tmp_path / "o.parquet", schema(False), resume=False, rows_per_part=1000, seconds=0.0)
     parts.add(rows([1]))
