@@ -89,6 +89,7 @@ def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> 
     formats = FigureCanvasBase.get_supported_filetypes()
     if out.suffix[1:].lower() not in formats:  # said before the clip is decoded and the model run
         raise ValueError(f"-o {out.name}: not an image format matplotlib writes ({', '.join(sorted(formats))})")
+    out.parent.mkdir(parents=True, exist_ok=True)  # as export and synth make theirs, before the work
     cfg = model.config
     try:
         clip = load_clip(video_path, model.input_spec)

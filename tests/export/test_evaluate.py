@@ -60,6 +60,8 @@ def test_explain_draws_merge_groups(data_and_model, tmp_path):
     assert explain(model, video, tmp_path / "bare") == tmp_path / "bare.png"
     assert explain(model, video, tmp_path).read_bytes()[:4] == b"\x89PNG"  # a folder: <video>.png in it
     assert (tmp_path / "moving_right_00000.png").is_file()
+    # a folder that is not there yet is made, as export's and synth's (it failed after the model ran)
+    assert explain(model, video, tmp_path / "new" / "m.svg").read_bytes().lstrip().startswith(b"<?xml")
     with pytest.raises(ValueError, match="-o x.txt: not an image format matplotlib writes"):
         explain(model, video, tmp_path / "x.txt")
     (tmp_path / "t.mp4").write_text("not a video")
