@@ -39,7 +39,9 @@ def describe(errors: list[dict], whole: str = "") -> str:
             parts.append("the body must be a JSON object (Content-Type: application/json)")
             continue
         where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body")) or whole
-        what = "not an option here" if err.get("type") == "extra_forbidden" else str(err.get("msg"))
+        # a validator's own words, without the "Value error, " pydantic puts first (as cli.main does)
+        msg = str(err.get("msg")).removeprefix("Value error, ")
+        what = "not an option here" if err.get("type") == "extra_forbidden" else msg
         parts.append(f"{where}: {what}" if where else what)
     return "; ".join(parts) or "invalid request"
 

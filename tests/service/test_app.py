@@ -204,6 +204,8 @@ def test_bad_inputs_get_json_4xx_and_the_server_still_answers(client_for, clips,
     for params in ({"top_k": 0}, {"crops": 2}, {"start": 3, "end": 1}, {"clip_len": 5}, {"sampling": "odd"}):
         r = _post(client, _clip(clips), params=params)
         assert r.status_code == 422 and "error" in r.json(), params
+    r = _post(client, _clip(clips), params={"start": 1, "end": 0.5})  # was "Value error, end must be after start"
+    assert r.json()["error"] == {"code": "invalid_request", "message": "end must be after start"}
     assert client.post("/v1/classify", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
     assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
     assert _post(client, _clip(clips)).status_code == 200
