@@ -78,7 +78,7 @@ def _one(arg: str) -> Iterator[Item]:
         yield from _directory(path)
     elif path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():
         yield from _manifest(path)
-    elif glob.has_magic(arg):
+    elif glob.has_magic(arg) and not path.is_file():  # `clip [1080p].mp4` is a file's name, not a pattern
         matches = sorted(glob.glob(arg, recursive=True))
         if not matches:
             raise ValueError(f"{arg}: the pattern matches nothing")

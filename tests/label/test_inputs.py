@@ -64,6 +64,14 @@ def test_a_spreadsheet_manifest_with_a_bom_is_read_and_one_not_in_utf8_is_one_li
         expand([str(tree / "latin1.csv")])
 
 
+def test_a_file_whose_name_looks_like_a_pattern_is_that_file(tmp_path):
+    """'match [1080p].mp4' was read as a pattern (one of 1, 0, 8, p) and 'matches nothing'."""
+    (tmp_path / "match [1080p].mp4").write_bytes(b"x")
+    (tmp_path / "match 1.mp4").write_bytes(b"x")
+    assert [i.path for i in expand([str(tmp_path / "match [1080p].mp4")])] == [str(tmp_path / "match [1080p].mp4")]
+    assert [i.path for i in expand([str(tmp_path / "match [0-9].mp4")])] == [str(tmp_path / "match 1.mp4")]
+
+
 def test_a_glob_that_matches_nothing_and_an_empty_folder_are_errors(tmp_path):
     with pytest.raises(ValueError, match="matches nothing"):
         expand([str(tmp_path / "*.mp4")])
