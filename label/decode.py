@@ -54,22 +54,28 @@ class DecodeSpec:
     limits: Limits = Limits()
     max_bytes: int = 200 * 2**20  # a file or URL over it: `too_large` (the server's upload limit)
     fetch_timeout_s: float = 30.0  # a URL's connection and each read
+    fetch_deadline_s: float = 600.0  # a URL's whole body (a server that drips a byte a read would hold a task for good)
     timeline: Windows | None = None
 
 
-def open_source(path: str, max_bytes: int, timeout_s: float) -> Source:
-    """A local path as it is (its size checked), a URL's body as bytes (at most `max_bytes`).
-    Raises VideoError `too_large`, OSError when it cannot be read."""
+def open_source(path: str, d: DecodeSpec) -> Source:
+    """A local path as it is (its size checked), a URL's body as bytes (at most `d.max_bytes`,
+    within `d.fetch_deadline_s`). Raises VideoError `too_large` / `timeout`, OSError when it
+    cannot be read."""
     if not is_url(path):  # a missing file is left to the decoder: `not_found`, as `sttm predict` says
         size = Path(path).stat().st_size if Path(path).is_file() else 0
-        if size > max_bytes:
-            raise VideoError("too_large", f"the file is over the limit of {max_bytes} bytes ({size})")
+        if size > d.max_bytes:
+            raise VideoError("too_large", f"the file is over the limit of {d.max_bytes} bytes ({size})")
         return path
-    with urllib.request.urlopen(path, timeout=timeout_s) as response:  # noqa: S310 - http(s) only (is_url)
-        body = response.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise VideoError("too_large", f"the body is over the limit of {max_bytes} bytes")
-    return body
+    deadline, body = time.monotonic() + d.fetch_deadline_s, bytearray()
+    with urllib.request.urlopen(path, timeout=d.fetch_timeout_s) as response:  # noqa: S310 - http(s) only (is_url)
+        while chunk := response.read1(1 << 20):  # what one read brings, so the deadline is looked at between reads
+            body += chunk
+            if len(body) > d.max_bytes:
+                raise VideoError("too_large", f"the body is over the limit of {d.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise VideoError("timeout", f"the body did not arrive within {d.fetch_deadline_s:g} s")
+    return bytes(body)
 
 
 def failure(err: Exception) -> dict:
@@ -89,7 +95,7 @@ def decode_one(item_id: str, path: str, d: DecodeSpec) -> dict:
     try:
         if d.timeline is not None:
             return {**row, "duration_s": None, "decode_ms": 0.0}  # the actor reads it (label.infer)
-        clip = load_clip(open_source(path, d.max_bytes, d.fetch_timeout_s), d.spec, Views(), d.limits)
+        clip = load_clip(open_source(path, d), d.spec, Views(), d.limits)
         row["pixels"] = np.ascontiguousarray(clip.pixels).tobytes()
         row["duration_s"] = clip.info.duration_s
     except Exception as err:  # noqa: BLE001 - one hostile file is one row, not the end of the job

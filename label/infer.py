@@ -144,7 +144,7 @@ class Labeller:
         started, infer_s = time.perf_counter(), 0.0
         found: list[tuple[float, float, np.ndarray]] = []
         try:
-            source = open_source(row["path"], d.max_bytes, d.fetch_timeout_s)
+            source = open_source(row["path"], d)
             duration_s = probe(source, d.limits).duration_s
             window_starts(duration_s, w.window_s, w.stride_s, w.max_windows)  # too many: refused before any inference
             clips = read_windows(

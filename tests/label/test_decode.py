@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,27 @@ def test_a_url_is_fetched_under_the_size_limit(archive, spec, tmp_path):
         assert decode_one("x", url + ".nope", DecodeSpec(spec, fetch_timeout_s=10))["status"] == "io_error"
     finally:
         server.shutdown()
+
+
+def test_a_url_that_drips_is_cut_at_its_deadline(spec):
+    """A byte every read (each within the read timeout) held a decoding task for good."""
+    import socket
+    import threading
+
+    stop = threading.Event()
+
+    def drip(listener):
+        conn, _ = listener.accept()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        while not stop.wait(0.05):
+            conn.sendall(b"x")
+        conn.close()
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=drip, args=(listener,), daemon=True).start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v.mp4"
+        started = time.monotonic()
+        row = decode_one("x", url, DecodeSpec(spec, fetch_timeout_s=1, fetch_deadline_s=0.5))
+        stop.set()
+    assert row["status"] == "timeout" and row["message"] == "the body did not arrive within 0.5 s"
+    assert time.monotonic() - started < 2
