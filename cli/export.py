@@ -53,6 +53,11 @@ def _validate(args: argparse.Namespace) -> int:
     from models import load_model
     from runtime import BackendOptions, load_backend
 
+    if args.backend == "tensorrt":  # it was refused as an ONNX file under a temporary path
+        raise ValueError(
+            "sttm validate holds ONNX Runtime, OpenVINO and PyTorch to the checkpoint; a TensorRT engine is "
+            "held to ONNX Runtime as sttm export --format tensorrt builds it"
+        )
     model = load_model(args.model, merge=args.merge, reduction=args.reduction, sidecars=sidecars_of(args))
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend == "torch":  # PyTorch runs its own program, not the ONNX file

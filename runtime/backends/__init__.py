@@ -215,8 +215,8 @@ def resolve_kind(path: Path, options: BackendOptions) -> Choice:
         )
     if engine != (kind == "tensorrt") or (ir and kind != "openvino"):
         raise ModelLoadError(
-            f"{path}: {what} cannot run on {kind} (TensorRT runs engines, OpenVINO IRs and ONNX "
-            "files, ONNX Runtime ONNX files)"
+            f"{path}: {what} cannot run on {kind} (TensorRT runs engines; OpenVINO, IRs and ONNX "
+            "files; ONNX Runtime, ONNX files)"
         )
     if kind == "onnxruntime":
         _check_providers(options.providers)

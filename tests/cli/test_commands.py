@@ -296,6 +296,8 @@ def test_runtime_flags_refuse_what_cannot_run_in_one_line(capsys, tmp_path):
     cases = [(predict, "needs --backend openvino")]
     if importlib.util.find_spec("torch"):  # `sttm eval` reads data sets with torch
         cases.append((["eval", "vit-tiny", str(tmp_path), "--backend", "openvino"], "export MODEL first"))
+        # was refused as '/tmp/tmpXXXX/model.onnx: an ONNX file cannot run on tensorrt'
+        cases.append((["validate", "demo", "--backend", "tensorrt"], "as sttm export --format tensorrt builds it"))
     for argv, needle in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err
