@@ -134,7 +134,7 @@ def _model_dir(repo: Path, name: str, config: str, labels: tuple[str, ...] | Non
     (directory / "1").mkdir(parents=True, exist_ok=True)
     (directory / "config.pbtxt").write_text(config)
     if labels is not None:
-        (directory / "labels.txt").write_text("\n".join(labels) + "\n")
+        (directory / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     return directory
 
 

@@ -127,7 +127,7 @@ class ModelRunner:
 class Postprocess:
     def initialize(self, args: dict) -> None:
         labels_file = Path(args["model_repository"]) / "labels.txt"
-        self.labels = tuple(labels_file.read_text().splitlines())
+        self.labels = tuple(labels_file.read_text(encoding="utf-8").splitlines())
 
     def execute(self, requests: list) -> list:
         pb = _pb()
