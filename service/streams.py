@@ -120,8 +120,13 @@ class Stream:
         }
 
 
+FINISHED_KEPT = 64  # finished streams kept at most (the latest), each with up to STTM_STREAM_EVENTS events
+
+
 class Streams:
-    """The registry: at most `STTM_MAX_STREAMS` active at once; finished ones kept `keep_s`."""
+    """The registry: at most `STTM_MAX_STREAMS` active at once; finished ones kept `keep_s`, the
+    latest `FINISHED_KEPT` of them (streams that end at once, started in a loop, were kept
+    without a bound for `keep_s`)."""
 
     def __init__(self, settings: Settings, metrics: Metrics, resolver: Resolver = system_resolver) -> None:
         self.settings, self.metrics = settings, metrics
@@ -131,10 +136,10 @@ class Streams:
 
     def _reap(self) -> None:
         now = time.monotonic()
-        for sid in [
-            s.id for s in self.streams.values() if s.ended_at and now - s.ended_at > self.settings.stream_keep_s
-        ]:
-            del self.streams[sid]
+        finished = sorted((s for s in self.streams.values() if s.ended_at), key=lambda s: s.ended_at)
+        for i, s in enumerate(finished):
+            if now - s.ended_at > self.settings.stream_keep_s or i < len(finished) - FINISHED_KEPT:
+                del self.streams[s.id]
 
     def active(self) -> int:
         return sum(s.state in ACTIVE for s in self.streams.values())

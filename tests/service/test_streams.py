@@ -604,3 +604,24 @@ def test_classify_and_timeline_take_no_url_and_an_uploaded_playlist_fetches_noth
     ]
     assert all(400 <= r.status_code < 500 for r in answers), [(r.status_code, r.text) for r in answers]
     assert server.connections == before
+
+
+def test_finished_streams_are_kept_keep_s_and_the_latest_few_only(monkeypatch):
+    """Streams that end at once (a pushed stream closed after its options), started in a loop, were
+    all kept for STTM_STREAM_KEEP_S with their events: a registry without a bound."""
+    from service import streams as module
+    from service.classify import TimelineOptions
+    from service.metrics import Metrics
+
+    monkeypatch.setattr(module, "FINISHED_KEPT", 3)
+    registry = module.Streams(Settings(stream_keep_s=60), Metrics())
+    now = time.monotonic()
+
+    def add(sid, **fields):
+        registry.streams[sid] = module.Stream(sid, None, TimelineOptions(), module.EventLog(10), **fields)
+
+    for i in range(6):
+        add(f"done{i}", state="stopped", ended_at=now - 10 + i)
+    add("stale", state="finished", ended_at=now - 61)
+    add("live", state="running")
+    assert sorted(s.id for s in registry.list()) == ["done3", "done4", "done5", "live"]  # running ones always stay
