@@ -335,6 +335,8 @@ def _write_ir(
         source = "generated clips" if calib == "generated" else f"{calib}"
         with progress.step(f"reading {clips} calibration clips ({source})"):
             calibration = calibration_clips(model.input_spec, clips, None if calib == "generated" else calib)
+        if len(calibration) < clips:  # a split smaller than --calib-clips, or clips that did not decode
+            progress.show(f"[sttm export] calibrating on {len(calibration)} clips: {source} gave no more")
     scratch = onnx_path.parent / "ir"
     scratch.mkdir()
     with progress.step(f"writing the OpenVINO IR ({precision}{', NNCF' if calibration is not None else ''})"):
