@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream_routes.router)
     app.include_router(kserve.health)
     app.include_router(kserve.router)
+    app.include_router(kserve.infer_router)
     web.install(app)
     app.add_api_route("/metrics", _metrics, include_in_schema=False, dependencies=Protected)
     app.middleware("http")(_observe)

@@ -6,12 +6,16 @@ as in the Triton repository) plus the model's own name, whose requests the load 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from service import __version__
-from service.app_state import AppStateDep, ClassifierDep
+from service.app_state import AppStateDep, ClassifierDep, get_classifier
 from service.auth import Protected
 from service.errors import ApiError, documented
 from service.schemas import (
@@ -26,9 +30,52 @@ from service.schemas import (
 )
 
 TAGS = ["v2 (KServe / Triton)"]
+NOT_READY = "the model is still loading, or failed to load"
+OTHER_COMMAS = 1024  # beyond the numbers': the shape's, an id's, the outputs'
+
+
+def most_numbers(classifier) -> int:
+    """The numbers in the largest tensor `infer` takes: STTM_MAX_VIEWS clips of [3, T, S, S]."""
+    spec = classifier.backend.meta.input_spec
+    return classifier.max_views * 3 * spec.frames * spec.size * spec.size
+
+
+class CountedRequest(Request):
+    """A JSON body read as it arrives and refused (413) once its commas say it holds more numbers
+    than the largest tensor `infer` takes: FastAPI holds every number it parses as a Python object
+    (a 190 MB body of zeros took the server past 22 GB, and the kernel killed it)."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            most = most_numbers(get_classifier(self))  # 503 while the model loads: nothing is read
+            chunks, commas = [], 0
+            async for chunk in self.stream():
+                commas += chunk.count(b",")
+                if commas > most + OTHER_COMMAS:
+                    raise ApiError(413, "too_large", f"the body holds more numbers than the largest input, {most}")
+                chunks.append(chunk)
+            self._body = b"".join(chunks)
+        return self._body
+
+
+class CountedRoute(APIRoute):
+    """FastAPI's way to change how a route reads its body (a custom `Request` in `APIRoute`). The
+    body is read before FastAPI's handler, which would turn the 413 into its own 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def counted(request: Request) -> Response:
+            request = CountedRequest(request.scope, request.receive)
+            await request.body()  # kept: the handler's read returns it
+            return await handler(request)
+
+        return counted
+
+
 health = APIRouter(prefix="/v2/health", tags=TAGS)  # open: orchestrators probe it without a token
 router = APIRouter(prefix="/v2", tags=TAGS, dependencies=Protected)
-NOT_READY = "the model is still loading, or failed to load"
+infer_router = APIRouter(prefix="/v2", tags=TAGS, dependencies=Protected, route_class=CountedRoute)
 
 
 def _rung(classifier, name: str) -> int | None:
@@ -78,7 +125,9 @@ async def model_ready(name: str, rt: AppStateDep):
     return JSONResponse(ModelReadiness(name=name, ready=rt.ready).model_dump(), status_code=200 if rt.ready else 503)
 
 
-@router.post("/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503))
+@infer_router.post(
+    "/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503)
+)
 async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> InferResponse:
     pinned = _rung(classifier, name)
     m = classifier.backend.meta
@@ -97,7 +146,7 @@ async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> 
         )
     try:
         data = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):  # too few or many, ragged, strings, objects, 10**400
         raise ApiError(400, "bad_input", f"data does not hold {int(np.prod(tensor.shape))} numbers") from None
     if not np.isfinite(data).all():  # the model would answer NaN logits (null in JSON) with a 200
         raise ApiError(400, "bad_input", "data holds NaN or infinity (or numbers beyond float32's range)")

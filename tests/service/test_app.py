@@ -163,6 +163,22 @@ def test_v2_protocol(client_for):
         text = json.dumps(body).replace("[0.0, ", f"[{bad}, ", 1)
         r = client.post("/v2/models/tiny/infer", content=text, headers={"content-type": "application/json"})
         assert r.status_code == 400 and "NaN or infinity" in r.json()["error"]["message"], (bad, r.text)
+    nested = {**body, "inputs": [{**body["inputs"][0], "data": data.tolist()}]}  # row-major nested lists: the same
+    assert client.post("/v2/models/tiny/infer", json=nested).json()["outputs"][0]["data"] == out["data"]
+    for bad in ([{}] * data.size, ["x"] * data.size, [10**400] * data.size):  # a 500 (TypeError), 400s
+        wrong = {**body, "inputs": [{**body["inputs"][0], "data": bad}]}
+        r = client.post("/v2/models/tiny/infer", json=wrong)
+        assert r.status_code == 400 and r.json()["error"]["message"] == "data does not hold 196608 numbers", r.text
+    # more numbers than 30 clips (STTM_MAX_VIEWS) hold is refused as it streams in, before JSON is parsed: a
+    # 190 MB body of zeros took the server past 22 GB (its memory) and 8 minutes
+    most = 30 * 3 * 8 * 64 * 64
+    flood = (
+        b'{"inputs": [{"name": "video", "datatype": "FP32", "shape": [1], "data": [' + b"0," * (most + 2000) + b"0]}]}"
+    )
+    r = client.post("/v2/models/tiny/infer", content=flood, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == {
+        "code": "too_large", "message": f"the body holds more numbers than the largest input, {most}"
+    }  # fmt: skip
     form = client.post("/v2/models/tiny/infer", content=b"{}", headers={"content-type": "text/plain"})
     assert form.status_code == 422  # was pydantic's "Input should be a valid dictionary or object ..."
     assert form.json()["error"]["message"] == "the body must be a JSON object (Content-Type: application/json)"
