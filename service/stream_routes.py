@@ -20,6 +20,7 @@ from service.errors import ApiError, describe, documented
 from service.schemas import StreamInfo, StreamOptions, StreamRequest
 from service.sources import check_request
 from service.streams import Stream, Streams
+from service.upload import JSON_BYTES
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet connection
@@ -106,10 +107,10 @@ async def _first_message(ws: WebSocket, runtime: AppState) -> str | None:
     timeout = runtime.settings.stream_stall_s
     reason = "key_in_url" if key_in_url(ws.query_params) else None
     if reason is None:
-        first = await asyncio.wait_for(ws.receive_text(), timeout)
+        first = _small(await asyncio.wait_for(ws.receive_text(), timeout))
         sent = _auth_message(first)
         if sent is not None:
-            first = await asyncio.wait_for(ws.receive_text(), timeout)
+            first = _small(await asyncio.wait_for(ws.receive_text(), timeout))
         headers = ws.headers if sent is None else Headers({**ws.headers, "authorization": f"Bearer {sent}"})
         reason = refusal(runtime, headers, ws.query_params)
     else:
@@ -121,6 +122,14 @@ async def _first_message(ws: WebSocket, runtime: AppState) -> str | None:
     )
     await _refuse(ws, "unauthorized", message, close_code=1008)
     return None
+
+
+def _small(text: str) -> str:
+    """A JSON message (the key, the options) of at most `JSON_BYTES`, before it is parsed: parsed,
+    a 16 MiB one of numbers (the WebSocket's limit) held ~480 MB."""
+    if len(text) > JSON_BYTES:
+        raise ApiError(413, "too_large", f"a JSON message is at most {JSON_BYTES} bytes, this one {len(text)}")
+    return text
 
 
 def _auth_message(text: str) -> str | None:
@@ -155,6 +164,8 @@ async def push(ws: WebSocket) -> None:
         if runtime.classifier is None or runtime.streams is None:
             return await _refuse(ws, "not_ready", runtime.load_error or "the model is still loading")
         opts = StreamOptions.model_validate_json(first)
+    except ApiError as err:
+        return await _refuse(ws, err.code, err.message)
     except ValidationError as err:
         return await _refuse(ws, "invalid_request", describe(err.errors(), whole="message"))
     except (TimeoutError, KeyError, WebSocketDisconnect, RuntimeError):

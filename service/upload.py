@@ -17,6 +17,17 @@ from service.errors import ApiError, error_response
 
 SPOOL_BYTES = 8 << 20
 RAW_TYPES = ("video/", "application/octet-stream")
+# a JSON body (a stream's URL and options) is small; parsed, each number in one costs ~60 bytes, so
+# a 200 MB one took gigabytes. KServe's infer takes tensors: its route counts their numbers instead
+JSON_BYTES = 64 << 10
+
+
+def body_limit(scope: Scope, upload_limit: int) -> int:
+    """The most bytes a request's body may hold: `JSON_BYTES` for JSON but KServe's infer, else
+    the upload limit."""
+    ctype = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+    is_json = ctype == b"application/json" or ctype.endswith(b"+json")
+    return JSON_BYTES if is_json and not scope["path"].endswith("/infer") else upload_limit
 
 
 class _TooLargeError(Exception):
@@ -35,7 +46,8 @@ def _body_error(err: BaseException) -> type | None:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 as soon as a body exceeds `limit` bytes (by header or stream), and
+    """ASGI middleware: 413 as soon as a body exceeds `limit` bytes (`JSON_BYTES` for a JSON body
+    but KServe's infer; by header or stream), and
     408 when the body has not fully arrived `timeout_s` after the request began (a client
     trickling bytes holds nothing for longer). Once the body is complete, nothing is timed:
     a long response (Server-Sent Events) may wait for the client's disconnect as long as it likes."""
@@ -46,10 +58,11 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = body_limit(scope, self.limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return await self._reject(
-                scope, receive, send, 413, "too_large", f"the body is over the limit of {self.limit} bytes"
+                scope, receive, send, 413, "too_large", f"the body is over the limit of {limit} bytes"
             )
         seen = 0
         started = False
@@ -67,7 +80,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLargeError
             return message
 
@@ -84,7 +97,7 @@ class BodyLimit:
                 raise
             if not started and cut is _TooLargeError:
                 await self._reject(
-                    scope, receive, send, 413, "too_large", f"the body is over the limit of {self.limit} bytes"
+                    scope, receive, send, 413, "too_large", f"the body is over the limit of {limit} bytes"
                 )
             elif not started:
                 message = f"the body did not arrive within {self.timeout_s:.0f} s (STTM_READ_TIMEOUT_S)"

@@ -27,6 +27,7 @@ from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
 from service.sources import system_resolver
 from service.stream_routes import NOT_END
+from service.upload import JSON_BYTES
 from tests.media.fake_rtsp import CannedRtsp, listener, redirect_to
 from tests.service.conftest import faststart, right_then_left
 
@@ -261,6 +262,22 @@ def test_websocket_text_other_than_end_after_the_options_ends_the_stream_at_once
     assert events[-1]["data"]["reason"] == f"invalid_request: {NOT_END}"
     info = client.get(f"/v1/streams/{events[0]['data']['id']}").json()
     assert info["reason"] == f"invalid_request: {NOT_END}" and info["state"] != "running"
+
+
+def test_json_bodies_and_messages_are_small_before_they_are_parsed(client):
+    """A 200 MB JSON body (the upload limit) or a 16 MiB WebSocket message of numbers was parsed
+    whole first: ~60 bytes a number, gigabytes for one request."""
+    flood = b'{"url": "http://127.0.0.1/x", "window_s": [' + b"0," * 40_000 + b"0]}"
+    r = client.post("/v1/streams", content=flood, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == {
+        "code": "too_large", "message": f"the body is over the limit of {JSON_BYTES} bytes"
+    }  # fmt: skip
+    with client.websocket_connect("/v1/streams/ws") as ws:
+        ws.send_text(flood.decode())
+        events = [ws.receive_json(), ws.receive_json()]
+    message = f"a JSON message is at most {JSON_BYTES} bytes, this one {len(flood)}"
+    assert events[0] == {"event": "error", "data": {"code": "too_large", "message": message}}
+    assert events[1]["event"] == "end"
 
 
 def test_url_streams_are_refused_by_a_server_of_several_processes(tiny_onnx, http_server):
