@@ -23,3 +23,6 @@ def test_the_line_counts_rate_eta_and_errors_and_the_summary_groups_errors_by_co
     summary = out.getvalue().splitlines()[-1]
     assert summary.startswith("labelled 7 files in ") and "2 already done" in summary
     assert summary.endswith("errors: corrupt 2, not_a_video 1") and "after the first answer at" in summary
+    one = Progress(1, stream=io.StringIO())
+    one.update(["ok"])
+    assert one.summary().startswith("labelled 1 file in ")  # was "1 files"
