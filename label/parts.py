@@ -75,7 +75,8 @@ class Parts:
             raise ValueError(f"{self.out} is a file: OUT is a folder of parts (e.g. labels.parquet/)")
         parts = complete_parts(self.out)
         if parts and not resume:
-            raise ValueError(f"{self.out} already has {len(parts)} parts: --resume to finish that job, or another OUT")
+            held = f"{len(parts)} part{'' if len(parts) == 1 else 's'}"
+            raise ValueError(f"{self.out} already has {held}: --resume to finish that job, or another OUT")
         if parts and set(theirs := read_columns(parts[0])) != set(schema.names):  # one table: one set of columns
             differ = sorted(set(theirs) ^ set(schema.names))
             raise ValueError(

@@ -39,7 +39,7 @@ def test_an_id_is_written_once_and_resume_skips_what_out_has(tmp_path):
     assert parts.add(rows([3, 4]))["id"].to_pylist() == ["4"]
     parts.flush()
     (out / ".part-000001.jsonl.tmp").write_text('{"id": "half')  # what a killed run left
-    with pytest.raises(ValueError, match="already has 1 parts: --resume"):
+    with pytest.raises(ValueError, match="already has 1 part: --resume"):
         Parts(out, schema(False), resume=False)
     again = Parts(out, schema(False), resume=True)
     assert again.done == {"1", "2", "3", "4"} and not list(out.glob(".*.tmp"))
