@@ -4,6 +4,7 @@ Subcommands import their (possibly torch-heavy) modules lazily, so serving never
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cli import bench, export, label, model, predict, serve
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except BrokenPipeError:  # the reader went away (`sttm info MODEL | head -3`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141  # as a process SIGPIPE ends (128 + 13)
     except (ValueError, OSError, RuntimeError) as err:  # CheckpointError / ExportError / ValidationError
         first, *rest = _settings_error(err) or str(err).splitlines() or [type(err).__name__]
         print(f"sttm {args.command}: error: {first}", file=sys.stderr)

@@ -387,3 +387,15 @@ def test_serve_on_torch_without_torch_is_one_line(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("sttm serve: error: --backend torch needs torch") and "pip install torch==2.13.0" in err
     assert err.count("\n") == 1
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`sttm info MODEL | head -3` printed 'sttm info: error: [Errno 32] Broken pipe'."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "info", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    assert proc.wait(timeout=120) == 141 and proc.stderr.read() == b""
