@@ -136,7 +136,8 @@ def _lr_schedule(cfg: TrainConfig, steps_per_epoch: int):
     return lr_at
 
 
-RUN_FILES = ("best", "last", "summary.json")
+CHECKPOINTS = ("best", "last")  # what a run directory holds: the best checkpoint by val top-1, the latest
+RUN_FILES = (*CHECKPOINTS, "summary.json")
 
 
 def check_run_dir(out: Path, resume: bool) -> None:

@@ -19,12 +19,17 @@ from torch import nn
 from torch.export.passes import move_to_device_pass
 
 from models import VideoClassifier
+from models.train import CHECKPOINTS
 from runtime.metadata import TORCH_METADATA, ModelMetadata
 
 
 def model_name(ref: str) -> str:
-    """A model's name from how it was given (a path's stem, or the name itself), `[A-Za-z0-9_-]`."""
-    stem = Path(ref.rstrip("/")).stem if ("/" in ref or Path(ref).exists()) else ref
+    """A model's name from how it was given (a path's stem, or the name itself; a `sttm train`
+    run's `RUN/best` or `RUN/last`: the run's name, not "best"), `[A-Za-z0-9_-]`."""
+    path = Path(ref.rstrip("/"))
+    if path.name in CHECKPOINTS and path.parent.name:
+        path = path.parent
+    stem = path.stem if ("/" in ref or Path(ref).exists()) else ref
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "model"
 
 
