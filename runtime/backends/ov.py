@@ -83,7 +83,16 @@ def _read(path: Path):
     try:
         return core().read_model(str(path))
     except RuntimeError as err:
-        raise ModelLoadError(f"cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"cannot load {path}: {openvino_reason(str(err))}") from None
+
+
+def openvino_reason(message: str) -> str:
+    """The line of an OpenVINO exception that says what is wrong ("Model can't be parsed"), not
+    where in OpenVINO's sources it was raised ("Exception from src/inference/src/cpp/core.cpp:84:",
+    all that was shown), at most 200 characters."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (said or lines or ["unknown error"])[-1][:200]
 
 
 def _decided(model, path: Path, meta: ModelMetadata, requested: str) -> Choice:

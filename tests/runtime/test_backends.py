@@ -274,3 +274,20 @@ os.kill(os.getpid(), signal.SIGHUP)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "reloaded"), done.stderr[-500:]
+
+
+def test_a_file_openvino_cannot_read_is_named_with_what_openvino_says_is_wrong(tiny_onnx, tmp_path):
+    """Only "Exception from src/inference/src/cpp/core.cpp:84:" was shown: where OpenVINO raised it."""
+    from runtime.backends.ov import openvino_reason
+
+    raised = (
+        "Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'm_model->ParseFromIstream(&model_file)' failed at "
+        "src/frontends/onnx/frontend/src/core/graph_iterator_proto.cpp:563:\nFrontEnd API failed with "
+        "GeneralFailure:\nModel can't be parsed\n\n"
+    )
+    assert openvino_reason(raised) == "Model can't be parsed"
+    assert openvino_reason("Exception from x.cpp:1:\n") == "Exception from x.cpp:1:"  # nothing better to say
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(tiny_onnx.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=r"^cannot load .*cut.onnx: (?!Exception from)"):
+        load_backend(cut, BackendOptions("openvino"))
