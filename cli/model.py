@@ -155,7 +155,7 @@ def add_synth(sub, f: Flags) -> None:
     syn = sub.add_parser("synth", help="generate the motion data set (H.264 clips + CSV splits)")
     syn.add_argument("out")
     syn.add_argument("--clips-per-class", type=at_least(1), required=True)
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--seed", type=at_least(0), default=0)
     syn.add_argument("--size", type=int, default=128, help="frame side, even, at least 16")
     syn.add_argument("--frames", type=int, default=32, help="at least 2")
     syn.add_argument("--workers", type=at_least(1), default=2)
@@ -173,7 +173,7 @@ def add_train(sub, f: Flags) -> None:
     tr.add_argument("--batch-size", type=at_least(1), default=16)
     tr.add_argument("--lr", type=over(0), default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
     tr.add_argument("--workers", type=at_least(0), default=2)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=at_least(0), default=0)
     tr.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     tr.add_argument("--max-steps", type=at_least(1), default=None, help="stop after this many steps (smoke runs)")
     tr.add_argument(

@@ -238,6 +238,7 @@ def test_predict_refuses_timeline_flags_without_timeline(capsys, tmp_path):
         (["serve", "--port", "70000"], "argument --port: must be 1-65535, not 70000"),
         (["serve", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),  # was uvicorn's KeyError
         (["synth", "out", "--clips-per-class", "-1"], "argument --clips-per-class: must be at least 1, not -1"),
+        (["synth", "out", "--clips-per-class", "1", "--seed", "-1"], "argument --seed: must be at least 0, not -1"),
         (["label", "in", "-o", "o.parquet", "--part-rows", "0"], "argument --part-rows: must be at least 1, not 0"),
         (["bench", "serve", "http://x", "--clip", "c", "--requests", "abc"], "argument --requests: invalid int value"),
         (
