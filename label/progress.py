@@ -68,7 +68,8 @@ class Progress:
             first = duration(self.first_at - self.started)
             startup = f"; {self.steady_rate():.1f} files/s after the first answer at {first}"
         return (
-            f"labelled {self.done} file{'' if self.done == 1 else 's'} in {duration(seconds)} ({self.rate:.1f} files/s{startup}{skipped}); "
+            f"labelled {self.done} file{'' if self.done == 1 else 's'} in {duration(seconds)} "
+            f"({self.rate:.1f} files/s{startup}{skipped}); "
             f"errors: {by_code}"
         )
 
