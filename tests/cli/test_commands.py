@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
 from cli.main import main
+from runtime.settings import DEMO_ONNX
 
 
 def test_info_json(capsys):
@@ -391,12 +394,10 @@ def test_serve_on_torch_without_torch_is_one_line(capsys, monkeypatch):
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly():
-    """`sttm info MODEL | head -3` printed 'sttm info: error: [Errno 32] Broken pipe'."""
-    import subprocess
-    import sys
-
+    """`sttm info MODEL | head -3` printed 'sttm info: error: [Errno 32] Broken pipe'. (The exported
+    demo, which `sttm info` reads without torch: this runs in the serving environment too.)"""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "info", "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "cli", "info", str(DEMO_ONNX)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     proc.stdout.close()  # the reader is gone before the first line
     assert proc.wait(timeout=120) == 141 and proc.stderr.read() == b""
