@@ -28,6 +28,7 @@ from models.convert import (
     videomae_original,
 )
 from models.errors import CheckpointError
+from models.text import read_labels
 
 FORMAT = "sttm-serve"
 DEMO = Path(__file__).parent / "demo"  # the bundled demo model: `load_model("demo")`
@@ -163,17 +164,6 @@ def _read_json(path: Path) -> dict:
 def _dtype(state: dict[str, torch.Tensor]) -> str:
     counts = Counter(str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point())
     return counts.most_common(1)[0][0] if counts else "float32"
-
-
-def read_labels(path: str | Path) -> tuple[str, ...]:
-    """A labels file: one class name a line, in class-index order (blank lines skipped)."""
-    try:
-        names = tuple(line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip())
-    except (OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: cannot read labels ({err})") from None
-    if not names:
-        raise CheckpointError(f"{path}: no labels in file")
-    return names
 
 
 def _meta_labels(checkpoint: dict) -> tuple[str, ...]:

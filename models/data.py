@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from media import InputSpec, Jitter, VideoError, Views, load_clip
+from models.text import read_labels, read_text
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,9 @@ class Split:
     swaps: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
-def _text(path: Path) -> str:
-    """A text file the user wrote: UTF-8, with or without the BOM spreadsheets put first."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at {err.start})") from None
-
-
 def _read_csv(path: Path, labels: list[str] | None) -> list[tuple[Path, str]]:
     rows = []
-    for row in csv.reader(io.StringIO(_text(path))):
+    for row in csv.reader(io.StringIO(read_text(path))):
         if not row or row[0].strip().lower() == "path":
             continue
         if len(row) < 2:
@@ -74,9 +67,9 @@ def load_split(data: str | Path, split: str, labels: tuple[str, ...] | None = No
     """`data` is a directory with `<split>.csv` (+ optional `labels.txt`, `dataset.json`),
     or with `<split>/<class>/*.mp4`, or a CSV file itself."""
     data = Path(data)
-    meta = json.loads(_text(data / "dataset.json")) if (data / "dataset.json").is_file() else {}
+    meta = json.loads(read_text(data / "dataset.json")) if (data / "dataset.json").is_file() else {}
     if labels is None and (data / "labels.txt").is_file():
-        labels = tuple(line.strip() for line in _text(data / "labels.txt").splitlines() if line.strip())
+        labels = read_labels(data / "labels.txt")
     if data.is_file():
         rows = _read_csv(data, list(labels) if labels else None)
     elif (data / f"{split}.csv").is_file():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from models.config import Preprocessing
 from models.errors import CheckpointError
+from models.text import read_text
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow}  # fmt: skip
@@ -77,8 +78,8 @@ def read_config(path: str | Path, _depth: int = 0) -> dict:
     """Top-level names of an MMAction2 config -> their literal values, `_base_` merged in."""
     path = Path(path)
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8-sig"), filename=str(path))
-    except (OSError, UnicodeDecodeError, SyntaxError) as err:
+        tree = ast.parse(read_text(path), filename=str(path))  # not UTF-8: read_text's one line
+    except (OSError, SyntaxError) as err:
         raise ConfigFileError(f"{path}: cannot read MMAction2 config ({type(err).__name__}: {err})") from None
     env: dict = {}
     for node in tree.body:

@@ -191,11 +191,11 @@ def test_the_bundled_demo_loads_by_name_fits_its_budget_and_matches_its_onnx():
     assert report.ok  # the served file is the shipped checkpoint
 
 
-def test_labels_files_and_mmaction2_configs_saved_with_a_bom_are_read(tmp_path):
-    from models.checkpoint import read_labels
+def test_mmaction2_configs_saved_with_a_bom_or_not_in_utf8_are_read_or_named(tmp_path):
     from models.mmconfig import read_config
 
-    (tmp_path / "labels.txt").write_bytes(b"\xef\xbb\xbfabseiling\r\nair drumming\r\n")
-    assert read_labels(tmp_path / "labels.txt") == ("abseiling", "air drumming")
     (tmp_path / "config.py").write_bytes(b"\xef\xbb\xbfmodel = dict(cls_head=dict(num_classes=400))\n")
     assert read_config(tmp_path / "config.py") == {"model": {"cls_head": {"num_classes": 400}}}
+    (tmp_path / "config.py").write_bytes("model = dict(type='caf\xe9')\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"config.py: not UTF-8 text \(byte 0xe9 at 22\)$"):
+        read_config(tmp_path / "config.py")
