@@ -22,12 +22,12 @@ RAW_TYPES = ("video/", "application/octet-stream")
 JSON_BYTES = 64 << 10
 
 
-def body_limit(scope: Scope, upload_limit: int) -> int:
+def body_limit(path: str, headers: dict[bytes, bytes], upload_limit: int) -> int:
     """The most bytes a request's body may hold: `JSON_BYTES` for JSON but KServe's infer, else
     the upload limit."""
-    ctype = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+    ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     is_json = ctype == b"application/json" or ctype.endswith(b"+json")
-    return JSON_BYTES if is_json and not scope["path"].endswith("/infer") else upload_limit
+    return JSON_BYTES if is_json and not path.endswith("/infer") else upload_limit
 
 
 class _TooLargeError(Exception):
@@ -58,8 +58,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = body_limit(scope, self.limit)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        limit = body_limit(scope["path"], headers, self.limit)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await self._reject(
                 scope, receive, send, 413, "too_large", f"the body is over the limit of {limit} bytes"
