@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from media.decode import Limits, Source, VideoInfo, read_frames
+from media.errors import VideoError
 from media.sampling import Plan, Sampling, clip_plan, jitter_plan
 from media.transforms import crop, normalize, random_crop
 
@@ -50,10 +51,13 @@ class Views:
         return spec.short_side
 
     def plan(self, spec: InputSpec) -> Plan:
+        sampling = self.sampling or spec.sampling
+        if self.frame_interval is not None and sampling != "dense":  # it would be ignored: say so
+            raise VideoError(
+                "bad_option", f"frame_interval applies to dense sampling only; this request's sampling is {sampling}"
+            )
         interval = self.frame_interval or spec.frame_interval
-        return clip_plan(
-            spec.frames, self.sampling or spec.sampling, interval, self.num_clips, self.start_s, self.end_s
-        )
+        return clip_plan(spec.frames, sampling, interval, self.num_clips, self.start_s, self.end_s)
 
     def crop(self, frames: np.ndarray, spec: InputSpec) -> np.ndarray:
         return crop(frames, spec.size, self.crops)

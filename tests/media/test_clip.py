@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from media import InputSpec, Jitter, Views, load_clip
+from media import InputSpec, Jitter, VideoError, Views, load_clip
 from media.transforms import normalize
 from tests.media.clips import levels, numbered_clip
 
@@ -33,6 +33,13 @@ def test_views_default_to_the_model_sampling_and_can_override_it(tmp_path):
     assert dense.indices.tolist() == [[16, 18, 20, 22]]  # one dense clip, centred
     late = load_clip(path, SPEC, Views(start_s=2.0, end_s=3.0))
     assert late.indices.min() >= 20 and late.indices.max() < 30
+
+
+@pytest.mark.parametrize("sampling", [None, "uniform"])
+def test_a_frame_interval_where_sampling_is_not_dense_is_refused_not_ignored(sampling):
+    with pytest.raises(VideoError, match="frame_interval applies to dense sampling only; .* is uniform") as err:
+        Views(sampling=sampling, frame_interval=8).plan(SPEC)  # SPEC samples uniform
+    assert err.value.code == "bad_option"
 
 
 def test_jitter_is_reproducible_for_a_seed_and_varies_across_seeds(tmp_path):

@@ -125,6 +125,8 @@ def test_multi_view_timeline_and_models(client_for, clips):
     client = client_for()
     r = _post(client, _clip(clips), params={"num_clips": 2, "crops": 3, "sampling": "dense", "frame_interval": 2})
     assert r.status_code == 200 and r.json()["views"] == 6
+    r = _post(client, _clip(clips), params={"frame_interval": 2})  # the model samples uniform: it would be ignored
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_option"
     r = client.post("/v1/classify", files={"file": ("c.mp4", _clip(clips))}, data={"num_clips": "2"})
     assert r.status_code == 200 and r.json()["views"] == 2  # options as form fields
     t = _post(client, _clip(clips), path="/v1/timeline", params={"window_s": 1.0, "stride_s": 0.5})
