@@ -27,7 +27,8 @@ async def _predict(settings: Settings, videos: list[str], opts: ClassifyOptions)
     async with open_classifier(settings) as classifier:
         for video in videos:
             try:
-                answer = ClassifyResponse.model_validate(await classifier.classify(video, opts)).model_dump()
+                result = ClassifyResponse.model_validate(await classifier.classify(video, opts))
+                answer = result.model_dump(exclude_none=True)  # as the route answers (no `merges: null`)
             except (VideoError, OSError) as err:
                 answer = {"error": {"code": getattr(err, "code", "io_error"), "message": str(err)}}
             results.append({"path": video, **answer})

@@ -210,6 +210,8 @@ def test_predict_json_and_bad_file(capsys, tmp_path):
     assert main(["predict", "demo", str(tmp_path / "c.mp4"), str(tmp_path / "bad.mp4"), "--json", "--top-k", "2"]) == 2
     results = json.loads(capsys.readouterr().out)
     assert len(results[0]["predictions"]) == 2 and results[1]["error"]["code"] == "not_a_video"
+    route_keys = {"model", "predictions", "frames", "views", "video", "latency_ms", "reduction", "gflops"}
+    assert set(results[0]) == {"path", *route_keys}  # /v1/classify's answer: no `merges: null` without explain
 
 
 @pytest.mark.parametrize("top_k", ["0", "-3", "1001"])
