@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from cli import bench, export, label, model, predict, serve
 from cli.flags import shared
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():  # the warnings filters and display as they were, after
+        warnings.showwarning = _one_line(args.command)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code = args.run(args) or 0
     except ModuleNotFoundError as err:  # a serving-only install (no torch) running a torch command
@@ -57,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(rest), file=sys.stderr)
         return 2
     return code
+
+
+def _one_line(command: str):
+    """A warning as one line naming the command (`sttm export: warning: ...`), not Python's two
+    lines of file, line number and source."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"sttm {command}: warning: {text}", file=file or sys.stderr)
+
+    return show
 
 
 def _settings_error(err: Exception) -> list[str]:

@@ -80,7 +80,10 @@ def load_weights(model: VideoClassifier, state: dict[str, torch.Tensor], source:
     if problems:
         raise CheckpointError(f"{source}: " + " | ".join(problems))
     if dropped:
-        warnings.warn(f"{source}: merge weights not used by this schedule were dropped: {dropped[:4]}", stacklevel=3)
+        names = f"{', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}"
+        warnings.warn(
+            f"{source}: {len(dropped)} merge weights this merge schedule does not use, dropped ({names})", stacklevel=3
+        )
     model.model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 

@@ -31,6 +31,17 @@ def test_info_text(capsys):
     assert "architecture     timesformer" in out and "tokens per layer" in out and "tome" in out
 
 
+def test_a_warning_is_one_line_naming_the_command(capsys):
+    """The demo was trained with STTM: under ToMe its motion weights are dropped, and said so in
+    one line, not as Python's file, line number and source line."""
+    pytest.importorskip("torch")
+    assert main(["info", "demo", "--merge", "tome", "--reduction", "0.3"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("sttm info: warning: demo: 6 merge weights this merge schedule does not use") and (
+        err.count("\n") == 1
+    ), err
+
+
 def test_info_of_an_exported_file_says_what_it_carries_and_how_it_is_served_here(capsys, tmp_path):
     """Torch-free (the serving environment runs it too): the file's metadata, and the runtime,
     precision and reason `sttm serve --model` would have here."""
