@@ -217,7 +217,7 @@ def add_eval(sub, f: Flags) -> None:
         parents=[f.checkpoint, f.merge, f.runtime, f.json],
         help="accuracy, GFLOPs and clips/s of a checkpoint or .onnx on a split",
     )
-    ev.add_argument("data")
+    ev.add_argument("data", help="data set directory with <split>.csv (or <split>/<class>/), or a path,label CSV")
     ev.add_argument("--split", default="test")
     ev.add_argument("--batch-size", type=at_least(1), default=8)
     ev.add_argument("--workers", type=at_least(0), default=2)

@@ -63,6 +63,21 @@ def _read_tree(root: Path) -> list[tuple[Path, str]]:
     ]
 
 
+def _other_splits(data: Path, split: str) -> str:
+    """' (clips in: train; --split NAME)': a data set directory's other splits that hold clips."""
+    others = [name for name in ("train", "val", "test") if name != split and _holds_clips(data, name)]
+    return f" (clips in: {', '.join(others)}; --split NAME)" if others else ""
+
+
+def _holds_clips(data: Path, split: str) -> bool:
+    try:
+        if (data / f"{split}.csv").is_file():
+            return bool(_read_csv(data / f"{split}.csv", None))
+        return (data / split).is_dir() and bool(_read_tree(data / split))
+    except (ValueError, OSError):  # what that split's own load would report
+        return False
+
+
 def load_split(data: str | Path, split: str, labels: tuple[str, ...] | None = None) -> Split:
     """`data` is a directory with `<split>.csv` (+ optional `labels.txt`, `dataset.json`),
     or with `<split>/<class>/*.mp4`, or a CSV file itself."""
@@ -79,7 +94,7 @@ def load_split(data: str | Path, split: str, labels: tuple[str, ...] | None = No
     else:
         raise ValueError(f"{data}: no {split}.csv and no {split}/<class>/ folders")
     if not rows:
-        raise ValueError(f"{data}: the {split} split is empty")
+        raise ValueError(f"{data}: the {split} split is empty{_other_splits(data, split)}")
     labels = labels or tuple(sorted({label for _, label in rows}))
     index = {name: i for i, name in enumerate(labels)}
     unknown = sorted({label for _, label in rows if label not in index})

@@ -244,3 +244,21 @@ def test_camera_jitter_stays_inside_the_canvas():
     for seed in range(40):  # long clips: the jitter random walk reaches its bound
         clip = render_clip(seed % len(PAIRS), False, cfg, np.random.default_rng([12345, seed]))
         assert clip.shape == (64, 32, 32, 3)
+
+
+def test_an_empty_split_names_the_splits_that_hold_clips(tmp_path):
+    """`sttm synth --clips-per-class 1` writes every clip to train: `sttm eval` (test by default) says so."""
+    (tmp_path / "train.csv").write_text("path,label\nvideos/a.mp4,a\n")
+    (tmp_path / "val.csv").write_text("path,label\n")
+    (tmp_path / "test.csv").write_text("path,label\n")
+    with pytest.raises(ValueError, match=r"the test split is empty \(clips in: train; --split NAME\)$"):
+        load_split(tmp_path, "test")
+    (tmp_path / "train.csv").write_text("path,label\n")
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a" / "x.mp4").write_bytes(b"")
+    (tmp_path / "val.csv").unlink()
+    with pytest.raises(ValueError, match=r"the test split is empty \(clips in: val; --split NAME\)$"):
+        load_split(tmp_path, "test")
+    (tmp_path / "val" / "a" / "x.mp4").unlink()
+    with pytest.raises(ValueError, match=r"the test split is empty$"):
+        load_split(tmp_path, "test")
