@@ -161,6 +161,7 @@ class ServerWatch:
         except psutil.Error as err:  # gone, or not ours to inspect
             raise ProcessLookupError(f"cannot watch server process {pid}: {err}") from None
         self.before = set(os.listdir(self.tmpdir))
+        self.handles_before = self._temp_fds()  # e.g. a log redirected into /tmp: not the run's
 
     def rss_mb(self) -> float:
         return self.process.memory_info().rss / MB
@@ -173,16 +174,21 @@ class ServerWatch:
         return sorted(set(os.listdir(self.tmpdir)) - self.before)
 
     def temp_handles(self) -> int:
-        """Open descriptors of the server into the temp dir, unlinked files included (Linux)."""
+        """Descriptors into the temp dir (unlinked files included, Linux) opened since the watch began."""
+        return len(self._temp_fds() - self.handles_before)
+
+    def _temp_fds(self) -> set[tuple[str, str]]:
+        """(descriptor, target) of the server's open files in the temp dir."""
         fd_dir = f"/proc/{self.process.pid}/fd"
-        count = 0
+        open_files = set()
         for fd in os.listdir(fd_dir) if os.path.isdir(fd_dir) else []:
             try:
                 target = os.readlink(f"{fd_dir}/{fd}")
             except OSError:  # closed meanwhile
                 continue
-            count += target.startswith(self.tmpdir + os.sep)
-        return count
+            if target.startswith(self.tmpdir + os.sep):
+                open_files.add((fd, target))
+        return open_files
 
 
 # --- the driver ---------------------------------------------------------------------------

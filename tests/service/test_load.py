@@ -195,6 +195,16 @@ def test_percentiles_summary_and_table():
 # --- load -------------------------------------------------------------------------------------
 
 
+def test_the_watch_counts_only_temp_files_opened_since_it_began(tmp_path):
+    """A server whose log was redirected into its temp dir holds that file from the start: no leak."""
+    with open(tmp_path / "serve.log", "w"):
+        watch = ServerWatch(os.getpid(), str(tmp_path))
+        assert watch.temp_handles() == 0
+        with open(tmp_path / "upload", "w"):
+            assert watch.temp_handles() == 1 and watch.temp_files_left() == ["upload"]
+        assert watch.temp_handles() == 0
+
+
 def test_short_soak_no_errors_no_growth_no_temp_files(server, clip):
     """60 requests at concurrency 8 against the real server (the 1,000-request soak is in the notes)."""
     report = asyncio.run(bench(server.url, clip, [8], 60, pid=server.proc.pid, rss_mark=20))
