@@ -67,10 +67,23 @@ class CountedRoute(APIRoute):
 
         async def counted(request: Request) -> Response:
             request = CountedRequest(request.scope, request.receive)
+            refuse_before_the_body(request)
             await request.body()  # kept: the handler's read returns it
             return await handler(request)
 
         return counted
+
+
+BINARY = (
+    "tensor data in binary (the KServe binary extension, Inference-Header-Content-Length) is not supported: "
+    "send the v2 JSON format (tritonclient: set_data_from_numpy(..., binary_data=False))"
+)
+
+
+def refuse_before_the_body(request: Request) -> None:
+    """A binary body (415), told by its headers before it is read."""
+    if "inference-header-content-length" in request.headers:
+        raise ApiError(415, "unsupported_media_type", BINARY)
 
 
 health = APIRouter(prefix="/v2/health", tags=TAGS)  # open: orchestrators probe it without a token
@@ -126,7 +139,7 @@ async def model_ready(name: str, rt: AppStateDep):
 
 
 @infer_router.post(
-    "/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 422, 503)
+    "/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 415, 422, 503)
 )
 async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> InferResponse:
     pinned = _rung(classifier, name)

@@ -184,6 +184,10 @@ def test_v2_protocol(client_for):
     form = client.post("/v2/models/tiny/infer", content=b"{}", headers={"content-type": "text/plain"})
     assert form.status_code == 422  # was pydantic's "Input should be a valid dictionary or object ..."
     assert form.json()["error"]["message"] == "the body must be a JSON object (Content-Type: application/json)"
+    # tritonclient's default, binary tensors: named, not "must be a JSON object"
+    binary = {"content-type": "application/octet-stream", "inference-header-content-length": "2"}
+    r = client.post("/v2/models/tiny/infer", content=b"{}" + bytes(8), headers=binary)
+    assert r.status_code == 415 and "binary extension" in r.json()["error"]["message"]
 
 
 def _bad_inputs(clips, tmp_path):
