@@ -64,9 +64,9 @@ def _read_tree(root: Path) -> list[tuple[Path, str]]:
 
 
 def _other_splits(data: Path, split: str) -> str:
-    """' (clips in: train; --split NAME)': a data set directory's other splits that hold clips."""
+    """' (clips in: train)': a data set directory's other splits that hold clips."""
     others = [name for name in ("train", "val", "test") if name != split and _holds_clips(data, name)]
-    return f" (clips in: {', '.join(others)}; --split NAME)" if others else ""
+    return f" (clips in: {', '.join(others)})" if others else ""
 
 
 def _holds_clips(data: Path, split: str) -> bool:
