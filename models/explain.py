@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,6 +75,14 @@ def merge_groups(model: VideoClassifier, video: torch.Tensor) -> np.ndarray:
     return index[0].reshape(model.config.grid).numpy()
 
 
+def image_path(out: str | Path, video_path: str | Path) -> Path:
+    """Where `-o OUT` writes: in a folder (one that exists, or `OUT/` that is to be made) `<video>.png`;
+    else OUT, with `.png` where it has no suffix."""
+    folder = Path(out).is_dir() or str(out).endswith(("/", os.sep))
+    out = Path(out)
+    return out / f"{Path(video_path).stem}.png" if folder else out if out.suffix else out.with_suffix(".png")
+
+
 def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> Path:
     """Decode `video_path` exactly as the server would, run the model, draw the merges into
     `out` (its suffix names the image format; none: `.png`; a directory: `<video>.png` in it).
@@ -84,8 +93,7 @@ def explain(model: VideoClassifier, video_path: str | Path, out: str | Path) -> 
     import matplotlib.pyplot as plt
     from matplotlib.backend_bases import FigureCanvasBase
 
-    out = Path(out)
-    out = out / f"{Path(video_path).stem}.png" if out.is_dir() else out if out.suffix else out.with_suffix(".png")
+    out = image_path(out, video_path)
     formats = FigureCanvasBase.get_supported_filetypes()
     if out.suffix[1:].lower() not in formats:  # said before the clip is decoded and the model run
         raise ValueError(f"-o {out.name}: not an image format matplotlib writes ({', '.join(sorted(formats))})")

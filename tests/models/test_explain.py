@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import PRESETS, MergeConfig, build_model
-from models.explain import WithMergeIndex, recording
+from models.explain import WithMergeIndex, image_path, recording
 from models.merge import initial_stats
 from tests.torch_helpers import randomize
 
@@ -64,3 +64,11 @@ def test_the_merge_index_is_made_where_the_model_lives(preset):
     with torch.no_grad():
         logits, index = WithMergeIndex(model)(video)
     assert index.device.type == "meta" and index.shape == (2, cfg.grid[0] * cfg.grid[1] * cfg.grid[2])
+
+
+def test_the_image_goes_into_a_folder_that_exists_or_is_written_as_one(tmp_path):
+    """`-o out/` is a folder to make (it was written as `out.png`); a name keeps its suffix or gets `.png`."""
+    assert image_path(tmp_path, "a/clip.mp4") == tmp_path / "clip.png"
+    assert image_path(f"{tmp_path}/new/", "clip.mp4") == tmp_path / "new" / "clip.png"
+    assert image_path(tmp_path / "m.svg", "clip.mp4") == tmp_path / "m.svg"
+    assert image_path(tmp_path / "m", "clip.mp4") == tmp_path / "m.png"
