@@ -4,6 +4,7 @@ a ladder of merge ratios is one such export per rung plus `ladder.json`."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -102,8 +103,10 @@ class ExportSpec:
     sidecars: Sidecars = field(default_factory=Sidecars)
     calib: str | Path | None = None
     calib_clips: int = 64
+    folder: bool = field(default=False, init=False, repr=False)  # `out` is a folder: one that exists, or `dir/`
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", str(self.out).endswith(("/", os.sep)) or Path(self.out).is_dir())
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "fmt", format_for(self.out, self.fmt))
         object.__setattr__(self, "name", self.name or model_name(self.model))
@@ -152,10 +155,10 @@ class ExportSpec:
         if self.fmt == "triton":
             return out
         if self.fmt == "openvino":  # the ONNX file is a step on the way; the IR is what is written
-            return out / f"{self.name}.xml" if out.is_dir() else out.with_suffix(".xml")
+            return out / f"{self.name}.xml" if self.folder else out.with_suffix(".xml")
         if self.fmt in PT2_FORMATS:
-            return out / f"{self.name}{TORCH_SUFFIX}" if out.is_dir() else out.with_suffix(TORCH_SUFFIX)
-        onnx_path = out / f"{self.name}.onnx" if out.is_dir() else out
+            return out / f"{self.name}{TORCH_SUFFIX}" if self.folder else out.with_suffix(TORCH_SUFFIX)
+        onnx_path = out / f"{self.name}.onnx" if self.folder else out
         return onnx_path.with_suffix(".onnx") if self.fmt == "tensorrt" else onnx_path
 
 

@@ -37,6 +37,9 @@ def test_a_spec_is_frozen_and_names_its_target(tmp_path):
         spec.precision = "fp16"
     assert ExportSpec("vit-tiny", tmp_path / "m.plan", fmt="tensorrt").target == tmp_path / "m.onnx"
     assert ExportSpec("vit-tiny", tmp_path / "m.onnx", fmt="openvino").target == tmp_path / "m.xml"
+    new = f"{tmp_path}/new/"  # a folder still to be made: it was written as the file `new`
+    assert ExportSpec("models/demo", new).target == tmp_path / "new" / "demo.onnx"
+    assert ExportSpec("models/demo", new, fmt="openvino").target == tmp_path / "new" / "demo.xml"
     rung = replace(spec, out=tmp_path / "demo_r038.onnx", reduction=0.38)  # a ladder's rung: checked again
     assert rung.name == "demo" and rung.target == Path(tmp_path / "demo_r038.onnx")
 
