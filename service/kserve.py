@@ -124,7 +124,14 @@ async def model_metadata(name: str, classifier: ClassifierDep) -> ModelMetadataV
     frames, size = m.input_spec.frames, m.input_spec.size
     video = TensorSpec(name=m.input_name, datatype="FP32", shape=[-1, 3, frames, size, size])
     logits = TensorSpec(name=m.output_name, datatype="FP32", shape=[-1, len(m.labels)])
-    return ModelMetadataV2(name=name, versions=["1"], platform="onnxruntime_onnx", inputs=[video], outputs=[logits])
+    platform = platform_of(classifier.backend.provider)
+    return ModelMetadataV2(name=name, versions=["1"], platform=platform, inputs=[video], outputs=[logits])
+
+
+def platform_of(provider: str) -> str:
+    """The Triton platform name of the runtime serving the model (`openvino:CPU` -> `openvino`)."""
+    kind = provider.split(":", 1)[0]
+    return {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torch": "pytorch"}.get(kind, kind)
 
 
 @router.get(

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from models.synth import CLASSES, write_mp4
 from runtime.backends.cpu import choose_runtime, this_cpu
 from service.app import create_app
+from service.kserve import platform_of
 from service.settings import DEMO_ONNX, Settings
 
 
@@ -139,10 +140,17 @@ def test_multi_view_timeline_and_models(client_for, clips):
     assert info["precision"] in ("fp32", "bf16") and info["reason"]  # what runs, and why (the CPU's units, a flag)
 
 
+def test_the_v2_platform_names_the_runtime_serving_the_model():
+    providers = ["onnxruntime:CPUExecutionProvider", "openvino:CPU (merge decisions in fp32)", "tensorrt", "torch:cpu"]
+    assert [platform_of(p) for p in providers] == ["onnxruntime_onnx", "openvino", "tensorrt_plan", "pytorch"]
+
+
 def test_v2_protocol(client_for):
     client = client_for()
     meta = client.get("/v2/models/tiny").json()
     assert meta["inputs"][0]["shape"] == [-1, 3, 8, 64, 64] and meta["outputs"][0]["name"] == "logits"
+    backend = client.get("/v1/models").json()[0]["backend"]  # what runs it: the platform says the same
+    assert meta["platform"] == {"openvino": "openvino", "onnxruntime": "onnxruntime_onnx"}[backend.split(":")[0]]
     assert client.get("/v2/models/tiny/ready").status_code == 200
     assert client.get("/v2/models/nope").status_code == 404
     data = np.zeros((2, 3, 8, 64, 64), np.float32)
