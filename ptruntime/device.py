@@ -44,7 +44,8 @@ def choose(machine: Machine, requested: str) -> Placement:
         return Placement("cuda", requested, f"--precision {requested} on {gpu}")
     cpu = machine.cpu or "this CPU"
     if requested == "fp16":
-        raise ValueError("--precision fp16 needs a CUDA GPU; on the CPU: fp32")
+        instead = "bf16 (this CPU's bf16 units) or fp32" if machine.cpu_bf16 else "fp32"
+        raise ValueError(f"--precision fp16 needs a CUDA GPU; on the CPU: {instead}")
     if requested == "bf16" and not machine.cpu_bf16:
         raise ValueError(f"--precision bf16: this CPU has no bf16 units ({cpu}): use fp32")
     if requested == "auto":

@@ -40,7 +40,8 @@ def test_device_and_precision_per_machine(machine, requested, device, precision)
     [
         (T4, "bf16", "does not compute bf16"),
         (EPYC, "bf16", "no bf16 units"),
-        (EPYC, "fp16", "needs a CUDA GPU"),
+        (EPYC, "fp16", "needs a CUDA GPU; on the CPU: fp32$"),
+        (SAPPHIRE, "fp16", r"needs a CUDA GPU; on the CPU: bf16 \(this CPU's bf16 units\) or fp32$"),
         (H200, "int8", "not int8"),
     ],
 )
