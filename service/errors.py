@@ -73,7 +73,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(err.status_code, "http_error")
+        codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        code = codes.get(err.status_code, "http_error")  # 400: Starlette's multipart parser (no boundary, two files)
         return error_response(err.status_code, code, str(err.detail))
 
     @app.exception_handler(Exception)
