@@ -117,7 +117,8 @@ def _open_any(source: Source | Pipe, timeout_s: float, limits: Limits):
         try:
             return av_open(source, limits)
         except (av.FFmpegError, TimeoutError) as err:
-            raise VideoError("not_a_video", f"not a readable WebM/Matroska or MP4 stream ({err})") from None
+            why = getattr(err, "strerror", None) or err  # FFmpeg's words, not "[Errno 1094995529] ...: '<none>'"
+            raise VideoError("not_a_video", f"not a readable WebM/Matroska or MP4 stream ({why})") from None
     return open_container(source, limits)
 
 

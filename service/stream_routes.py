@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import Headers
 
+from media.container import index_after_media
 from media.stream import Pipe
 from service.app_state import AppState, AppStateDep, ClassifierDep
 from service.auth import HOW, Protected, key_in_url, refusal
@@ -201,18 +202,47 @@ def _is_end(text: str) -> bool:
     return False
 
 
+PUSH_MP4 = (
+    "the MP4's index (moov) comes after its media, so it cannot be decoded as it arrives: push WebM or a "
+    "fragmented MP4 (a MediaRecorder's chunks; ffmpeg -i IN -c copy -movflags frag_keyframe+empty_moov OUT)"
+)
+NO_MEDIA = 'the client sent {"type": "end"} before any media'
+HEAD_BYTES = 64 << 10  # enough of the first bytes to find an MP4's first moov, moof or mdat
+
+
+def push_refusal(head: bytes, ended: bool) -> tuple[str, str] | None:
+    """Why the first bytes of a push (`head`, and whether the client has ended) cannot make a
+    stream, as (code, message); None while they may."""
+    if ended and not head:
+        return "empty", NO_MEDIA
+    if index_after_media(head):
+        return "unsupported", PUSH_MP4
+    return None
+
+
 async def _receive(ws: WebSocket, pipe: Pipe, stream: Stream, streams: Streams) -> None:
     """Media chunks into the pipe (waiting while it is full), until `end` or a disconnect; any
-    other text message ends the stream (`invalid_request`)."""
+    other text message ends the stream (`invalid_request`), as do no media before `end` (`empty`)
+    and an MP4 whose index follows its media (`unsupported`: the decoder would wait for the end)."""
+    head = b""
     try:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            if message.get("bytes"):
-                await asyncio.to_thread(pipe.write, message["bytes"])
-            elif message.get("text") is not None:
-                if _is_end(message["text"]):
+            data, text = message.get("bytes"), message.get("text")
+            ended = text is not None and _is_end(text)
+            if len(head) < HEAD_BYTES and (data or ended):
+                head += (data or b"")[: HEAD_BYTES - len(head)]
+                refused = push_refusal(head, ended)
+                if refused is not None:
+                    stream.log.append("error", {"code": refused[0], "message": refused[1]})
+                    await streams.stop(stream, f"{refused[0]}: {refused[1]}")
+                    return
+            if data:
+                await asyncio.to_thread(pipe.write, data)
+            elif text is not None:
+                if ended:
                     pipe.close()
                     return
                 stream.log.append("error", {"code": "invalid_request", "message": NOT_END})

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
 from service.sources import system_resolver
-from service.stream_routes import NOT_END
+from service.stream_routes import NOT_END, push_refusal
 from service.upload import JSON_BYTES
 from tests.media.fake_rtsp import CannedRtsp, listener, redirect_to
 from tests.service.conftest import faststart, right_then_left
@@ -241,8 +241,32 @@ def test_websocket_bad_first_message_or_media_is_an_error_then_end(client, first
             events.append(ws.receive_json())
     errors = [e["data"] for e in events if e["event"] == "error"]
     assert errors and errors[0]["code"] == code and events[-1]["event"] == "end"
+    assert "Errno" not in errors[0]["message"] and "<none>" not in errors[0]["message"], errors
     if first == "not json":
         assert errors[0]["message"].startswith("the message is not JSON (")
+
+
+def test_websocket_push_of_an_index_last_mp4_or_of_no_media_is_refused_by_name(client, media_dir):
+    """An MP4 as written (moov at the end) said 'corrupt: cannot decode the media'; an end before any
+    media said 'not_a_video: ... ([Errno 1094995529] Invalid data found ...)'."""
+    data = (media_dir / "index-last.mp4").read_bytes()
+    for messages, code, words in (
+        ([data[:4096], data[4096:]], "unsupported", "the MP4's index (moov) comes after its media"),
+        ([], "empty", 'the client sent {"type": "end"} before any media'),
+    ):
+        with client.websocket_connect("/v1/streams/ws") as ws:
+            ws.send_text("{}")
+            for chunk in messages:
+                ws.send_bytes(chunk)
+            ws.send_text('{"type": "end"}')
+            events = []
+            while not events or events[-1]["event"] != "end":
+                events.append(ws.receive_json())
+        errors = [e["data"] for e in events if e["event"] == "error"]
+        assert [e["code"] for e in errors] == [code] and errors[0]["message"].startswith(words), events
+        assert events[-1]["data"]["reason"].startswith(f"{code}: {words}")
+    fragmented = _webm_chunks(right_then_left())  # a MediaRecorder's WebM is not refused by its first bytes
+    assert push_refusal(fragmented[0], ended=False) is None
 
 
 @pytest.mark.parametrize("text", ["[1]", "5", "null", '{"type": "pause"}', "", "not json"])
