@@ -116,7 +116,9 @@ def _open_any(source: Source | Pipe, timeout_s: float, limits: Limits):
     if isinstance(source, Pipe):
         try:
             return av_open(source, limits)
-        except (av.FFmpegError, TimeoutError) as err:
+        except TimeoutError as err:  # the client sent too little to open, then nothing
+            raise VideoError("timeout", str(err)) from None
+        except av.FFmpegError as err:
             why = getattr(err, "strerror", None) or err  # FFmpeg's words, not "[Errno 1094995529] ...: '<none>'"
             raise VideoError("not_a_video", f"not a readable WebM/Matroska or MP4 stream ({why})") from None
     return open_container(source, limits)

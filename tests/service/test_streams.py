@@ -269,6 +269,18 @@ def test_websocket_push_of_an_index_last_mp4_or_of_no_media_is_refused_by_name(c
     assert push_refusal(fragmented[0], ended=False) is None
 
 
+def test_websocket_push_that_stops_before_its_media_opens_is_a_timeout(client):
+    """Too few bytes to open, then silence: it was 'not_a_video: not a readable ... stream'."""
+    with client.websocket_connect("/v1/streams/ws") as ws:
+        ws.send_text("{}")
+        ws.send_bytes(_webm_chunks(right_then_left())[0][:64])
+        events = []
+        while not events or events[-1]["event"] != "end":
+            events.append(ws.receive_json())
+    errors = [e["data"] for e in events if e["event"] == "error"]
+    assert errors == [{"code": "timeout", "message": "no media for 2 s"}], events  # STTM_STREAM_STALL_S 1.5
+
+
 @pytest.mark.parametrize("text", ["[1]", "5", "null", '{"type": "pause"}', "", "not json"])
 def test_websocket_text_other_than_end_after_the_options_ends_the_stream_at_once(client, text):
     """'[1]' raised AttributeError in the receiver (a traceback in the log) and the stream waited
