@@ -10,7 +10,8 @@ class Pipe:
     """A bounded in-memory byte pipe: a client's chunks in (`write`), FFmpeg's reads out.
 
     `read` blocks until data arrives, the writer closes (then b"": end of stream), or
-    `timeout_s` passes (then `TimeoutError`: FFmpeg sees a read error). `write` blocks while
+    `timeout_s` passes (then `TimeoutError`: FFmpeg sees a read error; every later read fails at
+    once, so a decoder that retries its reads ends after `timeout_s`, not a multiple). `write` blocks while
     the pipe holds `capacity` bytes (up to `timeout_s`), so a client cannot outrun decoding
     by more than that.
     """
@@ -20,6 +21,7 @@ class Pipe:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
         self._closed = False
+        self._stalled = False
         self._cond = threading.Condition()
 
     def write(self, data: bytes) -> None:
@@ -39,8 +41,9 @@ class Pipe:
 
     def read(self, n: int = -1) -> bytes:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._chunks or self._closed, self.timeout_s):
-                raise TimeoutError(f"no media for {self.timeout_s:.0f} s")
+            if self._stalled or not self._cond.wait_for(lambda: self._chunks or self._closed, self.timeout_s):
+                self._stalled = True
+                raise TimeoutError(f"no media for {self.timeout_s:g} s")
             if not self._chunks:
                 return b""
             out = bytearray()

@@ -77,7 +77,8 @@ def test_pipe_feeds_the_decoder_and_times_out_when_the_client_stalls(tmp_path):
     started = time.monotonic()
     with pytest.raises(VideoError) as err:
         list(read_windows(stalled, SPEC, 1.0, 1.0, timeout_s=0.3))
-    assert err.value.code in ("timeout", "not_a_video") and time.monotonic() - started < 5
+    # one stall, not one per read FFmpeg retries (a 10 s stall limit ended a push after 20 s)
+    assert err.value.code == "timeout" and time.monotonic() - started < 1.0, err.value
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "concat:a|b", "ftp://127.0.0.1/x", "pipe:0"])

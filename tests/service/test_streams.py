@@ -278,7 +278,7 @@ def test_websocket_push_that_stops_before_its_media_opens_is_a_timeout(client):
         while not events or events[-1]["event"] != "end":
             events.append(ws.receive_json())
     errors = [e["data"] for e in events if e["event"] == "error"]
-    assert errors == [{"code": "timeout", "message": "no media for 2 s"}], events  # STTM_STREAM_STALL_S 1.5
+    assert errors == [{"code": "timeout", "message": "no media for 1.5 s"}], events  # STTM_STREAM_STALL_S
 
 
 @pytest.mark.parametrize("text", ["[1]", "5", "null", '{"type": "pause"}', "", "not json"])
