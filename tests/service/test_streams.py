@@ -206,17 +206,24 @@ def _webm_chunks(frames: np.ndarray, fps: int = 15, chunk: int = 8192) -> list[b
     return [data[i : i + chunk] for i in range(0, len(data), chunk)]
 
 
-def test_websocket_push_of_webm_chunks_gets_the_same_events(client):
-    chunks = _webm_chunks(right_then_left())
+def _push(client, messages: list[str | bytes], pause_s: float = 0.0) -> list[dict]:
+    """`messages` to WS /v1/streams/ws (text or binary), then its events until `end`."""
     with client.websocket_connect("/v1/streams/ws") as ws:
-        ws.send_text(json.dumps({"window_s": 2, "stride_s": 1, "top_k": 2}))
-        for chunk in chunks:
-            ws.send_bytes(chunk)
-            time.sleep(0.02)
-        ws.send_text(json.dumps({"type": "end"}))
-        events = []
-        while not events or events[-1]["event"] != "end":
+        for message in messages:
+            if isinstance(message, bytes):
+                ws.send_bytes(message)
+                time.sleep(pause_s)  # as a recorder's chunks arrive
+            else:
+                ws.send_text(message)
+        events = [ws.receive_json()]
+        while events[-1]["event"] != "end":
             events.append(ws.receive_json())
+    return events
+
+
+def test_websocket_push_of_webm_chunks_gets_the_same_events(client):
+    options = json.dumps({"window_s": 2, "stride_s": 1, "top_k": 2})
+    events = _push(client, [options, *_webm_chunks(right_then_left()), json.dumps({"type": "end"})], pause_s=0.02)
     names = [e["event"] for e in events]
     assert names[0] == "started" and events[-1]["data"]["reason"] == "finished"
     windows = [e["data"] for e in events if e["event"] == "window"]
@@ -231,14 +238,7 @@ def test_websocket_push_of_webm_chunks_gets_the_same_events(client):
      ("{}", b"\x00garbage" * 500, "not_a_video")],
 )  # fmt: skip
 def test_websocket_bad_first_message_or_media_is_an_error_then_end(client, first, media, code):
-    with client.websocket_connect("/v1/streams/ws") as ws:
-        ws.send_text(first)
-        if media:
-            ws.send_bytes(media)
-            ws.send_text('{"type": "end"}')
-        events = []
-        while not events or events[-1]["event"] != "end":
-            events.append(ws.receive_json())
+    events = _push(client, [first, media, '{"type": "end"}'] if media else [first])
     errors = [e["data"] for e in events if e["event"] == "error"]
     assert errors and errors[0]["code"] == code and events[-1]["event"] == "end"
     assert "Errno" not in errors[0]["message"] and "<none>" not in errors[0]["message"], errors
@@ -254,14 +254,7 @@ def test_websocket_push_of_an_index_last_mp4_or_of_no_media_is_refused_by_name(c
         ([data[:4096], data[4096:]], "unsupported", "the MP4's index (moov) comes after its media"),
         ([], "empty", 'the client sent {"type": "end"} before any media'),
     ):
-        with client.websocket_connect("/v1/streams/ws") as ws:
-            ws.send_text("{}")
-            for chunk in messages:
-                ws.send_bytes(chunk)
-            ws.send_text('{"type": "end"}')
-            events = []
-            while not events or events[-1]["event"] != "end":
-                events.append(ws.receive_json())
+        events = _push(client, ["{}", *messages, '{"type": "end"}'])
         errors = [e["data"] for e in events if e["event"] == "error"]
         assert [e["code"] for e in errors] == [code] and errors[0]["message"].startswith(words), events
         assert events[-1]["data"]["reason"].startswith(f"{code}: {words}")
@@ -271,12 +264,7 @@ def test_websocket_push_of_an_index_last_mp4_or_of_no_media_is_refused_by_name(c
 
 def test_websocket_push_that_stops_before_its_media_opens_is_a_timeout(client):
     """Too few bytes to open, then silence: it was 'not_a_video: not a readable ... stream'."""
-    with client.websocket_connect("/v1/streams/ws") as ws:
-        ws.send_text("{}")
-        ws.send_bytes(_webm_chunks(right_then_left())[0][:64])
-        events = []
-        while not events or events[-1]["event"] != "end":
-            events.append(ws.receive_json())
+    events = _push(client, ["{}", _webm_chunks(right_then_left())[0][:64]])
     errors = [e["data"] for e in events if e["event"] == "error"]
     assert errors == [{"code": "timeout", "message": "no media for 1.5 s"}], events  # STTM_STREAM_STALL_S
 
@@ -285,14 +273,7 @@ def test_websocket_push_that_stops_before_its_media_opens_is_a_timeout(client):
 def test_websocket_text_other_than_end_after_the_options_ends_the_stream_at_once(client, text):
     """'[1]' raised AttributeError in the receiver (a traceback in the log) and the stream waited
     for media until its stall limit; '{"type": "pause"}' was silently ignored."""
-    chunks = _webm_chunks(right_then_left())
-    with client.websocket_connect("/v1/streams/ws") as ws:
-        ws.send_text("{}")
-        ws.send_bytes(chunks[0])
-        ws.send_text(text)
-        events = []
-        while not events or events[-1]["event"] != "end":
-            events.append(ws.receive_json())
+    events = _push(client, ["{}", _webm_chunks(right_then_left())[0], text])
     errors = [e["data"] for e in events if e["event"] == "error"]
     assert errors == [{"code": "invalid_request", "message": NOT_END}]
     assert events[-1]["data"]["reason"] == f"invalid_request: {NOT_END}"
