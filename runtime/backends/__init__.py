@@ -251,6 +251,9 @@ def _torch_choice(path: Path, options: BackendOptions) -> Choice:
     if (reason := missing_reason("torch")) is not None:
         if options.kind == "auto" and not path.exists():  # a typo more likely than a model name
             raise ModelLoadError(f"model file {path} does not exist (model names run on PyTorch: {reason})")
+        if options.kind == "auto" and path.suffix != TORCH_SUFFIX:  # a clip given by mistake, as often as a checkpoint
+            exported = ", ".join(s for s in EXPORTED_SUFFIXES if s != TORCH_SUFFIX)
+            raise ModelLoadError(f"{path}: not an exported model ({exported}); a checkpoint runs on PyTorch: {reason}")
         raise ModelLoadError(f"{path}: {reason}" if options.kind == "auto" else reason)
     if options.precision == "int8":
         raise ModelLoadError("--backend torch computes in fp32, bf16 or fp16; int8: sttm export --precision int8")

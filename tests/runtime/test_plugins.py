@@ -55,6 +55,21 @@ def test_without_torch_it_says_what_to_install_in_one_line(tmp_path, no_torch):
         assert "\n" not in str(err.value)
 
 
+def test_without_torch_a_clip_given_as_the_model_is_not_blamed_on_backend_torch(tmp_path, no_torch):
+    """`sttm serve --model clip.mp4` in the serving image said only '--backend torch needs torch', a
+    flag the user never gave: it says the file is no exported model first."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    with pytest.raises(ModelLoadError) as err:
+        backends.check_request(clip, BackendOptions())
+    assert str(err.value).startswith(f"{clip}: not an exported model (.onnx, .xml, .plan, .engine); a checkpoint")
+    assert INSTALL in str(err.value) and "\n" not in str(err.value)
+    program = tmp_path / "m.pt2"
+    program.write_bytes(b"PK")
+    with pytest.raises(ModelLoadError, match=r"m\.pt2: --backend torch needs torch"):  # a program is exported
+        backends.check_request(program, BackendOptions())
+
+
 def test_an_unknown_plugin_is_named():
     assert "no plugin of that name" in plugins.missing_reason("no-such-backend")
 
