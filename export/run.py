@@ -82,6 +82,9 @@ def _check_writable(path: Path) -> None:
         raise ExportError(f"cannot write to {parent}: {err.strerror or err}") from None
 
 
+TRITON_DEFAULTS = ("python", 1, 2)  # ExportSpec's triton_runtime, instances, decoders
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """What `sttm export` writes, checked once when it is built: a spec that exists is one
@@ -97,9 +100,9 @@ class ExportSpec:
     max_batch: int = 8
     name: str = ""  # "" -> from `model` (`model_name`)
     quiet: bool = False
-    triton_runtime: str = "python"
-    instances: int = 1
-    decoders: int = 2
+    triton_runtime: str = TRITON_DEFAULTS[0]
+    instances: int = TRITON_DEFAULTS[1]
+    decoders: int = TRITON_DEFAULTS[2]
     sidecars: Sidecars = field(default_factory=Sidecars)
     calib: str | Path | None = None
     calib_clips: int = 64
@@ -143,6 +146,10 @@ class ExportSpec:
             raise ExportError("--calib is for --format openvino --precision int8")
         if self.calib not in (None, "generated") and not Path(self.calib).is_dir():
             raise ExportError(f"--calib {self.calib}: not a data set directory")
+        if self.fmt != "triton" and (self.triton_runtime, self.instances, self.decoders) != TRITON_DEFAULTS:
+            raise ExportError(  # silently ignored, it looked obeyed
+                f"--triton-runtime, --instances and --triton-decoders are for --format triton, not {self.fmt}"
+            )
         if self.fmt == "triton" and (
             self.triton_runtime not in ("python", "platform") or min(self.instances, self.decoders) < 1
         ):

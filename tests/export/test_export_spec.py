@@ -21,6 +21,8 @@ from export.run import ExportError, ExportSpec
         (dict(fmt="openvino", precision="int8", calib="/no/such/dir"), "not a data set directory"),
         (dict(fmt="triton", triton_runtime="other"), "--triton-runtime"),
         (dict(fmt="triton", instances=0), "--instances"),
+        (dict(instances=2), "--instances and --triton-decoders are for --format triton, not onnx"),  # was ignored
+        (dict(fmt="openvino", decoders=4), "are for --format triton, not openvino"),
         (dict(fmt="triton", name="../evil"), "--name '../evil': letters, digits"),  # wrote evil_video beside OUT
         (dict(name="a b"), "--name 'a b': letters, digits"),  # not a Triton model name
     ],
