@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from export.validate import open_onnx
 from models.checkpoint import Sidecars
-from models.data import VideoDataset, collate, load_split, require_read
+from models.data import VideoDataset, collate, decoded, load_split, require_read
 from models.scoring import Tally
 from runtime import Backend
 
@@ -20,7 +20,7 @@ def _scores(run, loader: DataLoader, labels: tuple[str, ...], split: str) -> dic
     tally = Tally(labels)
     started = time.perf_counter()
     infer = 0.0
-    for batch in loader:
+    for batch in map(decoded, loader):
         if batch is None:
             continue
         videos, targets = batch

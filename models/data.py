@@ -154,8 +154,8 @@ class VideoDataset(torch.utils.data.Dataset):
         try:
             video = load_clip(path, self.spec, Jitter(rng) if self.train else Views()).tensor[0]  # (3, T, S, S)
         except (VideoError, OSError) as err:
-            if self.on_error == "fail":
-                raise ValueError(f"{path}: {err}") from err
+            if self.on_error == "fail":  # raised by `decoded` in the main process, not in a DataLoader worker
+                return Unreadable(f"{path}: {err}")
             log.warning("skipping %s: %s", path, err)
             return None
         for symmetry, target in self.maps.items() if self.train else ():
@@ -172,10 +172,28 @@ def require_read(read: int, dataset: VideoDataset, split: str) -> None:
         raise ValueError(f"no clip of the {split} split could be read ({len(dataset)} listed; the first: {first})")
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A clip that stops the run (`on_error="fail"`), passed out of a DataLoader worker as data:
+    raised there, torch re-raised it with the worker's whole traceback as its message."""
+
+    message: str
+
+
 def collate(batch):
-    """Drops items that failed to decode (reported by the dataset)."""
+    """Drops items that failed to decode (reported by the dataset); a batch holding an
+    `Unreadable` clip is that clip."""
+    if failed := [b for b in batch if isinstance(b, Unreadable)]:
+        return failed[0]
     batch = [b for b in batch if b is not None]
     if not batch:
         return None
     videos, labels = zip(*batch)
     return torch.stack(videos), torch.tensor(labels)
+
+
+def decoded(batch):
+    """A batch as `collate` made it; ValueError (one line, naming the clip) for an `Unreadable` one."""
+    if isinstance(batch, Unreadable):
+        raise ValueError(batch.message)
+    return batch

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.checkpoint import Sidecars, VideoClassifier, build_model, load_model, save_model
-from models.data import VideoDataset, collate, load_split, require_read
+from models.data import VideoDataset, collate, decoded, load_split, require_read
 from models.scoring import Tally
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def evaluate(model: VideoClassifier, loader: DataLoader) -> dict:
     """Top-1 / top-5 / per-class accuracy of a PyTorch model over a loader."""
     model.eval()
     tally = Tally(model.labels)
-    for batch in loader:
+    for batch in map(decoded, loader):
         if batch is None:
             continue
         videos, labels = batch
@@ -170,7 +170,7 @@ def _train_epoch(net, model, loader, optim, lr_at, run: _Run, cfg: TrainConfig, 
     net.train()
     seen, loss_sum = 0, 0.0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=_rank() != 0, leave=False)
-    for batch in bar:
+    for batch in map(decoded, bar):
         if batch is None:  # not one clip of it decoded (each named as skipped)
             if dist.is_initialized():  # a step skipped on one rank leaves the others waiting in all-reduce
                 raise RuntimeError(

@@ -17,7 +17,7 @@ import torch
 from media import read_frames
 from media.sampling import clip_plan
 from models import load_model
-from models.data import VideoDataset, label_map, load_split
+from models.data import VideoDataset, collate, decoded, label_map, load_split
 from models.synth import CLASSES, HFLIP_SWAPS, PAIRS, VFLIP_SWAPS, SynthConfig, generate, render_clip, write_mp4
 from models.train import TrainConfig, train
 
@@ -164,8 +164,21 @@ def test_corrupt_video_is_reported_and_skipped_or_fails(motion, tmp_path, caplog
     monkeypatch.setattr(logging.getLogger("models.data"), "disabled", False)
     assert VideoDataset(split, _spec(8, 64), train=False)[0] is None
     assert "bad.mp4" in caplog.text
+    failing = VideoDataset(split, _spec(8, 64), train=False, on_error="fail")
     with pytest.raises(ValueError, match="bad.mp4"):
-        VideoDataset(split, _spec(8, 64), train=False, on_error="fail")[0]
+        decoded(collate([failing[1], failing[0]]))
+
+
+def test_on_error_fail_in_a_dataloader_worker_is_one_line(motion, tmp_path):
+    """`sttm eval DATA --on-error fail` printed the DataLoader worker's whole traceback as the
+    error: the clip is raised in the main process, one line naming it."""
+    out, _ = motion
+    (tmp_path / "val.csv").write_text(f"path,label\n{out}/videos/growing_00000.mp4,growing\nmissing.mp4,growing\n")
+    (tmp_path / "train.csv").write_text(f"path,label\n{out}/videos/growing_00000.mp4,growing\n")
+    cfg = TrainConfig(epochs=1, batch_size=2, workers=1, on_error="fail")
+    with pytest.raises(ValueError) as err:
+        train(tmp_path, "vit-tiny", tmp_path / "run", cfg=cfg)
+    assert str(err.value) == f"{tmp_path / 'missing.mp4'}: no such file: {tmp_path / 'missing.mp4'}"
 
 
 def test_train_resume_and_eval(motion, tmp_path):
