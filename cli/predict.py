@@ -80,6 +80,8 @@ def _timeline_command(args: argparse.Namespace, given: dict, runtime: dict) -> i
 
     if len(args.videos) != 1:
         raise ValueError("--timeline takes one video")
+    if args.json and given.get("format", "json") != "json":  # --json was ignored: the VTT or CSV came out
+        raise ValueError(f"--json and --format {given['format']}: one output format, give one of them")
     query = _query(TimelineQuery, top_k=args.top_k, **given)  # the route's defaults for what is not given
     text = timeline(args.model, args.videos[0], query.options(), query.format or "json", **runtime)
     print(text, end="" if text.endswith("\n") else "\n")

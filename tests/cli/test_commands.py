@@ -246,6 +246,15 @@ def test_predict_refuses_timeline_flags_without_timeline(capsys, tmp_path):
     assert err == "sttm predict: error: --window-s, --format: for --timeline only (without it a video is one clip)\n"
 
 
+def test_predict_timeline_refuses_json_with_another_format(capsys, tmp_path):
+    """`--timeline --format vtt --json` printed WebVTT: the --json asked for was ignored."""
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"unused: refused before the model loads")
+    assert main(["predict", "demo", str(clip), "--timeline", "--format", "csv", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sttm predict: error: --json and --format csv: one output format, give one of them\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
