@@ -81,7 +81,11 @@ def run(job: Job, stream: TextIO | None = None, head_lost: Callable[[str], None]
     )
     todo = [i for i in items if i.id not in parts.done]
     progress = Progress(len(todo), skipped=len(items) - len(todo), stream=stream or sys.stderr)
-    started_here = engine.connect(job.address, job.plan) if todo else False
+    try:
+        started_here = engine.connect(job.address, job.plan) if todo else False
+    except BaseException:
+        parts.discard()  # the job did not start: no OUT made for it
+        raise
     watch = engine.watch_head(head_lost) if todo and head_lost else None
     try:
         for batch in engine.run(todo, payload, spec, job.plan):

@@ -83,7 +83,8 @@ class Parts:
                 f"{self.out}: its parts and this run differ in columns ({', '.join(differ)}): --resume finishes a "
                 "job with the flags that started it (--timeline or not), or give another OUT"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._made = not self.out.exists()  # by this run: `discard` takes it away again
+        self.out.mkdir(parents=True, exist_ok=True)  # an OUT that cannot be made fails here, before Ray starts
         for stale in self.out.glob(".part-*.tmp"):  # what a killed run was writing
             stale.unlink()
         self.done: set[str] = {i for p in parts for i in read_ids(p)}
@@ -91,6 +92,12 @@ class Parts:
         self._pending: list[pa.Table] = []
         self._rows = 0
         self._since = _now()
+
+    def discard(self) -> None:
+        """Remove OUT where this run made it and nothing is in it: a job that did not start
+        (no Ray cluster at the address) leaves no empty folder behind."""
+        if self._made and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
     def add(self, batch: pa.Table) -> pa.Table:
         """Keep the rows of ids not yet written; write a part when one is due. Returns the rows kept."""

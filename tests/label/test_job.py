@@ -148,3 +148,18 @@ def test_the_exit_status_says_all_ok_or_not_started(local_ray, archive, tiny_onn
     assert main([*good[:-1], str(tmp_path / "d.parquet")]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RaySystemError" in err and err.rstrip().endswith("--resume finishes it")
+
+
+def test_a_job_that_finds_no_ray_cluster_leaves_no_out_folder(archive, tiny_onnx, tmp_path, monkeypatch):
+    """`--address HOST:PORT` with nothing listening: one line, exit 2, and (it did) an empty OUT left behind."""
+    import label.job
+    from label.engine import check_reachable
+
+    def connect(address, plan):  # as engine.connect does first for an address (a Ray may run here already)
+        check_reachable(address)
+
+    monkeypatch.setattr(label.job.engine, "connect", connect)
+    out = tmp_path / "labels.parquet"
+    with pytest.raises(ConnectionError, match="no Ray cluster answers at 127.0.0.1:1"):
+        run(Job((str(archive[0]),), out, tiny_onnx, address="127.0.0.1:1"))
+    assert not out.exists()

@@ -92,3 +92,17 @@ def test_timeline_rows_nest_segments_and_windows():
     data = table([row], timeline=True)
     assert data.schema.field("segments").type == pa.list_(schema(True).field("segments").type.value_type)
     assert data.to_pylist()[0]["segments"][0]["label"] == "x"
+
+
+def test_discard_removes_only_an_out_this_run_made_and_left_empty(tmp_path):
+    """`sttm label DIR -o OUT --address HOST:PORT` with no cluster there left an empty OUT folder."""
+    made = Parts(tmp_path / "new.parquet", schema(False), resume=False)
+    made.discard()
+    assert not (tmp_path / "new.parquet").exists()
+    (tmp_path / "theirs.parquet").mkdir()
+    Parts(tmp_path / "theirs.parquet", schema(False), resume=False).discard()
+    assert (tmp_path / "theirs.parquet").is_dir()  # the user's folder stays
+    written = Parts(tmp_path / "written.parquet", schema(False), resume=False, rows_per_part=1)
+    written.add(rows([1]))
+    written.discard()
+    assert complete_parts(tmp_path / "written.parquet")
