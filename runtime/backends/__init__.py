@@ -170,6 +170,11 @@ def check_request(path: str | Path, options: BackendOptions = BackendOptions()) 
         from runtime.backends import ov
 
         ov.decide_precision(path, options.precision)
+    elif kind == "tensorrt":
+        from runtime.backends import trt
+
+        if (reason := trt.missing()) is not None:  # it was exit 3 after the server had started
+            raise ModelLoadError(f"{path}: {reason}")
 
 
 def runs_on_torch(path: Path) -> bool:

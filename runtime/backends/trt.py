@@ -9,6 +9,7 @@ batch are allocated once, so a call copies into pinned memory and never allocate
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -17,15 +18,23 @@ import numpy as np
 from runtime.backends import Backend, ModelLoadError
 from runtime.metadata import read_sidecar
 
+NEEDS = "serving an engine needs tensorrt and cuda-python (the gpu image)"
+MODULES = {"tensorrt": "tensorrt", "cuda-python": "cuda"}  # package: the module it installs
+
+
+def missing() -> str | None:
+    """What serving an engine lacks here (one line; None: nothing), found without importing it:
+    `sttm serve` says it before the server starts."""
+    absent = [package for package, module in MODULES.items() if importlib.util.find_spec(module) is None]
+    return f"{NEEDS}: {' and '.join(absent)} not installed" if absent else None
+
 
 def load(path: Path) -> Backend:
     try:
         meta = read_sidecar(path)
         runner = TensorRTRunner(path)
     except ImportError as err:
-        raise ModelLoadError(
-            f"{path}: serving an engine needs tensorrt and cuda-python (the gpu image): {err}"
-        ) from None
+        raise ModelLoadError(f"{path}: {NEEDS}: {err}") from None
     except (ValueError, RuntimeError) as err:
         raise ModelLoadError(str(err)) from None
     return Backend(runner, meta, path, "tensorrt", meta.precision)

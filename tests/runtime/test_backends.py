@@ -57,6 +57,22 @@ def test_auto_picks_the_runtime_for_this_cpu_and_onnx_runtime_for_gpu_providers(
         resolve_kind(tiny_onnx, BackendOptions(kind="onnxruntime", precision="bf16"))
 
 
+def test_an_engine_without_tensorrt_is_refused_before_the_server_starts(tmp_path, monkeypatch):
+    """`sttm serve --model m.plan` where TensorRT is not installed started the server, then exited 3."""
+    from runtime.backends import trt
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"x")
+    real = trt.importlib.util.find_spec
+    monkeypatch.setattr(trt.importlib.util, "find_spec", lambda name: None if name == "tensorrt" else real(name))
+    with pytest.raises(ModelLoadError) as err:
+        check_request(engine, BackendOptions())
+    assert str(err.value).startswith(f"{engine}: serving an engine needs tensorrt and cuda-python (the gpu image): ")
+    assert "tensorrt" in str(err.value).rsplit(":", 1)[1] and "\n" not in str(err.value)
+    monkeypatch.setattr(trt, "missing", lambda: None)
+    check_request(engine, BackendOptions())  # installed: left to the load (the engine itself is not read here)
+
+
 def test_openvino_without_openvino_is_one_clear_error(tiny_onnx, monkeypatch):
     monkeypatch.setattr(backends, "installed", lambda module: False)
     assert resolve_kind(tiny_onnx, BackendOptions()).value == "onnxruntime"  # auto: what is there
