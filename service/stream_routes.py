@@ -162,6 +162,8 @@ async def push(ws: WebSocket) -> None:
         first = await _first_message(ws, runtime)
         if first is None:
             return
+        if _is_end(first):  # the options are optional: an end in their place is an end before any media
+            return await _refuse(ws, "empty", NO_MEDIA)
         if runtime.classifier is None or runtime.streams is None:
             return await _refuse(ws, "not_ready", runtime.load_error or "the model is still loading")
         opts = StreamOptions.model_validate_json(first)

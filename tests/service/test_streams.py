@@ -262,6 +262,13 @@ def test_websocket_push_of_an_index_last_mp4_or_of_no_media_is_refused_by_name(c
     assert push_refusal(fragmented[0], ended=False) is None
 
 
+def test_websocket_push_that_ends_in_place_of_its_options_is_empty(client):
+    """`{"type": "end"}` as the first message (the options are optional) said 'type: not an option here'."""
+    events = _push(client, ['{"type": "end"}'])
+    assert [e["event"] for e in events] == ["error", "end"]
+    assert events[0]["data"] == {"code": "empty", "message": 'the client sent {"type": "end"} before any media'}
+
+
 def test_websocket_push_that_stops_before_its_media_opens_is_a_timeout(client):
     """Too few bytes to open, then silence: it was 'not_a_video: not a readable ... stream'."""
     events = _push(client, ["{}", _webm_chunks(right_then_left())[0][:64]])
