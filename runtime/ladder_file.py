@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from runtime.metadata import json_error
+
 LADDER_FILE = "ladder.json"
 FORMAT = "sttm-ladder"
 
@@ -79,7 +81,7 @@ def read_ladder(directory: str | Path) -> tuple[str, list[RungEntry]]:
         rungs = [RungEntry(**r) for r in data["rungs"]]
         name = str(data["name"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a valid ladder ({err})") from None
+        raise ValueError(f"{path}: not a valid ladder ({json_error(err)})") from None
     if not rungs:
         raise ValueError(f"{path}: the ladder has no rungs")
     rungs.sort(key=lambda r: r.reduction)

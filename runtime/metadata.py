@@ -132,4 +132,10 @@ def read_sidecar(engine_path: str | Path) -> ModelMetadata:
     try:
         return ModelMetadata.from_dict(json.loads(sidecar.read_text())["metadata"])
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{sidecar}: {err}") from None
+        raise ValueError(f"{sidecar}: {json_error(err)}") from None
+
+
+def json_error(err: Exception) -> str:
+    """What is wrong with a JSON file, from what reading it raised: a KeyError's text is just the
+    key (`'rungs'`), which says nothing to whoever wrote the file."""
+    return f"no {err.args[0]!r} field" if isinstance(err, KeyError) and err.args else str(err)

@@ -62,3 +62,6 @@ def test_read_metadata_reads_a_file_without_compiling_it(tmp_path, monkeypatch):
     (tmp_path / "e.plan").write_bytes(b"engine")
     with pytest.raises(backends.ModelLoadError, match="no metadata sidecar e.plan.json"):
         backends.read_metadata(tmp_path / "e.plan")
+    (tmp_path / "e.plan.json").write_text("{}")  # said only: e.plan.json: 'metadata'
+    with pytest.raises(backends.ModelLoadError, match=r"e.plan.json: no 'metadata' field$"):
+        backends.read_metadata(tmp_path / "e.plan")

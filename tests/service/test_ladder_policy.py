@@ -384,6 +384,8 @@ def test_a_broken_ladder_fails_to_load_in_one_line(tmp_path, clips):
     refused(tmp_path, "without ladder.json")
     (tmp_path / "spec" / LADDER_FILE).write_text(json.dumps({"format": "sttm-ladder", "rungs": "x"}))
     refused(tmp_path / "spec", "not a valid ladder")
+    (tmp_path / "spec" / LADDER_FILE).write_text(json.dumps({"format": "sttm-ladder"}))
+    refused(tmp_path / "spec", "not a valid ladder (no 'rungs' field)")  # was: ('rungs')
     # the server: not ready with the reason; the CLI: one line, exit 2
     with TestClient(create_app(Settings(model=labels, require_model=False))) as client:
         r = client.post("/v1/classify", files={"file": ("c.mp4", _clip(clips))})
