@@ -83,6 +83,7 @@ def _check_writable(path: Path) -> None:
 
 
 TRITON_DEFAULTS = ("python", 1, 2)  # ExportSpec's triton_runtime, instances, decoders
+CALIB_CLIPS = 64  # clips an int8 OpenVINO IR is calibrated on, by default
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class ExportSpec:
     decoders: int = TRITON_DEFAULTS[2]
     sidecars: Sidecars = field(default_factory=Sidecars)
     calib: str | Path | None = None
-    calib_clips: int = 64
+    calib_clips: int = CALIB_CLIPS
     folder: bool = field(default=False, init=False, repr=False)  # `out` is a folder: one that exists, or `dir/`
 
     def __post_init__(self) -> None:
@@ -144,6 +145,8 @@ class ExportSpec:
             )
         if self.calib is not None and not (ir and int8):
             raise ExportError("--calib is for --format openvino --precision int8")
+        if self.calib is None and self.calib_clips != CALIB_CLIPS:  # it was ignored: nothing is calibrated
+            raise ExportError("--calib-clips is for --calib (--format openvino --precision int8)")
         if self.calib not in (None, "generated") and not Path(self.calib).is_dir():
             raise ExportError(f"--calib {self.calib}: not a data set directory")
         if self.fmt != "triton" and (self.triton_runtime, self.instances, self.decoders) != TRITON_DEFAULTS:

@@ -18,6 +18,7 @@ from export.run import ExportError, ExportSpec
         (dict(fmt="openvino", precision="fp16"), "stores fp32 or int8"),
         (dict(fmt="openvino", precision="int8"), "give --calib"),
         (dict(calib="generated"), "--calib is for --format openvino"),
+        (dict(calib_clips=8), "--calib-clips is for --calib"),  # was ignored
         (dict(fmt="openvino", precision="int8", calib="/no/such/dir"), "not a data set directory"),
         (dict(fmt="triton", triton_runtime="other"), "--triton-runtime"),
         (dict(fmt="triton", instances=0), "--instances"),
