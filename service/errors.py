@@ -75,7 +75,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, err: StarletteHTTPException):
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         code = codes.get(err.status_code, "http_error")  # 400: Starlette's multipart parser (no boundary, two files)
-        return error_response(err.status_code, code, str(err.detail))
+        return error_response(err.status_code, code, str(err.detail), err.headers)  # a 405's `Allow` (RFC 9110)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):
