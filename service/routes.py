@@ -19,14 +19,19 @@ from service.upload import video_body
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=Protected)
 ERRORS = documented(400, 401, 413, 415, 422, 503)
-VIDEO_BODY = {
+VIDEO_BODY = {  # the video is required (400 `empty_body`, `missing_file` without it): the schema says so
     "requestBody": {
+        "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
             },
             "video/*": {"schema": {"type": "string", "format": "binary"}},
-        }
+        },
     }
 }
 

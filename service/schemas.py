@@ -399,7 +399,8 @@ class TensorIn(BaseModel):
 
 class InferRequest(BaseModel):
     id: str | None = None
-    inputs: list[TensorIn]
+    # the model's one input: 400 `bad_input` for none or more (the route says why); only the schema says how many
+    inputs: list[TensorIn] = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
     outputs: list[dict] | None = None
 
 

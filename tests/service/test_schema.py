@@ -67,3 +67,14 @@ def test_operation_conforms_to_the_schema(api_schema, clips, method, path, mode)
         case.call_and_validate()
 
     check()
+
+
+def test_the_schema_requires_what_the_server_requires():
+    """A body without a video (400 `empty_body` / `missing_file`) and an `infer` without exactly one
+    input (400 `bad_input`) are refused: the schema says so, rather than calling them valid."""
+    schema = create_app().openapi()
+    for path in ("/v1/classify", "/v1/timeline"):
+        body = schema["paths"][path]["post"]["requestBody"]
+        assert body["required"] and body["content"]["multipart/form-data"]["schema"]["required"] == ["file"]
+    inputs = schema["components"]["schemas"]["InferRequest"]["properties"]["inputs"]
+    assert (inputs["minItems"], inputs["maxItems"]) == (1, 1)
