@@ -75,6 +75,17 @@ async def delete_stream(sid: str, streams: StreamsDep) -> Response:
     return Response(status_code=204)
 
 
+EVENT_ID_DIGITS = 18  # an event id of ours fits in 63 bits
+
+
+def resume_after(last_event_id: str | None) -> int:
+    """The event a reconnecting client saw last (`Last-Event-ID`); 0, from the first, for none or for
+    one that is not an id of ours. ASCII digits only: `str.isdigit` also takes `²`, which `int` refuses,
+    and `int` refuses more than 4300 digits (each was a 500)."""
+    value = last_event_id or ""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= EVENT_ID_DIGITS else 0
+
+
 @router.get(
     "/{sid}/events",
     dependencies=Protected,
@@ -86,7 +97,7 @@ async def events(
     """Server-Sent Events: `window`, `segment`, `end` (and `started`), each with an `id:`; a
     late subscriber gets the kept events from the first (or after `Last-Event-ID`)."""
     stream = streams.get(sid)
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = resume_after(last_event_id)
 
     async def body():
         async for event in stream.log.follow(after, KEEPALIVE_S):

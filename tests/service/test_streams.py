@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.settings import DEMO_ONNX, Settings
 from service.sources import system_resolver
-from service.stream_routes import NOT_END, push_refusal
+from service.stream_routes import NOT_END, push_refusal, resume_after
 from service.upload import JSON_BYTES
 from tests.media.fake_rtsp import CannedRtsp, listener, redirect_to
 from tests.service.conftest import faststart, right_then_left
@@ -130,6 +130,17 @@ def test_an_mp4_with_its_index_last_is_refused_at_once_not_retried(client, http_
     assert event == "end" and data["reason"].startswith("unsupported: the MP4's index (moov) comes after its media")
     info = client.get(f"/v1/streams/{sid}").json()
     assert info["state"] == "failed" and info["stats"]["retries"] == 0
+
+
+def test_a_last_event_id_that_is_no_id_of_ours_replays_from_the_first(client, http_server):
+    """`²` (a digit to `str.isdigit`, not to `int`) and 5,000 digits (past `int`'s limit) were 500s."""
+    assert [resume_after(v) for v in (None, "", "7", " 7", "-1", "²", "٣", "1" * 19, "1" * 5000)] == [0, 0, 7] + [0] * 6
+    sid = client.post("/v1/streams", json={"url": f"{http_server}/index-last.mp4"}).json()["id"]
+    first = [f"id: {i}" for i, _, _ in _events(client, sid)]
+    for value in (b"\xb2", b"1" * 5000):  # as a client sends them: bytes, `²` in latin-1
+        with client.stream("GET", f"/v1/streams/{sid}/events", headers={b"Last-Event-ID": value}) as r:
+            assert r.status_code == 200, r.read()
+            assert [line for line in r.iter_lines() if line.startswith("id: ")] == first
 
 
 def test_slow_sse_reader_does_not_hold_the_stream_up(client, http_server):
