@@ -144,13 +144,20 @@ def _small(text: str) -> str:
     return text
 
 
+def _json_object(text: str) -> dict | None:
+    """A text message as a JSON object, else None (not JSON, another value, or nested deeper than
+    `json.loads` recurses: its RecursionError is a RuntimeError, which the receiver took for a
+    disconnect)."""
+    with contextlib.suppress(ValueError, RecursionError):
+        message = json.loads(text)
+        return message if isinstance(message, dict) else None
+    return None
+
+
 def _auth_message(text: str) -> str | None:
     """The key of a `{"type": "auth", "key": ...}` message, else None."""
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(text)
-        if message.get("type") == "auth":
-            return str(message.get("key") or "")
-    return None
+    message = _json_object(text)
+    return str(message.get("key") or "") if message is not None and message.get("type") == "auth" else None
 
 
 async def _refuse(ws: WebSocket, code: str, message: str, close_code: int = 1000) -> None:
@@ -209,10 +216,8 @@ NOT_END = 'after the options, a text message must be {"type": "end"} (the media 
 
 
 def _is_end(text: str) -> bool:
-    with contextlib.suppress(ValueError):
-        message = json.loads(text)
-        return isinstance(message, dict) and message.get("type") == "end"
-    return False
+    message = _json_object(text)
+    return message is not None and message.get("type") == "end"
 
 
 PUSH_MP4 = (

@@ -287,10 +287,14 @@ def test_websocket_push_that_stops_before_its_media_opens_is_a_timeout(client):
     assert errors == [{"code": "timeout", "message": "no media for 1.5 s"}], events  # STTM_STREAM_STALL_S
 
 
-@pytest.mark.parametrize("text", ["[1]", "5", "null", '{"type": "pause"}', "", "not json"])
+DEEP = "[" * 30_000 + "]" * 30_000  # under JSON_BYTES, deeper than json.loads recurses
+
+
+@pytest.mark.parametrize("text", ["[1]", "5", "null", '{"type": "pause"}', "", "not json", DEEP])
 def test_websocket_text_other_than_end_after_the_options_ends_the_stream_at_once(client, text):
     """'[1]' raised AttributeError in the receiver (a traceback in the log) and the stream waited
-    for media until its stall limit; '{"type": "pause"}' was silently ignored."""
+    for media until its stall limit; '{"type": "pause"}' was silently ignored; `DEEP` raised
+    RecursionError, which the receiver took for a disconnect ('client closed')."""
     events = _push(client, ["{}", _webm_chunks(right_then_left())[0], text])
     errors = [e["data"] for e in events if e["event"] == "error"]
     assert errors == [{"code": "invalid_request", "message": NOT_END}]
