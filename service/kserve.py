@@ -146,7 +146,7 @@ async def model_ready(name: str, rt: AppStateDep):
 
 
 @infer_router.post(
-    "/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 413, 415, 422, 503)
+    "/models/{name}/infer", response_model=InferResponse, responses=documented(400, 401, 404, 408, 413, 415, 422, 503)
 )
 async def infer(name: str, request: InferRequest, classifier: ClassifierDep) -> InferResponse:
     pinned = _rung(classifier, name)

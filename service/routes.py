@@ -18,7 +18,7 @@ from service.schemas import ClassifyQuery, ClassifyResponse, ModelInfo, Timeline
 from service.upload import video_body
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=Protected)
-ERRORS = documented(400, 401, 413, 415, 422, 503)
+ERRORS = documented(400, 401, 408, 413, 415, 422, 503)  # 408, 413: service.upload.BodyLimit
 VIDEO_BODY = {  # the video is required (400 `empty_body`, `missing_file` without it): the schema says so
     "requestBody": {
         "required": True,

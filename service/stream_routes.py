@@ -24,6 +24,7 @@ from service.streams import Stream, Streams
 from service.upload import JSON_BYTES
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
+TEXT = {"type": "string"}
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet connection
 PIPE_BYTES = 8 << 20  # media a client may have in flight before its writes wait
 
@@ -42,7 +43,7 @@ StreamsDep = Annotated[Streams, Depends(get_streams)]
     status_code=201,
     response_model=StreamInfo,
     dependencies=Protected,
-    responses=documented(400, 401, 403, 422, 429, 501, 503),
+    responses=documented(400, 401, 403, 408, 413, 422, 429, 501, 503),  # 408, 413: BodyLimit
 )
 async def create(body: StreamRequest, rt: AppStateDep, classifier: ClassifierDep, streams: StreamsDep) -> StreamInfo:
     """Start classifying a live source: RTSP, HLS or an HTTP(S) file. Its host must be allowed
@@ -64,12 +65,12 @@ async def list_streams(streams: StreamsDep) -> list[StreamInfo]:
     return [StreamInfo.model_validate(s) for s in streams.list()]
 
 
-@router.get("/{sid}", response_model=StreamInfo, dependencies=Protected, responses=documented(401, 404, 503))
+@router.get("/{sid}", response_model=StreamInfo, dependencies=Protected, responses=documented(401, 404, 422, 503))
 async def get_stream(sid: str, streams: StreamsDep) -> StreamInfo:
     return StreamInfo.model_validate(streams.get(sid))
 
 
-@router.delete("/{sid}", status_code=204, dependencies=Protected, responses=documented(401, 404, 503))
+@router.delete("/{sid}", status_code=204, dependencies=Protected, responses=documented(401, 404, 422, 503))
 async def delete_stream(sid: str, streams: StreamsDep) -> Response:
     await streams.delete(sid)
     return Response(status_code=204)
@@ -89,7 +90,7 @@ def resume_after(last_event_id: str | None) -> int:
 @router.get(
     "/{sid}/events",
     dependencies=Protected,
-    responses={**documented(401, 404, 503), 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={**documented(401, 404, 422, 503), 200: {"content": {"text/event-stream": {"schema": TEXT}}}},
 )
 async def events(
     sid: str, rt: AppStateDep, streams: StreamsDep, last_event_id: Annotated[str | None, Header()] = None
