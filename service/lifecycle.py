@@ -61,7 +61,7 @@ async def open_classifier(
             rungs=tuple(rungs),
             policy=policy,
             limits=s.limits,
-            max_views=s.max_views,
+            max_views=s.views_per_request,
             max_windows=s.max_windows,
             window_slots=slots,
             stall_timeout_s=s.stream_stall_s,

@@ -88,6 +88,13 @@ class Settings(RuntimeSettings):
         return self
 
     @property
+    def views_per_request(self) -> int:
+        """The most views (clips) one request may hold: STTM_MAX_VIEWS, but no more than the queue
+        holds (STTM_MAX_QUEUE). A larger request could never be queued: it was 503 overloaded, retry
+        in 1 s, on an idle server, for ever."""
+        return min(self.max_views, self.max_queue)
+
+    @property
     def latency_target_s(self) -> float | None:
         return None if self.latency_target_ms is None else self.latency_target_ms / 1000
 

@@ -283,9 +283,24 @@ def test_concurrent_requests_are_batched_and_metrics_move(client_for, clips):
 
 def test_queue_full_is_503_with_retry_after(client_for, clips):
     client = client_for(max_queue=2, max_batch=1)
-    r = _post(client, _clip(clips), params={"num_clips": 3})
+    with client.app.state.runtime.classifier.batcher.admission(2):  # the queue held full by another request
+        r = _post(client, _clip(clips))
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert r.json()["error"]["code"] == "overloaded"
+    assert _post(client, _clip(clips), params={"num_clips": 2}).status_code == 200  # room again
+
+
+def test_a_request_of_more_views_than_the_queue_holds_is_refused_not_told_to_retry(client_for, clips):
+    """STTM_MAX_QUEUE under STTM_MAX_VIEWS: a request of more views than the queue holds could never
+    be queued, and was 503 overloaded with Retry-After on an idle server, for ever."""
+    client = client_for(max_queue=4)
+    r = _post(client, _clip(clips), params={"num_clips": 2, "crops": 3})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == {"code": "bad_option", "message": "num_clips x crops is over 4 views"}
+    body = {"inputs": [{"name": "video", "shape": [5, 3, 8, 64, 64], "datatype": "FP32", "data": [0.0]}]}
+    r = client.post("/v2/models/tiny/infer", json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_input", r.text
+    assert _post(client, _clip(clips), params={"num_clips": 4}).status_code == 200
 
 
 def test_backend_failure_fails_only_that_batch(client_for, clips):
