@@ -32,6 +32,10 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> its addresses, in the resolver's order
 DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}
 HOST_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*")
+# a control character: no URL holds one unencoded (RFC 3986), and HTTP clients refuse it only when they send (the
+# stream then ended `internal`, or retried for STTM_STREAM_RETRY_S); CR LF would split a request. A space passes:
+# HTTP clients encode it, and a playlist may name a segment so
+UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 METADATA = tuple(ipaddress.ip_network(n) for n in ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32"))
 
 
@@ -136,9 +140,13 @@ def system_resolver(host: str, port: int) -> list[str]:
 def check(url: str, allow: AllowList, resolver: Resolver = system_resolver) -> Target:
     """Resolve the URL's host once and check every address. Raises `RefusedError` (the scheme or
     the host is not allowed) or VideoError `bad_url` / `unreachable` (malformed, no address)."""
+    if UNSAFE.search(url):
+        raise VideoError("bad_url", f"malformed URL {url[:200]!r}: a control character (percent-encode it)")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
+        if parts.port == 0:  # no server listens there; `port or default` read it as the default port
+            raise ValueError
         host, port = (parts.hostname or "").rstrip("."), parts.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         raise VideoError("bad_url", f"malformed URL {url[:200]!r}") from None

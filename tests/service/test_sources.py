@@ -92,7 +92,10 @@ def test_a_check_looks_the_name_up_once_and_pins_the_address():
     ("url", "status"),
     [("file:///etc/passwd", 403), ("concat:http://127.0.0.1/a.mp4|http://127.0.0.1/b.mp4", 403), ("pipe:0", 403),
      ("gopher://127.0.0.1/", 403), ("http:///clip.mp4", 422), ("http://127.0.0.1:99999/", 422),
-     ("http://nowhere.invalid/", 422), ("http://10.1.2.3/clip.mp4", 403)],
+     ("http://nowhere.invalid/", 422), ("http://10.1.2.3/clip.mp4", 403),
+     # these were 201, then a stream that ended 'internal: InvalidURL' or retried for STTM_STREAM_RETRY_S
+     ("http://127.0.0.1/?\x00", 422), ("http://127.0.0.1/x\r\nX-Injected: y", 422), ("http://127.0.0.1/a\x7f", 422),
+     ("http://127.0.0.1\t/", 422), ("http://127.0.0.1:0/x", 422)],
 )  # fmt: skip
 def test_the_api_check_answers_403_or_422(url, status):
     with pytest.raises(ApiError) as err:
@@ -113,6 +116,12 @@ def test_unresolvable_and_malformed_are_not_refusals():
     with pytest.raises(VideoError) as err:
         check("http://nowhere.invalid/", AllowList.parse("nowhere.invalid"), _stub({}))
     assert err.value.code == "unreachable" and not isinstance(err.value, RefusedError)
+    for url in ("http://127.0.0.1/a\nb", "http://127.0.0.1:0/"):  # a redirect or a playlist line too: the same check
+        with pytest.raises(VideoError) as err:
+            check(url, AllowList.parse("127.0.0.1"), _stub({}))
+        assert err.value.code == "bad_url" and not isinstance(err.value, RefusedError)
+    for url in ("http://127.0.0.1/a%20b?q=%0A", "http://127.0.0.1/a b.ts"):  # encoded, or a space HTTP clients encode
+        assert check(url, AllowList.parse("127.0.0.1"), _stub({})).port == 80
 
 
 @settings(max_examples=300, deadline=None)
