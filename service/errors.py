@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from media import VideoError
 from service.batcher import QueueFullError
@@ -46,6 +47,16 @@ def describe(errors: list[dict], whole: str = "") -> str:
     return "; ".join(parts) or "invalid request"
 
 
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(routes, scope: dict) -> str:
+    """The `Allow` of a 405: each method some route on the path takes in full. Starlette names the
+    first such route's alone (`PUT /v1/streams`: `POST`, not `GET, POST`)."""
+    takes = [m for m in METHODS if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
+    return ", ".join(takes)
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -75,7 +86,10 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, err: StarletteHTTPException):
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         code = codes.get(err.status_code, "http_error")  # 400: Starlette's multipart parser (no boundary, two files)
-        return error_response(err.status_code, code, str(err.detail), err.headers)  # a 405's `Allow` (RFC 9110)
+        headers = err.headers  # a 405's `Allow` (RFC 9110), here naming every route on the path
+        if err.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request.app.router.routes, request.scope)}
+        return error_response(err.status_code, code, str(err.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):

@@ -17,3 +17,5 @@ def test_a_method_not_allowed_names_the_allowed_ones(tiny_onnx):
         assert r.headers["allow"] == allowed
     r = client.get("/v1/classify")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    for path, allowed in (("/v1/streams", "GET, POST"), ("/v1/streams/abc", "DELETE, GET")):  # two routes, one path
+        assert client.put(path).headers["allow"] == allowed, path
