@@ -39,6 +39,9 @@ def describe(errors: list[dict], whole: str = "") -> str:
         if tuple(err.get("loc", ())) == ("body",) and err.get("type") in ("model_attributes_type", "dict_type"):
             parts.append("the body must be a JSON object (Content-Type: application/json)")
             continue
+        if tuple(err.get("loc", ())) == ("body",) and err.get("type") == "missing":  # was the bare "Field required"
+            parts.append("the request has no body: send a JSON object (Content-Type: application/json)")
+            continue
         where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body")) or whole
         # a validator's own words, without the "Value error, " pydantic puts first (as cli.main does)
         msg = str(err.get("msg")).removeprefix("Value error, ")

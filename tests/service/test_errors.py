@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.errors import describe
 from service.settings import Settings
 
 
@@ -19,3 +20,14 @@ def test_a_method_not_allowed_names_the_allowed_ones(tiny_onnx):
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     for path, allowed in (("/v1/streams", "GET, POST"), ("/v1/streams/abc", "DELETE, GET")):  # two routes, one path
         assert client.put(path).headers["allow"] == allowed, path
+
+
+def test_a_missing_json_body_is_named_so(tiny_onnx):
+    """POST /v1/streams or infer without a body said only "Field required"."""
+    missing = [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+    assert describe(missing) == "the request has no body: send a JSON object (Content-Type: application/json)"
+    client = TestClient(create_app(Settings(model=tiny_onnx)))
+    with client:
+        for path in ("/v1/streams", "/v2/models/tiny/infer"):
+            r = client.post(path, headers={"content-type": "application/json"})
+            assert r.status_code == 422 and r.json()["error"]["message"] == describe(missing), (path, r.text)
