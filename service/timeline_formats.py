@@ -11,16 +11,32 @@ from collections.abc import Sequence
 MEDIA_TYPES = {"json": "application/json", "vtt": "text/vtt", "csv": "text/csv"}
 
 
+def _quality(params: list[str]) -> float:
+    """An `Accept` item's `q` (1 when absent or unreadable, as if it had none)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
 def negotiate(fmt: str | None, accept: str | None) -> str:
-    """`format=` wins; else the first of `Accept` we write; else JSON."""
+    """`format=` wins; else the type of `Accept` we write that it rates highest (the first of equals;
+    `q=0` is "not this one", RFC 9110); else JSON. Order alone chose: `text/csv;q=0, application/json`
+    was answered in CSV."""
     if fmt:
         return fmt
-    for part in (accept or "").split(","):
-        kind = part.split(";")[0].strip().lower()
-        for name, media_type in MEDIA_TYPES.items():
-            if kind == media_type:
-                return name
-    return "json"
+    offers = []
+    for i, part in enumerate((accept or "").split(",")):
+        kind, *params = part.split(";")
+        name = next((n for n, media_type in MEDIA_TYPES.items() if media_type == kind.strip().lower()), None)
+        quality = _quality(params)
+        if name is not None and quality > 0:  # NaN too is no preference
+            offers.append((-quality, i, name))
+    return min(offers)[2] if offers else "json"
 
 
 def _timestamp(seconds: float) -> str:

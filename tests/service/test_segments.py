@@ -87,6 +87,11 @@ def test_vtt_and_csv():
     assert odd.endswith("00:00:00.000 --> 00:00:01.000\nrock &amp; roll &lt;live&gt; --&gt;  encore 0.50\n")
     assert negotiate(None, "text/vtt") == "vtt" and negotiate(None, "text/html, text/csv;q=0.9") == "csv"
     assert negotiate("json", "text/vtt") == "json" and negotiate(None, None) == "json"
+    # the highest quality, not the first; q=0 refuses a type (these were csv, csv, json)
+    assert negotiate(None, "text/csv;q=0, application/json") == "json"
+    assert negotiate(None, "text/csv;q=0.1, text/vtt") == "vtt"
+    assert negotiate(None, "application/json;q=0.1, text/vtt; Q=0.9") == "vtt"
+    assert negotiate(None, "text/csv;q=0") == "json" and negotiate(None, "text/csv;q=x, text/vtt") == "csv"
 
 
 def test_a_value_outside_the_limits_is_named_in_pydantics_words():
