@@ -237,22 +237,21 @@ def test_predict_holds_top_k_to_the_routes_limits_in_one_line(capsys, tmp_path, 
         assert err.startswith("sttm predict: error: --top-k: input should be") and err.count("\n") == 1, err
 
 
-def test_predict_refuses_timeline_flags_without_timeline(capsys, tmp_path):
-    """`--format vtt` (or --window-s ...) without --timeline was ignored: the clip's labels came out as text."""
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [  # each was ignored: the clip's labels came out as text; `--timeline --format csv --json` printed CSV
+        (
+            ["--format", "vtt", "--window-s", "1"],
+            "--window-s, --format: for --timeline only (without it a video is one clip)",
+        ),
+        (["--timeline", "--format", "csv", "--json"], "--json and --format csv: one output format, give one of them"),
+    ],
+)
+def test_predict_refuses_flags_it_would_ignore(capsys, tmp_path, flags, message):
     clip = tmp_path / "c.mp4"
     clip.write_bytes(b"unused: refused before the model loads")
-    assert main(["predict", "demo", str(clip), "--format", "vtt", "--window-s", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err == "sttm predict: error: --window-s, --format: for --timeline only (without it a video is one clip)\n"
-
-
-def test_predict_timeline_refuses_json_with_another_format(capsys, tmp_path):
-    """`--timeline --format vtt --json` printed WebVTT: the --json asked for was ignored."""
-    clip = tmp_path / "c.mp4"
-    clip.write_bytes(b"unused: refused before the model loads")
-    assert main(["predict", "demo", str(clip), "--timeline", "--format", "csv", "--json"]) == 2
-    err = capsys.readouterr().err
-    assert err == "sttm predict: error: --json and --format csv: one output format, give one of them\n"
+    assert main(["predict", "demo", str(clip), *flags]) == 2
+    assert capsys.readouterr().err == f"sttm predict: error: {message}\n"
 
 
 @pytest.mark.parametrize(
